@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* xmacvlan XDP programs.
+ *
+ * xmv_parent runs on a network's parent interface. It steers frames whose (parent, VLAN, destination
+ * MAC) belongs to an endpoint into the AF_XDP socket of the receive queue. Everything else —
+ * broadcast/multicast, unknown unicast, frames too short to parse — goes to the host stack
+ * untouched (XDP_PASS); broadcast/multicast is picked up again there by the daemon's flood socket,
+ * so that both the host and the endpoints get it, as with kernel macvlan.
+ *
+ * xmv_endpoint runs on the host side of every endpoint veth: all a container sends goes to AF_XDP.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "xmacvlan.h"
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 encapsulated_proto;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mac_key);
+	__type(value, __u32); /* reserved for flags; presence is what matters */
+} macs SEC(".maps");
+
+/* ifindex -> slot: where this interface's sockets start in `xsks`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XMV_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, XMV_MAX_SLOTS * XMV_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XMV_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} xdp_stats SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&xdp_stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int to_xsk(struct xdp_md *ctx, int fallback)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 *slot = bpf_map_lookup_elem(&slots, &ifindex);
+	if (!slot || ctx->rx_queue_index >= XMV_MAX_QUEUES) {
+		count(XMV_STAT_NO_SOCKET);
+		return fallback;
+	}
+	return bpf_redirect_map(&xsks, *slot * XMV_MAX_QUEUES + ctx->rx_queue_index, fallback);
+}
+
+SEC("xdp")
+int xmv_parent(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct mac_key key = {};
+
+	if ((void *)(eth + 1) > data_end) {
+		count(XMV_STAT_PASS_SHORT);
+		return XDP_PASS;
+	}
+	if (eth->h_dest[0] & 1) {
+		count(XMV_STAT_PASS_MULTICAST);
+		return XDP_PASS;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_8021Q)) {
+		struct vlan_hdr *vh = (void *)(eth + 1);
+		if ((void *)(vh + 1) > data_end) {
+			count(XMV_STAT_PASS_SHORT);
+			return XDP_PASS;
+		}
+		key.vlan = bpf_ntohs(vh->tci) & 0x0fff;
+	}
+	key.parent_ifindex = ctx->ingress_ifindex;
+	__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
+	if (!bpf_map_lookup_elem(&macs, &key)) {
+		count(XMV_STAT_PASS_UNKNOWN);
+		return XDP_PASS;
+	}
+	count(XMV_STAT_TO_XSK);
+	return to_xsk(ctx, XDP_PASS);
+}
+
+SEC("xdp")
+int xmv_endpoint(struct xdp_md *ctx)
+{
+	/* Nothing a container sends may leak into the daemon's namespace. */
+	count(XMV_STAT_EP_TO_XSK);
+	return to_xsk(ctx, XDP_DROP);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,177 @@
+//! The XDP programs of bpf/xmacvlan.bpf.c: loading, attaching, and the maps the control plane fills.
+
+#![allow(clippy::all)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/xmacvlan.skel.rs"));
+}
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, Xdp, XdpFlags};
+
+use crate::frame::MacAddr;
+use crate::Error;
+
+/// Twin of `struct mac_key` in bpf/xmacvlan.h.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MacKey {
+    pub parent_ifindex: u32,
+    pub vlan: u16,
+    pub mac: [u8; 6],
+}
+const _: () = assert!(std::mem::size_of::<MacKey>() == 12);
+
+/// Mirrors XMV_MAX_QUEUES / XMV_MAX_SLOTS in bpf/xmacvlan.h.
+pub const MAX_QUEUES: u32 = 16;
+pub const MAX_SLOTS: u32 = 4096;
+
+/// Indexes of the `xdp_stats` per-CPU array (enum xmv_stat).
+pub const XDP_STAT_NAMES: [&str; 6] =
+    ["to_xsk", "pass_multicast", "pass_unknown", "pass_short", "endpoint_to_xsk", "no_socket"];
+
+/// How an XDP program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    Native,
+    Generic,
+}
+
+impl XdpMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+    fn flags(self) -> XdpFlags {
+        match self {
+            XdpMode::Native => XdpFlags::DRV_MODE,
+            XdpMode::Generic => XdpFlags::SKB_MODE,
+        }
+    }
+}
+
+/// Which of the two programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prog {
+    Parent,
+    Endpoint,
+}
+
+/// The loaded object: program and map fds, independent of the skeleton's lifetime.
+pub struct Bpf {
+    parent: OwnedFd,
+    endpoint: OwnedFd,
+    macs: MapHandle,
+    slots: MapHandle,
+    xsks: MapHandle,
+    stats: MapHandle,
+}
+
+fn bpf_err(what: &'static str) -> impl FnOnce(libbpf_rs::Error) -> Error {
+    move |e| Error::Bpf { what, source: e }
+}
+
+impl Bpf {
+    pub fn load() -> Result<Self, Error> {
+        let mut storage = MaybeUninit::uninit();
+        let open = skel::XmacvlanSkelBuilder::default().open(&mut storage).map_err(bpf_err("open"))?;
+        let skel = open.load().map_err(bpf_err("load (is BPF available and are you root?)"))?;
+        let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(|e| Error::Sys { call: "dup", source: e });
+        Ok(Bpf {
+            parent: dup(skel.progs.xmv_parent.as_fd())?,
+            endpoint: dup(skel.progs.xmv_endpoint.as_fd())?,
+            macs: MapHandle::try_from(&skel.maps.macs).map_err(bpf_err("map macs"))?,
+            slots: MapHandle::try_from(&skel.maps.slots).map_err(bpf_err("map slots"))?,
+            xsks: MapHandle::try_from(&skel.maps.xsks).map_err(bpf_err("map xsks"))?,
+            stats: MapHandle::try_from(&skel.maps.xdp_stats).map_err(bpf_err("map xdp_stats"))?,
+        })
+    }
+
+    fn prog(&self, p: Prog) -> BorrowedFd<'_> {
+        match p {
+            Prog::Parent => self.parent.as_fd(),
+            Prog::Endpoint => self.endpoint.as_fd(),
+        }
+    }
+
+    /// Attaches `p` to `ifindex`, native mode first, generic when the driver has none. Refuses to
+    /// replace a program someone else attached.
+    pub fn attach(&self, p: Prog, ifindex: u32, ifname: &str) -> Result<XdpMode, Error> {
+        let xdp = Xdp::new(self.prog(p));
+        let mut last = None;
+        for mode in [XdpMode::Native, XdpMode::Generic] {
+            match xdp.attach(ifindex as i32, mode.flags() | XdpFlags::UPDATE_IF_NOEXIST) {
+                Ok(()) => return Ok(mode),
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => {
+                    return Err(Error::XdpBusy { ifname: ifname.to_string() })
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Error::Attach { ifname: ifname.to_string(), source: last.expect("tried at least once") })
+    }
+
+    /// Detaches whatever we attached in `mode`; a link that is gone already is not an error.
+    pub fn detach(&self, ifindex: u32, mode: XdpMode) {
+        let xdp = Xdp::new(self.prog(Prog::Parent));
+        let _ = xdp.detach(ifindex as i32, mode.flags());
+    }
+
+    /// Id of the program attached to `ifindex` in `mode` (0 = none).
+    pub fn attached_id(&self, ifindex: u32, mode: XdpMode) -> u32 {
+        Xdp::new(self.prog(Prog::Parent)).query_id(ifindex as i32, mode.flags()).unwrap_or(0)
+    }
+
+    pub fn set_mac(&self, key: MacKey) -> Result<(), Error> {
+        self.macs.update(as_bytes(&key), &1u32.to_ne_bytes(), MapFlags::ANY).map_err(bpf_err("update macs"))
+    }
+
+    pub fn del_mac(&self, key: MacKey) {
+        let _ = self.macs.delete(as_bytes(&key));
+    }
+
+    pub fn set_slot(&self, ifindex: u32, slot: u32) -> Result<(), Error> {
+        self.slots
+            .update(&ifindex.to_ne_bytes(), &slot.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_err("update slots"))
+    }
+
+    pub fn del_slot(&self, ifindex: u32) {
+        let _ = self.slots.delete(&ifindex.to_ne_bytes());
+    }
+
+    pub fn set_xsk(&self, slot: u32, queue: u32, fd: BorrowedFd<'_>) -> Result<(), Error> {
+        let idx = slot * MAX_QUEUES + queue;
+        self.xsks
+            .update(&idx.to_ne_bytes(), &(fd.as_raw_fd() as u32).to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_err("update xsks"))
+    }
+
+    pub fn del_xsk(&self, slot: u32, queue: u32) {
+        let _ = self.xsks.delete(&(slot * MAX_QUEUES + queue).to_ne_bytes());
+    }
+
+    /// The per-CPU XDP counters summed over CPUs, in [`XDP_STAT_NAMES`] order.
+    pub fn xdp_stats(&self) -> [u64; 6] {
+        let mut out = [0u64; 6];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(Some(per_cpu)) = self.stats.lookup_percpu(&(i as u32).to_ne_bytes(), MapFlags::ANY) {
+                *slot = per_cpu.iter().filter_map(|v| v.get(..8)).map(|b| u64::from_ne_bytes(b.try_into().unwrap())).sum();
+            }
+        }
+        out
+    }
+}
+
+pub fn mac_key(parent_ifindex: u32, vlan: u16, mac: MacAddr) -> MacKey {
+    MacKey { parent_ifindex, vlan, mac: mac.0 }
+}
+
+fn as_bytes(k: &MacKey) -> &[u8] {
+    // SAFETY: MacKey is repr(C), 12 bytes without padding (asserted above), and plain data.
+    unsafe { std::slice::from_raw_parts((k as *const MacKey).cast::<u8>(), std::mem::size_of::<MacKey>()) }
+}

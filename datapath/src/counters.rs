@@ -1,0 +1,130 @@
+//! Lock-free counters. Each (worker, port) pair has its own cache-padded block with exactly one
+//! writer, so an increment is a plain load + store (no locked instruction, no shared cache line);
+//! the control plane sums the blocks of all workers when asked.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+
+use crate::fwd::DropReason;
+
+/// A counter written by one thread only.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Single-writer add: must only be called from the owning worker.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Per port, from the datapath's point of view: `rx` = received from the port, `tx` = delivered to it.
+#[derive(Default, Debug)]
+pub struct PortCounters {
+    pub rx: Counter,
+    pub rx_bytes: Counter,
+    pub tx: Counter,
+    pub tx_bytes: Counter,
+    pub drops: [Counter; DropReason::COUNT],
+    /// Kernel-side AF_XDP statistics of this port's socket (XDP_STATISTICS), refreshed by the worker.
+    pub xsk_rx_dropped: Counter,
+    pub xsk_rx_ring_full: Counter,
+    pub xsk_fill_empty: Counter,
+}
+
+pub type SharedPortCounters = std::sync::Arc<CachePadded<PortCounters>>;
+
+impl PortCounters {
+    #[inline]
+    pub fn dropped(&self, reason: DropReason) {
+        self.drops[reason as usize].add(1);
+    }
+}
+
+/// A plain-value copy of [`PortCounters`], summed over workers.
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct PortStats {
+    pub rx: u64,
+    pub rx_bytes: u64,
+    pub tx: u64,
+    pub tx_bytes: u64,
+    pub drops: [u64; DropReason::COUNT],
+    pub xsk_rx_dropped: u64,
+    pub xsk_rx_ring_full: u64,
+    pub xsk_fill_empty: u64,
+}
+
+impl PortStats {
+    pub fn add(&mut self, c: &PortCounters) {
+        self.rx += c.rx.get();
+        self.rx_bytes += c.rx_bytes.get();
+        self.tx += c.tx.get();
+        self.tx_bytes += c.tx_bytes.get();
+        for (sum, d) in self.drops.iter_mut().zip(&c.drops) {
+            *sum += d.get();
+        }
+        // The kernel's values are absolute per socket; summing over workers' sockets is right.
+        self.xsk_rx_dropped += c.xsk_rx_dropped.get();
+        self.xsk_rx_ring_full += c.xsk_rx_ring_full.get();
+        self.xsk_fill_empty += c.xsk_fill_empty.get();
+    }
+
+    pub fn drops_total(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+/// Per worker totals.
+#[derive(Default, Debug)]
+pub struct WorkerCounters {
+    pub rx_frames: Counter,
+    pub tx_frames: Counter,
+    pub dropped: Counter,
+    /// Extra copies made for floods: frames out = frames in + flood_copies − drops.
+    pub flood_copies: Counter,
+    /// Floods that found no target at all: rx + flood_copies = tx + drops + flood_empty.
+    pub flood_empty: Counter,
+    /// Loop iterations that found work, and times the worker went to sleep in poll().
+    pub busy_loops: Counter,
+    pub idle_sleeps: Counter,
+    /// sendto() kicks issued (one per TX batch per socket at most).
+    pub tx_kicks: Counter,
+}
+
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub id: usize,
+    pub cpu: Option<usize>,
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub dropped: u64,
+    pub flood_copies: u64,
+    pub flood_empty: u64,
+    pub busy_loops: u64,
+    pub idle_sleeps: u64,
+    pub tx_kicks: u64,
+}
+
+impl WorkerCounters {
+    pub fn snapshot(&self, id: usize, cpu: Option<usize>) -> WorkerStats {
+        WorkerStats {
+            id,
+            cpu,
+            rx_frames: self.rx_frames.get(),
+            tx_frames: self.tx_frames.get(),
+            dropped: self.dropped.get(),
+            flood_copies: self.flood_copies.get(),
+            flood_empty: self.flood_empty.get(),
+            busy_loops: self.busy_loops.get(),
+            idle_sleeps: self.idle_sleeps.get(),
+            tx_kicks: self.tx_kicks.get(),
+        }
+    }
+}

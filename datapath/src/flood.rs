@@ -1,0 +1,188 @@
+//! The second receive path for broadcast/multicast from the wire.
+//!
+//! XDP cannot both pass a frame to the host stack and redirect it to AF_XDP. Kernel macvlan gives
+//! every child AND the host a copy, so the XDP program passes group-addressed frames, and this
+//! packet socket on the parent picks them up again after the stack's taps: the kernel clones the
+//! skb once for us; `recvmmsg` lands a whole batch directly in UMEM frames (one syscall per batch,
+//! none per frame); the worker then fans each frame out to the endpoints by descriptor.
+
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::frame::{ETH_HLEN, VLAN_HLEN};
+use crate::Error;
+
+pub const BATCH: usize = 64;
+
+const PACKET_AUXDATA: libc::c_int = 8;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+
+/// `struct tpacket_auxdata`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TpacketAuxdata {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+}
+const _: () = assert!(size_of::<TpacketAuxdata>() == 20);
+
+/// Room for one cmsg carrying tpacket_auxdata (CMSG_SPACE(20) = 40 on 64-bit).
+const CMSG_BUF: usize = 64;
+
+/// One received frame: where it landed and how long it is (an 802.1Q tag the kernel had moved to
+/// metadata is re-inserted in place, so the frame is exactly what the wire carried).
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub offset: u64,
+    pub len: u32,
+}
+
+pub struct FloodSocket {
+    fd: OwnedFd,
+    msgs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    cmsgs: Vec<[u64; CMSG_BUF / 8]>,
+}
+
+// SAFETY: the raw pointers inside `msgs`/`iovs` point into this struct's own heap buffers or into
+// UMEM frames the owning worker holds; the socket moves to the worker thread as a whole.
+unsafe impl Send for FloodSocket {}
+
+fn sys(call: &'static str) -> Error {
+    Error::Sys { call, source: std::io::Error::last_os_error() }
+}
+
+impl FloodSocket {
+    /// A non-blocking packet socket on `ifindex` that only sees incoming group-addressed frames.
+    pub fn open(ifindex: u32) -> Result<Self, Error> {
+        // Protocol 0 first: the socket receives nothing until the filter is in place and it is bound.
+        // SAFETY: plain socket(2) call; the result is checked.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(sys("socket(AF_PACKET)"));
+        }
+        // SAFETY: `raw` is a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // Accept only frames whose destination has the group bit: ldb [0]; jset #1; ret all; ret 0.
+        let mut filter = [
+            libc::sock_filter { code: 0x30, jt: 0, jf: 0, k: 0 },
+            libc::sock_filter { code: 0x45, jt: 0, jf: 1, k: 1 },
+            libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0x0004_0000 },
+            libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 },
+        ];
+        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog, "SO_ATTACH_FILTER")?;
+        setsockopt(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32, "PACKET_IGNORE_OUTGOING")?;
+        setsockopt(&fd, libc::SOL_PACKET, PACKET_AUXDATA, &1i32, "PACKET_AUXDATA")?;
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &(8i32 << 20), "SO_RCVBUFFORCE")?;
+        // SAFETY: sockaddr_ll is plain data; zero is a valid starting value.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: binds with a fully initialised sockaddr_ll of the right size.
+        let rc = unsafe {
+            libc::bind(fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), size_of::<libc::sockaddr_ll>() as u32)
+        };
+        if rc != 0 {
+            return Err(sys("bind(AF_PACKET)"));
+        }
+        // SAFETY: zeroed mmsghdr/iovec are valid "empty" values; pointers are set before each use.
+        let msgs = vec![unsafe { zeroed::<libc::mmsghdr>() }; BATCH];
+        let iovs = vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
+        Ok(FloodSocket { fd, msgs, iovs, cmsgs: vec![[0; CMSG_BUF / 8]; BATCH] })
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// Receives up to `frames.len()` frames, the i-th into the UMEM chunk at `frames[i]`, and
+    /// reports them in `out`. Returns how many arrived (0 when none is waiting).
+    ///
+    /// # Safety
+    /// `base` must be the start of the UMEM area and each `frames[i]` the offset of a chunk of
+    /// `chunk` bytes inside it that nobody else (kernel included) uses until this call returns.
+    pub unsafe fn recv(&mut self, base: *mut u8, chunk: usize, frames: &[u64], out: &mut Vec<Received>) -> usize {
+        let n = frames.len().min(BATCH);
+        // Leave VLAN_HLEN bytes in front so a stripped tag can be put back without moving the payload.
+        let lead = crate::xsk::TX_HEADROOM as usize + VLAN_HLEN;
+        for i in 0..n {
+            self.iovs[i] = libc::iovec {
+                // SAFETY (of the caller's contract): the chunk is inside the area and unused.
+                iov_base: base.add(frames[i] as usize + lead).cast(),
+                iov_len: chunk - lead,
+            };
+            let hdr = &mut self.msgs[i].msg_hdr;
+            hdr.msg_name = std::ptr::null_mut();
+            hdr.msg_namelen = 0;
+            hdr.msg_iov = &mut self.iovs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+            hdr.msg_controllen = CMSG_BUF;
+            hdr.msg_flags = 0;
+            self.msgs[i].msg_len = 0;
+        }
+        let got = libc::recvmmsg(self.fd.as_raw_fd(), self.msgs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT, std::ptr::null_mut());
+        if got <= 0 {
+            return 0;
+        }
+        let got = got as usize;
+        for i in 0..got {
+            let hdr = &self.msgs[i].msg_hdr;
+            let mut len = self.msgs[i].msg_len as usize;
+            let mut start = frames[i] + lead as u64;
+            if hdr.msg_flags & libc::MSG_TRUNC != 0 || len < ETH_HLEN {
+                // Too big for a chunk, or runt: hand it over as is; the decision drops and counts it.
+                out.push(Received { offset: start, len: len.min(chunk - lead) as u32 });
+                continue;
+            }
+            if let Some(aux) = auxdata(hdr) {
+                if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
+                    // Put the tag back between the source MAC and the EtherType.
+                    let p = base.add(start as usize);
+                    std::ptr::copy(p, p.sub(VLAN_HLEN), 12);
+                    let tpid = if aux.tp_vlan_tpid != 0 { aux.tp_vlan_tpid } else { 0x8100 };
+                    let (t, c) = (tpid.to_be_bytes(), aux.tp_vlan_tci.to_be_bytes());
+                    let tag = [t[0], t[1], c[0], c[1]];
+                    std::ptr::copy_nonoverlapping(tag.as_ptr(), p.add(12 - VLAN_HLEN), VLAN_HLEN);
+                    start -= VLAN_HLEN as u64;
+                    len += VLAN_HLEN;
+                }
+            }
+            out.push(Received { offset: start, len: len as u32 });
+        }
+        got
+    }
+}
+
+/// Finds the PACKET_AUXDATA control message of a received message.
+///
+/// # Safety
+/// `hdr` must describe a message just filled by recvmsg, with msg_control pointing to live memory.
+unsafe fn auxdata(hdr: &libc::msghdr) -> Option<TpacketAuxdata> {
+    let mut c = libc::CMSG_FIRSTHDR(hdr);
+    while !c.is_null() {
+        if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
+            return Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<TpacketAuxdata>()));
+        }
+        c = libc::CMSG_NXTHDR(hdr, c);
+    }
+    None
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, v: &T, call: &'static str) -> Result<(), Error> {
+    // SAFETY: passes a pointer to a live T and its exact size.
+    let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, opt, (v as *const T).cast(), size_of::<T>() as u32) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(sys(call))
+    }
+}

@@ -1,0 +1,233 @@
+//! A zero-copy view of an Ethernet II header with an optional 802.1Q tag.
+//!
+//! Contract (as in smoltcp's `wire`): once [`Ethernet::parse`] returned `Ok`, no accessor panics.
+
+use std::{fmt, str::FromStr};
+
+/// Byte ranges of the Ethernet header.
+mod field {
+    use std::ops::Range;
+    pub const DESTINATION: Range<usize> = 0..6;
+    pub const SOURCE: Range<usize> = 6..12;
+    pub const ETHERTYPE: Range<usize> = 12..14;
+    pub const VLAN_TCI: Range<usize> = 14..16;
+    pub const HEADER_LEN: usize = 14;
+    pub const VLAN_HEADER_LEN: usize = 18;
+}
+
+pub const ETH_HLEN: usize = field::HEADER_LEN;
+pub const VLAN_HLEN: usize = 4;
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+
+/// A 48-bit MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+
+    /// Group bit: broadcast and multicast.
+    #[inline]
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 0x01 != 0
+    }
+
+    #[inline]
+    pub fn is_zero(&self) -> bool {
+        self.0 == [0; 6]
+    }
+
+    /// The address as the low 48 bits of a u64 (network byte order, first octet highest).
+    #[inline]
+    pub fn to_u64(self) -> u64 {
+        let b = self.0;
+        u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The text is not six colon-separated hex octets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address '{0}': expected six hex octets like 02:42:c6:12:00:0a")]
+pub struct ParseMacError(pub String);
+
+impl FromStr for MacAddr {
+    type Err = ParseMacError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseMacError(s.to_string());
+        let mut out = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for byte in out.iter_mut() {
+            let part = parts.next().ok_or_else(err)?;
+            if part.is_empty() || part.len() > 2 {
+                return Err(err());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| err())?;
+        }
+        if parts.next().is_some() {
+            return Err(err());
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+/// Why a frame could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Shorter than an Ethernet header.
+    Runt,
+    /// EtherType 0x8100 without room for the tag.
+    TruncatedVlan,
+}
+
+/// A checked view of an Ethernet frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Ethernet<'a> {
+    buf: &'a [u8],
+    tagged: bool,
+}
+
+impl<'a> Ethernet<'a> {
+    /// Checks the lengths once; every accessor below is then infallible.
+    #[inline]
+    pub fn parse(buf: &'a [u8]) -> Result<Self, ParseError> {
+        if buf.len() < field::HEADER_LEN {
+            return Err(ParseError::Runt);
+        }
+        let tagged = u16::from_be_bytes([buf[12], buf[13]]) == ETHERTYPE_VLAN;
+        if tagged && buf.len() < field::VLAN_HEADER_LEN {
+            return Err(ParseError::TruncatedVlan);
+        }
+        Ok(Ethernet { buf, tagged })
+    }
+
+    #[inline]
+    pub fn dst(&self) -> MacAddr {
+        let mut m = [0; 6];
+        m.copy_from_slice(&self.buf[field::DESTINATION]);
+        MacAddr(m)
+    }
+
+    #[inline]
+    pub fn src(&self) -> MacAddr {
+        let mut m = [0; 6];
+        m.copy_from_slice(&self.buf[field::SOURCE]);
+        MacAddr(m)
+    }
+
+    #[inline]
+    pub fn ethertype(&self) -> u16 {
+        u16::from_be_bytes([self.buf[field::ETHERTYPE.start], self.buf[field::ETHERTYPE.start + 1]])
+    }
+
+    #[inline]
+    pub fn is_tagged(&self) -> bool {
+        self.tagged
+    }
+
+    /// VLAN id of the 802.1Q tag (0 when untagged or priority-tagged).
+    #[inline]
+    pub fn vlan(&self) -> u16 {
+        if self.tagged {
+            u16::from_be_bytes([self.buf[field::VLAN_TCI.start], self.buf[field::VLAN_TCI.start + 1]])
+                & 0x0fff
+        } else {
+            0
+        }
+    }
+
+    /// Length of the L2 header, tag included.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        if self.tagged {
+            field::VLAN_HEADER_LEN
+        } else {
+            field::HEADER_LEN
+        }
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static UNTAGGED: [u8; 20] = [
+        0x02, 0x42, 0xc6, 0x12, 0x00, 0x0a, // dst
+        0x02, 0x00, 0xc6, 0x12, 0x00, 0xfe, // src
+        0x08, 0x00, // IPv4
+        0x45, 0x00, 0x00, 0x14, 0x00, 0x00,
+    ];
+
+    static TAGGED: [u8; 18] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, //
+        0x02, 0x00, 0xc6, 0x12, 0x00, 0xfe, //
+        0x81, 0x00, 0xa0, 0x32, // PCP 5, VID 50
+        0x08, 0x06,
+    ];
+
+    #[test]
+    fn deconstruct_untagged() {
+        let f = Ethernet::parse(&UNTAGGED).unwrap();
+        assert_eq!(f.dst(), MacAddr([0x02, 0x42, 0xc6, 0x12, 0x00, 0x0a]));
+        assert_eq!(f.src().to_string(), "02:00:c6:12:00:fe");
+        assert_eq!(f.ethertype(), 0x0800);
+        assert!(!f.is_tagged());
+        assert_eq!(f.vlan(), 0);
+        assert_eq!(f.header_len(), 14);
+        assert!(!f.dst().is_multicast());
+    }
+
+    #[test]
+    fn deconstruct_tagged() {
+        let f = Ethernet::parse(&TAGGED).unwrap();
+        assert!(f.is_tagged());
+        assert_eq!(f.vlan(), 50, "PCP bits must not leak into the VLAN id");
+        assert_eq!(f.header_len(), 18);
+        assert!(f.dst().is_multicast());
+    }
+
+    #[test]
+    fn short_frames_are_errors_not_panics() {
+        for len in 0..14 {
+            assert_eq!(Ethernet::parse(&UNTAGGED[..len]).unwrap_err(), ParseError::Runt);
+        }
+        for len in 14..18 {
+            assert_eq!(Ethernet::parse(&TAGGED[..len]).unwrap_err(), ParseError::TruncatedVlan);
+        }
+    }
+
+    #[test]
+    fn mac_parse_and_print() {
+        let m: MacAddr = "02:42:C6:12:00:0a".parse().unwrap();
+        assert_eq!(m.to_string(), "02:42:c6:12:00:0a");
+        assert_eq!(m.to_u64(), 0x0242_c612_000a);
+        for bad in ["", "02:42:c6:12:00", "02:42:c6:12:00:0a:01", "02:42:zz:12:00:0a", "002:42:c6:12:00:0a"] {
+            let e = bad.parse::<MacAddr>().unwrap_err();
+            assert!(e.to_string().contains(bad), "error names the value: {e}");
+        }
+        assert!("01:00:5e:00:00:01".parse::<MacAddr>().unwrap().is_multicast());
+    }
+}

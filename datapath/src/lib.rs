@@ -1,0 +1,476 @@
+//! xmacvlan's datapath: kernel macvlan bridge semantics in userspace.
+//!
+//! An XDP program on each network's parent steers unicast for endpoints into AF_XDP sockets and
+//! passes everything else to the host stack; a packet socket on the parent picks broadcast and
+//! multicast up again for the endpoints. Workers pinned to cores move descriptors between the
+//! sockets of a shared UMEM according to [`fwd::decide`], a pure function of frame and table.
+//!
+//! [`Datapath`] is the control-plane handle: networks and endpoints are added and removed while the
+//! workers run; every change either completes or leaves nothing behind.
+
+pub mod bpf;
+pub mod counters;
+pub mod flood;
+pub mod frame;
+pub mod fwd;
+mod worker;
+pub mod xsk;
+
+use std::collections::BTreeMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+
+use crate::bpf::{Bpf, Prog, XdpMode, MAX_QUEUES, MAX_SLOTS};
+use crate::counters::{PortStats, SharedPortCounters, WorkerCounters, WorkerStats};
+use crate::flood::FloodSocket;
+use crate::frame::MacAddr;
+use crate::fwd::{PortId, PortInfo, PortKind, Table, MAX_PORTS, PARENT};
+use crate::worker::{Ack, Command, Domain, Port, Worker, ENDPOINT_FILL, PARENT_FILL};
+use crate::xsk::{SharedUmem, XskMode, XskPort};
+
+/// Identifies a network (forwarding domain) across the datapath.
+pub type NetId = u32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("BPF {what}: {source}")]
+    Bpf { what: &'static str, source: libbpf_rs::Error },
+    #[error("attaching XDP to {ifname}: {source}")]
+    Attach { ifname: String, source: libbpf_rs::Error },
+    #[error("{ifname} already has an XDP program that xmacvlan did not attach; detach it first")]
+    XdpBusy { ifname: String },
+    #[error("AF_XDP {what} on '{ifname}': {source}")]
+    Xsk { what: &'static str, ifname: String, source: std::io::Error },
+    #[error("{call}: {source}")]
+    Sys { call: &'static str, source: std::io::Error },
+    #[error("parent {ifname} has {queues} receive queue(s) but the daemon runs {workers} workers (one queue each); use --cpus with at most {queues} CPUs or a parent with more queues")]
+    TooFewQueues { ifname: String, queues: u32, workers: usize },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("worker {worker}: {msg}")]
+    Worker { worker: usize, msg: String },
+}
+
+impl Error {
+    pub(crate) fn xsk(what: &'static str, ifname: &str, e: xdpilone::Errno) -> Self {
+        Error::Xsk { what, ifname: ifname.to_string(), source: std::io::Error::from_raw_os_error(e.get_raw().abs()) }
+    }
+}
+
+/// Datapath settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// One worker per entry, pinned to that CPU (None = not pinned).
+    pub cpus: Vec<Option<usize>>,
+    /// UMEM frames per (network, worker); each is 4 KiB of pinned memory.
+    pub frames: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { cpus: vec![None], frames: 16384 }
+    }
+}
+
+/// The interface a network forwards through.
+#[derive(Debug, Clone)]
+pub struct ParentSpec {
+    pub ifindex: u32,
+    pub name: String,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    pub rx_queues: u32,
+}
+
+/// The daemon-side end of an endpoint's veth pair.
+#[derive(Debug, Clone)]
+pub struct EndpointSpec {
+    pub ifindex: u32,
+    pub name: String,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    pub vlan: u16,
+    pub up: bool,
+}
+
+struct WorkerHandle {
+    commands: SyncSender<(Command, Ack)>,
+    pending: Arc<AtomicUsize>,
+    wake: Arc<OwnedFd>,
+    counters: Arc<CachePadded<WorkerCounters>>,
+    cpu: Option<usize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    fn send(&self, id: usize, cmd: Command) -> Result<(), Error> {
+        let (ack_tx, ack_rx) = sync_channel(1);
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.commands.send((cmd, ack_tx)).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Worker { worker: id, msg: "worker thread is gone".into() });
+        }
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+        unsafe { libc::write(std::os::fd::AsRawFd::as_raw_fd(&*self.wake), (&one as *const u64).cast(), 8) };
+        match ack_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(Error::Worker { worker: id, msg }),
+            Err(_) => Err(Error::Worker { worker: id, msg: "did not answer within 10 s".into() }),
+        }
+    }
+}
+
+struct Iface {
+    ifindex: u32,
+    name: String,
+    slot: u32,
+    xdp: XdpMode,
+}
+
+struct EndpointRec {
+    iface: Iface,
+    info: PortInfo,
+    counters: Vec<SharedPortCounters>,
+    xsk_mode: XskMode,
+}
+
+struct Network {
+    parent: Iface,
+    parent_counters: Vec<SharedPortCounters>,
+    parent_xsk_mode: XskMode,
+    /// One per worker; the worker holds the rings, we hold the registrations.
+    umems: Vec<SharedUmem>,
+    table: Table,
+    endpoints: BTreeMap<PortId, EndpointRec>,
+}
+
+/// Counters of one port, summed over workers.
+#[derive(Debug, Clone)]
+pub struct PortReport {
+    pub id: PortId,
+    pub ifname: String,
+    pub mac: MacAddr,
+    pub up: bool,
+    pub xsk_mode: &'static str,
+    pub stats: PortStats,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkReport {
+    pub id: NetId,
+    pub xdp_mode: &'static str,
+    pub parent: PortReport,
+    pub endpoints: Vec<PortReport>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub workers: Vec<WorkerStats>,
+    pub networks: Vec<NetworkReport>,
+    /// The XDP programs' own counters, by [`bpf::XDP_STAT_NAMES`].
+    pub xdp: Vec<(&'static str, u64)>,
+}
+
+/// The running datapath.
+pub struct Datapath {
+    bpf: Bpf,
+    cfg: Config,
+    workers: Vec<WorkerHandle>,
+    networks: BTreeMap<NetId, Network>,
+    slots: Vec<bool>,
+}
+
+impl Datapath {
+    /// Loads the XDP programs and starts one pinned worker per configured CPU.
+    pub fn start(cfg: Config) -> Result<Self, Error> {
+        if cfg.cpus.is_empty() || cfg.cpus.len() > MAX_QUEUES as usize {
+            return Err(Error::Invalid(format!("between 1 and {MAX_QUEUES} workers are supported, got {}", cfg.cpus.len())));
+        }
+        let bpf = Bpf::load()?;
+        let mut dp = Datapath { bpf, cfg: cfg.clone(), workers: Vec::new(), networks: BTreeMap::new(), slots: vec![false; MAX_SLOTS as usize] };
+        for (id, &cpu) in cfg.cpus.iter().enumerate() {
+            // SAFETY: plain eventfd(2); checked below.
+            let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+            if raw < 0 {
+                return Err(Error::Sys { call: "eventfd", source: std::io::Error::last_os_error() });
+            }
+            // SAFETY: a fresh fd we own.
+            let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
+            let (tx, rx) = sync_channel(64);
+            let pending = Arc::new(AtomicUsize::new(0));
+            let counters = Arc::new(CachePadded::new(WorkerCounters::default()));
+            let worker = Worker::new(id, cpu, counters.clone(), rx, pending.clone(), wake.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("xmv-worker-{id}"))
+                .spawn(move || worker.run())
+                .map_err(|e| Error::Sys { call: "spawn worker", source: e })?;
+            dp.workers.push(WorkerHandle { commands: tx, pending, wake, counters, cpu, thread: Some(thread) });
+        }
+        Ok(dp)
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    fn alloc_slot(&mut self) -> Result<u32, Error> {
+        let i = self.slots.iter().position(|used| !used).ok_or_else(|| Error::Invalid(format!("all {MAX_SLOTS} interface slots are in use")))?;
+        self.slots[i] = true;
+        Ok(i as u32)
+    }
+
+    fn free_slot(&mut self, slot: u32) {
+        self.slots[slot as usize] = false;
+    }
+
+    /// Attaches the parent program and gives every worker its sockets on the parent.
+    pub fn add_network(&mut self, id: NetId, parent: &ParentSpec) -> Result<(), Error> {
+        if self.networks.contains_key(&id) {
+            return Err(Error::Invalid(format!("network {id} exists in the datapath")));
+        }
+        let workers = self.workers.len();
+        if (parent.rx_queues as usize) < workers {
+            return Err(Error::TooFewQueues { ifname: parent.name.clone(), queues: parent.rx_queues, workers });
+        }
+        let slot = self.alloc_slot()?;
+        let xdp = match self.bpf.attach(Prog::Parent, parent.ifindex, &parent.name) {
+            Ok(mode) => mode,
+            Err(e) => {
+                self.free_slot(slot);
+                return Err(e);
+            }
+        };
+        let iface = Iface { ifindex: parent.ifindex, name: parent.name.clone(), slot, xdp };
+        match self.build_network(id, parent, &iface) {
+            Ok(net) => {
+                self.networks.insert(id, Network { parent: iface, ..net });
+                Ok(())
+            }
+            Err(e) => {
+                self.undo_iface(&iface);
+                Err(e)
+            }
+        }
+    }
+
+    fn build_network(&mut self, id: NetId, parent: &ParentSpec, iface: &Iface) -> Result<Network, Error> {
+        let table = Table::new(parent.mac, parent.mtu);
+        let mut umems = Vec::new();
+        let mut domains = Vec::new();
+        let mut counters = Vec::new();
+        let mut mode = XskMode::Copy;
+        self.bpf.set_slot(iface.ifindex, iface.slot)?;
+        for w in 0..self.workers.len() {
+            let umem = SharedUmem::new(self.cfg.frames)?;
+            let xsk = XskPort::open(&umem, parent.ifindex, w as u32, &parent.name, true)?;
+            mode = xsk.mode;
+            self.bpf.set_xsk(iface.slot, w as u32, xsk.fd())?;
+            let c: SharedPortCounters = Default::default();
+            counters.push(c.clone());
+            let flood = if w == 0 { Some(FloodSocket::open(parent.ifindex)?) } else { None };
+            let port = Port { xsk, counters: c, fill_target: PARENT_FILL };
+            domains.push(Domain::new(id, table.clone(), port, umem.area.clone(), flood));
+            umems.push(umem);
+        }
+        // Nothing can fail past this point: hand each worker its domain.
+        for (w, d) in domains.into_iter().enumerate() {
+            self.workers[w].send(w, Command::AddDomain(Box::new(d)))?;
+        }
+        Ok(Network {
+            parent: Iface { ifindex: iface.ifindex, name: iface.name.clone(), slot: iface.slot, xdp: iface.xdp },
+            parent_counters: counters,
+            parent_xsk_mode: mode,
+            umems,
+            table,
+            endpoints: BTreeMap::new(),
+        })
+    }
+
+    /// Detaches XDP and clears the maps of an interface we set up.
+    fn undo_iface(&mut self, iface: &Iface) {
+        for q in 0..self.workers.len() as u32 {
+            self.bpf.del_xsk(iface.slot, q);
+        }
+        self.bpf.del_slot(iface.ifindex);
+        self.bpf.detach(iface.ifindex, iface.xdp);
+        self.free_slot(iface.slot);
+    }
+
+    /// Removes a network and all its endpoints from the datapath (their links are the caller's).
+    pub fn remove_network(&mut self, id: NetId) {
+        let Some(ids) = self.networks.get(&id).map(|n| n.endpoints.keys().copied().collect::<Vec<_>>()) else { return };
+        for port in ids {
+            self.remove_endpoint(id, port);
+        }
+        for (w, h) in self.workers.iter().enumerate() {
+            let _ = h.send(w, Command::RemoveDomain(id));
+        }
+        if let Some(net) = self.networks.remove(&id) {
+            self.undo_iface(&net.parent);
+        }
+    }
+
+    /// Adds an endpoint: XDP on its daemon-side veth, a socket per worker, then the MAC in the
+    /// steering map (last, so the wire never steers to a half-built endpoint).
+    pub fn add_endpoint(&mut self, net: NetId, spec: &EndpointSpec) -> Result<PortId, Error> {
+        let workers = self.workers.len();
+        let network = self.networks.get(&net).ok_or_else(|| Error::Invalid(format!("no network {net} in the datapath")))?;
+        let id = (1..MAX_PORTS as PortId)
+            .find(|p| !network.endpoints.contains_key(p))
+            .ok_or_else(|| Error::Invalid(format!("network {net} has {MAX_PORTS} ports already")))?;
+        let info = PortInfo { kind: PortKind::Endpoint, mac: spec.mac, mtu: spec.mtu, vlan: spec.vlan, up: spec.up };
+        let mut table = network.table.clone();
+        table.add_endpoint(id, info).map_err(|e| Error::Invalid(e.to_string()))?;
+        let parent_ifindex = network.parent.ifindex;
+
+        let slot = self.alloc_slot()?;
+        let xdp = match self.bpf.attach(Prog::Endpoint, spec.ifindex, &spec.name) {
+            Ok(m) => m,
+            Err(e) => {
+                self.free_slot(slot);
+                return Err(e);
+            }
+        };
+        let iface = Iface { ifindex: spec.ifindex, name: spec.name.clone(), slot, xdp };
+        let built = (|| -> Result<(Vec<Port>, XskMode), Error> {
+            self.bpf.set_slot(spec.ifindex, slot)?;
+            let network = &self.networks[&net];
+            let mut ports = Vec::new();
+            let mut mode = XskMode::Copy;
+            for w in 0..workers {
+                let xsk = XskPort::open(&network.umems[w], spec.ifindex, w as u32, &spec.name, false)?;
+                mode = xsk.mode;
+                self.bpf.set_xsk(slot, w as u32, xsk.fd())?;
+                ports.push(Port { xsk, counters: Default::default(), fill_target: ENDPOINT_FILL });
+            }
+            Ok((ports, mode))
+        })();
+        let (ports, xsk_mode) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                self.undo_iface(&iface);
+                return Err(e);
+            }
+        };
+        let counters: Vec<SharedPortCounters> = ports.iter().map(|p| p.counters.clone()).collect();
+        for (w, port) in ports.into_iter().enumerate() {
+            if let Err(e) = self.workers[w].send(w, Command::AddPort { net, id, info, port }) {
+                for (v, h) in self.workers.iter().enumerate().take(w + 1) {
+                    let _ = h.send(v, Command::RemovePort { net, id });
+                }
+                self.undo_iface(&iface);
+                return Err(e);
+            }
+        }
+        if let Err(e) = self.bpf.set_mac(bpf::mac_key(parent_ifindex, spec.vlan, spec.mac)) {
+            for (v, h) in self.workers.iter().enumerate() {
+                let _ = h.send(v, Command::RemovePort { net, id });
+            }
+            self.undo_iface(&iface);
+            return Err(e);
+        }
+        let network = self.networks.get_mut(&net).expect("checked above");
+        network.table = table;
+        network.endpoints.insert(id, EndpointRec { iface, info, counters, xsk_mode });
+        Ok(id)
+    }
+
+    /// Removes an endpoint; its veth may already be gone.
+    pub fn remove_endpoint(&mut self, net: NetId, id: PortId) {
+        let Some(network) = self.networks.get_mut(&net) else { return };
+        let Some(ep) = network.endpoints.remove(&id) else { return };
+        network.table.remove_endpoint(id);
+        self.bpf.del_mac(bpf::mac_key(network.parent.ifindex, ep.info.vlan, ep.info.mac));
+        for (w, h) in self.workers.iter().enumerate() {
+            let _ = h.send(w, Command::RemovePort { net, id });
+        }
+        self.undo_iface(&ep.iface);
+    }
+
+    /// Tells the workers whether the endpoint's container side is up.
+    pub fn set_endpoint_up(&mut self, net: NetId, id: PortId, up: bool) {
+        let Some(network) = self.networks.get_mut(&net) else { return };
+        let Some(ep) = network.endpoints.get_mut(&id) else { return };
+        if ep.info.up == up {
+            return;
+        }
+        ep.info.up = up;
+        network.table.set_up(id, up);
+        for (w, h) in self.workers.iter().enumerate() {
+            let _ = h.send(w, Command::SetUp { net, id, up });
+        }
+    }
+
+    /// XDP attach mode of a network's parent.
+    pub fn xdp_mode(&self, net: NetId) -> Option<&'static str> {
+        self.networks.get(&net).map(|n| n.parent.xdp.name())
+    }
+
+    pub fn report(&self) -> Report {
+        let sum = |cs: &[SharedPortCounters]| {
+            let mut s = PortStats::default();
+            for c in cs {
+                s.add(c);
+            }
+            s
+        };
+        let networks = self
+            .networks
+            .iter()
+            .map(|(&id, n)| NetworkReport {
+                id,
+                xdp_mode: n.parent.xdp.name(),
+                parent: PortReport {
+                    id: PARENT,
+                    ifname: n.parent.name.clone(),
+                    mac: n.table.port(PARENT).map(|p| p.mac).unwrap_or_default(),
+                    up: true,
+                    xsk_mode: n.parent_xsk_mode.name(),
+                    stats: sum(&n.parent_counters),
+                },
+                endpoints: n
+                    .endpoints
+                    .iter()
+                    .map(|(&pid, ep)| PortReport {
+                        id: pid,
+                        ifname: ep.iface.name.clone(),
+                        mac: ep.info.mac,
+                        up: ep.info.up,
+                        xsk_mode: ep.xsk_mode.name(),
+                        stats: sum(&ep.counters),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let workers = self.workers.iter().enumerate().map(|(i, h)| h.counters.snapshot(i, h.cpu)).collect();
+        let xdp = bpf::XDP_STAT_NAMES.iter().copied().zip(self.bpf.xdp_stats()).collect();
+        Report { workers, networks, xdp }
+    }
+
+    /// Stops the workers and detaches every XDP program we attached.
+    pub fn shutdown(&mut self) {
+        let nets: Vec<NetId> = self.networks.keys().copied().collect();
+        for id in nets {
+            self.remove_network(id);
+        }
+        for (w, h) in self.workers.iter_mut().enumerate() {
+            let _ = h.send(w, Command::Stop);
+            if let Some(t) = h.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,529 @@
+//! A worker: one thread pinned to one core, owning queue `i` of every interface of every network.
+//!
+//! Per network it keeps a [`Domain`]: the sockets of the parent and the endpoints (sharing one
+//! UMEM), its own copy of the forwarding table, a frame pool, and one TX staging batch per port.
+//! The loop per domain: reap completions → for each port, receive a batch, decide per frame, stage
+//! descriptors on the destination ports, flush every touched TX ring once (one kick per ring) →
+//! refill fill rings. Nothing in it allocates, locks or makes a syscall per frame; when idle for a
+//! while it sleeps in poll(2) on all its sockets and an eventfd the control plane rings.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+use xdpilone::xdp::XdpDesc;
+
+use crate::counters::{SharedPortCounters, WorkerCounters};
+use crate::flood::{FloodSocket, Received};
+use crate::frame::{ETHERTYPE_VLAN, ETH_HLEN, VLAN_HLEN};
+use crate::fwd::{decide, Action, DropReason, PortId, PortInfo, Table, PARENT};
+use crate::xsk::{Area, XskPort, FRAME_SHIFT, FRAME_SIZE, TX_HEADROOM};
+use crate::NetId;
+
+/// Descriptors taken from one RX ring per round.
+pub const BATCH: u32 = 64;
+/// Empty rounds spun before sleeping in poll(2).
+const SPIN_ROUNDS: u32 = 2000;
+const SLEEP_MS: i32 = 100;
+/// Fill-ring levels: the parent carries most traffic; endpoints get a smaller reserve each.
+pub const PARENT_FILL: u32 = 1024;
+pub const ENDPOINT_FILL: u32 = 128;
+
+/// A message from the control plane; each is acknowledged once applied.
+pub(crate) enum Command {
+    AddDomain(Box<Domain>),
+    RemoveDomain(NetId),
+    AddPort { net: NetId, id: PortId, info: PortInfo, port: Port },
+    RemovePort { net: NetId, id: PortId },
+    SetUp { net: NetId, id: PortId, up: bool },
+    Stop,
+}
+
+pub(crate) type Ack = SyncSender<Result<(), String>>;
+
+/// One socket and its counters.
+pub(crate) struct Port {
+    pub xsk: XskPort,
+    pub counters: SharedPortCounters,
+    pub fill_target: u32,
+}
+
+/// Owner of every UMEM frame: free, or lent to a port (its fill ring, RX ring or TX ring).
+struct FramePool {
+    free: Vec<u32>,
+    owner: Vec<PortId>,
+}
+
+const FREE: PortId = PortId::MAX;
+
+impl FramePool {
+    fn new(frames: u32) -> Self {
+        // Reversed so that low frames are used first (a smaller working set for the caches).
+        FramePool { free: (0..frames).rev().collect(), owner: vec![FREE; frames as usize] }
+    }
+
+    #[inline]
+    fn alloc(&mut self) -> Option<u64> {
+        self.free.pop().map(|i| u64::from(i) << FRAME_SHIFT)
+    }
+
+    /// Returns the frame holding `addr` (any address inside it) to the pool.
+    #[inline]
+    fn release(&mut self, addr: u64) {
+        let i = (addr >> FRAME_SHIFT) as usize;
+        self.owner[i] = FREE;
+        self.free.push(i as u32);
+    }
+
+    #[inline]
+    fn lend(&mut self, addr: u64, port: PortId) {
+        self.owner[(addr >> FRAME_SHIFT) as usize] = port;
+    }
+
+    /// Takes back every frame lent to a port whose socket was just closed.
+    fn reclaim(&mut self, port: PortId) {
+        for (i, o) in self.owner.iter_mut().enumerate() {
+            if *o == port {
+                *o = FREE;
+                self.free.push(i as u32);
+            }
+        }
+    }
+}
+
+/// Everything the per-frame decision touches, apart from the rings.
+struct Plane {
+    table: Table,
+    pool: FramePool,
+    /// Indexed by PortId: staged TX descriptors and the counters of each port.
+    stage: Vec<Vec<XdpDesc>>,
+    counters: Vec<Option<SharedPortCounters>>,
+    /// Ports with something staged, in staging order.
+    dirty: Vec<PortId>,
+    targets: Vec<PortId>,
+    area: Arc<Area>,
+}
+
+impl Plane {
+    fn ensure_port(&mut self, id: PortId) {
+        let need = usize::from(id) + 1;
+        if self.stage.len() < need {
+            self.stage.resize_with(need, || Vec::with_capacity(BATCH as usize));
+            self.counters.resize(need, None);
+        }
+    }
+
+    #[inline]
+    fn count_drop(&self, port: PortId, reason: DropReason, wc: &WorkerCounters) {
+        if let Some(Some(c)) = self.counters.get(usize::from(port)) {
+            c.dropped(reason);
+        }
+        wc.dropped.add(1);
+    }
+
+    #[inline]
+    fn stage_on(&mut self, port: PortId, addr: u64, len: u32) {
+        let s = &mut self.stage[usize::from(port)];
+        if s.is_empty() {
+            self.dirty.push(port);
+        }
+        s.push(XdpDesc { addr, len, options: 0 });
+        self.pool.lend(addr, port);
+    }
+
+    /// Decides and stages one received frame at UMEM offset `addr`.
+    #[inline]
+    fn handle(&mut self, addr: u64, len: u32, ingress: PortId, wc: &WorkerCounters) {
+        let base = self.area.base();
+        // SAFETY: the kernel (or our flood socket) wrote `len` bytes at `addr` inside the area and
+        // handed the frame to us; nobody else touches it until we pass the descriptor on.
+        let frame = unsafe { std::slice::from_raw_parts(base.add(addr as usize), len as usize) };
+        if let Some(Some(c)) = self.counters.get(usize::from(ingress)) {
+            c.rx.add(1);
+            c.rx_bytes.add(u64::from(len));
+        }
+        wc.rx_frames.add(1);
+        match decide(frame, ingress, &self.table) {
+            Action::Forward(port) => self.stage_on(port, addr, len),
+            Action::Drop { reason, port } => {
+                self.count_drop(port, reason, wc);
+                self.pool.release(addr);
+            }
+            Action::Flood { vlan, wire } => {
+                let tagged = frame.len() >= ETH_HLEN + VLAN_HLEN
+                    && u16::from_be_bytes([frame[12], frame[13]]) == ETHERTYPE_VLAN;
+                let hlen = if tagged { ETH_HLEN + VLAN_HLEN } else { ETH_HLEN };
+                // Accounting: a flood with n candidate targets has n outcomes (each delivered or
+                // counted as a drop) for one received frame: `flood_copies` counts the n - 1 extra
+                // outcomes, `flood_empty` the floods without any candidate.
+                self.targets.clear();
+                let mut candidates = 0u64;
+                for t in self.table.flood_targets(ingress, vlan, wire) {
+                    candidates += 1;
+                    match self.table.check_delivery(t, frame.len(), hlen) {
+                        Ok(()) => self.targets.push(t),
+                        Err(reason) => self.count_drop(t, reason, wc),
+                    }
+                }
+                if candidates == 0 {
+                    wc.flood_empty.add(1);
+                } else {
+                    wc.flood_copies.add(candidates - 1);
+                }
+                let Some((&last, rest)) = self.targets.split_last() else {
+                    self.pool.release(addr);
+                    return;
+                };
+                let (rest, len) = (rest.len(), len);
+                for k in 0..rest {
+                    let t = self.targets[k];
+                    let Some(copy) = self.pool.alloc() else {
+                        self.count_drop(t, DropReason::NoBuffer, wc);
+                        continue;
+                    };
+                    let dst = copy + TX_HEADROOM;
+                    // SAFETY: `copy` is a free chunk of FRAME_SIZE bytes; TX_HEADROOM + len fits as
+                    // len ≤ the receive chunk size; source and destination are different chunks.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(frame.as_ptr(), base.add(dst as usize), len as usize);
+                    }
+                    self.stage_on(t, dst, len);
+                }
+                self.stage_on(last, addr, len);
+            }
+        }
+    }
+}
+
+/// The state of one network on one worker.
+pub(crate) struct Domain {
+    pub net: NetId,
+    ports: Vec<Option<Port>>,
+    plane: Plane,
+    flood: Option<FloodSocket>,
+    flood_frames: Vec<u64>,
+    flood_rx: Vec<Received>,
+}
+
+impl Domain {
+    pub fn new(net: NetId, table: Table, parent: Port, area: Arc<Area>, flood: Option<FloodSocket>) -> Self {
+        let frames = area.frames();
+        let mut plane = Plane {
+            table,
+            pool: FramePool::new(frames),
+            stage: Vec::new(),
+            counters: Vec::new(),
+            dirty: Vec::with_capacity(64),
+            targets: Vec::with_capacity(64),
+            area,
+        };
+        plane.ensure_port(PARENT);
+        plane.counters[usize::from(PARENT)] = Some(parent.counters.clone());
+        let flood_n = crate::flood::BATCH;
+        Domain {
+            net,
+            ports: vec![Some(parent)],
+            plane,
+            flood,
+            flood_frames: Vec::with_capacity(flood_n),
+            flood_rx: Vec::with_capacity(flood_n),
+        }
+    }
+
+    fn add_port(&mut self, id: PortId, info: PortInfo, port: Port) -> Result<(), String> {
+        self.plane.table.add_endpoint(id, info).map_err(|e| e.to_string())?;
+        self.plane.ensure_port(id);
+        let idx = usize::from(id);
+        if self.ports.len() <= idx {
+            self.ports.resize_with(idx + 1, || None);
+        }
+        self.plane.counters[idx] = Some(port.counters.clone());
+        self.plane.targets.reserve(self.ports.len());
+        self.ports[idx] = Some(port);
+        Ok(())
+    }
+
+    fn remove_port(&mut self, id: PortId) {
+        self.plane.table.remove_endpoint(id);
+        if let Some(slot) = self.ports.get_mut(usize::from(id)) {
+            // Closing the socket ends the kernel's use of every frame lent to it.
+            *slot = None;
+            self.plane.pool.reclaim(id);
+        }
+        self.plane.counters[usize::from(id)] = None;
+    }
+
+    /// One round over all ports. Returns how many frames it moved.
+    fn poll(&mut self, wc: &WorkerCounters) -> u32 {
+        let mut work = 0;
+        let Domain { ports, plane, .. } = self;
+
+        for port in ports.iter_mut().flatten() {
+            let mut done = port.xsk.cq.complete(COMPLETE_BATCH);
+            while let Some(addr) = done.read() {
+                plane.pool.release(addr);
+            }
+            done.release();
+        }
+
+        for i in 0..ports.len() {
+            let Some(port) = ports[i].as_mut() else { continue };
+            let mut rx = port.xsk.rx.receive(BATCH);
+            let n = rx.capacity();
+            if n == 0 {
+                continue;
+            }
+            while let Some(desc) = rx.read() {
+                plane.handle(desc.addr, desc.len, i as PortId, wc);
+            }
+            rx.release();
+            drop(rx);
+            work += n;
+            flush(ports, plane, wc);
+        }
+
+        if let Some(fs) = self.flood.as_mut() {
+            self.flood_frames.clear();
+            while self.flood_frames.len() < crate::flood::BATCH {
+                match self.plane.pool.alloc() {
+                    Some(f) => self.flood_frames.push(f),
+                    None => break,
+                }
+            }
+            self.flood_rx.clear();
+            // SAFETY: the frames were just taken from the free pool, so nobody else uses them.
+            let n = unsafe { fs.recv(self.plane.area.base(), FRAME_SIZE as usize, &self.flood_frames, &mut self.flood_rx) };
+            for &f in &self.flood_frames[n..] {
+                self.plane.pool.release(f);
+            }
+            for r in &self.flood_rx {
+                self.plane.handle(r.offset, r.len, PARENT, wc);
+            }
+            if n > 0 {
+                work += n as u32;
+                flush(&mut self.ports, &mut self.plane, wc);
+            }
+        }
+
+        let Domain { ports, plane, .. } = self;
+        for (i, port) in ports.iter_mut().enumerate() {
+            let Some(port) = port else { continue };
+            let have = port.xsk.fq.pending();
+            if have >= port.fill_target / 2 {
+                continue;
+            }
+            let want = (port.fill_target - have).min(plane.pool.free.len() as u32);
+            let mut fill = port.xsk.fq.fill(want);
+            let n = fill.capacity() as usize;
+            let start = plane.pool.free.len() - n;
+            for &f in &plane.pool.free[start..] {
+                plane.pool.owner[f as usize] = i as PortId;
+            }
+            let written = fill.insert(plane.pool.free[start..].iter().map(|&f| u64::from(f) << FRAME_SHIFT));
+            fill.commit();
+            drop(fill);
+            debug_assert_eq!(written as usize, n);
+            plane.pool.free.truncate(start);
+            if port.xsk.fq.needs_wakeup() {
+                port.xsk.fq.wake();
+            }
+        }
+        work
+    }
+
+    /// Refreshes the kernel's per-socket drop counters (a syscall per socket: called rarely).
+    fn refresh_kernel_stats(&self) {
+        for port in self.ports.iter().flatten() {
+            if let Some((dropped, ring_full, fill_empty)) = port.xsk.kernel_stats() {
+                let c = &port.counters;
+                c.xsk_rx_dropped.add(dropped.wrapping_sub(c.xsk_rx_dropped.get()));
+                c.xsk_rx_ring_full.add(ring_full.wrapping_sub(c.xsk_rx_ring_full.get()));
+                c.xsk_fill_empty.add(fill_empty.wrapping_sub(c.xsk_fill_empty.get()));
+            }
+        }
+    }
+
+    fn poll_fds(&self, out: &mut Vec<libc::pollfd>) {
+        for port in self.ports.iter().flatten() {
+            out.push(libc::pollfd { fd: port.xsk.raw_fd(), events: libc::POLLIN, revents: 0 });
+        }
+        if let Some(fs) = &self.flood {
+            out.push(libc::pollfd { fd: fs.raw_fd(), events: libc::POLLIN, revents: 0 });
+        }
+    }
+}
+
+const COMPLETE_BATCH: u32 = 256;
+
+/// Moves every staged batch into its TX ring: one insert + commit and at most one kick per ring.
+fn flush(ports: &mut [Option<Port>], plane: &mut Plane, wc: &WorkerCounters) {
+    for di in 0..plane.dirty.len() {
+        let p = plane.dirty[di];
+        let idx = usize::from(p);
+        let staged = std::mem::take(&mut plane.stage[idx]);
+        let sent = match ports.get_mut(idx).and_then(Option::as_mut) {
+            Some(port) => {
+                let mut tx = port.xsk.tx.transmit(staged.len() as u32);
+                let sent = tx.insert(staged.iter().copied()) as usize;
+                tx.commit();
+                drop(tx);
+                if sent > 0 {
+                    let bytes: u64 = staged[..sent].iter().map(|d| u64::from(d.len)).sum();
+                    port.counters.tx.add(sent as u64);
+                    port.counters.tx_bytes.add(bytes);
+                    wc.tx_frames.add(sent as u64);
+                    if port.xsk.tx.needs_wakeup() {
+                        port.xsk.tx.wake();
+                        wc.tx_kicks.add(1);
+                    }
+                }
+                sent
+            }
+            None => 0,
+        };
+        let reason = if ports.get(idx).is_some_and(Option::is_some) { DropReason::TxRingFull } else { DropReason::NoEndpoint };
+        for d in &staged[sent..] {
+            plane.count_drop(p, reason, wc);
+            plane.pool.release(d.addr);
+        }
+        let mut staged = staged;
+        staged.clear();
+        plane.stage[idx] = staged;
+    }
+    plane.dirty.clear();
+}
+
+pub(crate) struct Worker {
+    pub id: usize,
+    pub cpu: Option<usize>,
+    pub counters: Arc<CachePadded<WorkerCounters>>,
+    pub commands: Receiver<(Command, Ack)>,
+    pub pending: Arc<AtomicUsize>,
+    pub wake: Arc<OwnedFd>,
+    domains: Vec<Domain>,
+    pollfds: Vec<libc::pollfd>,
+}
+
+impl Worker {
+    pub fn new(
+        id: usize,
+        cpu: Option<usize>,
+        counters: Arc<CachePadded<WorkerCounters>>,
+        commands: Receiver<(Command, Ack)>,
+        pending: Arc<AtomicUsize>,
+        wake: Arc<OwnedFd>,
+    ) -> Self {
+        Worker { id, cpu, counters, commands, pending, wake, domains: Vec::new(), pollfds: Vec::new() }
+    }
+
+    pub fn run(mut self) {
+        if let Some(cpu) = self.cpu {
+            core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+        }
+        self.rebuild_pollfds();
+        let mut idle = 0u32;
+        let mut last_stats = Instant::now();
+        loop {
+            if self.pending.load(Ordering::Acquire) > 0 && !self.apply_commands() {
+                return;
+            }
+            let mut work = 0;
+            for d in &mut self.domains {
+                work += d.poll(&self.counters);
+            }
+            if work > 0 {
+                self.counters.busy_loops.add(1);
+                idle = 0;
+                if self.counters.busy_loops.get() & 0xffff == 0 {
+                    self.maybe_refresh(&mut last_stats);
+                }
+                continue;
+            }
+            idle += 1;
+            if idle < SPIN_ROUNDS {
+                std::hint::spin_loop();
+                continue;
+            }
+            idle = 0;
+            self.maybe_refresh(&mut last_stats);
+            self.counters.idle_sleeps.add(1);
+            for p in &mut self.pollfds {
+                p.revents = 0;
+            }
+            // SAFETY: pollfds is a live array of initialised pollfd structs of the given length.
+            unsafe { libc::poll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, SLEEP_MS) };
+            self.drain_wake();
+        }
+    }
+
+    fn maybe_refresh(&self, last: &mut Instant) {
+        if last.elapsed() >= Duration::from_millis(500) {
+            *last = Instant::now();
+            for d in &self.domains {
+                d.refresh_kernel_stats();
+            }
+        }
+    }
+
+    fn drain_wake(&self) {
+        let mut buf = 0u64;
+        // SAFETY: reads 8 bytes into a u64 from a non-blocking eventfd.
+        unsafe { libc::read(self.wake.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
+    }
+
+    /// Applies queued commands; false when told to stop.
+    fn apply_commands(&mut self) -> bool {
+        while let Ok((cmd, ack)) = self.commands.try_recv() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            let result = match cmd {
+                Command::Stop => {
+                    self.domains.clear();
+                    let _ = ack.send(Ok(()));
+                    return false;
+                }
+                Command::AddDomain(d) => {
+                    self.domains.push(*d);
+                    Ok(())
+                }
+                Command::RemoveDomain(net) => {
+                    self.domains.retain(|d| d.net != net);
+                    Ok(())
+                }
+                Command::AddPort { net, id, info, port } => match self.domain(net) {
+                    Some(d) => d.add_port(id, info, port),
+                    None => Err(format!("worker {} has no network {net}", self.id)),
+                },
+                Command::RemovePort { net, id } => {
+                    if let Some(d) = self.domain(net) {
+                        d.remove_port(id);
+                    }
+                    Ok(())
+                }
+                Command::SetUp { net, id, up } => {
+                    if let Some(d) = self.domain(net) {
+                        d.plane.table.set_up(id, up);
+                    }
+                    Ok(())
+                }
+            };
+            let _ = ack.send(result);
+        }
+        self.rebuild_pollfds();
+        true
+    }
+
+    fn domain(&mut self, net: NetId) -> Option<&mut Domain> {
+        self.domains.iter_mut().find(|d| d.net == net)
+    }
+
+    fn rebuild_pollfds(&mut self) {
+        self.pollfds.clear();
+        self.pollfds.push(libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        for d in &self.domains {
+            d.poll_fds(&mut self.pollfds);
+        }
+    }
+}
