@@ -1,0 +1,185 @@
+//! The CLI side of the control socket, and how replies are shown.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::api::{self, Envelope, NetworkView, Reply, Request};
+use crate::Format;
+
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: PathBuf) -> Self {
+        Client { socket }
+    }
+
+    async fn call(&self, request: Request) -> Result<Value> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
+            anyhow!(
+                "no xmacvlan daemon is listening on {} ({e}); start one with `sudo xmacvlan daemon` \
+                 (or point --socket / XMACVLAN_SOCKET at the one you started)",
+                self.socket.display()
+            )
+        })?;
+        let (rd, mut wr) = stream.into_split();
+        let mut line = serde_json::to_vec(&Envelope { version: api::API_VERSION, request })?;
+        line.push(b'\n');
+        wr.write_all(&line).await.context("sending the request")?;
+        let mut answer = String::new();
+        BufReader::new(rd).read_line(&mut answer).await.context("reading the daemon's reply")?;
+        let reply: Reply = serde_json::from_str(&answer)
+            .with_context(|| format!("the daemon's reply is not understood (is it a different xmacvlan version?): {answer:?}"))?;
+        if reply.version != api::API_VERSION {
+            bail!("the daemon speaks API v{}, this CLI v{}: use matching versions", reply.version, api::API_VERSION);
+        }
+        if !reply.ok {
+            bail!("{}", reply.error.unwrap_or_else(|| "the daemon reported an unspecified error".into()));
+        }
+        Ok(reply.data)
+    }
+
+    pub async fn create(&self, c: api::CreateNetwork) -> Result<()> {
+        let v = self.call(Request::NetworkCreate(c)).await?;
+        println!("{}", v["name"].as_str().unwrap_or_default());
+        Ok(())
+    }
+
+    pub async fn connect(&self, c: api::Connect) -> Result<()> {
+        let v = self.call(Request::Connect(c)).await?;
+        println!("{} {} {} {}", v["netns"].as_str().unwrap_or(""), v["ifname"].as_str().unwrap_or(""), v["ip"].as_str().unwrap_or(""), v["mac"].as_str().unwrap_or(""));
+        Ok(())
+    }
+
+    pub async fn disconnect(&self, network: String, netns: String) -> Result<()> {
+        self.call(Request::Disconnect { network, netns }).await.map(drop)
+    }
+
+    pub async fn rm(&self, name: String, force: bool) -> Result<()> {
+        self.call(Request::NetworkRm { name: name.clone(), force }).await?;
+        println!("{name}");
+        Ok(())
+    }
+
+    pub async fn inspect(&self, name: String) -> Result<()> {
+        let v = self.call(Request::NetworkInspect { name }).await?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        Ok(())
+    }
+
+    pub async fn ls(&self, format: Format) -> Result<()> {
+        let v = self.call(Request::NetworkLs).await?;
+        if format == Format::Json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        let nets: Vec<NetworkView> = serde_json::from_value(v)?;
+        let rows = nets.iter().map(|n| {
+            vec![
+                n.id.to_string(),
+                n.name.clone(),
+                format!("{}/{}", n.driver, n.mode),
+                n.parent.clone(),
+                n.subnet.clone(),
+                n.gateway.clone().unwrap_or_else(|| "-".into()),
+                n.xdp_mode.clone(),
+                n.endpoints.len().to_string(),
+            ]
+        });
+        print_table(&["ID", "NAME", "DRIVER", "PARENT", "SUBNET", "GATEWAY", "XDP", "ENDPOINTS"], rows);
+        Ok(())
+    }
+
+    pub async fn stats(&self, watch: bool, format: Format) -> Result<()> {
+        loop {
+            let v = self.call(Request::Stats).await?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string(&v)?);
+            } else {
+                if watch {
+                    print!("\x1b[2J\x1b[H");
+                }
+                print_stats(&v);
+            }
+            if !watch {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn num(v: &Value) -> String {
+    v.as_u64().map(|n| n.to_string()).or_else(|| v.as_f64().map(|f| format!("{f:.0}"))).unwrap_or_else(|| "-".into())
+}
+
+fn print_stats(v: &Value) {
+    let empty = vec![];
+    let workers = v["workers"].as_array().unwrap_or(&empty);
+    print_table(
+        &["WORKER", "CPU", "RX/s", "TX/s", "DROP/s", "RX", "TX", "DROPPED", "KICKS", "SLEEPS"],
+        workers.iter().map(|w| {
+            vec![
+                num(&w["id"]),
+                w["cpu"].as_u64().map_or("-".into(), |c| c.to_string()),
+                num(&w["rx_pps"]),
+                num(&w["tx_pps"]),
+                num(&w["drop_pps"]),
+                num(&w["rx_frames"]),
+                num(&w["tx_frames"]),
+                num(&w["dropped"]),
+                num(&w["tx_kicks"]),
+                num(&w["idle_sleeps"]),
+            ]
+        }),
+    );
+    for n in v["networks"].as_array().unwrap_or(&empty) {
+        println!();
+        println!("network {} on {} (XDP {})", n["name"].as_str().unwrap_or(""), n["parent"].as_str().unwrap_or(""), n["xdp_mode"].as_str().unwrap_or(""));
+        print_table(
+            &["PORT", "NETNS", "IFNAME", "MAC", "UP", "XSK", "RX", "TX", "DROPS"],
+            n["ports"].as_array().unwrap_or(&empty).iter().map(|p| {
+                let drops = p["drops"]
+                    .as_object()
+                    .map(|m| m.iter().filter(|(_, c)| c.as_u64() != Some(0)).map(|(k, c)| format!("{k}={c}")).collect::<Vec<_>>().join(","))
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "0".into());
+                vec![
+                    p["name"].as_str().unwrap_or("").to_string(),
+                    p["netns"].as_str().unwrap_or("-").to_string(),
+                    p["ifname"].as_str().unwrap_or("-").to_string(),
+                    p["mac"].as_str().unwrap_or("").to_string(),
+                    if p["up"].as_bool() == Some(true) { "up".into() } else { "down".into() },
+                    p["xsk_mode"].as_str().unwrap_or("").to_string(),
+                    num(&p["rx"]),
+                    num(&p["tx"]),
+                    drops,
+                ]
+            }),
+        );
+    }
+    println!("\n(rx = frames the datapath received from a port, tx = frames it delivered to it)");
+}
+
+fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,183 @@
+//! rtnetlink operations: links, addresses, routes, and work inside another network namespace.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+
+use anyhow::{anyhow, Context, Result};
+use futures::TryStreamExt;
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use xmacvlan_datapath::frame::MacAddr;
+
+/// What the daemon needs to know about a link.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<MacAddr>,
+    pub mtu: u32,
+    pub lower_up: bool,
+    pub loopback: bool,
+    pub ether: bool,
+    pub rx_queues: u32,
+}
+
+impl Link {
+    pub fn from_message(m: &LinkMessage) -> Self {
+        let mut link = Link {
+            index: m.header.index,
+            name: String::new(),
+            mac: None,
+            mtu: 0,
+            lower_up: m.header.flags.contains(LinkFlags::LowerUp),
+            loopback: m.header.flags.contains(LinkFlags::Loopback) || m.header.link_layer_type == LinkLayerType::Loopback,
+            ether: m.header.link_layer_type == LinkLayerType::Ether,
+            rx_queues: 1,
+        };
+        for a in &m.attributes {
+            match a {
+                LinkAttribute::IfName(n) => link.name = n.clone(),
+                LinkAttribute::Mtu(v) => link.mtu = *v,
+                LinkAttribute::NumRxQueues(q) => link.rx_queues = *q,
+                LinkAttribute::Address(b) if b.len() == 6 => {
+                    link.mac = Some(MacAddr(b.as_slice().try_into().expect("length checked")));
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.code.map(|c| c.get().abs()) == Some(errno))
+}
+
+/// A connection in the calling thread's current network namespace.
+pub fn connect() -> Result<Handle> {
+    let (conn, handle, _) = rtnetlink::new_connection().context("opening an rtnetlink socket")?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+pub async fn link_by_name(h: &Handle, name: &str) -> Result<Option<Link>> {
+    let mut s = h.link().get().match_name(name.to_string()).execute();
+    match s.try_next().await {
+        Ok(Some(m)) => Ok(Some(Link::from_message(&m))),
+        Ok(None) => Ok(None),
+        Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+        Err(e) => Err(anyhow!("looking up link {name}: {e}")),
+    }
+}
+
+pub async fn link_by_index(h: &Handle, index: u32) -> Result<Option<Link>> {
+    let mut s = h.link().get().match_index(index).execute();
+    match s.try_next().await {
+        Ok(Some(m)) => Ok(Some(Link::from_message(&m))),
+        Ok(None) => Ok(None),
+        Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+        Err(e) => Err(anyhow!("looking up link #{index}: {e}")),
+    }
+}
+
+/// Creates a veth pair whose peer is born inside `netns` with its final name, MAC and MTU, so
+/// there is no rename step and nothing to undo there if a later step fails.
+pub async fn create_veth(
+    h: &Handle,
+    host: &str,
+    peer: &str,
+    mac: MacAddr,
+    mtu: u32,
+    queues: u32,
+    netns: &File,
+) -> Result<()> {
+    let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer)
+        .address(mac.0.to_vec())
+        .mtu(mtu)
+        .setns_by_fd(netns.as_raw_fd())
+        .append_extra_attribute(LinkAttribute::NumTxQueues(queues))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(queues))
+        .build();
+    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(host.to_string())
+        .mtu(mtu)
+        .append_extra_attribute(LinkAttribute::NumTxQueues(queues))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(queues))
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+        .build();
+    h.link().add(msg).execute().await.map_err(|e| {
+        if is_errno(&e, libc::EEXIST) {
+            anyhow!("an interface named {peer} already exists in that namespace (or {host} here); choose another --ifname")
+        } else {
+            anyhow!("creating veth pair {host} <-> {peer}: {e}")
+        }
+    })
+}
+
+pub async fn set_up(h: &Handle, index: u32) -> Result<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(|e| anyhow!("setting link #{index} up: {e}"))
+}
+
+/// Deletes a link; one that is already gone is fine.
+pub async fn del_link(h: &Handle, index: u32) -> Result<()> {
+    match h.link().del(index).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
+        Err(e) => Err(anyhow!("deleting link #{index}: {e}")),
+    }
+}
+
+pub async fn add_addr(h: &Handle, index: u32, ip: IpAddr, prefix: u8) -> Result<()> {
+    h.address().add(index, ip, prefix).execute().await.map_err(|e| anyhow!("adding {ip}/{prefix}: {e}"))
+}
+
+pub async fn add_default_route(h: &Handle, gw: Ipv4Addr) -> Result<()> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+    h.route().add(route).execute().await.map_err(|e| anyhow!("adding default route via {gw}: {e}"))
+}
+
+/// Runs `f` with an rtnetlink handle inside the network namespace `ns`, on a dedicated thread that
+/// never returns to any pool (its namespace is changed for good).
+pub async fn in_netns<T, F, Fut>(ns: File, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("xmv-netns".into())
+        .spawn(move || {
+            let run = || -> Result<T> {
+                // SAFETY: setns(2) on an open namespace fd; affects only this thread.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error()).context("entering the network namespace");
+                }
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async move {
+                    let h = connect()?;
+                    f(h).await
+                })
+            };
+            let _ = tx.send(run());
+        })
+        .context("spawning a netns thread")?;
+    rx.await.map_err(|_| anyhow!("the netns thread died"))?
+}
+
+/// Disables IPv6 on a daemon-side link so the host stack never talks into an endpoint by itself.
+pub fn disable_ipv6(ifname: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        Ok(()) => Ok(()),
+        // A kernel without IPv6 has nothing to disable.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("writing {path}")),
+    }
+}

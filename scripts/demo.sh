@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# xmacvlan demo: a lab in network namespaces, the daemon, three "containers", pings and counters.
+# Everything it creates is removed on exit, also on failure or Ctrl-C.
+set -euo pipefail
+
+BIN=${XMACVLAN_BIN:-$(dirname "$0")/../target/release/xmacvlan}
+TAG=xmvdemo$$
+WIRE=$TAG-wire DP=$TAG-dp
+CONTAINERS=("$TAG-c1" "$TAG-c2" "$TAG-c3")
+TMP=$(mktemp -d /tmp/xmacvlan-demo.XXXXXX)
+SOCK=$TMP/xmacvlan.sock
+DAEMON_PID=
+
+cleanup() {
+    set +e
+    if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+        kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null
+    fi
+    for ns in "${CONTAINERS[@]}" "$DP" "$WIRE"; do ip netns del "$ns" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+x() { echo "+ xmacvlan $*"; "$BIN" --socket "$SOCK" "$@"; }
+
+say "lab: wire host <-veth-> parent eth1 (in the daemon's namespace), three container namespaces"
+ip netns add "$WIRE"; ip netns add "$DP"
+for ns in "${CONTAINERS[@]}"; do ip netns add "$ns"; done
+ip link add wire0 netns "$WIRE" type veth peer name eth1 netns "$DP"
+ip -n "$WIRE" addr add 198.18.0.254/24 dev wire0
+ip -n "$DP" addr add 198.18.0.253/24 dev eth1
+for ns in "$WIRE" "$DP"; do ip -n "$ns" link set lo up; done
+ip -n "$WIRE" link set wire0 up; ip -n "$DP" link set eth1 up
+
+say "daemon (in $DP, one worker on the last CPU)"
+ip netns exec "$DP" "$BIN" daemon --socket "$SOCK" --state-dir "$TMP/state" &
+DAEMON_PID=$!
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+[ -S "$SOCK" ] || { echo "daemon did not start"; exit 1; }
+
+say "network and endpoints"
+x network create -d macvlan --subnet 198.18.0.0/24 --gateway 198.18.0.254 -o parent=eth1 pub_net
+x network connect --ip 198.18.0.11 pub_net "${CONTAINERS[0]}"
+x network connect --ip 198.18.0.12 pub_net "${CONTAINERS[1]}"
+x network connect --mac-address 02:42:c6:12:00:63 pub_net "/var/run/netns/${CONTAINERS[2]}"   # next free address: 198.18.0.1
+x network ls
+ip -n "$DP" link show eth1 | sed -n 1,3p
+
+say "pings through the datapath"
+ip netns exec "${CONTAINERS[0]}" ping -c 3 -i 0.2 198.18.0.12      # container -> container (stays local)
+ip netns exec "${CONTAINERS[0]}" ping -c 3 -i 0.2 198.18.0.254     # container -> wire host
+ip netns exec "$WIRE" ping -c 3 -i 0.2 198.18.0.1                  # wire host -> container
+say "the host's own address on the parent keeps answering (broadcast ARP reaches host and endpoints)"
+ip netns exec "$WIRE" ping -c 2 -i 0.2 198.18.0.253
+
+say "counters"
+x stats
+x network disconnect pub_net "${CONTAINERS[2]}"
+x network rm --force pub_net
+say "done: everything the demo created is removed on exit"
