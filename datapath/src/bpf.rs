@@ -72,7 +72,7 @@ pub struct Bpf {
 }
 
 fn bpf_err(what: &'static str) -> impl FnOnce(libbpf_rs::Error) -> Error {
-    move |e| Error::Bpf { what, source: e }
+    move |e| Error::Bpf { what, cause: e }
 }
 
 impl Bpf {
@@ -80,7 +80,7 @@ impl Bpf {
         let mut storage = MaybeUninit::uninit();
         let open = skel::XmacvlanSkelBuilder::default().open(&mut storage).map_err(bpf_err("open"))?;
         let skel = open.load().map_err(bpf_err("load (is BPF available and are you root?)"))?;
-        let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(|e| Error::Sys { call: "dup", source: e });
+        let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(|e| Error::Sys { call: "dup", cause: e });
         Ok(Bpf {
             parent: dup(skel.progs.xmv_parent.as_fd())?,
             endpoint: dup(skel.progs.xmv_endpoint.as_fd())?,
@@ -112,7 +112,7 @@ impl Bpf {
                 Err(e) => last = Some(e),
             }
         }
-        Err(Error::Attach { ifname: ifname.to_string(), source: last.expect("tried at least once") })
+        Err(Error::Attach { ifname: ifname.to_string(), cause: last.expect("tried at least once") })
     }
 
     /// Detaches whatever we attached in `mode`; a link that is gone already is not an error.

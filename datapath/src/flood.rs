@@ -55,7 +55,7 @@ pub struct FloodSocket {
 unsafe impl Send for FloodSocket {}
 
 fn sys(call: &'static str) -> Error {
-    Error::Sys { call, source: std::io::Error::last_os_error() }
+    Error::Sys { call, cause: std::io::Error::last_os_error() }
 }
 
 impl FloodSocket {

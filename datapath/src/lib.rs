@@ -39,16 +39,16 @@ pub type NetId = u32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("BPF {what}: {source}")]
-    Bpf { what: &'static str, source: libbpf_rs::Error },
-    #[error("attaching XDP to {ifname}: {source}")]
-    Attach { ifname: String, source: libbpf_rs::Error },
+    #[error("BPF {what}: {cause}")]
+    Bpf { what: &'static str, cause: libbpf_rs::Error },
+    #[error("attaching XDP to {ifname}: {cause}")]
+    Attach { ifname: String, cause: libbpf_rs::Error },
     #[error("{ifname} already has an XDP program that xmacvlan did not attach; detach it first")]
     XdpBusy { ifname: String },
-    #[error("AF_XDP {what} on '{ifname}': {source}")]
-    Xsk { what: &'static str, ifname: String, source: std::io::Error },
-    #[error("{call}: {source}")]
-    Sys { call: &'static str, source: std::io::Error },
+    #[error("AF_XDP {what} on '{ifname}': {cause}")]
+    Xsk { what: &'static str, ifname: String, cause: std::io::Error },
+    #[error("{call}: {cause}")]
+    Sys { call: &'static str, cause: std::io::Error },
     #[error("parent {ifname} has {queues} receive queue(s) but the daemon runs {workers} workers (one queue each); use --cpus with at most {queues} CPUs or a parent with more queues")]
     TooFewQueues { ifname: String, queues: u32, workers: usize },
     #[error("{0}")]
@@ -59,7 +59,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn xsk(what: &'static str, ifname: &str, e: xdpilone::Errno) -> Self {
-        Error::Xsk { what, ifname: ifname.to_string(), source: std::io::Error::from_raw_os_error(e.get_raw().abs()) }
+        Error::Xsk { what, ifname: ifname.to_string(), cause: std::io::Error::from_raw_os_error(e.get_raw().abs()) }
     }
 }
 
@@ -199,7 +199,7 @@ impl Datapath {
             // SAFETY: plain eventfd(2); checked below.
             let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
             if raw < 0 {
-                return Err(Error::Sys { call: "eventfd", source: std::io::Error::last_os_error() });
+                return Err(Error::Sys { call: "eventfd", cause: std::io::Error::last_os_error() });
             }
             // SAFETY: a fresh fd we own.
             let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
@@ -210,7 +210,7 @@ impl Datapath {
             let thread = std::thread::Builder::new()
                 .name(format!("xmv-worker-{id}"))
                 .spawn(move || worker.run())
-                .map_err(|e| Error::Sys { call: "spawn worker", source: e })?;
+                .map_err(|e| Error::Sys { call: "spawn worker", cause: e })?;
             dp.workers.push(WorkerHandle { commands: tx, pending, wake, counters, cpu, thread: Some(thread) });
         }
         Ok(dp)

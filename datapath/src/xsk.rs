@@ -57,7 +57,7 @@ impl Area {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(Error::Sys { call: "mmap UMEM", source: std::io::Error::last_os_error() });
+            return Err(Error::Sys { call: "mmap UMEM", cause: std::io::Error::last_os_error() });
         }
         Ok(Area { ptr: NonNull::new(ptr.cast()).expect("mmap never returns NULL on success"), len })
     }
@@ -160,7 +160,8 @@ impl XskPort {
         let config = SocketConfig {
             rx_size: NonZeroU32::new(RX_SIZE),
             tx_size: NonZeroU32::new(TX_SIZE),
-            bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP,
+            // Sockets that share the UMEM inherit the owner's flags and may not pass their own.
+            bind_flags: if owner { SocketConfig::XDP_BIND_NEED_WAKEUP } else { 0 },
         };
         let user = umem.umem.rx_tx(&sock, &config).map_err(err("rx/tx rings"))?;
         let rx = user.map_rx().map_err(err("map rx ring"))?;
