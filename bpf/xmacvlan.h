@@ -12,7 +12,7 @@ struct mac_key {
 };
 
 /* Maximum queues per interface; XSKMAP index = slot * XMV_MAX_QUEUES + rx_queue_index. */
-#define XMV_MAX_QUEUES 16
+#define XMV_MAX_QUEUES 64
 #define XMV_MAX_SLOTS 4096
 
 /* Indexes of the per-CPU `xdp_stats` array. */

@@ -9,6 +9,8 @@ WIRE=$TAG-wire DP=$TAG-dp
 CONTAINERS=("$TAG-c1" "$TAG-c2" "$TAG-c3")
 TMP=$(mktemp -d /tmp/xmacvlan-demo.XXXXXX)
 SOCK=$TMP/xmacvlan.sock
+QUEUES=${XMACVLAN_DEMO_QUEUES:-1}          # receive queues of the parent veth
+CPUS=${XMACVLAN_DEMO_CPUS:+--cpus $XMACVLAN_DEMO_CPUS}   # e.g. 0,1 for two workers
 DAEMON_PID=
 
 cleanup() {
@@ -28,14 +30,16 @@ x() { echo "+ xmacvlan $*"; "$BIN" --socket "$SOCK" "$@"; }
 say "lab: wire host <-veth-> parent eth1 (in the daemon's namespace), three container namespaces"
 ip netns add "$WIRE"; ip netns add "$DP"
 for ns in "${CONTAINERS[@]}"; do ip netns add "$ns"; done
-ip link add wire0 netns "$WIRE" type veth peer name eth1 netns "$DP"
+ip link add wire0 netns "$WIRE" numtxqueues "$QUEUES" numrxqueues "$QUEUES" type veth \
+    peer name eth1 netns "$DP" numtxqueues "$QUEUES" numrxqueues "$QUEUES"
 ip -n "$WIRE" addr add 198.18.0.254/24 dev wire0
 ip -n "$DP" addr add 198.18.0.253/24 dev eth1
 for ns in "$WIRE" "$DP"; do ip -n "$ns" link set lo up; done
 ip -n "$WIRE" link set wire0 up; ip -n "$DP" link set eth1 up
 
-say "daemon (in $DP, one worker on the last CPU)"
-ip netns exec "$DP" "$BIN" daemon --socket "$SOCK" --state-dir "$TMP/state" &
+say "daemon (in $DP; workers: ${XMACVLAN_DEMO_CPUS:-one on the last CPU})"
+# shellcheck disable=SC2086
+ip netns exec "$DP" "$BIN" daemon --socket "$SOCK" --state-dir "$TMP/state" $CPUS &
 DAEMON_PID=$!
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
 [ -S "$SOCK" ] || { echo "daemon did not start"; exit 1; }

@@ -341,7 +341,8 @@ impl Daemon {
             bail!("parent {pname} is already used by network '{}' (one network per parent for now)", n.name);
         }
         let id = self.next_id;
-        let spec = ParentSpec { ifindex: link.index, name: pname.clone(), mac, mtu: link.mtu, rx_queues: link.rx_queues };
+        let rx_queues = netlink::active_rx_queues(&pname).unwrap_or(link.rx_queues);
+        let spec = ParentSpec { ifindex: link.index, name: pname.clone(), mac, mtu: link.mtu, rx_queues };
         self.dp.add_network(id, &spec).with_context(|| format!("setting up the datapath on {pname}"))?;
         self.next_id += 1;
         let net = Network { id, name: c.name.clone(), parent: link, mode, pool, endpoints: Vec::new() };

@@ -181,3 +181,47 @@ pub fn disable_ipv6(ifname: &str) -> Result<()> {
         Err(e) => Err(e).with_context(|| format!("writing {path}")),
     }
 }
+
+/// The number of receive queues in use (ETHTOOL_GCHANNELS: rx + combined), which can be lower
+/// than the IFLA_NUM_RX_QUEUES netlink reports (a veth allocates one per CPU and uses one).
+/// None when the driver does not say.
+pub fn active_rx_queues(ifname: &str) -> Option<u32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct EthtoolChannels {
+        cmd: u32,
+        max_rx: u32,
+        max_tx: u32,
+        max_other: u32,
+        max_combined: u32,
+        rx_count: u32,
+        tx_count: u32,
+        other_count: u32,
+        combined_count: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut EthtoolChannels,
+        _pad: [u8; 16],
+    }
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    if ifname.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut ch, _pad: [0; 16] };
+    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    // SAFETY: a datagram socket only used for this ioctl, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: SIOCETHTOOL with an ifreq whose data points at a live ethtool_channels.
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut req as *mut IfReq) };
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    let n = ch.rx_count + ch.combined_count;
+    (rc == 0 && n > 0).then_some(n)
+}

@@ -25,7 +25,7 @@ pub struct MacKey {
 const _: () = assert!(std::mem::size_of::<MacKey>() == 12);
 
 /// Mirrors XMV_MAX_QUEUES / XMV_MAX_SLOTS in bpf/xmacvlan.h.
-pub const MAX_QUEUES: u32 = 16;
+pub const MAX_QUEUES: u32 = 64;
 pub const MAX_SLOTS: u32 = 4096;
 
 /// Indexes of the `xdp_stats` per-CPU array (enum xmv_stat).

@@ -49,7 +49,7 @@ pub enum Error {
     Xsk { what: &'static str, ifname: String, cause: std::io::Error },
     #[error("{call}: {cause}")]
     Sys { call: &'static str, cause: std::io::Error },
-    #[error("parent {ifname} has {queues} receive queue(s) but the daemon runs {workers} workers (one queue each); use --cpus with at most {queues} CPUs or a parent with more queues")]
+    #[error("parent {ifname} has {queues} receive queue(s); the daemon runs {workers} worker(s), which needs between {workers} and 64 queues; use --cpus with at most {queues} CPUs")]
     TooFewQueues { ifname: String, queues: u32, workers: usize },
     #[error("{0}")]
     Invalid(String),
@@ -236,7 +236,7 @@ impl Datapath {
             return Err(Error::Invalid(format!("network {id} exists in the datapath")));
         }
         let workers = self.workers.len();
-        if (parent.rx_queues as usize) < workers {
+        if (parent.rx_queues as usize) < workers || parent.rx_queues > MAX_QUEUES {
             return Err(Error::TooFewQueues { ifname: parent.name.clone(), queues: parent.rx_queues, workers });
         }
         let slot = self.alloc_slot()?;
@@ -267,15 +267,24 @@ impl Datapath {
         let mut counters = Vec::new();
         let mut mode = XskMode::Copy;
         self.bpf.set_slot(iface.ifindex, iface.slot)?;
-        for w in 0..self.workers.len() {
+        let workers = self.workers.len() as u32;
+        for w in 0..workers {
             let umem = SharedUmem::new(self.cfg.frames)?;
-            let xsk = XskPort::open(&umem, parent.ifindex, w as u32, &parent.name, true)?;
+            // Worker w owns the parent's queues w, w + workers, ...: every queue has a socket, so
+            // no steered frame falls back to the host stack for want of one.
+            let xsk = XskPort::open(&umem, parent.ifindex, w, &parent.name, true)?;
             mode = xsk.mode;
-            self.bpf.set_xsk(iface.slot, w as u32, xsk.fd())?;
+            self.bpf.set_xsk(iface.slot, w, xsk.fd())?;
+            let mut more = Vec::new();
+            for q in (w + workers..parent.rx_queues.min(MAX_QUEUES)).step_by(workers as usize) {
+                let extra = XskPort::open(&umem, parent.ifindex, q, &parent.name, false)?;
+                self.bpf.set_xsk(iface.slot, q, extra.fd())?;
+                more.push(extra);
+            }
             let c: SharedPortCounters = Default::default();
             counters.push(c.clone());
             let flood = if w == 0 { Some(FloodSocket::open(parent.ifindex)?) } else { None };
-            let port = Port { xsk, counters: c, fill_target: PARENT_FILL };
+            let port = Port { xsk, more, counters: c, fill_target: PARENT_FILL };
             domains.push(Domain::new(id, table.clone(), port, umem.area.clone(), flood));
             umems.push(umem);
         }
@@ -295,7 +304,7 @@ impl Datapath {
 
     /// Detaches XDP and clears the maps of an interface we set up.
     fn undo_iface(&mut self, iface: &Iface) {
-        for q in 0..self.workers.len() as u32 {
+        for q in 0..MAX_QUEUES {
             self.bpf.del_xsk(iface.slot, q);
         }
         self.bpf.del_slot(iface.ifindex);
@@ -348,7 +357,7 @@ impl Datapath {
                 let xsk = XskPort::open(&network.umems[w], spec.ifindex, w as u32, &spec.name, false)?;
                 mode = xsk.mode;
                 self.bpf.set_xsk(slot, w as u32, xsk.fd())?;
-                ports.push(Port { xsk, counters: Default::default(), fill_target: ENDPOINT_FILL });
+                ports.push(Port { xsk, more: Vec::new(), counters: Default::default(), fill_target: ENDPOINT_FILL });
             }
             Ok((ports, mode))
         })();

@@ -44,11 +44,23 @@ pub(crate) enum Command {
 
 pub(crate) type Ack = SyncSender<Result<(), String>>;
 
-/// One socket and its counters.
+/// The sockets of one port and its counters. `xsk` receives and transmits; `more` are sockets on
+/// further receive queues of the same interface (a parent with more queues than workers).
 pub(crate) struct Port {
     pub xsk: XskPort,
+    pub more: Vec<XskPort>,
     pub counters: SharedPortCounters,
     pub fill_target: u32,
+}
+
+impl Port {
+    fn sockets(&self) -> impl Iterator<Item = &XskPort> {
+        std::iter::once(&self.xsk).chain(&self.more)
+    }
+
+    fn sockets_mut(&mut self) -> impl Iterator<Item = &mut XskPort> {
+        std::iter::once(&mut self.xsk).chain(&mut self.more)
+    }
 }
 
 /// Owner of every UMEM frame: free, or lent to a port (its fill ring, RX ring or TX ring).
@@ -261,6 +273,7 @@ impl Domain {
         let mut work = 0;
         let Domain { ports, plane, .. } = self;
 
+        // Only `xsk` of a port transmits, so only its completion ring has entries.
         for port in ports.iter_mut().flatten() {
             let mut done = port.xsk.cq.complete(COMPLETE_BATCH);
             while let Some(addr) = done.read() {
@@ -271,18 +284,19 @@ impl Domain {
 
         for i in 0..ports.len() {
             let Some(port) = ports[i].as_mut() else { continue };
-            let mut rx = port.xsk.rx.receive(BATCH);
-            let n = rx.capacity();
-            if n == 0 {
-                continue;
+            let mut got = 0;
+            for xsk in port.sockets_mut() {
+                let mut rx = xsk.rx.receive(BATCH);
+                got += rx.capacity();
+                while let Some(desc) = rx.read() {
+                    plane.handle(desc.addr, desc.len, i as PortId, wc);
+                }
+                rx.release();
             }
-            while let Some(desc) = rx.read() {
-                plane.handle(desc.addr, desc.len, i as PortId, wc);
+            if got > 0 {
+                work += got;
+                flush(ports, plane, wc);
             }
-            rx.release();
-            drop(rx);
-            work += n;
-            flush(ports, plane, wc);
         }
 
         if let Some(fs) = self.flood.as_mut() {
@@ -311,24 +325,9 @@ impl Domain {
         let Domain { ports, plane, .. } = self;
         for (i, port) in ports.iter_mut().enumerate() {
             let Some(port) = port else { continue };
-            let have = port.xsk.fq.pending();
-            if have >= port.fill_target / 2 {
-                continue;
-            }
-            let want = (port.fill_target - have).min(plane.pool.free.len() as u32);
-            let mut fill = port.xsk.fq.fill(want);
-            let n = fill.capacity() as usize;
-            let start = plane.pool.free.len() - n;
-            for &f in &plane.pool.free[start..] {
-                plane.pool.owner[f as usize] = i as PortId;
-            }
-            let written = fill.insert(plane.pool.free[start..].iter().map(|&f| u64::from(f) << FRAME_SHIFT));
-            fill.commit();
-            drop(fill);
-            debug_assert_eq!(written as usize, n);
-            plane.pool.free.truncate(start);
-            if port.xsk.fq.needs_wakeup() {
-                port.xsk.fq.wake();
+            let target = port.fill_target;
+            for xsk in port.sockets_mut() {
+                refill(xsk, target, &mut plane.pool, i as PortId);
             }
         }
         work
@@ -337,18 +336,22 @@ impl Domain {
     /// Refreshes the kernel's per-socket drop counters (a syscall per socket: called rarely).
     fn refresh_kernel_stats(&self) {
         for port in self.ports.iter().flatten() {
-            if let Some((dropped, ring_full, fill_empty)) = port.xsk.kernel_stats() {
-                let c = &port.counters;
-                c.xsk_rx_dropped.add(dropped.wrapping_sub(c.xsk_rx_dropped.get()));
-                c.xsk_rx_ring_full.add(ring_full.wrapping_sub(c.xsk_rx_ring_full.get()));
-                c.xsk_fill_empty.add(fill_empty.wrapping_sub(c.xsk_fill_empty.get()));
+            let (mut dropped, mut ring_full, mut fill_empty) = (0, 0, 0);
+            for (d, r, f) in port.sockets().filter_map(XskPort::kernel_stats) {
+                dropped += d;
+                ring_full += r;
+                fill_empty += f;
             }
+            let c = &port.counters;
+            c.xsk_rx_dropped.add(dropped.wrapping_sub(c.xsk_rx_dropped.get()));
+            c.xsk_rx_ring_full.add(ring_full.wrapping_sub(c.xsk_rx_ring_full.get()));
+            c.xsk_fill_empty.add(fill_empty.wrapping_sub(c.xsk_fill_empty.get()));
         }
     }
 
     fn poll_fds(&self, out: &mut Vec<libc::pollfd>) {
-        for port in self.ports.iter().flatten() {
-            out.push(libc::pollfd { fd: port.xsk.raw_fd(), events: libc::POLLIN, revents: 0 });
+        for xsk in self.ports.iter().flatten().flat_map(Port::sockets) {
+            out.push(libc::pollfd { fd: xsk.raw_fd(), events: libc::POLLIN, revents: 0 });
         }
         if let Some(fs) = &self.flood {
             out.push(libc::pollfd { fd: fs.raw_fd(), events: libc::POLLIN, revents: 0 });
@@ -357,6 +360,30 @@ impl Domain {
 }
 
 const COMPLETE_BATCH: u32 = 256;
+
+/// Tops a fill ring up to `target` frames from the pool once it fell below half of that.
+#[inline]
+fn refill(xsk: &mut XskPort, target: u32, pool: &mut FramePool, owner: PortId) {
+    let have = xsk.fq.pending();
+    if have >= target / 2 {
+        return;
+    }
+    let want = (target - have).min(pool.free.len() as u32);
+    let mut fill = xsk.fq.fill(want);
+    let n = fill.capacity() as usize;
+    let start = pool.free.len() - n;
+    for &f in &pool.free[start..] {
+        pool.owner[f as usize] = owner;
+    }
+    let written = fill.insert(pool.free[start..].iter().map(|&f| u64::from(f) << FRAME_SHIFT));
+    fill.commit();
+    drop(fill);
+    debug_assert_eq!(written as usize, n);
+    pool.free.truncate(start);
+    if xsk.fq.needs_wakeup() {
+        xsk.fq.wake();
+    }
+}
 
 /// Moves every staged batch into its TX ring: one insert + commit and at most one kick per ring.
 fn flush(ports: &mut [Option<Port>], plane: &mut Plane, wc: &WorkerCounters) {

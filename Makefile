@@ -1,0 +1,40 @@
+# xmacvlan — the two commands: `make demo` and `make test` (both as root).
+SHELL := /bin/bash
+CARGO ?= cargo
+APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping ethtool procps
+
+.PHONY: all deps build demo test unit bench bench-smoke clean
+
+all: build
+
+# Installs what a fresh Debian 12 machine lacks (only when something is missing).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup)"; exit 1; }
+
+build: deps
+	$(CARGO) build --release --workspace
+
+demo: build
+	XMACVLAN_BIN=$(CURDIR)/target/release/xmacvlan bash scripts/demo.sh
+
+# Unit tests (no root needed) and the end-to-end tests in network namespaces (root), serially:
+# each e2e test builds its own lab and runs a daemon with busy-polling workers.
+test: deps
+	$(CARGO) test --workspace -- --test-threads=1
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+bench: build
+	$(CURDIR)/target/release/xmacvlan-bench --xmacvlan-bin $(CURDIR)/target/release/xmacvlan $(BENCH_ARGS)
+
+bench-smoke: build
+	$(CURDIR)/target/release/xmacvlan-bench --xmacvlan-bin $(CURDIR)/target/release/xmacvlan --smoke
+
+clean:
+	$(CARGO) clean
