@@ -134,7 +134,9 @@ async fn bind_socket(path: &Path) -> Result<UnixListener> {
 
 async fn serve(daemon: Shared, stream: UnixStream) {
     // Peer credentials: only root (or the daemon's own user) may drive the datapath.
-    let allowed = stream.peer_cred().map(|c| c.uid() == 0 || c.uid() == unsafe { libc::geteuid() }).unwrap_or(false);
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let allowed = stream.peer_cred().map(|c| c.uid() == 0 || c.uid() == euid).unwrap_or(false);
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
     if BufReader::new(rd).read_line(&mut line).await.is_err() {

@@ -218,7 +218,12 @@ pub(crate) struct Domain {
     flood: Option<FloodSocket>,
     flood_frames: Vec<u64>,
     flood_rx: Vec<Received>,
+    /// Rounds to skip the flood socket after it was found empty: its recvmmsg is a syscall, which
+    /// an idle check should not cost every round.
+    flood_backoff: u32,
 }
+
+const FLOOD_BACKOFF: u32 = 7;
 
 impl Domain {
     pub fn new(net: NetId, table: Table, parent: Port, area: Arc<Area>, flood: Option<FloodSocket>) -> Self {
@@ -242,6 +247,7 @@ impl Domain {
             flood,
             flood_frames: Vec::with_capacity(flood_n),
             flood_rx: Vec::with_capacity(flood_n),
+            flood_backoff: 0,
         }
     }
 
@@ -299,7 +305,9 @@ impl Domain {
             }
         }
 
-        if let Some(fs) = self.flood.as_mut() {
+        if self.flood_backoff > 0 {
+            self.flood_backoff -= 1;
+        } else if let Some(fs) = self.flood.as_mut() {
             self.flood_frames.clear();
             while self.flood_frames.len() < crate::flood::BATCH {
                 match self.plane.pool.alloc() {
@@ -319,6 +327,8 @@ impl Domain {
             if n > 0 {
                 work += n as u32;
                 flush(&mut self.ports, &mut self.plane, wc);
+            } else {
+                self.flood_backoff = FLOOD_BACKOFF;
             }
         }
 
