@@ -109,6 +109,7 @@ impl FloodSocket {
     /// # Safety
     /// `base` must be the start of the UMEM area and each `frames[i]` the offset of a chunk of
     /// `chunk` bytes inside it that nobody else (kernel included) uses until this call returns.
+    #[allow(clippy::needless_range_loop)] // i indexes frames, iovecs, headers and cmsgs together
     pub unsafe fn recv(&mut self, base: *mut u8, chunk: usize, frames: &[u64], out: &mut Vec<Received>) -> usize {
         let n = frames.len().min(BATCH);
         // Leave VLAN_HLEN bytes in front so a stripped tag can be put back without moving the payload.

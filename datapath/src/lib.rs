@@ -370,7 +370,7 @@ impl Datapath {
         };
         let counters: Vec<SharedPortCounters> = ports.iter().map(|p| p.counters.clone()).collect();
         for (w, port) in ports.into_iter().enumerate() {
-            if let Err(e) = self.workers[w].send(w, Command::AddPort { net, id, info, port }) {
+            if let Err(e) = self.workers[w].send(w, Command::AddPort { net, id, info, port: Box::new(port) }) {
                 for (v, h) in self.workers.iter().enumerate().take(w + 1) {
                     let _ = h.send(v, Command::RemovePort { net, id });
                 }

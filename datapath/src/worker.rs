@@ -36,7 +36,7 @@ pub const ENDPOINT_FILL: u32 = 128;
 pub(crate) enum Command {
     AddDomain(Box<Domain>),
     RemoveDomain(NetId),
-    AddPort { net: NetId, id: PortId, info: PortInfo, port: Port },
+    AddPort { net: NetId, id: PortId, info: PortInfo, port: Box<Port> },
     RemovePort { net: NetId, id: PortId },
     SetUp { net: NetId, id: PortId, up: bool },
     Stop,
@@ -530,7 +530,7 @@ impl Worker {
                     Ok(())
                 }
                 Command::AddPort { net, id, info, port } => match self.domain(net) {
-                    Some(d) => d.add_port(id, info, port),
+                    Some(d) => d.add_port(id, info, *port),
                     None => Err(format!("worker {} has no network {net}", self.id)),
                 },
                 Command::RemovePort { net, id } => {
