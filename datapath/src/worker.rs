@@ -564,3 +564,150 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::MacAddr;
+    use crate::fwd::PortKind;
+
+    const A: MacAddr = MacAddr([0x02, 0x42, 0, 0, 0, 0x0a]);
+    const B: MacAddr = MacAddr([0x02, 0x42, 0, 0, 0, 0x0b]);
+    const C: MacAddr = MacAddr([0x02, 0x42, 0, 0, 0, 0x0c]);
+
+    /// A plane with parent 0 and endpoints 1 (A), 2 (B), 3 (C) over a real (unregistered) area.
+    fn plane(frames: u32) -> Plane {
+        let mut table = Table::new(MacAddr([0x02, 0, 0, 0, 0, 1]), 1500);
+        let mut p = Plane {
+            table: Table::new(MacAddr::default(), 0),
+            pool: FramePool::new(frames),
+            stage: Vec::new(),
+            counters: Vec::new(),
+            dirty: Vec::new(),
+            targets: Vec::new(),
+            area: Arc::new(Area::new(frames).unwrap()),
+        };
+        for (id, mac) in [(1, A), (2, B), (3, C)] {
+            table.add_endpoint(id, PortInfo { kind: PortKind::Endpoint, mac, mtu: 1500, vlan: 0, up: true }).unwrap();
+        }
+        for id in 0..4 {
+            p.ensure_port(id);
+            p.counters[usize::from(id)] = Some(Default::default());
+        }
+        p.table = table;
+        p
+    }
+
+    /// Writes a frame into a fresh chunk as the kernel would, returning its offset and length.
+    fn receive(p: &mut Plane, dst: MacAddr, src: MacAddr, len: usize, port: PortId) -> (u64, u32) {
+        let chunk = p.pool.alloc().expect("a free frame");
+        p.pool.lend(chunk, port);
+        let addr = chunk + TX_HEADROOM;
+        let mut f = vec![0u8; len];
+        f[..6].copy_from_slice(&dst.0);
+        f[6..12].copy_from_slice(&src.0);
+        // SAFETY: the chunk is ours and FRAME_SIZE bytes long.
+        unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), p.area.base().add(addr as usize), len) };
+        (addr, len as u32)
+    }
+
+    fn staged(p: &Plane, port: PortId) -> usize {
+        p.stage[usize::from(port)].len()
+    }
+
+    /// Σrx + flood_copies = Σtx(staged) + Σdrops + flood_empty, and no frame leaks from the pool.
+    fn check_accounting(p: &Plane, wc: &WorkerCounters, frames: u32) {
+        let rx: u64 = p.counters.iter().flatten().map(|c| c.rx.get()).sum();
+        let drops: u64 = p.counters.iter().flatten().map(|c| c.drops.iter().map(Counter::get).sum::<u64>()).sum();
+        let staged: u64 = p.stage.iter().map(|s| s.len() as u64).sum();
+        assert_eq!(rx + wc.flood_copies.get(), staged + drops + wc.flood_empty.get());
+        let lent = p.pool.owner.iter().filter(|&&o| o != FREE).count();
+        assert_eq!(lent + p.pool.free.len(), frames as usize, "every frame is free or lent exactly once");
+        assert_eq!(lent as u64, staged, "only staged frames are out of the pool here");
+    }
+
+    use crate::counters::Counter;
+
+    #[test]
+    fn unicast_moves_the_descriptor_without_copy() {
+        let mut p = plane(64);
+        let wc = WorkerCounters::default();
+        let (addr, len) = receive(&mut p, B, A, 60, 1);
+        p.handle(addr, len, 1, &wc);
+        assert_eq!(p.stage[2][0].addr, addr, "same descriptor, no copy");
+        assert_eq!(p.pool.owner[(addr >> FRAME_SHIFT) as usize], 2);
+        assert_eq!(p.dirty, vec![2]);
+        check_accounting(&p, &wc, 64);
+    }
+
+    #[test]
+    fn flood_copies_for_all_but_the_last_target() {
+        let mut p = plane(64);
+        let wc = WorkerCounters::default();
+        let (addr, len) = receive(&mut p, MacAddr::BROADCAST, B, 60, 2);
+        p.handle(addr, len, 2, &wc);
+        // Endpoint broadcast: A, C and the wire; never back to B.
+        assert_eq!((staged(&p, 1), staged(&p, 2), staged(&p, 3), staged(&p, PARENT)), (1, 0, 1, 1));
+        assert_eq!(wc.flood_copies.get(), 2);
+        assert_eq!(p.stage[usize::from(PARENT)][0].addr, addr, "the original goes to the last target");
+        let copy = p.stage[1][0];
+        // SAFETY: both ranges are inside the area and were written above / by handle().
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts(p.area.base().add(addr as usize), 60),
+                std::slice::from_raw_parts(p.area.base().add(copy.addr as usize), 60),
+            )
+        };
+        assert_eq!(a, b);
+        check_accounting(&p, &wc, 64);
+    }
+
+    #[test]
+    fn flood_out_of_frames_counts_no_buffer_and_down_targets_count_dst_down() {
+        let mut p = plane(2);
+        p.table.set_up(3, false);
+        let wc = WorkerCounters::default();
+        let (addr, len) = receive(&mut p, MacAddr::BROADCAST, B, 60, 2);
+        // One frame left in the pool: targets A (copy), C (down), parent (original).
+        let spare = p.pool.alloc().unwrap();
+        p.handle(addr, len, 2, &wc);
+        let dropped = |port: PortId, r: DropReason| p.counters[usize::from(port)].as_ref().unwrap().drops[r as usize].get();
+        assert_eq!(dropped(1, DropReason::NoBuffer), 1);
+        assert_eq!(dropped(3, DropReason::DstDown), 1);
+        assert_eq!(staged(&p, PARENT), 1);
+        p.pool.release(spare);
+        check_accounting(&p, &wc, 2);
+    }
+
+    #[test]
+    fn bad_frames_are_dropped_counted_and_recycled() {
+        let mut p = plane(8);
+        let wc = WorkerCounters::default();
+        let (addr, _) = receive(&mut p, A, B, 60, 1);
+        p.handle(addr, 10, 1, &wc);
+        let (addr, _) = receive(&mut p, A, OUTSIDE, 1600, PARENT);
+        p.handle(addr, 1600, PARENT, &wc);
+        let c = |port: usize| p.counters[port].as_ref().unwrap();
+        assert_eq!(c(1).drops[DropReason::Runt as usize].get(), 1);
+        assert_eq!(c(1).drops[DropReason::Oversize as usize].get(), 1);
+        assert_eq!(wc.dropped.get(), 2);
+        check_accounting(&p, &wc, 8);
+    }
+
+    const OUTSIDE: MacAddr = MacAddr([0x02, 0x99, 0, 0, 0, 1]);
+
+    #[test]
+    fn reclaim_returns_everything_a_port_held() {
+        let mut pool = FramePool::new(16);
+        let held: Vec<u64> = (0..5).map(|_| pool.alloc().unwrap()).collect();
+        for &f in &held[..3] {
+            pool.lend(f, 7);
+        }
+        for &f in &held[3..] {
+            pool.lend(f, 8);
+        }
+        pool.reclaim(7);
+        assert_eq!(pool.free.len(), 14);
+        assert_eq!(pool.owner.iter().filter(|&&o| o == 8).count(), 2);
+    }
+}
