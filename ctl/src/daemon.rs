@@ -35,6 +35,7 @@ pub struct Options {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub cpus: Vec<usize>,
+    pub worker_nice: i32,
 }
 
 struct Endpoint {
@@ -82,7 +83,7 @@ pub async fn run(opts: Options) -> Result<()> {
     std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("creating state dir {}", opts.state_dir.display()))?;
     let listener = bind_socket(&opts.socket).await?;
     let cpus = if opts.cpus.is_empty() { vec![None] } else { opts.cpus.iter().map(|&c| Some(c)).collect() };
-    let dp = Datapath::start(Config { cpus, ..Config::default() }).context("starting the datapath")?;
+    let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, ..Config::default() }).context("starting the datapath")?;
     let workers = dp.report().workers;
     let h = netlink::connect()?;
     let daemon: Shared = Arc::new(Mutex::new(Daemon {

@@ -32,6 +32,10 @@ enum Cmd {
         /// CPUs to pin one worker each to, e.g. 1 or 0,1 (default: one worker on the last CPU).
         #[arg(long, value_delimiter = ',')]
         cpus: Vec<usize>,
+        /// Niceness of the worker threads (-20..=19): high priority keeps a worker that shares its
+        /// core with the parent's NAPI thread from being starved by it.
+        #[arg(long, default_value_t = -20, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+        worker_nice: i32,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -127,9 +131,9 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let result = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Daemon { state_dir, cpus } => {
+            Cmd::Daemon { state_dir, cpus, worker_nice } => {
                 let cpus = if cpus.is_empty() { default_cpus() } else { cpus };
-                daemon::run(daemon::Options { state_dir, socket: cli.socket, cpus }).await
+                daemon::run(daemon::Options { state_dir, socket: cli.socket, cpus, worker_nice }).await
             }
             Cmd::Network(n) => {
                 let c = client::Client::new(cli.socket);

@@ -32,7 +32,7 @@ use crate::flood::FloodSocket;
 use crate::frame::MacAddr;
 use crate::fwd::{PortId, PortInfo, PortKind, Table, MAX_PORTS, PARENT};
 use crate::worker::{Ack, Command, Domain, Port, Worker, ENDPOINT_FILL, PARENT_FILL};
-use crate::xsk::{SharedUmem, XskMode, XskPort};
+use crate::xsk::{SharedUmem, XskMode, XskPort, PARENT_RX_SIZE, RX_SIZE};
 
 /// Identifies a network (forwarding domain) across the datapath.
 pub type NetId = u32;
@@ -70,11 +70,16 @@ pub struct Config {
     pub cpus: Vec<Option<usize>>,
     /// UMEM frames per (network, worker); each is 4 KiB of pinned memory.
     pub frames: u32,
+    /// Niceness of the worker threads. Where a worker shares its core with the parent's NAPI
+    /// thread, equal shares let NAPI redirect frames faster than the worker can forward them, and
+    /// the surplus is dropped at the full RX ring after costing NAPI time (receive livelock); a
+    /// higher worker priority moves that CPU to forwarding.
+    pub nice: i32,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { cpus: vec![None], frames: 16384 }
+        Config { cpus: vec![None], frames: 16384, nice: -20 }
     }
 }
 
@@ -206,7 +211,7 @@ impl Datapath {
             let (tx, rx) = sync_channel(64);
             let pending = Arc::new(AtomicUsize::new(0));
             let counters = Arc::new(CachePadded::new(WorkerCounters::default()));
-            let worker = Worker::new(id, cpu, counters.clone(), rx, pending.clone(), wake.clone());
+            let worker = Worker::new(id, cpu, counters.clone(), rx, pending.clone(), wake.clone(), cfg.nice);
             let thread = std::thread::Builder::new()
                 .name(format!("xmv-worker-{id}"))
                 .spawn(move || worker.run())
@@ -272,19 +277,19 @@ impl Datapath {
             let umem = SharedUmem::new(self.cfg.frames)?;
             // Worker w owns the parent's queues w, w + workers, ...: every queue has a socket, so
             // no steered frame falls back to the host stack for want of one.
-            let xsk = XskPort::open(&umem, parent.ifindex, w, &parent.name, true)?;
+            let xsk = XskPort::open(&umem, parent.ifindex, w, &parent.name, true, PARENT_RX_SIZE)?;
             mode = xsk.mode;
             self.bpf.set_xsk(iface.slot, w, xsk.fd())?;
             let mut more = Vec::new();
             for q in (w + workers..parent.rx_queues.min(MAX_QUEUES)).step_by(workers as usize) {
-                let extra = XskPort::open(&umem, parent.ifindex, q, &parent.name, false)?;
+                let extra = XskPort::open(&umem, parent.ifindex, q, &parent.name, false, PARENT_RX_SIZE)?;
                 self.bpf.set_xsk(iface.slot, q, extra.fd())?;
                 more.push(extra);
             }
             let c: SharedPortCounters = Default::default();
             counters.push(c.clone());
             let flood = if w == 0 { Some(FloodSocket::open(parent.ifindex)?) } else { None };
-            let port = Port { xsk, more, counters: c, fill_target: PARENT_FILL };
+            let port = Port { xsk, more, counters: c, fill_target: PARENT_FILL, tx_outstanding: 0 };
             domains.push(Domain::new(id, table.clone(), port, umem.area.clone(), flood));
             umems.push(umem);
         }
@@ -354,10 +359,10 @@ impl Datapath {
             let mut ports = Vec::new();
             let mut mode = XskMode::Copy;
             for w in 0..workers {
-                let xsk = XskPort::open(&network.umems[w], spec.ifindex, w as u32, &spec.name, false)?;
+                let xsk = XskPort::open(&network.umems[w], spec.ifindex, w as u32, &spec.name, false, RX_SIZE)?;
                 mode = xsk.mode;
                 self.bpf.set_xsk(slot, w as u32, xsk.fd())?;
-                ports.push(Port { xsk, more: Vec::new(), counters: Default::default(), fill_target: ENDPOINT_FILL });
+                ports.push(Port { xsk, more: Vec::new(), counters: Default::default(), fill_target: ENDPOINT_FILL, tx_outstanding: 0 });
             }
             Ok((ports, mode))
         })();

@@ -25,11 +25,15 @@ use crate::NetId;
 
 /// Descriptors taken from one RX ring per round.
 pub const BATCH: u32 = 64;
-/// Empty rounds spun before sleeping in poll(2).
-const SPIN_ROUNDS: u32 = 2000;
+/// Empty rounds spun before sleeping in poll(2). Short: when the worker shares its core with the
+/// parent's NAPI thread (2-core machines), every round it spins is a round NAPI cannot fill the ring.
+const SPIN_ROUNDS: u32 = 64;
+/// Sleep while idle; short while transmitted frames still await completion (completions do not
+/// wake poll(2)), so a pool drained into TX rings never stalls the worker.
 const SLEEP_MS: i32 = 100;
+const SLEEP_TX_PENDING_MS: i32 = 1;
 /// Fill-ring levels: the parent carries most traffic; endpoints get a smaller reserve each.
-pub const PARENT_FILL: u32 = 1024;
+pub const PARENT_FILL: u32 = 6144;
 pub const ENDPOINT_FILL: u32 = 128;
 
 /// A message from the control plane; each is acknowledged once applied.
@@ -51,6 +55,8 @@ pub(crate) struct Port {
     pub more: Vec<XskPort>,
     pub counters: SharedPortCounters,
     pub fill_target: u32,
+    /// Frames in this port's TX ring whose completion has not been reaped yet.
+    pub tx_outstanding: u64,
 }
 
 impl Port {
@@ -284,6 +290,7 @@ impl Domain {
             let mut done = port.xsk.cq.complete(COMPLETE_BATCH);
             while let Some(addr) = done.read() {
                 plane.pool.release(addr);
+                port.tx_outstanding -= 1;
             }
             done.release();
         }
@@ -410,6 +417,7 @@ fn flush(ports: &mut [Option<Port>], plane: &mut Plane, wc: &WorkerCounters) {
                 if sent > 0 {
                     let bytes: u64 = staged[..sent].iter().map(|d| u64::from(d.len)).sum();
                     port.counters.tx.add(sent as u64);
+                    port.tx_outstanding += sent as u64;
                     port.counters.tx_bytes.add(bytes);
                     wc.tx_frames.add(sent as u64);
                     if port.xsk.tx.needs_wakeup() {
@@ -440,6 +448,8 @@ pub(crate) struct Worker {
     pub commands: Receiver<(Command, Ack)>,
     pub pending: Arc<AtomicUsize>,
     pub wake: Arc<OwnedFd>,
+    /// Scheduling niceness of the worker thread (see [`crate::Config::nice`]).
+    pub nice: i32,
     domains: Vec<Domain>,
     pollfds: Vec<libc::pollfd>,
 }
@@ -452,13 +462,24 @@ impl Worker {
         commands: Receiver<(Command, Ack)>,
         pending: Arc<AtomicUsize>,
         wake: Arc<OwnedFd>,
+        nice: i32,
     ) -> Self {
-        Worker { id, cpu, counters, commands, pending, wake, domains: Vec::new(), pollfds: Vec::new() }
+        Worker { id, cpu, counters, commands, pending, wake, nice, domains: Vec::new(), pollfds: Vec::new() }
     }
 
     pub fn run(mut self) {
         if let Some(cpu) = self.cpu {
             core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+        }
+        if self.nice != 0 {
+            // SAFETY: setpriority on this thread's own id (Linux: PRIO_PROCESS with a tid is per
+            // thread); failure only leaves the default priority.
+            unsafe {
+                let tid = libc::gettid();
+                if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, self.nice) != 0 {
+                    eprintln!("xmv-worker-{}: setpriority({}) failed: {}", self.id, self.nice, std::io::Error::last_os_error());
+                }
+            }
         }
         self.rebuild_pollfds();
         let mut idle = 0u32;
@@ -490,8 +511,10 @@ impl Worker {
             for p in &mut self.pollfds {
                 p.revents = 0;
             }
+            let pending = self.domains.iter().any(|d| d.ports.iter().flatten().any(|p| p.tx_outstanding > 0));
+            let timeout = if pending { SLEEP_TX_PENDING_MS } else { SLEEP_MS };
             // SAFETY: pollfds is a live array of initialised pollfd structs of the given length.
-            unsafe { libc::poll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, SLEEP_MS) };
+            unsafe { libc::poll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, timeout) };
             self.drain_wake();
         }
     }

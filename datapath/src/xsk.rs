@@ -19,8 +19,12 @@ pub const FRAME_SHIFT: u32 = 12;
 /// Where the datapath writes frames it builds itself (flood copies): same as the kernel's headroom.
 pub const TX_HEADROOM: u64 = 256;
 /// Ring sizes (power of two).
-pub const FILL_SIZE: u32 = 2048;
-pub const COMP_SIZE: u32 = 2048;
+/// Fill/completion rings are per (interface, queue) but sized per UMEM: deep enough that the
+/// parent's NAPI can fill a whole scheduler slice's worth of frames when it shares the worker's core.
+pub const FILL_SIZE: u32 = 8192;
+pub const COMP_SIZE: u32 = 8192;
+/// RX ring of the parent's sockets (endpoints use [`RX_SIZE`]).
+pub const PARENT_RX_SIZE: u32 = 8192;
 pub const RX_SIZE: u32 = 2048;
 pub const TX_SIZE: u32 = 2048;
 
@@ -146,7 +150,7 @@ impl XskPort {
     ///
     /// Binding asks for neither XDP_COPY nor XDP_ZEROCOPY: the kernel uses zero-copy where the
     /// driver offers it and falls back to copy mode (always the case on veth).
-    pub fn open(umem: &SharedUmem, ifindex: u32, queue: u32, ifname: &str, owner: bool) -> Result<Self, Error> {
+    pub fn open(umem: &SharedUmem, ifindex: u32, queue: u32, ifname: &str, owner: bool, rx_size: u32) -> Result<Self, Error> {
         let err = |what: &'static str| move |e: xdpilone::Errno| Error::xsk(what, ifname, e);
         let mut info = IfInfo::invalid();
         info.from_ifindex(ifindex).map_err(err("look up interface"))?;
@@ -158,7 +162,7 @@ impl XskPort {
         };
         let device = umem.umem.fq_cq(&sock).map_err(err("fill/completion rings"))?;
         let config = SocketConfig {
-            rx_size: NonZeroU32::new(RX_SIZE),
+            rx_size: NonZeroU32::new(rx_size),
             tx_size: NonZeroU32::new(TX_SIZE),
             // Sockets that share the UMEM inherit the owner's flags and may not pass their own.
             bind_flags: if owner { SocketConfig::XDP_BIND_NEED_WAKEUP } else { 0 },
