@@ -7,8 +7,7 @@ const SRC: &str = "../bpf/xmacvlan.bpf.c";
 const HDR: &str = "../bpf/xmacvlan.h";
 
 fn main() {
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"))
-        .join("xmacvlan.skel.rs");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo")).join("xmacvlan.skel.rs");
     SkeletonBuilder::new()
         .source(SRC)
         // Debian's clang finds asm/types.h only through the multiarch include directory.

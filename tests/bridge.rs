@@ -32,7 +32,11 @@ impl Taps {
     fn open(lab: &Lab) -> Self {
         Taps {
             wire: RawSocket::open(&lab.wire, "wire0"),
-            c: [RawSocket::open(lab.c(1), "eth0"), RawSocket::open(lab.c(2), "eth0"), RawSocket::open(lab.c(3), "eth0")],
+            c: [
+                RawSocket::open(lab.c(1), "eth0"),
+                RawSocket::open(lab.c(2), "eth0"),
+                RawSocket::open(lab.c(3), "eth0"),
+            ],
             parent: RawSocket::open(&lab.dp, "eth1"),
         }
     }
@@ -135,7 +139,12 @@ fn check_bridge_semantics(lab: &Lab, backend: Backend) {
     let k = marker();
     let s = taps.send(&taps.wire, &frame(m2, wire_mac, &k, 60), &k);
     let counted = if xmv { drops(lab, m2, "dst_down") - before } else { 1 };
-    rep.check("6 wire -> c2 while c2 is down", "nothing; dst_down +1", format!("{} dst_down+{counted}", fmt(s)), s.c2 == 0 && counted >= 1);
+    rep.check(
+        "6 wire -> c2 while c2 is down",
+        "nothing; dst_down +1",
+        format!("{} dst_down+{counted}", fmt(s)),
+        s.c2 == 0 && counted >= 1,
+    );
     lab.c(2).ok(&["ip", "link", "set", "eth0", "up"]);
     std::thread::sleep(SETTLE);
     let k = marker();
@@ -158,7 +167,12 @@ fn check_bridge_semantics(lab: &Lab, backend: Backend) {
     let s = taps.send(&taps.wire, &frame(m3, wire_mac, &k, 2000), &k);
     if xmv {
         let counted = drops(lab, m3, "oversize") - before;
-        rep.check("7 wire -> c3 2000 B (c3 MTU 1500)", "dropped; oversize +1", format!("{} oversize+{counted}", fmt(s)), s.c3 == 0 && counted >= 1);
+        rep.check(
+            "7 wire -> c3 2000 B (c3 MTU 1500)",
+            "dropped; oversize +1",
+            format!("{} oversize+{counted}", fmt(s)),
+            s.c3 == 0 && counted >= 1,
+        );
     } else {
         // Deliberate difference: kernel macvlan's receive paths from the wire (RX_HANDLER_ANOTHER
         // for unicast, netif_rx for floods) do not check the child's MTU; only child-to-child
@@ -172,7 +186,12 @@ fn check_bridge_semantics(lab: &Lab, backend: Backend) {
         rep.check("7 wire broadcast 2000 B", "c1 c2, not c3 (MTU 1500)", fmt(s), s.c1 == 1 && s.c2 == 1 && s.c3 == 0);
     } else {
         // From the wire the kernel floods without dev_forward_skb's MTU check too.
-        rep.check("7 wire broadcast 2000 B", "kernel: c1 c2 c3 (no MTU check)", fmt(s), s.c1 == 1 && s.c2 == 1 && s.c3 == 1);
+        rep.check(
+            "7 wire broadcast 2000 B",
+            "kernel: c1 c2 c3 (no MTU check)",
+            fmt(s),
+            s.c1 == 1 && s.c2 == 1 && s.c3 == 1,
+        );
     }
     let k = marker();
     let s = taps.send(&taps.wire, &frame(m3, wire_mac, &k, 1000), &k);
@@ -188,7 +207,19 @@ fn lab_with(backend: Backend) -> (Lab, Option<Daemon>) {
         Backend::Kernel => None,
         Backend::Xmacvlan => {
             let d = Daemon::start(&lab);
-            lab.cli_ok(&["network", "create", "-d", "macvlan", "--subnet", SUBNET, "--gateway", GATEWAY, "-o", "parent=eth1", "labnet"]);
+            lab.cli_ok(&[
+                "network",
+                "create",
+                "-d",
+                "macvlan",
+                "--subnet",
+                SUBNET,
+                "--gateway",
+                GATEWAY,
+                "-o",
+                "parent=eth1",
+                "labnet",
+            ]);
             Some(d)
         }
     };
@@ -240,7 +271,8 @@ fn disconnect_and_rm_leave_nothing() {
     let out = lab.cli_ok(&["network", "connect", "labnet", &lab.c(1).name]);
     assert!(out.contains("198.18.0.1/24") && out.contains("02:42:c6:12:00:01"), "{out}");
     // A PID works as NETNS too: `ip netns exec` execs the command, so this PID lives in c2.
-    let mut sleeper = std::process::Command::new("ip").args(["netns", "exec", &lab.c(2).name, "sleep", "30"]).spawn().unwrap();
+    let mut sleeper =
+        std::process::Command::new("ip").args(["netns", "exec", &lab.c(2).name, "sleep", "30"]).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let pid = sleeper.id().to_string();
     lab.cli_ok(&["network", "connect", "labnet", &pid]);
@@ -300,7 +332,12 @@ fn accounting_after_burst() {
     let sum = |f: &str| ports.iter().map(|p| p[f].as_u64().unwrap()).sum::<u64>();
     let w = &s["workers"][0];
     let (copies, empty) = (w["flood_copies"].as_u64().unwrap(), w["flood_empty"].as_u64().unwrap());
-    println!("rx {} tx {} drops {} flood_copies {copies} flood_empty {empty}", sum("rx"), sum("tx"), sum("drops_total"));
+    println!(
+        "rx {} tx {} drops {} flood_copies {copies} flood_empty {empty}",
+        sum("rx"),
+        sum("tx"),
+        sum("drops_total")
+    );
     assert_eq!(sum("rx") + copies, sum("tx") + sum("drops_total") + empty, "every frame delivered or counted: {s}");
     assert_eq!(w["rx_frames"].as_u64().unwrap(), sum("rx"));
 }
@@ -312,7 +349,11 @@ fn bad_input_is_refused_by_name_and_leaves_nothing() {
     // Before a daemon runs: the CLI says how to start one.
     let out = lab.cli(&["network", "ls"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("xmacvlan daemon"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("xmacvlan daemon"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let _d = Daemon::start(&lab);
     lab.cli_ok(&["network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "-o", "parent=eth1", "labnet"]);
@@ -326,8 +367,34 @@ fn bad_input_is_refused_by_name_and_leaves_nothing() {
         (vec!["network", "create", "--subnet", "198.19.0.0/24", "-o", "parent=lo", "n2"], "loopback"),
         (vec!["network", "create", "--subnet", "198.19.0.0/33", "-o", "parent=eth1", "n2"], "198.19.0.0/33"),
         (vec!["network", "create", "--subnet", "banana", "-o", "parent=eth1", "n2"], "banana"),
-        (vec!["network", "create", "--subnet", "198.19.0.0/24", "--gateway", "198.18.9.1", "-o", "parent=eth1", "n2"], "198.18.9.1"),
-        (vec!["network", "create", "--subnet", "198.19.0.0/24", "-o", "parent=eth1", "-o", "macvlan_mode=bogus", "n2"], "bogus"),
+        (
+            vec![
+                "network",
+                "create",
+                "--subnet",
+                "198.19.0.0/24",
+                "--gateway",
+                "198.18.9.1",
+                "-o",
+                "parent=eth1",
+                "n2",
+            ],
+            "198.18.9.1",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "--subnet",
+                "198.19.0.0/24",
+                "-o",
+                "parent=eth1",
+                "-o",
+                "macvlan_mode=bogus",
+                "n2",
+            ],
+            "bogus",
+        ),
         (vec!["network", "create", "--subnet", "198.19.0.0/24", "-o", "parent=eth1", "labnet"], "labnet"),
         (vec!["network", "connect", "--ip", "198.19.0.5", "labnet", &c2], "198.19.0.5"),
         (vec!["network", "connect", "--ip", &used_ip, "labnet", &c2], &used_ip),

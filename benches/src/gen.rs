@@ -74,11 +74,8 @@ impl Generator {
         // Loaded here (loading does not depend on the network namespace) so that this thread can read
         // the program's tx_count while the generator thread runs it. The OpenObject must outlive the
         // skeleton: one small leak per trial.
-        let open_object: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = GenTxSkelBuilder::default()
-            .open(open_object)
-            .context("opening the generator BPF object")?;
+        let open_object: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = GenTxSkelBuilder::default().open(open_object).context("opening the generator BPF object")?;
         let interval = match cfg.rate_pps {
             Some(r) if r > 0.0 => (1e9 / r).round().max(1.0) as u64,
             _ => 0,
@@ -103,22 +100,14 @@ impl Generator {
             .name("xmvb-gen".into())
             .spawn(move || run(cfg, prog_fd, tx_ptr, s2, p2, ready_tx))
             .context("spawning the generator thread")?;
-        let mut g = Generator {
-            stop,
-            handle: Some(handle),
-            progress,
-            skel,
-        };
+        let mut g = Generator { stop, handle: Some(handle), progress, skel };
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(g),
             Ok(Err(e)) => {
                 let _ = g.finish();
                 Err(e)
             }
-            Err(_) => Err(g
-                .finish()
-                .err()
-                .unwrap_or_else(|| anyhow!("generator thread ended before it was ready"))),
+            Err(_) => Err(g.finish().err().unwrap_or_else(|| anyhow!("generator thread ended before it was ready"))),
         }
     }
 
@@ -186,25 +175,16 @@ fn run(
 ) -> Result<GenSummary> {
     let setup = || -> Result<XdpMd> {
         crate::napi::pin(0, cfg.cpu).context("pinning the generator thread")?;
-        let f =
-            fs::File::open(&cfg.netns).with_context(|| format!("open {}", cfg.netns.display()))?;
+        let f = fs::File::open(&cfg.netns).with_context(|| format!("open {}", cfg.netns.display()))?;
         if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!(
-                "setns({}): {}",
-                cfg.netns.display(),
-                std::io::Error::last_os_error()
-            );
+            bail!("setns({}): {}", cfg.netns.display(), std::io::Error::last_os_error());
         }
         let name = std::ffi::CString::new(cfg.ifname.clone())?;
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
         if ifindex == 0 {
             bail!("no interface {} in {}", cfg.ifname, cfg.netns.display());
         }
-        Ok(XdpMd {
-            data_end: cfg.frame.len() as u32,
-            ingress_ifindex: ifindex,
-            ..Default::default()
-        })
+        Ok(XdpMd { data_end: cfg.frame.len() as u32, ingress_ifindex: ifindex, ..Default::default() })
     };
     let ctx = match setup() {
         Ok(x) => x,
@@ -231,11 +211,7 @@ fn run(
         let r = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog_fd, &mut opts) };
         if r != 0 {
             let e = std::io::Error::from_raw_os_error(-r);
-            bail!(
-                "BPF_PROG_RUN (XDP live frames, {} B frame, batch {}): {e}",
-                cfg.frame.len(),
-                cfg.batch_size
-            );
+            bail!("BPF_PROG_RUN (XDP live frames, {} B frame, batch {}): {e}", cfg.frame.len(), cfg.batch_size);
         }
         Ok(opts.duration)
     };
@@ -267,15 +243,7 @@ fn run(
         ns_weighted += d as f64 * cfg.repeat as f64;
         progress.lock().unwrap().push((Instant::now(), sent()));
     }
-    Ok(GenSummary {
-        runs,
-        calls,
-        mean_ns_per_run: if runs > 0 {
-            ns_weighted / runs as f64
-        } else {
-            0.0
-        },
-    })
+    Ok(GenSummary { runs, calls, mean_ns_per_run: if runs > 0 { ns_weighted / runs as f64 } else { 0.0 } })
 }
 
 /// UDP destination port of the generated frames (discard; closed in the container unless --sink socket).
@@ -285,13 +253,7 @@ pub const UDP_SRC_PORT: u16 = 9999;
 
 /// A frame of `wire_size` bytes on the wire (FCS included; veth carries none, so the frame is 4 bytes
 /// shorter): Ethernet + IPv4 (valid header checksum) + UDP (no checksum) to the container's address.
-pub fn build_frame(
-    wire_size: usize,
-    dst: [u8; 6],
-    src: [u8; 6],
-    src_ip: [u8; 4],
-    dst_ip: [u8; 4],
-) -> Vec<u8> {
+pub fn build_frame(wire_size: usize, dst: [u8; 6], src: [u8; 6], src_ip: [u8; 4], dst_ip: [u8; 4]) -> Vec<u8> {
     let len = wire_size - 4;
     let mut f = vec![0u8; len];
     f[0..6].copy_from_slice(&dst);
@@ -364,10 +326,7 @@ mod tests {
         }
         assert_eq!(sum, 0xffff);
         assert_eq!(u16::from_be_bytes([f[38], f[39]]), 26);
-        assert_eq!(
-            build_frame(1518, [0; 6], [0; 6], [0; 4], [0; 4]).len(),
-            1514
-        );
+        assert_eq!(build_frame(1518, [0; 6], [0; 6], [0; 4], [0; 4]).len(), 1514);
     }
 
     #[test]

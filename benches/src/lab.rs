@@ -55,11 +55,7 @@ struct Registry {
     dirs: Vec<PathBuf>,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    pids: Vec::new(),
-    netns: Vec::new(),
-    dirs: Vec::new(),
-});
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { pids: Vec::new(), netns: Vec::new(), dirs: Vec::new() });
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
@@ -133,11 +129,7 @@ pub fn delete_netns(name: &str) {
 pub fn cleanup_all() {
     let (pids, netns, dirs) = {
         let mut r = registry();
-        (
-            std::mem::take(&mut r.pids),
-            std::mem::take(&mut r.netns),
-            std::mem::take(&mut r.dirs),
-        )
+        (std::mem::take(&mut r.pids), std::mem::take(&mut r.netns), std::mem::take(&mut r.dirs))
     };
     for pid in pids {
         stop_pid(pid, Duration::from_secs(5));
@@ -270,11 +262,7 @@ pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> Result<Output> {
         }
         if Instant::now() >= end || interrupted() {
             stop_pid(pid, Duration::from_secs(2));
-            let why = if interrupted() {
-                "interrupted"
-            } else {
-                "timed out"
-            };
+            let why = if interrupted() { "interrupted" } else { "timed out" };
             bail!("`{what}` {why}");
         }
         thread::sleep(Duration::from_millis(5));
@@ -296,11 +284,7 @@ pub fn ip(args: &[&str]) -> Result<String> {
 
 /// `ip netns exec NS ARGS...`
 pub fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
-    Ok(run_cmd(
-        Command::new("ip").args(["netns", "exec", ns]).args(args),
-        CMD_TIMEOUT,
-    )?
-    .stdout)
+    Ok(run_cmd(Command::new("ip").args(["netns", "exec", ns]).args(args), CMD_TIMEOUT)?.stdout)
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -317,10 +301,7 @@ pub const SUBNET: &str = "198.18.0.0/24";
 pub const NETWORK_NAME: &str = "benchnet";
 
 pub fn mac_str(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 pub fn ip_str(a: &[u8; 4]) -> String {
     format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
@@ -419,29 +400,11 @@ impl Lab {
         for ns in [&gen, &dp, &c1] {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
-        ip(&[
-            "-n",
-            &gen,
-            "link",
-            "set",
-            GEN_IF,
-            "address",
-            &mac_str(&GEN_MAC),
-            "mtu",
-            "1500",
-            "up",
-        ])?;
+        ip(&["-n", &gen, "link", "set", GEN_IF, "address", &mac_str(&GEN_MAC), "mtu", "1500", "up"])?;
         ip(&["-n", &dp, "link", "set", PARENT_IF, "mtu", "1500", "up"])?;
         // NAPI on the parent so that it accepts the frames XDP_TX'd by the generator veth.
         in_ns(&dp, &["ethtool", "-K", PARENT_IF, "gro", "on"])?;
-        in_ns(
-            &dp,
-            &[
-                "sh",
-                "-c",
-                &format!("echo 1 > /sys/class/net/{PARENT_IF}/threaded"),
-            ],
-        )?;
+        in_ns(&dp, &["sh", "-c", &format!("echo 1 > /sys/class/net/{PARENT_IF}/threaded")])?;
         Ok(())
     }
 
@@ -451,8 +414,7 @@ impl Lab {
 
     pub fn ifindex(&self, ns: &str, dev: &str) -> Result<u32> {
         let out = ip(&["-n", ns, "-j", "link", "show", "dev", dev])?;
-        let v: serde_json::Value =
-            serde_json::from_str(&out).context("parsing `ip -j link` output")?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link` output")?;
         v.get(0)
             .and_then(|l| l.get("ifindex"))
             .and_then(|i| i.as_u64())
@@ -463,8 +425,7 @@ impl Lab {
     /// Non-loopback interfaces in the container namespace.
     pub fn container_links(&self) -> Result<Vec<String>> {
         let out = ip(&["-n", &self.c1, "-j", "link", "show"])?;
-        let v: serde_json::Value =
-            serde_json::from_str(&out).context("parsing `ip -j link` output")?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link` output")?;
         Ok(v.as_array()
             .map(|a| {
                 a.iter()
@@ -483,10 +444,7 @@ impl Lab {
             ip(&["-n", &self.c1, "link", "del", "dev", &l]).ok();
         }
         // Only our own parent, in our own namespace.
-        ip(&[
-            "-n", &self.dp, "link", "set", "dev", PARENT_IF, "xdp", "off",
-        ])
-        .ok();
+        ip(&["-n", &self.dp, "link", "set", "dev", PARENT_IF, "xdp", "off"]).ok();
         Ok(())
     }
 
@@ -494,31 +452,11 @@ impl Lab {
     pub fn setup_kernel(&mut self) -> Result<String> {
         self.reset()?;
         let (dp, c1) = (self.dp.clone(), self.c1.clone());
-        ip(&[
-            "-n", &dp, "link", "add", "link", PARENT_IF, "name", "mv0", "type", "macvlan", "mode",
-            "bridge",
-        ])?;
+        ip(&["-n", &dp, "link", "add", "link", PARENT_IF, "name", "mv0", "type", "macvlan", "mode", "bridge"])?;
         ip(&["-n", &dp, "link", "set", "dev", "mv0", "netns", &c1])?;
         ip(&["-n", &c1, "link", "set", "dev", "mv0", "name", CONTAINER_IF])?;
-        ip(&[
-            "-n",
-            &c1,
-            "link",
-            "set",
-            "dev",
-            CONTAINER_IF,
-            "address",
-            &mac_str(&CONTAINER_MAC),
-        ])?;
-        ip(&[
-            "-n",
-            &c1,
-            "addr",
-            "add",
-            &format!("{}/24", ip_str(&CONTAINER_IP)),
-            "dev",
-            CONTAINER_IF,
-        ])?;
+        ip(&["-n", &c1, "link", "set", "dev", CONTAINER_IF, "address", &mac_str(&CONTAINER_MAC)])?;
+        ip(&["-n", &c1, "addr", "add", &format!("{}/24", ip_str(&CONTAINER_IP)), "dev", CONTAINER_IF])?;
         ip(&["-n", &c1, "link", "set", "dev", CONTAINER_IF, "up"])?;
         Ok(CONTAINER_IF.to_string())
     }
@@ -548,14 +486,8 @@ impl Lab {
             .stderr(log)
             // Own process group: a terminal Ctrl-C reaches only us; we stop the daemon ourselves.
             .process_group(0);
-        eprintln!(
-            "xmacvlan-bench: starting `{}` (log {})",
-            describe(&cmd),
-            self.daemon_log.display()
-        );
-        let child = unblock_in_child(&mut cmd)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        eprintln!("xmacvlan-bench: starting `{}` (log {})", describe(&cmd), self.daemon_log.display());
+        let child = unblock_in_child(&mut cmd).spawn().with_context(|| format!("starting {}", bin.display()))?;
         register_pid(child.id() as i32);
         self.daemon = Some(child);
 
@@ -566,10 +498,7 @@ impl Lab {
             if let Some(st) = self.daemon.as_mut().unwrap().try_wait()? {
                 let pid = self.daemon.take().unwrap().id() as i32;
                 unregister_pid(pid);
-                bail!(
-                    "the xmacvlan daemon exited early ({st}); log tail:\n{}",
-                    self.daemon_log_tail(40)
-                );
+                bail!("the xmacvlan daemon exited early ({st}); log tail:\n{}", self.daemon_log_tail(40));
             }
             if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
                 break;
@@ -630,9 +559,7 @@ impl Lab {
             if let Some(name) = name {
                 let out = ip(&["-n", &self.c1, "-j", "link", "show", "dev", &name])?;
                 let v: serde_json::Value = serde_json::from_str(&out)?;
-                let up = v[0]["flags"]
-                    .as_array()
-                    .is_some_and(|f| f.iter().any(|x| x == "UP"));
+                let up = v[0]["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"));
                 let mac = v[0]["address"].as_str().unwrap_or("").to_string();
                 if up {
                     if mac != mac_str(&CONTAINER_MAC) {
@@ -657,8 +584,7 @@ impl Lab {
     pub fn open_udp_sink(&mut self) -> Result<()> {
         let path = self.ns_path(&self.c1);
         let fd = crate::napi::in_netns(&path, || {
-            let s = std::net::UdpSocket::bind(("0.0.0.0", crate::gen::UDP_DST_PORT))
-                .context("binding the UDP sink")?;
+            let s = std::net::UdpSocket::bind(("0.0.0.0", crate::gen::UDP_DST_PORT)).context("binding the UDP sink")?;
             let one: libc::c_int = 1;
             unsafe {
                 libc::setsockopt(

@@ -86,9 +86,7 @@ impl std::str::FromStr for Rate {
         }
         match s.parse::<f64>() {
             Ok(m) if m > 0.0 && m.is_finite() => Ok(Rate(Some(m * 1e6))),
-            _ => Err(format!(
-                "`{s}`: a rate is `max` or a positive number of Mpps"
-            )),
+            _ => Err(format!("`{s}`: a rate is `max` or a positive number of Mpps")),
         }
     }
 }
@@ -107,11 +105,7 @@ impl Rate {
 #[command(name = "xmacvlan-bench", version)]
 struct Cli {
     /// The xmacvlan binary (relative paths are taken from the current directory).
-    #[arg(
-        long,
-        env = "XMACVLAN_BIN",
-        default_value = "../target/release/xmacvlan"
-    )]
+    #[arg(long, env = "XMACVLAN_BIN", default_value = "../target/release/xmacvlan")]
     xmacvlan_bin: PathBuf,
     /// Seconds per trial (measured after the warm-up).
     #[arg(long, default_value_t = 5.0)]
@@ -273,33 +267,15 @@ fn main() -> ExitCode {
 }
 
 fn env_info() -> Env {
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let cpu_model = fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|r| r.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
         .unwrap_or_default();
-    let nproc = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let unix_time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    Env {
-        kernel,
-        cpu_model,
-        nproc,
-        ticks_per_sec: stats::clock_ticks_per_sec(),
-        unix_time,
-    }
+    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let unix_time = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    Env { kernel, cpu_model, nproc, ticks_per_sec: stats::clock_ticks_per_sec(), unix_time }
 }
 
 fn online_cpus() -> usize {
@@ -312,18 +288,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 fn real_main(mut cli: Cli) -> Result<bool> {
-    let backends = cli
-        .backends
-        .clone()
-        .unwrap_or_else(|| vec![Backend::Kernel, Backend::Xmacvlan]);
+    let backends = cli.backends.clone().unwrap_or_else(|| vec![Backend::Kernel, Backend::Xmacvlan]);
     if cli.smoke {
         cli.duration = 1.0;
         cli.warmup = 0.5;
@@ -332,11 +301,7 @@ fn real_main(mut cli: Cli) -> Result<bool> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("needs root (network namespaces, BPF_PROG_RUN, XDP)");
     }
-    if !cli.duration.is_finite()
-        || cli.duration <= 0.0
-        || !cli.warmup.is_finite()
-        || cli.warmup < 0.0
-    {
+    if !cli.duration.is_finite() || cli.duration <= 0.0 || !cli.warmup.is_finite() || cli.warmup < 0.0 {
         bail!("--duration must be > 0 and --warmup >= 0");
     }
     if cli.trials == 0 {
@@ -363,15 +328,9 @@ fn real_main(mut cli: Cli) -> Result<bool> {
         }
     }
     if cli.gen_cpu == cli.dp_cpu {
-        eprintln!(
-            "xmacvlan-bench: warning: generator and NAPI share CPU {}",
-            cli.gen_cpu
-        );
+        eprintln!("xmacvlan-bench: warning: generator and NAPI share CPU {}", cli.gen_cpu);
     }
-    let xmv_cpus = cli
-        .xmv_cpus
-        .clone()
-        .unwrap_or_else(|| cli.dp_cpu.to_string());
+    let xmv_cpus = cli.xmv_cpus.clone().unwrap_or_else(|| cli.dp_cpu.to_string());
 
     let mut bin = None;
     let mut bin_version = None;
@@ -383,12 +342,9 @@ fn real_main(mut cli: Cli) -> Result<bool> {
                 cli.xmacvlan_bin.display()
             )
         })?;
-        bin_version = lab::run_cmd(
-            std::process::Command::new(&p).arg("--version"),
-            Duration::from_secs(5),
-        )
-        .ok()
-        .map(|o| o.stdout.trim().to_string());
+        bin_version = lab::run_cmd(std::process::Command::new(&p).arg("--version"), Duration::from_secs(5))
+            .ok()
+            .map(|o| o.stdout.trim().to_string());
         bin = Some(p);
     }
 
@@ -416,20 +372,10 @@ fn real_main(mut cli: Cli) -> Result<bool> {
     let mut errors = Vec::new();
     {
         let mut lab = Lab::create(cli.daemon_log.clone())?;
-        eprintln!(
-            "xmacvlan-bench: lab {} / {} / {} ready",
-            lab.gen, lab.dp, lab.c1
-        );
+        eprintln!("xmacvlan-bench: lab {} / {} / {} ready", lab.gen, lab.dp, lab.c1);
         for &backend in &backends {
             lab::check_interrupted()?;
-            match run_backend(
-                &mut lab,
-                &cli,
-                backend,
-                bin.as_deref(),
-                &xmv_cpus,
-                &mut trials,
-            ) {
+            match run_backend(&mut lab, &cli, backend, bin.as_deref(), &xmv_cpus, &mut trials) {
                 Ok(()) => {}
                 Err(e) if lab::interrupted() => return Err(e),
                 Err(e) => {
@@ -452,9 +398,7 @@ fn real_main(mut cli: Cli) -> Result<bool> {
                 median(
                     trials
                         .iter()
-                        .filter(|t: &&Trial| {
-                            t.backend == b && t.size == size && t.target_pps == rate.0
-                        })
+                        .filter(|t: &&Trial| t.backend == b && t.size == size && t.target_pps == rate.0)
                         .map(|t| t.delivered_pps)
                         .collect(),
                 )
@@ -464,13 +408,7 @@ fn real_main(mut cli: Cli) -> Result<bool> {
                 (Some(k), Some(x)) if k > 0.0 => Some(x / k),
                 _ => None,
             };
-            summary.push(SizeSummary {
-                size,
-                target_pps: rate.0,
-                kernel_pps: k,
-                xmacvlan_pps: x,
-                ratio,
-            });
+            summary.push(SizeSummary { size, target_pps: rate.0, kernel_pps: k, xmacvlan_pps: x, ratio });
         }
     }
 
@@ -480,11 +418,7 @@ fn real_main(mut cli: Cli) -> Result<bool> {
     if cli.smoke {
         for t in &trials {
             if t.delivered_frames == 0 {
-                errors.push(format!(
-                    "smoke: {} delivered nothing at {} B",
-                    t.backend.name(),
-                    t.size
-                ));
+                errors.push(format!("smoke: {} delivered nothing at {} B", t.backend.name(), t.size));
                 ok = false;
             }
         }
@@ -494,15 +428,8 @@ fn real_main(mut cli: Cli) -> Result<bool> {
             }
         }
     }
-    let report = Report {
-        tool: "xmacvlan-bench",
-        version: env!("CARGO_PKG_VERSION"),
-        env,
-        config,
-        trials,
-        summary,
-        errors,
-    };
+    let report =
+        Report { tool: "xmacvlan-bench", version: env!("CARGO_PKG_VERSION"), env, config, trials, summary, errors };
     if let Some(path) = &cli.json {
         let s = serde_json::to_string_pretty(&report)?;
         fs::write(path, s + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -541,14 +468,9 @@ fn run_backend(
     eprintln!(
         "xmacvlan-bench: {}: container interface {cif}; NAPI {} pinned to CPU {}{}",
         backend.name(),
-        napi.iter()
-            .map(|(p, c)| format!("{c} (pid {p})"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        napi.iter().map(|(p, c)| format!("{c} (pid {p})")).collect::<Vec<_>>().join(", "),
         cli.dp_cpu,
-        lab.daemon_pid()
-            .map(|p| format!("; daemon pid {p}, --cpus {xmv_cpus}"))
-            .unwrap_or_default(),
+        lab.daemon_pid().map(|p| format!("; daemon pid {p}, --cpus {xmv_cpus}")).unwrap_or_default(),
     );
     let napi_pids: Vec<i32> = napi.iter().map(|(p, _)| *p).collect();
     for &size in &cli.sizes {
@@ -574,9 +496,7 @@ fn run_backend(
 }
 
 fn kthreads(pids: &[i32]) -> Vec<ThreadInfo> {
-    pids.iter()
-        .filter_map(|&p| stats::thread_info(p, p))
-        .collect()
+    pids.iter().filter_map(|&p| stats::thread_info(p, p)).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -592,13 +512,9 @@ fn run_trial(
 ) -> Result<Trial> {
     let frame = match cli.sink {
         Sink::L2 => gen::build_l2_frame(size, lab::CONTAINER_MAC, lab::GEN_MAC),
-        Sink::ClosedPort | Sink::Socket => gen::build_frame(
-            size,
-            lab::CONTAINER_MAC,
-            lab::GEN_MAC,
-            lab::GEN_IP,
-            lab::CONTAINER_IP,
-        ),
+        Sink::ClosedPort | Sink::Socket => {
+            gen::build_frame(size, lab::CONTAINER_MAC, lab::GEN_MAC, lab::GEN_IP, lab::CONTAINER_IP)
+        }
     };
     let frame_len = frame.len();
     let mut g = Generator::start(GenConfig {
@@ -651,13 +567,8 @@ fn run_trial(
         bail!("the generator stopped during the trial");
     }
     if let Some(pid) = daemon {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || stats::process_threads(pid).is_empty()
-        {
-            bail!(
-                "the xmacvlan daemon (pid {pid}) died during the trial; log tail:\n{}",
-                lab.daemon_log_tail(30)
-            );
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() || stats::process_threads(pid).is_empty() {
+            bail!("the xmacvlan daemon (pid {pid}) died during the trial; log tail:\n{}", lab.daemon_log_tail(30));
         }
     }
 
@@ -666,11 +577,8 @@ fn run_trial(
     let delivered = container.rx_packets;
     let offered_pps = offered as f64 / dur;
     let delivered_pps = delivered as f64 / dur;
-    let loss_pct = if offered > 0 {
-        100.0 * (offered as f64 - delivered as f64).max(0.0) / offered as f64
-    } else {
-        0.0
-    };
+    let loss_pct =
+        if offered > 0 { 100.0 * (offered as f64 - delivered as f64).max(0.0) / offered as f64 } else { 0.0 };
     let cpu_use: Vec<CpuUse> = stats::cpu_use(&cpu1, &cpu0);
     Ok(Trial {
         backend,
@@ -700,13 +608,7 @@ fn run_trial(
     })
 }
 
-fn print_table(
-    env: &Env,
-    cfg: &Config,
-    trials: &[Trial],
-    summary: &[SizeSummary],
-    errors: &[String],
-) {
+fn print_table(env: &Env, cfg: &Config, trials: &[Trial], summary: &[SizeSummary], errors: &[String]) {
     println!(
         "xmacvlan-bench {}: wire→container, kernel {}, {} ({} CPUs); generator CPU {}, parent NAPI CPU {}, xmacvlan --cpus {}; \
          sink {}; {} s trials after {} s warm-up",
@@ -725,24 +627,11 @@ fn print_table(
     println!();
     println!(
         "{:>5}  {:>7}  {:<9} {:>5}  {:>12}  {:>14}  {:>7}  {:>7}  {:>9}  {:>8}",
-        "size",
-        "target",
-        "backend",
-        "trial",
-        "offered Mpps",
-        "delivered Mpps",
-        "Gbps",
-        "loss %",
-        "gen CPU%",
-        "dp CPU%"
+        "size", "target", "backend", "trial", "offered Mpps", "delivered Mpps", "Gbps", "loss %", "gen CPU%", "dp CPU%"
     );
     for t in trials {
         let busy = |cpu: usize| {
-            t.cpu_use
-                .iter()
-                .find(|c| c.cpu == cpu)
-                .map(|c| format!("{:.0}", c.busy_pct))
-                .unwrap_or_else(|| "-".into())
+            t.cpu_use.iter().find(|c| c.cpu == cpu).map(|c| format!("{:.0}", c.busy_pct)).unwrap_or_else(|| "-".into())
         };
         println!(
             "{:>5}  {:>7}  {:<9} {:>5}  {:>12.3}  {:>14.3}  {:>7.2}  {:>7.1}  {:>9}  {:>8}",
@@ -763,10 +652,7 @@ fn print_table(
         "{:>5}  {:>7}  {:>12}  {:>14}  {:>16}",
         "size", "target", "kernel Mpps", "xmacvlan Mpps", "xmacvlan/kernel"
     );
-    let f = |v: Option<f64>, scale: f64| {
-        v.map(|x| format!("{:.3}", x / scale))
-            .unwrap_or_else(|| "-".into())
-    };
+    let f = |v: Option<f64>, scale: f64| v.map(|x| format!("{:.3}", x / scale)).unwrap_or_else(|| "-".into());
     for s in summary {
         println!(
             "{:>5}  {:>7}  {:>12}  {:>14}  {:>16}",

@@ -34,11 +34,7 @@ pub fn in_netns<T: Send>(ns_path: &Path, f: impl FnOnce() -> Result<T> + Send) -
     std::thread::scope(|s| {
         s.spawn(move || {
             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(anyhow!(
-                    "setns({}): {}",
-                    ns_path.display(),
-                    std::io::Error::last_os_error()
-                ));
+                return Err(anyhow!("setns({}): {}", ns_path.display(), std::io::Error::last_os_error()));
             }
             f()
         })
@@ -87,29 +83,19 @@ fn attrs(mut p: &[u8]) -> Vec<(u16, &[u8])> {
 }
 
 fn u32_of(d: &[u8]) -> Option<u32> {
-    d.get(..4)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    d.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 struct Nl(OwnedFd);
 
 impl Nl {
     fn open() -> Result<Nl> {
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_GENERIC,
-            )
-        };
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_GENERIC) };
         if fd < 0 {
             bail!("netlink socket: {}", std::io::Error::last_os_error());
         }
         let nl = Nl(unsafe { OwnedFd::from_raw_fd(fd) });
-        let tv = libc::timeval {
-            tv_sec: 2,
-            tv_usec: 0,
-        };
+        let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
         unsafe {
             libc::setsockopt(
                 fd,
@@ -146,14 +132,7 @@ impl Nl {
     fn recv_all(&self, seq: u32, dump: bool, mut f: impl FnMut(&[u8])) -> Result<()> {
         let mut buf = vec![0u8; 1 << 16];
         loop {
-            let n = unsafe {
-                libc::recv(
-                    self.0.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    0,
-                )
-            };
+            let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
             if n < 0 {
                 bail!("netlink recv: {}", std::io::Error::last_os_error());
             }
@@ -173,10 +152,7 @@ impl Nl {
                 match ty {
                     NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
-                        let err = body
-                            .get(..4)
-                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                            .unwrap_or(0);
+                        let err = body.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
                         if err != 0 {
                             bail!("netlink error: {}", std::io::Error::from_raw_os_error(-err));
                         }
@@ -216,8 +192,7 @@ fn query_napi(ifindex: u32) -> Result<Vec<NapiInfo>> {
         }
     })
     .context("resolving the `netdev` generic netlink family")?;
-    let family =
-        family.ok_or_else(|| anyhow!("no `netdev` generic netlink family (kernel too old?)"))?;
+    let family = family.ok_or_else(|| anyhow!("no `netdev` generic netlink family (kernel too old?)"))?;
 
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
     nl.send(&genl_msg(
@@ -249,9 +224,7 @@ fn query_napi(ifindex: u32) -> Result<Vec<NapiInfo>> {
 }
 
 pub fn comm(pid: i32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim().to_string())
+    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
 }
 
 /// The NAPI kthreads of `dev` (ifindex `ifindex` inside the namespace at `ns_path`).
@@ -260,17 +233,16 @@ pub fn find_napi_threads(ns_path: &Path, dev: &str, ifindex: u32) -> Result<Vec<
         Ok(v) => {
             let mut out = Vec::new();
             for n in &v {
-                let pid = n.pid.or_else(|| {
-                    scan_proc(&format!("napi/{dev}-{}", n.id))
-                        .into_iter()
-                        .next()
-                });
+                let pid = n.pid.or_else(|| scan_proc(&format!("napi/{dev}-{}", n.id)).into_iter().next());
                 if let Some(pid) = pid {
                     out.push((pid, comm(pid).unwrap_or_default()));
                 }
             }
             if out.is_empty() {
-                bail!("the kernel reports {} NAPI instance(s) for {dev} but no NAPI kthread (is threaded NAPI on?)", v.len());
+                bail!(
+                    "the kernel reports {} NAPI instance(s) for {dev} but no NAPI kthread (is threaded NAPI on?)",
+                    v.len()
+                );
             }
             Ok(out)
         }
@@ -278,16 +250,12 @@ pub fn find_napi_threads(ns_path: &Path, dev: &str, ifindex: u32) -> Result<Vec<
             let prefix = format!("napi/{dev}-");
             let pids = scan_proc_prefix(&prefix);
             if pids.len() == 1 {
-                eprintln!("xmacvlan-bench: warning: netlink NAPI lookup failed ({e:#}); using the only {prefix}* kthread");
-                Ok(pids
-                    .into_iter()
-                    .map(|p| (p, comm(p).unwrap_or_default()))
-                    .collect())
+                eprintln!(
+                    "xmacvlan-bench: warning: netlink NAPI lookup failed ({e:#}); using the only {prefix}* kthread"
+                );
+                Ok(pids.into_iter().map(|p| (p, comm(p).unwrap_or_default())).collect())
             } else {
-                Err(e.context(format!(
-                    "and {} {prefix}* kthreads exist, cannot tell which is ours",
-                    pids.len()
-                )))
+                Err(e.context(format!("and {} {prefix}* kthreads exist, cannot tell which is ours", pids.len())))
             }
         }
     }
@@ -319,10 +287,7 @@ pub fn pin(pid: i32, cpu: usize) -> Result<()> {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!(
-                "sched_setaffinity({pid}, cpu {cpu}): {}",
-                std::io::Error::last_os_error()
-            );
+            bail!("sched_setaffinity({pid}, cpu {cpu}): {}", std::io::Error::last_os_error());
         }
     }
     Ok(())

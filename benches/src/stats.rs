@@ -39,9 +39,7 @@ pub fn link_stats(ns: &str, dev: &str) -> Result<(Instant, LinkStats)> {
     let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -s -j link`")?;
     let s = &v[0]["stats64"];
     let g = |a: &str, b: &str| -> Result<u64> {
-        s[a][b]
-            .as_u64()
-            .ok_or_else(|| anyhow!("no stats64.{a}.{b} for {dev} in {ns}"))
+        s[a][b].as_u64().ok_or_else(|| anyhow!("no stats64.{a}.{b} for {dev} in {ns}"))
     };
     let st = LinkStats {
         rx_packets: g("rx", "packets")?,
@@ -69,10 +67,7 @@ pub fn ethtool_stats(ns: &str, dev: &str) -> BTreeMap<String, u64> {
 }
 
 /// after − before, keeping only counters that moved (and dropping identifiers such as peer_ifindex).
-pub fn map_delta(
-    after: &BTreeMap<String, u64>,
-    before: &BTreeMap<String, u64>,
-) -> BTreeMap<String, u64> {
+pub fn map_delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     after
         .iter()
         .filter(|(k, _)| !k.ends_with("ifindex"))
@@ -90,10 +85,7 @@ pub fn cpu_times() -> BTreeMap<usize, (u64, u64)> {
         for line in s.lines() {
             let mut it = line.split_whitespace();
             let Some(name) = it.next() else { continue };
-            let Some(cpu) = name
-                .strip_prefix("cpu")
-                .and_then(|c| c.parse::<usize>().ok())
-            else {
+            let Some(cpu) = name.strip_prefix("cpu").and_then(|c| c.parse::<usize>().ok()) else {
                 continue;
             };
             let v: Vec<u64> = it.filter_map(|x| x.parse().ok()).collect();
@@ -116,19 +108,13 @@ pub struct CpuUse {
     pub busy_pct: f64,
 }
 
-pub fn cpu_use(
-    after: &BTreeMap<usize, (u64, u64)>,
-    before: &BTreeMap<usize, (u64, u64)>,
-) -> Vec<CpuUse> {
+pub fn cpu_use(after: &BTreeMap<usize, (u64, u64)>, before: &BTreeMap<usize, (u64, u64)>) -> Vec<CpuUse> {
     after
         .iter()
         .filter_map(|(&cpu, &(b1, t1))| {
             let &(b0, t0) = before.get(&cpu)?;
             let dt = t1.saturating_sub(t0);
-            (dt > 0).then(|| CpuUse {
-                cpu,
-                busy_pct: 100.0 * b1.saturating_sub(b0) as f64 / dt as f64,
-            })
+            (dt > 0).then(|| CpuUse { cpu, busy_pct: 100.0 * b1.saturating_sub(b0) as f64 / dt as f64 })
         })
         .collect()
 }
@@ -155,29 +141,16 @@ fn parse_stat(stat: &str) -> Option<(u64, u32)> {
 }
 
 fn cpus_allowed(status: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 pub fn thread_info(pid: i32, tid: i32) -> Option<ThreadInfo> {
     let base = format!("/proc/{pid}/task/{tid}");
-    let comm = fs::read_to_string(format!("{base}/comm"))
-        .ok()?
-        .trim()
-        .to_string();
+    let comm = fs::read_to_string(format!("{base}/comm")).ok()?.trim().to_string();
     let status = fs::read_to_string(format!("{base}/status")).ok()?;
     let stat = fs::read_to_string(format!("{base}/stat")).ok()?;
     let (ticks, cpu) = parse_stat(&stat).unzip();
-    Some(ThreadInfo {
-        tid,
-        comm,
-        cpus_allowed: cpus_allowed(&status),
-        last_cpu: cpu,
-        cpu_ticks: ticks.unwrap_or(0),
-    })
+    Some(ThreadInfo { tid, comm, cpus_allowed: cpus_allowed(&status), last_cpu: cpu, cpu_ticks: ticks.unwrap_or(0) })
 }
 
 /// All threads of process `pid`.
@@ -201,15 +174,8 @@ pub fn threads_delta(after: &[ThreadInfo], before: &[ThreadInfo]) -> Vec<ThreadI
     after
         .iter()
         .map(|t| {
-            let b = before
-                .iter()
-                .find(|x| x.tid == t.tid)
-                .map(|x| x.cpu_ticks)
-                .unwrap_or(0);
-            ThreadInfo {
-                cpu_ticks: t.cpu_ticks.saturating_sub(b),
-                ..t.clone()
-            }
+            let b = before.iter().find(|x| x.tid == t.tid).map(|x| x.cpu_ticks).unwrap_or(0);
+            ThreadInfo { cpu_ticks: t.cpu_ticks.saturating_sub(b), ..t.clone() }
         })
         .collect()
 }

@@ -33,8 +33,9 @@ impl Client {
         wr.write_all(&line).await.context("sending the request")?;
         let mut answer = String::new();
         BufReader::new(rd).read_line(&mut answer).await.context("reading the daemon's reply")?;
-        let reply: Reply = serde_json::from_str(&answer)
-            .with_context(|| format!("the daemon's reply is not understood (is it a different xmacvlan version?): {answer:?}"))?;
+        let reply: Reply = serde_json::from_str(&answer).with_context(|| {
+            format!("the daemon's reply is not understood (is it a different xmacvlan version?): {answer:?}")
+        })?;
         if reply.version != api::API_VERSION {
             bail!("the daemon speaks API v{}, this CLI v{}: use matching versions", reply.version, api::API_VERSION);
         }
@@ -52,7 +53,13 @@ impl Client {
 
     pub async fn connect(&self, c: api::Connect) -> Result<()> {
         let v = self.call(Request::Connect(c)).await?;
-        println!("{} {} {} {}", v["netns"].as_str().unwrap_or(""), v["ifname"].as_str().unwrap_or(""), v["ip"].as_str().unwrap_or(""), v["mac"].as_str().unwrap_or(""));
+        println!(
+            "{} {} {} {}",
+            v["netns"].as_str().unwrap_or(""),
+            v["ifname"].as_str().unwrap_or(""),
+            v["ip"].as_str().unwrap_or(""),
+            v["mac"].as_str().unwrap_or("")
+        );
         Ok(())
     }
 
@@ -140,13 +147,24 @@ fn print_stats(v: &Value) {
     );
     for n in v["networks"].as_array().unwrap_or(&empty) {
         println!();
-        println!("network {} on {} (XDP {})", n["name"].as_str().unwrap_or(""), n["parent"].as_str().unwrap_or(""), n["xdp_mode"].as_str().unwrap_or(""));
+        println!(
+            "network {} on {} (XDP {})",
+            n["name"].as_str().unwrap_or(""),
+            n["parent"].as_str().unwrap_or(""),
+            n["xdp_mode"].as_str().unwrap_or("")
+        );
         print_table(
             &["PORT", "NETNS", "IFNAME", "MAC", "UP", "XSK", "RX", "TX", "DROPS"],
             n["ports"].as_array().unwrap_or(&empty).iter().map(|p| {
                 let drops = p["drops"]
                     .as_object()
-                    .map(|m| m.iter().filter(|(_, c)| c.as_u64() != Some(0)).map(|(k, c)| format!("{k}={c}")).collect::<Vec<_>>().join(","))
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(_, c)| c.as_u64() != Some(0))
+                            .map(|(k, c)| format!("{k}={c}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| "0".into());
                 vec![

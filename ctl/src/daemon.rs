@@ -80,10 +80,12 @@ pub async fn run(opts: Options) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the daemon needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN): run it with sudo");
     }
-    std::fs::create_dir_all(&opts.state_dir).with_context(|| format!("creating state dir {}", opts.state_dir.display()))?;
+    std::fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("creating state dir {}", opts.state_dir.display()))?;
     let listener = bind_socket(&opts.socket).await?;
     let cpus = if opts.cpus.is_empty() { vec![None] } else { opts.cpus.iter().map(|&c| Some(c)).collect() };
-    let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, ..Config::default() }).context("starting the datapath")?;
+    let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, ..Config::default() })
+        .context("starting the datapath")?;
     let workers = dp.report().workers;
     let h = netlink::connect()?;
     let daemon: Shared = Arc::new(Mutex::new(Daemon {
@@ -93,7 +95,11 @@ pub async fn run(opts: Options) -> Result<()> {
         next_id: 1,
         rates: Rates { at: Instant::now(), per_sec: vec![(0.0, 0.0, 0.0); workers.len()], workers },
     }));
-    eprintln!("xmacvlan daemon: {} worker(s), listening on {}", daemon.lock().await.dp.workers(), opts.socket.display());
+    eprintln!(
+        "xmacvlan daemon: {} worker(s), listening on {}",
+        daemon.lock().await.dp.workers(),
+        opts.socket.display()
+    );
 
     tokio::spawn(monitor_links(daemon.clone()));
     tokio::spawn(sample_rates(daemon.clone()));
@@ -243,7 +249,8 @@ fn open_netns(spec: &str) -> Result<(File, (u64, u64))> {
 
 fn host_ifname(net: NetId, ns: (u64, u64)) -> String {
     // Deterministic per (network, namespace), and "connect twice" is refused, so names don't clash.
-    let h = (u64::from(net).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ns.1.wrapping_mul(0xff51_afd7_ed55_8ccd) ^ ns.0) as u32;
+    let h =
+        (u64::from(net).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ns.1.wrapping_mul(0xff51_afd7_ed55_8ccd) ^ ns.0) as u32;
     format!("xmv{h:08x}")
 }
 
@@ -252,7 +259,9 @@ impl Daemon {
         match req {
             Request::NetworkCreate(c) => self.create(c).await,
             Request::NetworkRm { name, force } => self.remove(&name, force).await,
-            Request::NetworkLs => Ok(serde_json::to_value(self.nets.values().map(|n| self.view(n)).collect::<Vec<_>>())?),
+            Request::NetworkLs => {
+                Ok(serde_json::to_value(self.nets.values().map(|n| self.view(n)).collect::<Vec<_>>())?)
+            }
             Request::NetworkInspect { name } => {
                 let n = self.net(&name)?;
                 let mut v = serde_json::to_value(self.view(n))?;
@@ -298,7 +307,10 @@ impl Daemon {
     }
 
     async fn create(&mut self, c: CreateNetwork) -> Result<Value> {
-        if c.name.is_empty() || c.name.len() > 64 || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch)) {
+        if c.name.is_empty()
+            || c.name.len() > 64
+            || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
+        {
             bail!("network name '{}' is invalid: use 1-64 letters, digits, '_', '.' or '-'", c.name);
         }
         if self.nets.contains_key(&c.name) {
@@ -323,14 +335,16 @@ impl Daemon {
             }
             _ => bail!("requested macvlan mode '{mode}' is not valid (bridge, private, vepa, passthru, source)"),
         }
-        let subnet = c.subnet.as_deref().ok_or_else(|| anyhow!("--subnet is required (e.g. --subnet 198.18.0.0/24)"))?;
+        let subnet =
+            c.subnet.as_deref().ok_or_else(|| anyhow!("--subnet is required (e.g. --subnet 198.18.0.0/24)"))?;
         let pool = Pool::new(subnet, c.gateway.as_deref()).map_err(|e| anyhow!(e))?;
         for n in self.nets.values() {
             if n.pool.subnet.contains(&pool.subnet.network()) || pool.subnet.contains(&n.pool.subnet.network()) {
                 bail!("subnet {} overlaps subnet {} of network '{}'", pool.subnet, n.pool.subnet, n.name);
             }
         }
-        let pname = parent.ok_or_else(|| anyhow!("-o parent=IFACE is required (networks without a parent are not supported yet)"))?;
+        let pname = parent
+            .ok_or_else(|| anyhow!("-o parent=IFACE is required (networks without a parent are not supported yet)"))?;
         let link = netlink::link_by_name(&self.h, &pname)
             .await?
             .ok_or_else(|| anyhow!("-o parent interface was not found on the host: {pname}"))?;
@@ -398,7 +412,8 @@ impl Daemon {
         let net = self.nets.get_mut(&c.network).expect("checked above");
         let ip = net.pool.allocate(c.ip.as_deref()).map_err(|e| anyhow!(e))?;
         let mac = requested_mac.unwrap_or(MacAddr(derive_mac(ip)));
-        let in_use = self.nets.values().flat_map(|n| n.endpoints.iter().map(move |e| (n, e))).find(|(_, e)| e.mac == mac);
+        let in_use =
+            self.nets.values().flat_map(|n| n.endpoints.iter().map(move |e| (n, e))).find(|(_, e)| e.mac == mac);
         let parent_mac = self.nets[&c.network].parent.mac;
         if let Some((n, e)) = in_use {
             let (n, ns) = (n.name.clone(), e.netns.clone());
@@ -455,11 +470,14 @@ impl Daemon {
             netlink::disable_ipv6(&host)?;
             netlink::set_up(&self.h, link.index).await?;
             let spec = EndpointSpec { ifindex: link.index, name: host.clone(), mac, mtu, vlan: 0, up: false };
-            port = Some(self.dp.add_endpoint(net_id, &spec).with_context(|| format!("attaching the datapath to {host}"))?);
+            port =
+                Some(self.dp.add_endpoint(net_id, &spec).with_context(|| format!("attaching the datapath to {host}"))?);
             let ifname = c.ifname.clone();
             let ns_clone = ns.try_clone()?;
             netlink::in_netns(ns_clone, move |h| async move {
-                let l = netlink::link_by_name(&h, &ifname).await?.ok_or_else(|| anyhow!("{ifname} is missing in the namespace"))?;
+                let l = netlink::link_by_name(&h, &ifname)
+                    .await?
+                    .ok_or_else(|| anyhow!("{ifname} is missing in the namespace"))?;
                 netlink::add_addr(&h, l.index, ip.into(), prefix).await?;
                 netlink::set_up(&h, l.index).await?;
                 if let Some(lo) = netlink::link_by_name(&h, "lo").await? {
@@ -487,7 +505,17 @@ impl Daemon {
         // keeps following it from here on).
         let up = netlink::link_by_index(&self.h, link.index).await.ok().flatten().is_some_and(|l| l.lower_up);
         self.dp.set_endpoint_up(net_id, port, up);
-        Ok(Endpoint { port, netns: c.netns.clone(), ns_id, ifname: c.ifname.clone(), host, host_index: link.index, mac, ip, mtu })
+        Ok(Endpoint {
+            port,
+            netns: c.netns.clone(),
+            ns_id,
+            ifname: c.ifname.clone(),
+            host,
+            host_index: link.index,
+            mac,
+            ip,
+            mtu,
+        })
     }
 
     async fn disconnect(&mut self, network: &str, netns: &str) -> Result<Value> {
@@ -508,7 +536,12 @@ impl Daemon {
     }
 
     async fn link_event(&mut self, link: &Link, deleted: bool) {
-        let found = self.nets.values().find_map(|n| n.endpoints.iter().find(|e| e.host_index == link.index).map(|e| (n.id, n.name.clone(), e.port, e.netns.clone())));
+        let found = self.nets.values().find_map(|n| {
+            n.endpoints
+                .iter()
+                .find(|e| e.host_index == link.index)
+                .map(|e| (n.id, n.name.clone(), e.port, e.netns.clone()))
+        });
         let Some((net_id, net_name, port, netns)) = found else { return };
         if deleted {
             // The namespace (or the link) went away under us: forget the endpoint.

@@ -24,7 +24,10 @@ impl Pool {
             }
         })?;
         if net.prefix_len() > 30 {
-            return Err(format!("subnet '{subnet}' is too small: a /{} has no room for hosts (at most /30)", net.prefix_len()));
+            return Err(format!(
+                "subnet '{subnet}' is too small: a /{} has no room for hosts (at most /30)",
+                net.prefix_len()
+            ));
         }
         if net.trunc() != net {
             return Err(format!("subnet '{subnet}' has host bits set; did you mean {}?", net.trunc()));

@@ -139,11 +139,25 @@ fn main() {
                 let c = client::Client::new(cli.socket);
                 match n {
                     NetCmd::Create(a) => {
-                        c.create(api::CreateNetwork { name: a.name, driver: a.driver, subnet: a.subnet, gateway: a.gateway, options: a.opts }).await
+                        c.create(api::CreateNetwork {
+                            name: a.name,
+                            driver: a.driver,
+                            subnet: a.subnet,
+                            gateway: a.gateway,
+                            options: a.opts,
+                        })
+                        .await
                     }
                     NetCmd::Connect(a) => {
-                        c.connect(api::Connect { network: a.network, netns: absolutize(a.netns), ip: a.ip, mac: a.mac, ifname: a.ifname, mtu: a.mtu })
-                            .await
+                        c.connect(api::Connect {
+                            network: a.network,
+                            netns: absolutize(a.netns),
+                            ip: a.ip,
+                            mac: a.mac,
+                            ifname: a.ifname,
+                            mtu: a.mtu,
+                        })
+                        .await
                     }
                     NetCmd::Disconnect { network, netns } => c.disconnect(network, absolutize(netns)).await,
                     NetCmd::Ls { format } => c.ls(format).await,

@@ -31,7 +31,8 @@ impl Link {
             mac: None,
             mtu: 0,
             lower_up: m.header.flags.contains(LinkFlags::LowerUp),
-            loopback: m.header.flags.contains(LinkFlags::Loopback) || m.header.link_layer_type == LinkLayerType::Loopback,
+            loopback: m.header.flags.contains(LinkFlags::Loopback)
+                || m.header.link_layer_type == LinkLayerType::Loopback,
             ether: m.header.link_layer_type == LinkLayerType::Ether,
             rx_queues: 1,
         };
@@ -109,7 +110,9 @@ pub async fn create_veth(
         .build();
     h.link().add(msg).execute().await.map_err(|e| {
         if is_errno(&e, libc::EEXIST) {
-            anyhow!("an interface named {peer} already exists in that namespace (or {host} here); choose another --ifname")
+            anyhow!(
+                "an interface named {peer} already exists in that namespace (or {host} here); choose another --ifname"
+            )
         } else {
             anyhow!("creating veth pair {host} <-> {peer}: {e}")
         }

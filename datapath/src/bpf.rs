@@ -135,9 +135,7 @@ impl Bpf {
     }
 
     pub fn set_slot(&self, ifindex: u32, slot: u32) -> Result<(), Error> {
-        self.slots
-            .update(&ifindex.to_ne_bytes(), &slot.to_ne_bytes(), MapFlags::ANY)
-            .map_err(bpf_err("update slots"))
+        self.slots.update(&ifindex.to_ne_bytes(), &slot.to_ne_bytes(), MapFlags::ANY).map_err(bpf_err("update slots"))
     }
 
     pub fn del_slot(&self, ifindex: u32) {
@@ -160,7 +158,8 @@ impl Bpf {
         let mut out = [0u64; 6];
         for (i, slot) in out.iter_mut().enumerate() {
             if let Ok(Some(per_cpu)) = self.stats.lookup_percpu(&(i as u32).to_ne_bytes(), MapFlags::ANY) {
-                *slot = per_cpu.iter().filter_map(|v| v.get(..8)).map(|b| u64::from_ne_bytes(b.try_into().unwrap())).sum();
+                *slot =
+                    per_cpu.iter().filter_map(|v| v.get(..8)).map(|b| u64::from_ne_bytes(b.try_into().unwrap())).sum();
             }
         }
         out

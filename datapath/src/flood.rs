@@ -41,6 +41,8 @@ const CMSG_BUF: usize = 64;
 pub struct Received {
     pub offset: u64,
     pub len: u32,
+    /// The frame did not fit in a chunk (MSG_TRUNC): only its head is there.
+    pub truncated: bool,
 }
 
 pub struct FloodSocket {
@@ -63,7 +65,8 @@ impl FloodSocket {
     pub fn open(ifindex: u32) -> Result<Self, Error> {
         // Protocol 0 first: the socket receives nothing until the filter is in place and it is bound.
         // SAFETY: plain socket(2) call; the result is checked.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        let raw =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
             return Err(sys("socket(AF_PACKET)"));
         }
@@ -130,7 +133,13 @@ impl FloodSocket {
             hdr.msg_flags = 0;
             self.msgs[i].msg_len = 0;
         }
-        let got = libc::recvmmsg(self.fd.as_raw_fd(), self.msgs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT, std::ptr::null_mut());
+        let got = libc::recvmmsg(
+            self.fd.as_raw_fd(),
+            self.msgs.as_mut_ptr(),
+            n as u32,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        );
         if got <= 0 {
             return 0;
         }
@@ -140,8 +149,9 @@ impl FloodSocket {
             let mut len = self.msgs[i].msg_len as usize;
             let mut start = frames[i] + lead as u64;
             if hdr.msg_flags & libc::MSG_TRUNC != 0 || len < ETH_HLEN {
-                // Too big for a chunk, or runt: hand it over as is; the decision drops and counts it.
-                out.push(Received { offset: start, len: len.min(chunk - lead) as u32 });
+                // Too big for a chunk (flagged), or a runt (the decision drops and counts it).
+                let truncated = hdr.msg_flags & libc::MSG_TRUNC != 0;
+                out.push(Received { offset: start, len: len.min(chunk - lead) as u32, truncated });
                 continue;
             }
             if let Some(aux) = auxdata(hdr) {
@@ -157,7 +167,7 @@ impl FloodSocket {
                     len += VLAN_HLEN;
                 }
             }
-            out.push(Received { offset: start, len: len as u32 });
+            out.push(Received { offset: start, len: len as u32, truncated: false });
         }
         got
     }

@@ -142,8 +142,7 @@ impl<'a> Ethernet<'a> {
     #[inline]
     pub fn vlan(&self) -> u16 {
         if self.tagged {
-            u16::from_be_bytes([self.buf[field::VLAN_TCI.start], self.buf[field::VLAN_TCI.start + 1]])
-                & 0x0fff
+            u16::from_be_bytes([self.buf[field::VLAN_TCI.start], self.buf[field::VLAN_TCI.start + 1]]) & 0x0fff
         } else {
             0
         }

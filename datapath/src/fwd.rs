@@ -94,8 +94,9 @@ pub enum Action {
     Drop { reason: DropReason, port: PortId },
     /// Hand the descriptor to `port`'s TX ring (no copy).
     Forward(PortId),
-    /// Deliver to every target of [`Table::flood_targets`].
-    Flood { vlan: u16, wire: bool },
+    /// Deliver to every target of [`Table::flood_targets`]; `hlen` is the L2 header length (for the
+    /// per-target MTU check).
+    Flood { vlan: u16, wire: bool, hlen: usize },
 }
 
 /// Hashes a (VLAN, MAC) key packed into a u64; MACs are already well spread in their low bytes.
@@ -239,7 +240,7 @@ pub fn decide(frame: &[u8], ingress: PortId, table: &Table) -> Action {
             if table.lookup(vlan, eth.src()).is_some() {
                 return Action::Drop { reason: DropReason::Reflected, port: PARENT };
             }
-            return Action::Flood { vlan, wire: false };
+            return Action::Flood { vlan, wire: false, hlen: eth.header_len() };
         }
         return match table.lookup(vlan, dst) {
             Some(port) if port != PARENT => deliver(port),
@@ -248,7 +249,7 @@ pub fn decide(frame: &[u8], ingress: PortId, table: &Table) -> Action {
     }
 
     if dst.is_multicast() {
-        return Action::Flood { vlan, wire: true };
+        return Action::Flood { vlan, wire: true, hlen: eth.header_len() };
     }
     match table.lookup(vlan, dst) {
         Some(port) => deliver(port),
@@ -289,7 +290,7 @@ mod tests {
 
     fn targets(t: &Table, action: Action, ingress: PortId) -> Vec<PortId> {
         match action {
-            Action::Flood { vlan, wire } => t.flood_targets(ingress, vlan, wire).collect(),
+            Action::Flood { vlan, wire, .. } => t.flood_targets(ingress, vlan, wire).collect(),
             other => panic!("expected a flood, got {other:?}"),
         }
     }
@@ -350,10 +351,7 @@ mod tests {
     fn rule6_down_endpoint_gets_nothing() {
         let mut t = table();
         t.set_up(3, false);
-        assert_eq!(
-            decide(&frame(C, OUTSIDE, 60), PARENT, &t),
-            Action::Drop { reason: DropReason::DstDown, port: 3 }
-        );
+        assert_eq!(decide(&frame(C, OUTSIDE, 60), PARENT, &t), Action::Drop { reason: DropReason::DstDown, port: 3 });
         assert_eq!(decide(&frame(C, A, 60), 1, &t), Action::Drop { reason: DropReason::DstDown, port: 3 });
         assert_eq!(t.check_delivery(3, 60, 14), Err(DropReason::DstDown));
         t.set_up(3, true);

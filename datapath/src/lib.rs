@@ -196,10 +196,19 @@ impl Datapath {
     /// Loads the XDP programs and starts one pinned worker per configured CPU.
     pub fn start(cfg: Config) -> Result<Self, Error> {
         if cfg.cpus.is_empty() || cfg.cpus.len() > MAX_QUEUES as usize {
-            return Err(Error::Invalid(format!("between 1 and {MAX_QUEUES} workers are supported, got {}", cfg.cpus.len())));
+            return Err(Error::Invalid(format!(
+                "between 1 and {MAX_QUEUES} workers are supported, got {}",
+                cfg.cpus.len()
+            )));
         }
         let bpf = Bpf::load()?;
-        let mut dp = Datapath { bpf, cfg: cfg.clone(), workers: Vec::new(), networks: BTreeMap::new(), slots: vec![false; MAX_SLOTS as usize] };
+        let mut dp = Datapath {
+            bpf,
+            cfg: cfg.clone(),
+            workers: Vec::new(),
+            networks: BTreeMap::new(),
+            slots: vec![false; MAX_SLOTS as usize],
+        };
         for (id, &cpu) in cfg.cpus.iter().enumerate() {
             // SAFETY: plain eventfd(2); checked below.
             let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -226,7 +235,11 @@ impl Datapath {
     }
 
     fn alloc_slot(&mut self) -> Result<u32, Error> {
-        let i = self.slots.iter().position(|used| !used).ok_or_else(|| Error::Invalid(format!("all {MAX_SLOTS} interface slots are in use")))?;
+        let i = self
+            .slots
+            .iter()
+            .position(|used| !used)
+            .ok_or_else(|| Error::Invalid(format!("all {MAX_SLOTS} interface slots are in use")))?;
         self.slots[i] = true;
         Ok(i as u32)
     }
@@ -335,7 +348,8 @@ impl Datapath {
     /// steering map (last, so the wire never steers to a half-built endpoint).
     pub fn add_endpoint(&mut self, net: NetId, spec: &EndpointSpec) -> Result<PortId, Error> {
         let workers = self.workers.len();
-        let network = self.networks.get(&net).ok_or_else(|| Error::Invalid(format!("no network {net} in the datapath")))?;
+        let network =
+            self.networks.get(&net).ok_or_else(|| Error::Invalid(format!("no network {net} in the datapath")))?;
         let id = (1..MAX_PORTS as PortId)
             .find(|p| !network.endpoints.contains_key(p))
             .ok_or_else(|| Error::Invalid(format!("network {net} has {MAX_PORTS} ports already")))?;
@@ -362,7 +376,13 @@ impl Datapath {
                 let xsk = XskPort::open(&network.umems[w], spec.ifindex, w as u32, &spec.name, false, RX_SIZE)?;
                 mode = xsk.mode;
                 self.bpf.set_xsk(slot, w as u32, xsk.fd())?;
-                ports.push(Port { xsk, more: Vec::new(), counters: Default::default(), fill_target: ENDPOINT_FILL, tx_outstanding: 0 });
+                ports.push(Port {
+                    xsk,
+                    more: Vec::new(),
+                    counters: Default::default(),
+                    fill_target: ENDPOINT_FILL,
+                    tx_outstanding: 0,
+                });
             }
             Ok((ports, mode))
         })();

@@ -18,7 +18,6 @@ use xdpilone::xdp::XdpDesc;
 
 use crate::counters::{SharedPortCounters, WorkerCounters};
 use crate::flood::{FloodSocket, Received};
-use crate::frame::{ETHERTYPE_VLAN, ETH_HLEN, VLAN_HLEN};
 use crate::fwd::{decide, Action, DropReason, PortId, PortInfo, Table, PARENT};
 use crate::xsk::{Area, XskPort, FRAME_SHIFT, FRAME_SIZE, TX_HEADROOM};
 use crate::NetId;
@@ -143,6 +142,15 @@ impl Plane {
     }
 
     #[inline]
+    fn count_rx(&self, port: PortId, len: u32, wc: &WorkerCounters) {
+        if let Some(Some(c)) = self.counters.get(usize::from(port)) {
+            c.rx.add(1);
+            c.rx_bytes.add(u64::from(len));
+        }
+        wc.rx_frames.add(1);
+    }
+
+    #[inline]
     fn stage_on(&mut self, port: PortId, addr: u64, len: u32) {
         let s = &mut self.stage[usize::from(port)];
         if s.is_empty() {
@@ -159,21 +167,14 @@ impl Plane {
         // SAFETY: the kernel (or our flood socket) wrote `len` bytes at `addr` inside the area and
         // handed the frame to us; nobody else touches it until we pass the descriptor on.
         let frame = unsafe { std::slice::from_raw_parts(base.add(addr as usize), len as usize) };
-        if let Some(Some(c)) = self.counters.get(usize::from(ingress)) {
-            c.rx.add(1);
-            c.rx_bytes.add(u64::from(len));
-        }
-        wc.rx_frames.add(1);
+        self.count_rx(ingress, len, wc);
         match decide(frame, ingress, &self.table) {
             Action::Forward(port) => self.stage_on(port, addr, len),
             Action::Drop { reason, port } => {
                 self.count_drop(port, reason, wc);
                 self.pool.release(addr);
             }
-            Action::Flood { vlan, wire } => {
-                let tagged = frame.len() >= ETH_HLEN + VLAN_HLEN
-                    && u16::from_be_bytes([frame[12], frame[13]]) == ETHERTYPE_VLAN;
-                let hlen = if tagged { ETH_HLEN + VLAN_HLEN } else { ETH_HLEN };
+            Action::Flood { vlan, wire, hlen } => {
                 // Accounting: a flood with n candidate targets has n outcomes (each delivered or
                 // counted as a drop) for one received frame: `flood_copies` counts the n - 1 extra
                 // outcomes, `flood_empty` the floods without any candidate.
@@ -324,11 +325,19 @@ impl Domain {
             }
             self.flood_rx.clear();
             // SAFETY: the frames were just taken from the free pool, so nobody else uses them.
-            let n = unsafe { fs.recv(self.plane.area.base(), FRAME_SIZE as usize, &self.flood_frames, &mut self.flood_rx) };
+            let n =
+                unsafe { fs.recv(self.plane.area.base(), FRAME_SIZE as usize, &self.flood_frames, &mut self.flood_rx) };
             for &f in &self.flood_frames[n..] {
                 self.plane.pool.release(f);
             }
             for r in &self.flood_rx {
+                if r.truncated {
+                    // Larger than a UMEM chunk: counted, never forwarded cut short.
+                    self.plane.count_rx(PARENT, r.len, wc);
+                    self.plane.count_drop(PARENT, DropReason::Oversize, wc);
+                    self.plane.pool.release(r.offset);
+                    continue;
+                }
                 self.plane.handle(r.offset, r.len, PARENT, wc);
             }
             if n > 0 {
@@ -429,7 +438,8 @@ fn flush(ports: &mut [Option<Port>], plane: &mut Plane, wc: &WorkerCounters) {
             }
             None => 0,
         };
-        let reason = if ports.get(idx).is_some_and(Option::is_some) { DropReason::TxRingFull } else { DropReason::NoEndpoint };
+        let reason =
+            if ports.get(idx).is_some_and(Option::is_some) { DropReason::TxRingFull } else { DropReason::NoEndpoint };
         for d in &staged[sent..] {
             plane.count_drop(p, reason, wc);
             plane.pool.release(d.addr);
@@ -477,7 +487,12 @@ impl Worker {
             unsafe {
                 let tid = libc::gettid();
                 if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, self.nice) != 0 {
-                    eprintln!("xmv-worker-{}: setpriority({}) failed: {}", self.id, self.nice, std::io::Error::last_os_error());
+                    eprintln!(
+                        "xmv-worker-{}: setpriority({}) failed: {}",
+                        self.id,
+                        self.nice,
+                        std::io::Error::last_os_error()
+                    );
                 }
             }
         }
@@ -694,7 +709,8 @@ mod tests {
         // One frame left in the pool: targets A (copy), C (down), parent (original).
         let spare = p.pool.alloc().unwrap();
         p.handle(addr, len, 2, &wc);
-        let dropped = |port: PortId, r: DropReason| p.counters[usize::from(port)].as_ref().unwrap().drops[r as usize].get();
+        let dropped =
+            |port: PortId, r: DropReason| p.counters[usize::from(port)].as_ref().unwrap().drops[r as usize].get();
         assert_eq!(dropped(1, DropReason::NoBuffer), 1);
         assert_eq!(dropped(3, DropReason::DstDown), 1);
         assert_eq!(staged(&p, PARENT), 1);

@@ -111,8 +111,7 @@ impl SharedUmem {
         };
         // SAFETY: the area is page aligned, sized for `frames` chunks, and outlives the Umem
         // (declared after it in this struct, plus an Arc held by every XskPort).
-        let umem = unsafe { Umem::new(config, area.as_slice_ptr()) }
-            .map_err(|e| Error::xsk("register UMEM", "", e))?;
+        let umem = unsafe { Umem::new(config, area.as_slice_ptr()) }.map_err(|e| Error::xsk("register UMEM", "", e))?;
         Ok(SharedUmem { umem, area })
     }
 }
@@ -150,7 +149,14 @@ impl XskPort {
     ///
     /// Binding asks for neither XDP_COPY nor XDP_ZEROCOPY: the kernel uses zero-copy where the
     /// driver offers it and falls back to copy mode (always the case on veth).
-    pub fn open(umem: &SharedUmem, ifindex: u32, queue: u32, ifname: &str, owner: bool, rx_size: u32) -> Result<Self, Error> {
+    pub fn open(
+        umem: &SharedUmem,
+        ifindex: u32,
+        queue: u32,
+        ifname: &str,
+        owner: bool,
+        rx_size: u32,
+    ) -> Result<Self, Error> {
         let err = |what: &'static str| move |e: xdpilone::Errno| Error::xsk(what, ifname, e);
         let mut info = IfInfo::invalid();
         info.from_ifindex(ifindex).map_err(err("look up interface"))?;
@@ -197,9 +203,7 @@ impl XskPort {
         let mut st = [0u64; 6];
         let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
         // SAFETY: `st` is a writable buffer of `len` bytes; the kernel fills at most that.
-        let rc = unsafe {
-            libc::getsockopt(self.raw_fd(), SOL_XDP, XDP_STATISTICS, st.as_mut_ptr().cast(), &mut len)
-        };
+        let rc = unsafe { libc::getsockopt(self.raw_fd(), SOL_XDP, XDP_STATISTICS, st.as_mut_ptr().cast(), &mut len) };
         (rc == 0).then_some((st[0], st[3], st[4]))
     }
 }

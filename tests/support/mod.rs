@@ -150,8 +150,31 @@ impl Lab {
         std::fs::create_dir_all(&tmp).unwrap();
         let mtu = PARENT_MTU.to_string();
         ok(&[
-            "ip", "link", "add", "wire0", "netns", &wire.name, "mtu", &mtu, "numtxqueues", "1", "numrxqueues", "1",
-            "type", "veth", "peer", "name", "eth1", "netns", &dp.name, "mtu", &mtu, "numtxqueues", "1", "numrxqueues", "1",
+            "ip",
+            "link",
+            "add",
+            "wire0",
+            "netns",
+            &wire.name,
+            "mtu",
+            &mtu,
+            "numtxqueues",
+            "1",
+            "numrxqueues",
+            "1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth1",
+            "netns",
+            &dp.name,
+            "mtu",
+            &mtu,
+            "numtxqueues",
+            "1",
+            "numrxqueues",
+            "1",
         ]);
         ok(&["ip", "-n", &wire.name, "addr", "add", &format!("{GATEWAY}/24"), "dev", "wire0"]);
         ok(&["ip", "-n", &dp.name, "addr", "add", &format!("{HOST_IP}/24"), "dev", "eth1"]);
@@ -190,7 +213,13 @@ impl Lab {
     pub fn port_stats(&self, mac: [u8; 6]) -> Value {
         let s = self.stats();
         let m = mac_str(mac);
-        s["networks"][0]["ports"].as_array().unwrap().iter().find(|p| p["mac"] == m.as_str()).cloned().expect("port in stats")
+        s["networks"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["mac"] == m.as_str())
+            .cloned()
+            .expect("port in stats")
     }
 }
 
@@ -285,7 +314,23 @@ pub fn attach(lab: &Lab, backend: Backend, i: usize, mtu: Option<u32>) {
         Backend::Kernel => {
             let tmp = format!("mv{i}");
             let mtu = mtu.unwrap_or(PARENT_MTU).to_string();
-            ok(&["ip", "-n", &lab.dp.name, "link", "add", "link", "eth1", "name", &tmp, "mtu", &mtu, "type", "macvlan", "mode", "bridge"]);
+            ok(&[
+                "ip",
+                "-n",
+                &lab.dp.name,
+                "link",
+                "add",
+                "link",
+                "eth1",
+                "name",
+                &tmp,
+                "mtu",
+                &mtu,
+                "type",
+                "macvlan",
+                "mode",
+                "bridge",
+            ]);
             ok(&["ip", "-n", &lab.dp.name, "link", "set", &tmp, "netns", &c.name]);
             ok(&["ip", "-n", &c.name, "link", "set", &tmp, "name", "eth0", "address", &mac]);
             ok(&["ip", "-n", &c.name, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
@@ -324,14 +369,22 @@ impl RawSocket {
             unsafe {
                 let ifindex = libc::if_nametoindex(cname.as_ptr()) as i32;
                 assert!(ifindex > 0, "no interface {ifname} in {path}");
-                let raw = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, (libc::ETH_P_ALL as u16).to_be() as i32);
+                let raw = libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    (libc::ETH_P_ALL as u16).to_be() as i32,
+                );
                 assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
                 let fd = OwnedFd::from_raw_fd(raw);
                 let mut sll: libc::sockaddr_ll = std::mem::zeroed();
                 sll.sll_family = libc::AF_PACKET as u16;
                 sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
                 sll.sll_ifindex = ifindex;
-                let rc = libc::bind(fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of_val(&sll) as u32);
+                let rc = libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of_val(&sll) as u32,
+                );
                 assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
                 RawSocket { fd, ifindex }
             }
@@ -365,9 +418,16 @@ impl RawSocket {
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             let mut flen = std::mem::size_of_val(&from) as u32;
             let n = unsafe {
-                libc::recvfrom(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, (&mut from as *mut libc::sockaddr_ll).cast(), &mut flen)
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut flen,
+                )
             };
-            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             let f = &buf[..n as usize];
