@@ -103,7 +103,7 @@ fn check_bridge_semantics(lab: &Lab, backend: Backend) {
     let k = marker();
     let s = taps.send(&taps.wire, &frame(BROADCAST, wire_mac, &k, 60), &k);
     rep.check("2 wire broadcast", "c1 c2 c3 and host", fmt(s), s.c1 == 1 && s.c2 == 1 && s.c3 == 1 && s.parent == 1);
-    let arp = lab.wire.exec(&["arping", "-c", "1", "-w", "3", "-I", "wire0", HOST_IP]);
+    let arp = lab.wire.exec(&["arping", "-c", "1", "-w", "3", "-i", "wire0", HOST_IP]);
     rep.check("2 arping wire -> host address", "answered", format!("exit {}", arp.status), arp.status.success());
     let ping = lab.wire.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", HOST_IP]);
     rep.check("2 ping wire -> host address", "answered", format!("exit {}", ping.status), ping.status.success());
@@ -278,8 +278,11 @@ fn disconnect_and_rm_leave_nothing() {
     lab.cli_ok(&["network", "connect", "labnet", &pid]);
     assert!(lab.c(1).links().contains(&"eth0".to_string()) && lab.c(2).links().contains(&"eth0".to_string()));
     assert_eq!(lab.dp.links().iter().filter(|l| l.starts_with("xmv")).count(), 2);
-    let inspect: serde_json::Value = serde_json::from_str(&lab.cli_ok(&["network", "inspect", "labnet"])).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&lab.cli_ok(&["network", "inspect", "--format", "json", "labnet"])).unwrap();
     assert_eq!(inspect["endpoints"].as_array().unwrap().len(), 2, "{inspect}");
+    let table = lab.cli_ok(&["network", "inspect", "--format", "table", "labnet"]);
+    assert!(table.contains("labnet") && table.contains("198.18.0.1/24"), "{table}");
 
     let err = lab.cli(&["network", "rm", "labnet"]);
     assert!(!err.status.success(), "rm refuses while endpoints are connected");

@@ -73,9 +73,37 @@ impl Client {
         Ok(())
     }
 
-    pub async fn inspect(&self, name: String) -> Result<()> {
+    pub async fn inspect(&self, name: String, format: Format) -> Result<()> {
         let v = self.call(Request::NetworkInspect { name }).await?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        if format == Format::Json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        let n: NetworkView = serde_json::from_value(v)?;
+        println!(
+            "network {} (id {}): {}/{} on {}, subnet {}, gateway {}, XDP {}",
+            n.name,
+            n.id,
+            n.driver,
+            n.mode,
+            n.parent,
+            n.subnet,
+            n.gateway.as_deref().unwrap_or("-"),
+            n.xdp_mode
+        );
+        print_table(
+            &["NETNS", "IFNAME", "HOST IFNAME", "MAC", "IPS", "MTU"],
+            n.endpoints.iter().map(|e| {
+                vec![
+                    e.netns.clone(),
+                    e.ifname.clone(),
+                    e.host_ifname.clone(),
+                    e.mac.clone(),
+                    e.ips.join(","),
+                    e.mtu.to_string(),
+                ]
+            }),
+        );
         Ok(())
     }
 

@@ -69,8 +69,12 @@ enum NetCmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Show a network's configuration, endpoints and counters (JSON).
-    Inspect { network: String },
+    /// Show a network's configuration, endpoints and counters (JSON by default, like docker).
+    Inspect {
+        network: String,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
     /// Remove a network.
     Rm {
         network: String,
@@ -161,7 +165,7 @@ fn main() {
                     }
                     NetCmd::Disconnect { network, netns } => c.disconnect(network, absolutize(netns)).await,
                     NetCmd::Ls { format } => c.ls(format).await,
-                    NetCmd::Inspect { network } => c.inspect(network).await,
+                    NetCmd::Inspect { network, format } => c.inspect(network, format).await,
                     NetCmd::Rm { network, force } => c.rm(network, force).await,
                 }
             }

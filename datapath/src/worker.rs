@@ -33,7 +33,7 @@ const SLEEP_MS: i32 = 100;
 const SLEEP_TX_PENDING_MS: i32 = 1;
 /// Fill-ring levels: the parent carries most traffic; endpoints get a smaller reserve each.
 pub const PARENT_FILL: u32 = 6144;
-pub const ENDPOINT_FILL: u32 = 128;
+pub const ENDPOINT_FILL: u32 = 512;
 
 /// A message from the control plane; each is acknowledged once applied.
 pub(crate) enum Command {
