@@ -50,6 +50,11 @@ pub fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs a command given as one whitespace-separated string (no quoting needed for `ip` commands).
+pub fn ok_words(cmd: &str) -> String {
+    ok(&cmd.split_whitespace().collect::<Vec<_>>())
+}
+
 /// A network namespace that is deleted when dropped.
 pub struct Netns {
     pub name: String,
@@ -148,34 +153,8 @@ impl Lab {
         let containers = (1..=3).map(|i| Netns::new(format!("{tag}-c{i}"))).collect();
         let tmp = std::env::temp_dir().join(&tag);
         std::fs::create_dir_all(&tmp).unwrap();
-        let mtu = PARENT_MTU.to_string();
-        ok(&[
-            "ip",
-            "link",
-            "add",
-            "wire0",
-            "netns",
-            &wire.name,
-            "mtu",
-            &mtu,
-            "numtxqueues",
-            "1",
-            "numrxqueues",
-            "1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth1",
-            "netns",
-            &dp.name,
-            "mtu",
-            &mtu,
-            "numtxqueues",
-            "1",
-            "numrxqueues",
-            "1",
-        ]);
+        let end = |name: &str, ns: &str| format!("{name} netns {ns} mtu {PARENT_MTU} numtxqueues 1 numrxqueues 1");
+        ok_words(&format!("ip link add {} type veth peer name {}", end("wire0", &wire.name), end("eth1", &dp.name)));
         ok(&["ip", "-n", &wire.name, "addr", "add", &format!("{GATEWAY}/24"), "dev", "wire0"]);
         ok(&["ip", "-n", &dp.name, "addr", "add", &format!("{HOST_IP}/24"), "dev", "eth1"]);
         ok(&["ip", "-n", &wire.name, "link", "set", "wire0", "up"]);
