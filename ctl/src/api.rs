@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ipam::IpamSpec;
+
 /// Bumped on any incompatible change; a CLI and a daemon of different versions refuse each other.
-pub const API_VERSION: u32 = 1;
+pub const API_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope {
@@ -19,7 +21,8 @@ pub enum Request {
     NetworkLs,
     NetworkInspect { name: String },
     Connect(Connect),
-    Disconnect { network: String, netns: String },
+    /// `endpoint` is the namespace (as for connect) or a tap's name.
+    Disconnect { network: String, endpoint: String },
     Stats,
 }
 
@@ -27,8 +30,8 @@ pub enum Request {
 pub struct CreateNetwork {
     pub name: String,
     pub driver: String,
-    pub subnet: Option<String>,
-    pub gateway: Option<String>,
+    pub ipam: IpamSpec,
+    pub internal: bool,
     /// `-o key=value` driver options, in order.
     pub options: Vec<(String, String)>,
 }
@@ -36,9 +39,15 @@ pub struct CreateNetwork {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Connect {
     pub network: String,
-    /// As the user wrote it: a name under /var/run/netns, a path, or a PID.
-    pub netns: String,
+    /// A veth endpoint in this namespace, as the user wrote it: a name under /var/run/netns, a
+    /// path, or a PID. Exactly one of `netns` and `tap` is set.
+    pub netns: Option<String>,
+    /// A persistent tap device of this name in the daemon's namespace, for a VM.
+    pub tap: Option<String>,
+    /// Owner (uid) of the tap device.
+    pub owner: Option<u32>,
     pub ip: Option<String>,
+    pub ip6: Option<String>,
     pub mac: Option<String>,
     pub ifname: String,
     pub mtu: Option<u32>,
@@ -60,17 +69,31 @@ pub struct NetworkView {
     pub name: String,
     pub id: u32,
     pub driver: String,
-    pub parent: String,
+    /// None for an internal network.
+    pub parent: Option<String>,
+    pub internal: bool,
     pub mode: String,
-    pub subnet: String,
-    pub gateway: Option<String>,
+    pub ipv6: bool,
+    pub subnets: Vec<SubnetView>,
     pub xdp_mode: String,
+    /// "active", or why not (e.g. the parent is missing).
+    pub status: String,
     pub endpoints: Vec<EndpointView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubnetView {
+    pub subnet: String,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub aux_addresses: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EndpointView {
-    pub netns: String,
+    /// "veth" or "tap".
+    pub kind: String,
+    pub netns: Option<String>,
     pub ifname: String,
     pub host_ifname: String,
     pub mac: String,

@@ -45,32 +45,42 @@ impl Client {
         Ok(reply.data)
     }
 
-    pub async fn create(&self, c: api::CreateNetwork) -> Result<()> {
+    /// Prints a reply as JSON, or as the one line a script or a person wants from it.
+    fn show(v: &Value, format: Format, line: impl FnOnce(&Value) -> String) -> Result<()> {
+        match format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(v)?),
+            Format::Table => println!("{}", line(v)),
+        }
+        Ok(())
+    }
+
+    pub async fn create(&self, c: api::CreateNetwork, format: Format) -> Result<()> {
         let v = self.call(Request::NetworkCreate(c)).await?;
-        println!("{}", v["name"].as_str().unwrap_or_default());
-        Ok(())
+        Self::show(&v, format, |v| v["name"].as_str().unwrap_or_default().to_string())
     }
 
-    pub async fn connect(&self, c: api::Connect) -> Result<()> {
+    pub async fn connect(&self, c: api::Connect, format: Format) -> Result<()> {
         let v = self.call(Request::Connect(c)).await?;
-        println!(
-            "{} {} {} {}",
-            v["netns"].as_str().unwrap_or(""),
-            v["ifname"].as_str().unwrap_or(""),
-            v["ip"].as_str().unwrap_or(""),
-            v["mac"].as_str().unwrap_or("")
-        );
-        Ok(())
+        Self::show(&v, format, |v| {
+            let ips: Vec<&str> = v["ips"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            format!(
+                "{} {} {} {}",
+                v["netns"].as_str().unwrap_or("-"),
+                v["ifname"].as_str().unwrap_or(""),
+                ips.join(","),
+                v["mac"].as_str().unwrap_or("")
+            )
+        })
     }
 
-    pub async fn disconnect(&self, network: String, netns: String) -> Result<()> {
-        self.call(Request::Disconnect { network, netns }).await.map(drop)
+    pub async fn disconnect(&self, network: String, endpoint: String, format: Format) -> Result<()> {
+        let v = self.call(Request::Disconnect { network, endpoint }).await?;
+        Self::show(&v, format, |v| v["removed"].as_str().unwrap_or_default().to_string())
     }
 
-    pub async fn rm(&self, name: String, force: bool) -> Result<()> {
-        self.call(Request::NetworkRm { name: name.clone(), force }).await?;
-        println!("{name}");
-        Ok(())
+    pub async fn rm(&self, name: String, force: bool, format: Format) -> Result<()> {
+        let v = self.call(Request::NetworkRm { name, force }).await?;
+        Self::show(&v, format, |v| v["removed"].as_str().unwrap_or_default().to_string())
     }
 
     pub async fn inspect(&self, name: String, format: Format) -> Result<()> {
@@ -79,28 +89,51 @@ impl Client {
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
         }
+        let counters = v["counters"].clone();
         let n: NetworkView = serde_json::from_value(v)?;
-        println!(
-            "network {} (id {}): {}/{} on {}, subnet {}, gateway {}, XDP {}",
-            n.name,
-            n.id,
-            n.driver,
-            n.mode,
-            n.parent,
-            n.subnet,
-            n.gateway.as_deref().unwrap_or("-"),
-            n.xdp_mode
-        );
+        let kv = |k: &str, val: String| println!("{k:<10} {val}");
+        kv("Name", n.name.clone());
+        kv("Id", n.id.to_string());
+        kv("Driver", format!("{} ({} mode)", n.driver, n.mode));
+        kv("Parent", n.parent.clone().unwrap_or_else(|| "none (internal)".into()));
+        kv("IPv6", n.ipv6.to_string());
+        kv("XDP", n.xdp_mode.clone());
+        kv("Status", n.status.clone());
+        println!();
         print_table(
-            &["NETNS", "IFNAME", "HOST IFNAME", "MAC", "IPS", "MTU"],
+            &["SUBNET", "GATEWAY", "IP RANGE", "AUX ADDRESSES"],
+            n.subnets.iter().map(|s| {
+                vec![
+                    s.subnet.clone(),
+                    s.gateway.clone().unwrap_or_else(|| "-".into()),
+                    s.ip_range.clone().unwrap_or_else(|| "-".into()),
+                    if s.aux_addresses.is_empty() {
+                        "-".into()
+                    } else {
+                        s.aux_addresses.iter().map(|(k, a)| format!("{k}={a}")).collect::<Vec<_>>().join(",")
+                    },
+                ]
+            }),
+        );
+        println!();
+        let ports = counters["ports"].as_array().cloned().unwrap_or_default();
+        let count = |host: &str, key: &str| {
+            ports.iter().find(|p| p["name"] == host).map_or_else(|| "-".into(), |p| num(&p[key]))
+        };
+        print_table(
+            &["KIND", "NETNS", "IFNAME", "HOST IFNAME", "MAC", "IPS", "MTU", "RX", "TX", "DROPS"],
             n.endpoints.iter().map(|e| {
                 vec![
-                    e.netns.clone(),
+                    e.kind.clone(),
+                    e.netns.clone().unwrap_or_else(|| "-".into()),
                     e.ifname.clone(),
                     e.host_ifname.clone(),
                     e.mac.clone(),
                     e.ips.join(","),
                     e.mtu.to_string(),
+                    count(&e.host_ifname, "rx"),
+                    count(&e.host_ifname, "tx"),
+                    count(&e.host_ifname, "drops_total"),
                 ]
             }),
         );
@@ -119,14 +152,14 @@ impl Client {
                 n.id.to_string(),
                 n.name.clone(),
                 format!("{}/{}", n.driver, n.mode),
-                n.parent.clone(),
-                n.subnet.clone(),
-                n.gateway.clone().unwrap_or_else(|| "-".into()),
+                n.parent.clone().unwrap_or_else(|| "(internal)".into()),
+                n.subnets.iter().map(|s| s.subnet.as_str()).collect::<Vec<_>>().join(","),
                 n.xdp_mode.clone(),
                 n.endpoints.len().to_string(),
+                n.status.clone(),
             ]
         });
-        print_table(&["ID", "NAME", "DRIVER", "PARENT", "SUBNET", "GATEWAY", "XDP", "ENDPOINTS"], rows);
+        print_table(&["ID", "NAME", "DRIVER", "PARENT", "SUBNETS", "XDP", "ENDPOINTS", "STATUS"], rows);
         Ok(())
     }
 
@@ -178,7 +211,7 @@ fn print_stats(v: &Value) {
         println!(
             "network {} on {} (XDP {})",
             n["name"].as_str().unwrap_or(""),
-            n["parent"].as_str().unwrap_or(""),
+            n["parent"].as_str().unwrap_or("(internal)"),
             n["xdp_mode"].as_str().unwrap_or("")
         );
         print_table(

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
+use ipnet::IpNet;
 use futures::StreamExt;
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
@@ -27,36 +28,70 @@ use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::{DropReason, PortId};
 use xmacvlan_datapath::{Config, Datapath, EndpointSpec, NetId, ParentSpec, PortReport};
 
-use crate::api::{self, Connect, CreateNetwork, EndpointView, Envelope, NetworkView, Reply, Request};
-use crate::ipam::{derive_mac, Pool};
+use crate::api::{self, Connect, CreateNetwork, EndpointView, Envelope, NetworkView, Reply, Request, SubnetView};
+use crate::ipam::{derive_mac, Assigned, Ipam, IpamSpec};
 use crate::netlink::{self, Link};
+use crate::state::{EndpointKind, EndpointState, NetworkState, State, Store, STATE_VERSION};
 
 pub struct Options {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub cpus: Vec<usize>,
     pub worker_nice: i32,
+    /// Start without networks when the state file is unusable (it is moved aside, not deleted).
+    pub start_empty: bool,
 }
 
 struct Endpoint {
+    st: EndpointState,
     port: PortId,
-    netns: String,
-    ns_id: (u64, u64),
-    ifname: String,
-    host: String,
     host_index: u32,
     mac: MacAddr,
-    ip: Ipv4Addr,
-    mtu: u32,
+    addrs: Vec<Assigned>,
+}
+
+impl Endpoint {
+    fn netns(&self) -> Option<&str> {
+        match &self.st.kind {
+            EndpointKind::Veth { netns, .. } => Some(netns),
+            EndpointKind::Tap { .. } => None,
+        }
+    }
+
+    /// How error messages name it: the namespace of a veth endpoint, "tap NAME" for a tap.
+    fn label(&self) -> String {
+        match &self.st.kind {
+            EndpointKind::Veth { netns, .. } => format!("{netns} ({})", self.st.ifname),
+            EndpointKind::Tap { .. } => format!("tap {}", self.st.ifname),
+        }
+    }
 }
 
 struct Network {
-    id: NetId,
     name: String,
-    parent: Link,
+    id: u32,
+    parent: Option<String>,
+    internal: bool,
     mode: String,
-    pool: Pool,
+    spec: IpamSpec,
+    ipam: Ipam,
+    /// Key of its forwarding domain in `Daemon::domains`; None while inactive.
+    domain: Option<u32>,
+    /// "active", or why the network is not (it could not be set up at restore).
+    status: String,
     endpoints: Vec<Endpoint>,
+    /// Endpoints of an inactive network, kept as saved.
+    dormant: Vec<EndpointState>,
+}
+
+/// One datapath forwarding domain: a parent link with every network on it (macvlan children of
+/// one parent form one L2 domain, whatever Docker network they belong to), or an internal
+/// network's anchor.
+struct Domain {
+    dp: NetId,
+    link: Link,
+    users: usize,
+    anchor: bool,
 }
 
 struct Rates {
@@ -68,8 +103,11 @@ struct Rates {
 struct Daemon {
     dp: Datapath,
     h: Handle,
+    store: Store,
     nets: BTreeMap<String, Network>,
-    next_id: NetId,
+    domains: BTreeMap<u32, Domain>,
+    next_id: u32,
+    next_dp: NetId,
     rates: Rates,
 }
 
@@ -80,21 +118,37 @@ pub async fn run(opts: Options) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the daemon needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN): run it with sudo");
     }
-    std::fs::create_dir_all(&opts.state_dir)
-        .with_context(|| format!("creating state dir {}", opts.state_dir.display()))?;
+    let store = Store::new(&opts.state_dir)?;
+    let saved = match store.load() {
+        Ok(s) => s,
+        Err(e) if opts.start_empty => {
+            let aside = store.set_aside()?;
+            eprintln!(
+                "xmacvlan daemon: {e:#}\nxmacvlan daemon: starting empty as asked (--start-empty); the old file is at {}",
+                aside.map_or_else(|| "(none)".into(), |p| p.display().to_string())
+            );
+            State::default()
+        }
+        Err(e) => bail!("{e:#}\nfix or move the file, or start with --start-empty to begin without networks"),
+    };
     let listener = bind_socket(&opts.socket).await?;
     let cpus = if opts.cpus.is_empty() { vec![None] } else { opts.cpus.iter().map(|&c| Some(c)).collect() };
     let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, ..Config::default() })
         .context("starting the datapath")?;
     let workers = dp.report().workers;
     let h = netlink::connect()?;
-    let daemon: Shared = Arc::new(Mutex::new(Daemon {
+    let mut d = Daemon {
         dp,
         h,
+        store,
         nets: BTreeMap::new(),
+        domains: BTreeMap::new(),
         next_id: 1,
+        next_dp: 1,
         rates: Rates { at: Instant::now(), per_sec: vec![(0.0, 0.0, 0.0); workers.len()], workers },
-    }));
+    };
+    d.restore(saved).await?;
+    let daemon: Shared = Arc::new(Mutex::new(d));
     eprintln!(
         "xmacvlan daemon: {} worker(s), listening on {}",
         daemon.lock().await.dp.workers(),
@@ -116,7 +170,7 @@ pub async fn run(opts: Options) -> Result<()> {
             }
         }
     }
-    eprintln!("xmacvlan daemon: shutting down");
+    eprintln!("xmacvlan daemon: shutting down (endpoints stay for the next start)");
     let _ = std::fs::remove_file(&opts.socket);
     let mut d = daemon.lock().await;
     d.shutdown().await;
@@ -247,18 +301,39 @@ fn open_netns(spec: &str) -> Result<(File, (u64, u64))> {
     Ok((f, (meta.dev(), meta.ino())))
 }
 
-fn host_ifname(net: NetId, ns: (u64, u64)) -> String {
+fn host_ifname(net: u32, ns: (u64, u64)) -> String {
     // Deterministic per (network, namespace), and "connect twice" is refused, so names don't clash.
     let h =
         (u64::from(net).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ns.1.wrapping_mul(0xff51_afd7_ed55_8ccd) ^ ns.0) as u32;
     format!("xmv{h:08x}")
 }
 
+/// The anchor link of internal network `id` (its peer is the same name with a "p").
+fn anchor_name(id: u32) -> String {
+    format!("xmvi{id:x}")
+}
+
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 15 && !name.contains(['/', ' ', ':']) && name != "." && name != ".."
+}
+
 impl Daemon {
     async fn handle(&mut self, req: Request) -> Result<Value> {
         match req {
-            Request::NetworkCreate(c) => self.create(c).await,
-            Request::NetworkRm { name, force } => self.remove(&name, force).await,
+            Request::NetworkCreate(c) => {
+                let name = c.name.clone();
+                let v = self.create(c).await?;
+                if let Err(e) = self.persist() {
+                    let _ = self.remove(&name, true).await;
+                    return Err(e.context(format!("network '{name}' was not created")));
+                }
+                Ok(v)
+            }
+            Request::NetworkRm { name, force } => {
+                let v = self.remove(&name, force).await?;
+                self.persist().context("the network is removed, but the state file could not be updated")?;
+                Ok(v)
+            }
             Request::NetworkLs => {
                 Ok(serde_json::to_value(self.nets.values().map(|n| self.view(n)).collect::<Vec<_>>())?)
             }
@@ -271,8 +346,20 @@ impl Daemon {
                     .unwrap_or(Value::Null);
                 Ok(v)
             }
-            Request::Connect(c) => self.connect(c).await,
-            Request::Disconnect { network, netns } => self.disconnect(&network, &netns).await,
+            Request::Connect(c) => {
+                let (network, key) = (c.network.clone(), c.tap.clone().or(c.netns.clone()).unwrap_or_default());
+                let v = self.connect(c).await?;
+                if let Err(e) = self.persist() {
+                    let _ = self.disconnect(&network, &key).await;
+                    return Err(e.context("the endpoint was not connected"));
+                }
+                Ok(v)
+            }
+            Request::Disconnect { network, endpoint } => {
+                let v = self.disconnect(&network, &endpoint).await?;
+                self.persist().context("the endpoint is removed, but the state file could not be updated")?;
+                Ok(v)
+            }
             Request::Stats => Ok(self.stats_json()),
         }
     }
@@ -281,28 +368,236 @@ impl Daemon {
         self.nets.get(name).ok_or_else(|| anyhow!("network '{name}' not found"))
     }
 
+    fn snapshot(&self) -> State {
+        State {
+            version: STATE_VERSION,
+            next_id: self.next_id,
+            networks: self
+                .nets
+                .values()
+                .map(|n| NetworkState {
+                    name: n.name.clone(),
+                    id: n.id,
+                    parent: n.parent.clone(),
+                    internal: n.internal,
+                    mode: n.mode.clone(),
+                    ipam: n.spec.clone(),
+                    endpoints: n.endpoints.iter().map(|e| e.st.clone()).chain(n.dormant.iter().cloned()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes the state file; every successful change goes through here before it is reported.
+    fn persist(&self) -> Result<()> {
+        self.store.save(&self.snapshot()).context("saving the state file")
+    }
+
     fn view(&self, n: &Network) -> NetworkView {
+        let dom = n.domain.and_then(|k| self.domains.get(&k));
         NetworkView {
             name: n.name.clone(),
             id: n.id,
             driver: "macvlan".into(),
-            parent: n.parent.name.clone(),
+            parent: n.parent.clone(),
+            internal: n.internal,
             mode: n.mode.clone(),
-            subnet: n.pool.subnet.to_string(),
-            gateway: n.pool.gateway.map(|g| g.to_string()),
-            xdp_mode: self.dp.xdp_mode(n.id).unwrap_or("none").into(),
+            ipv6: n.ipam.ipv6,
+            subnets: n
+                .ipam
+                .pools
+                .iter()
+                .map(|p| SubnetView {
+                    subnet: p.subnet.to_string(),
+                    gateway: p.gateway.map(|g| g.to_string()),
+                    ip_range: p.range.map(|r| r.to_string()),
+                    aux_addresses: p.aux.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+                })
+                .collect(),
+            xdp_mode: dom.and_then(|d| self.dp.xdp_mode(d.dp)).unwrap_or("none").into(),
+            status: n.status.clone(),
             endpoints: n
                 .endpoints
                 .iter()
                 .map(|e| EndpointView {
-                    netns: e.netns.clone(),
-                    ifname: e.ifname.clone(),
-                    host_ifname: e.host.clone(),
+                    kind: if e.netns().is_some() { "veth" } else { "tap" }.into(),
+                    netns: e.netns().map(str::to_string),
+                    ifname: e.st.ifname.clone(),
+                    host_ifname: e.st.host.clone(),
                     mac: e.mac.to_string(),
-                    ips: vec![format!("{}/{}", e.ip, n.pool.subnet.prefix_len())],
-                    mtu: e.mtu,
+                    ips: e.addrs.iter().map(|a| a.to_string()).collect(),
+                    mtu: e.st.mtu,
                 })
                 .collect(),
+        }
+    }
+
+    /// Rebuilds networks and endpoints from the state file: XDP is attached again (replacing what
+    /// a crashed daemon left), endpoint links that still exist are adopted, missing ones whose
+    /// namespace still exists are recreated, the rest are dropped with a message.
+    async fn restore(&mut self, st: State) -> Result<()> {
+        self.next_id = st.next_id.max(1);
+        let mut changed = false;
+        for ns in st.networks {
+            let ipam = Ipam::new(&ns.ipam).map_err(|e| anyhow!("state file: network '{}': {e}", ns.name))?;
+            let mut net = Network {
+                name: ns.name.clone(),
+                id: ns.id,
+                parent: ns.parent.clone(),
+                internal: ns.internal,
+                mode: ns.mode.clone(),
+                spec: ns.ipam.clone(),
+                ipam,
+                domain: None,
+                status: "active".into(),
+                endpoints: Vec::new(),
+                dormant: Vec::new(),
+            };
+            self.next_id = self.next_id.max(ns.id + 1);
+            match self.acquire_domain(net.id, net.parent.as_deref()).await {
+                Ok(k) => net.domain = Some(k),
+                Err(e) => {
+                    eprintln!("xmacvlan daemon: network '{}' stays inactive: {e:#}", ns.name);
+                    net.status = format!("inactive: {e:#}");
+                    net.dormant = ns.endpoints;
+                    self.nets.insert(ns.name, net);
+                    continue;
+                }
+            }
+            self.nets.insert(ns.name.clone(), net);
+            for ep in ns.endpoints {
+                let what = format!("{:?} {}", ep.kind, ep.ifname);
+                match self.restore_endpoint(&ns.name, ep).await {
+                    Ok(e) => {
+                        let net = self.nets.get_mut(&ns.name).expect("inserted above");
+                        for a in &e.addrs {
+                            if let Err(err) = net.ipam.reserve(a) {
+                                eprintln!("xmacvlan daemon: network '{}': {err}", ns.name);
+                            }
+                        }
+                        net.endpoints.push(e);
+                    }
+                    Err(e) => {
+                        changed = true;
+                        eprintln!("xmacvlan daemon: network '{}': dropping endpoint {what}: {e:#}", ns.name);
+                    }
+                }
+            }
+        }
+        let adopted: usize = self.nets.values().map(|n| n.endpoints.len()).sum();
+        if !self.nets.is_empty() {
+            eprintln!("xmacvlan daemon: restored {} network(s), {adopted} endpoint(s)", self.nets.len());
+        }
+        if changed {
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    async fn restore_endpoint(&mut self, network: &str, st: EndpointState) -> Result<Endpoint> {
+        let net = &self.nets[network];
+        let dp = self.domains[&net.domain.expect("active network")].dp;
+        let gateways = net.ipam.default_gateways();
+        let mac: MacAddr = st.mac.parse().map_err(|e| anyhow!("MAC {}: {e}", st.mac))?;
+        let addrs: Vec<Assigned> = st
+            .addrs
+            .iter()
+            .map(|a| {
+                let n: IpNet = a.parse().map_err(|_| anyhow!("address '{a}' is not a CIDR"))?;
+                Ok(Assigned { ip: n.addr(), prefix: n.prefix_len() })
+            })
+            .collect::<Result<_>>()?;
+        let existing = netlink::link_by_name(&self.h, &st.host).await?;
+        let (port, host_index) = match &st.kind {
+            EndpointKind::Veth { netns, ns_id } => {
+                if let Some(l) = &existing {
+                    if netlink::link_kind(&self.h, l.index).await?.as_deref() != Some("veth") {
+                        bail!("{} exists but is not a veth; leaving it alone", st.host);
+                    }
+                }
+                let (ns, id) = open_netns(netns).with_context(|| format!("its namespace {netns} is gone"))?;
+                if id != *ns_id {
+                    bail!("namespace {netns} is a different one now (was {ns_id:?}, is {id:?})");
+                }
+                let veth = Veth { host: &st.host, ifname: &st.ifname, ns, netns };
+                self.build_veth(dp, veth, mac, st.mtu, &addrs, &gateways, existing.is_none()).await?
+            }
+            EndpointKind::Tap { owner } => {
+                if let Some(l) = &existing {
+                    if netlink::link_kind(&self.h, l.index).await?.as_deref() != Some("tun") {
+                        bail!("{} exists but is not a tap; leaving it alone", st.host);
+                    }
+                }
+                self.build_tap(dp, &st.host, *owner, mac, st.mtu, existing.is_none()).await?
+            }
+        };
+        Ok(Endpoint { st, port, host_index, mac, addrs })
+    }
+
+    /// Finds or sets up the forwarding domain of a network: its parent's (shared by every network
+    /// on that parent), or a fresh anchor for an internal network.
+    async fn acquire_domain(&mut self, id: u32, parent: Option<&str>) -> Result<u32> {
+        let workers = self.dp.workers() as u32;
+        let (link, anchor) = match parent {
+            None => {
+                let name = anchor_name(id);
+                // A crashed daemon may have left the anchor: it holds no state, start afresh.
+                if let Some(old) = netlink::link_by_name(&self.h, &name).await? {
+                    netlink::del_link(&self.h, old.index).await?;
+                }
+                (netlink::create_anchor(&self.h, &name, workers).await?, true)
+            }
+            Some(pname) => {
+                let link = netlink::link_by_name(&self.h, pname)
+                    .await?
+                    .ok_or_else(|| anyhow!("-o parent interface was not found on the host: {pname}"))?;
+                if link.loopback {
+                    bail!("loopback interface is not a valid macvlan parent link: {pname}");
+                }
+                if link.mac.is_none() || !link.ether {
+                    bail!("parent {pname} is not an Ethernet interface");
+                }
+                if let Some(d) = self.domains.get_mut(&link.index) {
+                    d.users += 1;
+                    return Ok(link.index);
+                }
+                (link, false)
+            }
+        };
+        let dp = self.next_dp;
+        let rx_queues = if anchor { workers } else { netlink::active_rx_queues(&link.name).unwrap_or(link.rx_queues) };
+        let spec = ParentSpec {
+            ifindex: link.index,
+            name: link.name.clone(),
+            mac: link.mac.unwrap_or_default(),
+            mtu: link.mtu,
+            rx_queues,
+            internal: anchor,
+        };
+        if let Err(e) = self.dp.add_network(dp, &spec) {
+            if anchor {
+                let _ = netlink::del_link(&self.h, link.index).await;
+            }
+            return Err(anyhow::Error::new(e).context(format!("setting up the datapath on {}", link.name)));
+        }
+        self.next_dp += 1;
+        let key = link.index;
+        self.domains.insert(key, Domain { dp, link, users: 1, anchor });
+        Ok(key)
+    }
+
+    async fn release_domain(&mut self, key: u32) {
+        let Some(d) = self.domains.get_mut(&key) else { return };
+        d.users -= 1;
+        if d.users > 0 {
+            return;
+        }
+        let d = self.domains.remove(&key).expect("present");
+        self.dp.remove_network(d.dp);
+        if d.anchor {
+            if let Err(e) = netlink::del_link(&self.h, d.link.index).await {
+                eprintln!("xmacvlan daemon: removing anchor {}: {e:#}", d.link.name);
+            }
         }
     }
 
@@ -323,6 +618,7 @@ impl Daemon {
         let mut mode = "bridge".to_string();
         for (k, v) in &c.options {
             match k.as_str() {
+                "parent" if v.is_empty() => bail!("-o parent= is empty: name an interface, or leave it out for an internal network"),
                 "parent" => parent = Some(v.clone()),
                 "macvlan_mode" => mode = v.clone(),
                 other => bail!("unknown driver option '{other}' (known: parent, macvlan_mode)"),
@@ -335,34 +631,40 @@ impl Daemon {
             }
             _ => bail!("requested macvlan mode '{mode}' is not valid (bridge, private, vepa, passthru, source)"),
         }
-        let subnet =
-            c.subnet.as_deref().ok_or_else(|| anyhow!("--subnet is required (e.g. --subnet 198.18.0.0/24)"))?;
-        let pool = Pool::new(subnet, c.gateway.as_deref()).map_err(|e| anyhow!(e))?;
-        for n in self.nets.values() {
-            if n.pool.subnet.contains(&pool.subnet.network()) || pool.subnet.contains(&n.pool.subnet.network()) {
-                bail!("subnet {} overlaps subnet {} of network '{}'", pool.subnet, n.pool.subnet, n.name);
+        if c.internal {
+            if let Some(p) = &parent {
+                bail!("an --internal network has no parent: drop -o parent={p} or --internal");
             }
         }
-        let pname = parent
-            .ok_or_else(|| anyhow!("-o parent=IFACE is required (networks without a parent are not supported yet)"))?;
-        let link = netlink::link_by_name(&self.h, &pname)
-            .await?
-            .ok_or_else(|| anyhow!("-o parent interface was not found on the host: {pname}"))?;
-        if link.loopback {
-            bail!("loopback interface is not a valid macvlan parent link: {pname}");
+        if c.ipam.subnets.is_empty() {
+            bail!("--subnet is required (e.g. --subnet 198.18.0.0/24; add --ipv6 --subnet 2001:2::/64 for IPv6)");
         }
-        let Some(mac) = link.mac.filter(|_| link.ether) else {
-            bail!("parent {pname} is not an Ethernet interface");
-        };
-        if let Some(n) = self.nets.values().find(|n| n.parent.index == link.index) {
-            bail!("parent {pname} is already used by network '{}' (one network per parent for now)", n.name);
+        let ipam = Ipam::new(&c.ipam).map_err(|e| anyhow!(e))?;
+        for n in self.nets.values() {
+            if let Some((mine, theirs)) = ipam.overlap(&n.ipam) {
+                bail!(
+                    "Pool overlaps with other one on this address space: subnet {mine} of network '{}' overlaps subnet {theirs} of network '{}'",
+                    c.name,
+                    n.name
+                );
+            }
         }
         let id = self.next_id;
-        let rx_queues = netlink::active_rx_queues(&pname).unwrap_or(link.rx_queues);
-        let spec = ParentSpec { ifindex: link.index, name: pname.clone(), mac, mtu: link.mtu, rx_queues };
-        self.dp.add_network(id, &spec).with_context(|| format!("setting up the datapath on {pname}"))?;
+        let domain = self.acquire_domain(id, parent.as_deref()).await?;
         self.next_id += 1;
-        let net = Network { id, name: c.name.clone(), parent: link, mode, pool, endpoints: Vec::new() };
+        let net = Network {
+            name: c.name.clone(),
+            id,
+            internal: parent.is_none(),
+            parent,
+            mode,
+            spec: c.ipam,
+            ipam,
+            domain: Some(domain),
+            status: "active".into(),
+            endpoints: Vec::new(),
+            dormant: Vec::new(),
+        };
         let v = serde_json::to_value(self.view(&net))?;
         self.nets.insert(c.name, net);
         Ok(v)
@@ -371,34 +673,65 @@ impl Daemon {
     async fn remove(&mut self, name: &str, force: bool) -> Result<Value> {
         let net = self.net(name)?;
         if !net.endpoints.is_empty() && !force {
-            let list: Vec<String> = net.endpoints.iter().map(|e| format!("{} ({})", e.netns, e.ifname)).collect();
+            let list: Vec<String> = net.endpoints.iter().map(Endpoint::label).collect();
             bail!("network '{name}' has connected endpoints: {}; disconnect them or use --force", list.join(", "));
         }
-        let specs: Vec<String> = net.endpoints.iter().map(|e| e.netns.clone()).collect();
-        for ns in specs {
-            self.disconnect(name, &ns).await?;
+        let keys: Vec<String> =
+            net.endpoints.iter().map(|e| e.netns().map_or_else(|| e.st.ifname.clone(), str::to_string)).collect();
+        for k in keys {
+            self.disconnect(name, &k).await?;
         }
         let net = self.nets.remove(name).expect("checked above");
-        self.dp.remove_network(net.id);
+        if let Some(k) = net.domain {
+            self.release_domain(k).await;
+        }
         Ok(json!({ "removed": name }))
     }
 
     async fn connect(&mut self, c: Connect) -> Result<Value> {
-        let workers = self.dp.workers() as u32;
-        let net = self.nets.get(&c.network).ok_or_else(|| anyhow!("network '{}' not found", c.network))?;
-        let (ns, ns_id) = open_netns(&c.netns)?;
-        if let Some(e) = net.endpoints.iter().find(|e| e.ns_id == ns_id) {
-            bail!("namespace '{}' is already connected to network '{}' (as {})", c.netns, c.network, e.ifname);
-        }
-        if c.ifname.is_empty() || c.ifname.len() > 15 || c.ifname.contains(['/', ' ', ':']) {
-            bail!("--ifname '{}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)", c.ifname);
-        }
-        let mtu = match c.mtu {
-            None => net.parent.mtu,
-            Some(m) if (68..=net.parent.mtu).contains(&m) => m,
-            Some(m) => bail!("--mtu {m} is outside 68..={} (the parent {}'s MTU)", net.parent.mtu, net.parent.name),
+        let net = self.net(&c.network)?;
+        let Some(dkey) = net.domain else { bail!("network '{}' is {}", c.network, net.status) };
+        let dom = &self.domains[&dkey];
+        let (dp, max_mtu, link_name) = (dom.dp, dom.link.mtu, dom.link.name.clone());
+        let target = match (&c.netns, &c.tap) {
+            (Some(spec), None) => {
+                if c.owner.is_some() {
+                    bail!("--owner is for --tap endpoints only");
+                }
+                let (ns, ns_id) = open_netns(spec)?;
+                if let Some(e) = net.endpoints.iter().find(|e| matches!(e.st.kind, EndpointKind::Veth { ns_id: id, .. } if id == ns_id)) {
+                    bail!("namespace '{spec}' is already connected to network '{}' (as {})", c.network, e.st.ifname);
+                }
+                if !valid_ifname(&c.ifname) {
+                    bail!("--ifname '{}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)", c.ifname);
+                }
+                Target::Veth { ns, ns_id, netns: spec.clone() }
+            }
+            (None, Some(tap)) => {
+                if !valid_ifname(tap) {
+                    bail!("--tap '{tap}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)");
+                }
+                if netlink::link_by_name(&self.h, tap).await?.is_some() {
+                    bail!("--tap {tap}: an interface of that name exists already");
+                }
+                if self.dp.workers() > 1 {
+                    bail!(
+                        "--tap {tap}: a tap device has one queue, and this daemon runs {} workers; tap endpoints need a single-worker daemon (--cpus with one CPU)",
+                        self.dp.workers()
+                    );
+                }
+                Target::Tap { name: tap.clone(), owner: c.owner }
+            }
+            (Some(_), Some(_)) => bail!("give either a NETNS or --tap NAME, not both"),
+            (None, None) => bail!("give the NETNS to connect, or --tap NAME for a VM"),
         };
-        // Validate the MAC before taking an address, so a bad MAC leaves the pool untouched.
+        let mtu = match c.mtu {
+            None => max_mtu,
+            Some(m) if (68..=max_mtu).contains(&m) => m,
+            Some(m) if self.nets[&c.network].internal => bail!("--mtu {m} is outside 68..={max_mtu} (the internal network's MTU)"),
+            Some(m) => bail!("--mtu {m} is outside 68..={max_mtu} (the parent {link_name}'s MTU)"),
+        };
+        // Validate the MAC before taking addresses, so a bad MAC leaves the pools untouched.
         let requested_mac = match &c.mac {
             None => None,
             Some(s) => {
@@ -410,151 +743,221 @@ impl Daemon {
             }
         };
         let net = self.nets.get_mut(&c.network).expect("checked above");
-        let ip = net.pool.allocate(c.ip.as_deref()).map_err(|e| anyhow!(e))?;
-        let mac = requested_mac.unwrap_or(MacAddr(derive_mac(ip)));
-        let in_use =
-            self.nets.values().flat_map(|n| n.endpoints.iter().map(move |e| (n, e))).find(|(_, e)| e.mac == mac);
-        let parent_mac = self.nets[&c.network].parent.mac;
-        if let Some((n, e)) = in_use {
-            let (n, ns) = (n.name.clone(), e.netns.clone());
-            self.nets.get_mut(&c.network).expect("exists").pool.release(ip);
-            bail!("MAC {mac} is already used by the endpoint in '{ns}' on network '{n}'");
+        let addrs = net.ipam.allocate(c.ip.as_deref(), c.ip6.as_deref()).map_err(|e| anyhow!(e))?;
+        let gateways = net.ipam.default_gateways();
+        let mac = requested_mac.or_else(|| derive_mac(&addrs).map(MacAddr)).expect("a network has a subnet");
+        if let Err(e) = self.check_mac(mac, dkey) {
+            self.nets.get_mut(&c.network).expect("exists").ipam.release(&addrs);
+            return Err(e);
         }
-        if Some(mac) == parent_mac {
-            self.nets.get_mut(&c.network).expect("exists").pool.release(ip);
-            bail!("MAC {mac} is the parent's own address");
-        }
-
-        let result = self.build_endpoint(&c, ns, ns_id, ip, mac, mtu, workers).await;
-        let net = self.nets.get_mut(&c.network).expect("exists");
-        match result {
-            Ok(ep) => {
-                let v = json!({ "network": c.network, "netns": ep.netns, "ifname": ep.ifname, "host_ifname": ep.host,
-                    "mac": ep.mac.to_string(), "ip": format!("{}/{}", ep.ip, net.pool.subnet.prefix_len()), "mtu": ep.mtu });
-                net.endpoints.push(ep);
-                Ok(v)
+        let net_id = self.nets[&c.network].id;
+        let built = match &target {
+            Target::Veth { ns, ns_id, netns } => {
+                let host = host_ifname(net_id, *ns_id);
+                let veth = Veth { host: &host, ifname: &c.ifname, ns: ns.try_clone()?, netns };
+                self.build_veth(dp, veth, mac, mtu, &addrs, &gateways, true).await.map(|b| (b, host))
             }
-            Err(e) => {
-                net.pool.release(ip);
-                Err(e)
-            }
-        }
-    }
-
-    /// Creates the veth pair, attaches the datapath, configures the container side; undoes all of it
-    /// on failure.
-    #[allow(clippy::too_many_arguments)]
-    async fn build_endpoint(
-        &mut self,
-        c: &Connect,
-        ns: File,
-        ns_id: (u64, u64),
-        ip: Ipv4Addr,
-        mac: MacAddr,
-        mtu: u32,
-        workers: u32,
-    ) -> Result<Endpoint> {
-        let net = &self.nets[&c.network];
-        let (net_id, prefix, gateway) = (net.id, net.pool.subnet.prefix_len(), net.pool.gateway);
-        let host = host_ifname(net_id, ns_id);
-        netlink::create_veth(&self.h, &host, &c.ifname, mac, mtu, workers, &ns).await?;
-        let link = match netlink::link_by_name(&self.h, &host).await {
-            Ok(Some(l)) => l,
-            other => {
-                // The pair exists by name only; find and delete it best-effort.
-                bail!("veth {host} vanished right after creation: {:?}", other.err());
+            Target::Tap { name, owner } => {
+                self.build_tap(dp, name, *owner, mac, mtu, true).await.map(|b| (b, name.clone()))
             }
         };
+        let net = self.nets.get_mut(&c.network).expect("exists");
+        let ((port, host_index), host) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                net.ipam.release(&addrs);
+                return Err(e);
+            }
+        };
+        let (kind, ifname) = match target {
+            Target::Veth { ns_id, netns, .. } => (EndpointKind::Veth { netns, ns_id }, c.ifname.clone()),
+            Target::Tap { name, owner } => (EndpointKind::Tap { owner }, name),
+        };
+        let st = EndpointState {
+            kind,
+            ifname,
+            host,
+            mac: mac.to_string(),
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            mtu,
+        };
+        let ep = Endpoint { st, port, host_index, mac, addrs };
+        let v = json!({ "network": c.network, "kind": if ep.netns().is_some() { "veth" } else { "tap" },
+            "netns": ep.netns(), "ifname": ep.st.ifname, "host_ifname": ep.st.host, "mac": ep.mac.to_string(),
+            "ips": ep.st.addrs, "mtu": ep.st.mtu });
+        net.endpoints.push(ep);
+        Ok(v)
+    }
+
+    /// A MAC may be used once per L2 domain, and never be the parent's own.
+    fn check_mac(&self, mac: MacAddr, dkey: u32) -> Result<()> {
+        for n in self.nets.values().filter(|n| n.domain == Some(dkey)) {
+            if let Some(e) = n.endpoints.iter().find(|e| e.mac == mac) {
+                bail!("MAC {mac} is already used by the endpoint {} on network '{}'", e.label(), n.name);
+            }
+        }
+        let dom = &self.domains[&dkey];
+        if !dom.anchor && dom.link.mac == Some(mac) {
+            bail!("MAC {mac} is the parent {}'s own address", dom.link.name);
+        }
+        Ok(())
+    }
+
+    /// Creates (or, `create` false, adopts) an endpoint's veth pair, attaches the datapath and
+    /// configures the container side; undoes what it did on failure.
+    #[allow(clippy::too_many_arguments)]
+    async fn build_veth(
+        &mut self,
+        dp: NetId,
+        v: Veth<'_>,
+        mac: MacAddr,
+        mtu: u32,
+        addrs: &[Assigned],
+        gateways: &[IpAddr],
+        create: bool,
+    ) -> Result<(PortId, u32)> {
+        let workers = self.dp.workers() as u32;
+        let host = v.host.to_string();
+        if create {
+            netlink::create_veth(&self.h, &host, v.ifname, mac, mtu, workers, &v.ns).await?;
+        }
+        let link = netlink::link_by_name(&self.h, &host)
+            .await?
+            .ok_or_else(|| anyhow!("veth {host} vanished right after creation"))?;
         let mut port = None;
         let steps = async {
             netlink::disable_ipv6(&host)?;
             netlink::set_up(&self.h, link.index).await?;
             let spec = EndpointSpec { ifindex: link.index, name: host.clone(), mac, mtu, vlan: 0, up: false };
-            port =
-                Some(self.dp.add_endpoint(net_id, &spec).with_context(|| format!("attaching the datapath to {host}"))?);
-            let ifname = c.ifname.clone();
-            let ns_clone = ns.try_clone()?;
-            netlink::in_netns(ns_clone, move |h| async move {
-                let l = netlink::link_by_name(&h, &ifname)
-                    .await?
-                    .ok_or_else(|| anyhow!("{ifname} is missing in the namespace"))?;
-                netlink::add_addr(&h, l.index, ip.into(), prefix).await?;
-                netlink::set_up(&h, l.index).await?;
-                if let Some(lo) = netlink::link_by_name(&h, "lo").await? {
-                    netlink::set_up(&h, lo.index).await?;
-                }
-                if let Some(gw) = gateway {
-                    netlink::add_default_route(&h, gw).await?;
-                }
-                Ok(())
-            })
-            .await
-            .with_context(|| format!("configuring {} in namespace '{}'", c.ifname, c.netns))?;
+            port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?);
+            if create {
+                let (ifname, addrs, gateways) = (v.ifname.to_string(), addrs.to_vec(), gateways.to_vec());
+                netlink::in_netns(v.ns.try_clone()?, move |h| async move {
+                    let l = netlink::link_by_name(&h, &ifname)
+                        .await?
+                        .ok_or_else(|| anyhow!("{ifname} is missing in the namespace"))?;
+                    for a in &addrs {
+                        netlink::add_addr(&h, l.index, a.ip, a.prefix).await?;
+                    }
+                    netlink::set_up(&h, l.index).await?;
+                    if let Some(lo) = netlink::link_by_name(&h, "lo").await? {
+                        netlink::set_up(&h, lo.index).await?;
+                    }
+                    for gw in gateways.into_iter().filter(|g| addrs.iter().any(|a| a.ip.is_ipv6() == g.is_ipv6())) {
+                        netlink::add_default_route(&h, gw).await?;
+                    }
+                    Ok(())
+                })
+                .await
+                .with_context(|| format!("configuring {} in namespace '{}'", v.ifname, v.netns))?;
+            }
             anyhow::Ok(())
         }
         .await;
         if let Err(e) = steps {
             if let Some(p) = port {
-                self.dp.remove_endpoint(net_id, p);
+                self.dp.remove_endpoint(dp, p);
             }
-            let _ = netlink::del_link(&self.h, link.index).await;
+            if create {
+                let _ = netlink::del_link(&self.h, link.index).await;
+            }
             return Err(e);
         }
         let port = port.expect("set when steps succeed");
         // The container side is up now; the carrier of our side says so too (the link monitor
         // keeps following it from here on).
         let up = netlink::link_by_index(&self.h, link.index).await.ok().flatten().is_some_and(|l| l.lower_up);
-        self.dp.set_endpoint_up(net_id, port, up);
-        Ok(Endpoint {
-            port,
-            netns: c.netns.clone(),
-            ns_id,
-            ifname: c.ifname.clone(),
-            host,
-            host_index: link.index,
-            mac,
-            ip,
-            mtu,
-        })
+        self.dp.set_endpoint_up(dp, port, up);
+        Ok((port, link.index))
     }
 
-    async fn disconnect(&mut self, network: &str, netns: &str) -> Result<Value> {
-        let net = self.nets.get_mut(network).ok_or_else(|| anyhow!("network '{network}' not found"))?;
-        // Match by namespace identity when it still exists, else by the name it was connected with.
-        let ns_id = open_netns(netns).ok().map(|(_, id)| id);
+    /// Creates (or adopts) a persistent tap for a VM and attaches the datapath to it. Its carrier
+    /// is on while a VM has it open; until then frames for it count as `dst_down`.
+    async fn build_tap(
+        &mut self,
+        dp: NetId,
+        name: &str,
+        owner: Option<u32>,
+        mac: MacAddr,
+        mtu: u32,
+        create: bool,
+    ) -> Result<(PortId, u32)> {
+        if create {
+            netlink::create_tap(name, owner)?;
+        }
+        let link = netlink::link_by_name(&self.h, name)
+            .await?
+            .ok_or_else(|| anyhow!("tap {name} vanished right after creation"))?;
+        let mut port = None;
+        let steps = async {
+            netlink::set_mtu(&self.h, link.index, mtu).await?;
+            netlink::disable_ipv6(name)?;
+            netlink::set_up(&self.h, link.index).await?;
+            let spec = EndpointSpec { ifindex: link.index, name: name.to_string(), mac, mtu, vlan: 0, up: false };
+            port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {name}"))?);
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = steps {
+            if let Some(p) = port {
+                self.dp.remove_endpoint(dp, p);
+            }
+            if create {
+                let _ = netlink::del_link(&self.h, link.index).await;
+            }
+            return Err(e);
+        }
+        let port = port.expect("set when steps succeed");
+        let up = netlink::link_by_index(&self.h, link.index).await.ok().flatten().is_some_and(|l| l.lower_up);
+        self.dp.set_endpoint_up(dp, port, up);
+        Ok((port, link.index))
+    }
+
+    async fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<Value> {
+        let net = self.nets.get(network).ok_or_else(|| anyhow!("network '{network}' not found"))?;
+        // A tap by name; a namespace by identity when it still exists, else by the name it was
+        // connected with.
+        let ns_id = open_netns(endpoint).ok().map(|(_, id)| id);
         let pos = net
             .endpoints
             .iter()
-            .position(|e| Some(e.ns_id) == ns_id || e.netns == netns)
-            .ok_or_else(|| anyhow!("namespace '{netns}' is not connected to network '{network}'"))?;
+            .position(|e| match &e.st.kind {
+                EndpointKind::Tap { .. } => e.st.ifname == endpoint,
+                EndpointKind::Veth { netns, ns_id: id } => Some(*id) == ns_id || netns == endpoint,
+            })
+            .ok_or_else(|| anyhow!("'{endpoint}' is not connected to network '{network}' (give its NETNS or tap name)"))?;
+        let dp = net.domain.and_then(|k| self.domains.get(&k)).map(|d| d.dp);
+        let net = self.nets.get_mut(network).expect("checked above");
         let ep = net.endpoints.remove(pos);
-        net.pool.release(ep.ip);
-        let id = net.id;
-        self.dp.remove_endpoint(id, ep.port);
+        net.ipam.release(&ep.addrs);
+        if let Some(dp) = dp {
+            self.dp.remove_endpoint(dp, ep.port);
+        }
         netlink::del_link(&self.h, ep.host_index).await?;
-        Ok(json!({ "network": network, "netns": ep.netns, "removed": ep.host }))
+        Ok(json!({ "network": network, "endpoint": ep.label(), "removed": ep.st.host }))
     }
 
     async fn link_event(&mut self, link: &Link, deleted: bool) {
         let found = self.nets.values().find_map(|n| {
-            n.endpoints
-                .iter()
-                .find(|e| e.host_index == link.index)
-                .map(|e| (n.id, n.name.clone(), e.port, e.netns.clone()))
+            let dp = self.domains.get(&n.domain?)?.dp;
+            n.endpoints.iter().find(|e| e.host_index == link.index).map(|e| (dp, n.name.clone(), e.port, e.label()))
         });
-        let Some((net_id, net_name, port, netns)) = found else { return };
+        let Some((dp, net_name, port, label)) = found else { return };
         if deleted {
             // The namespace (or the link) went away under us: forget the endpoint.
-            eprintln!("xmacvlan daemon: endpoint in '{netns}' on '{net_name}' disappeared; disconnecting it");
-            self.dp.remove_endpoint(net_id, port);
+            eprintln!("xmacvlan daemon: endpoint {label} on '{net_name}' disappeared; disconnecting it");
+            self.dp.remove_endpoint(dp, port);
             if let Some(n) = self.nets.get_mut(&net_name) {
-                if let Some(pos) = n.endpoints.iter().position(|e| e.port == port) {
+                if let Some(pos) = n.endpoints.iter().position(|e| e.port == port && e.host_index == link.index) {
                     let ep = n.endpoints.remove(pos);
-                    n.pool.release(ep.ip);
+                    n.ipam.release(&ep.addrs);
                 }
             }
+            if let Err(e) = self.persist() {
+                eprintln!("xmacvlan daemon: {e:#}");
+            }
         } else {
-            self.dp.set_endpoint_up(net_id, port, link.lower_up);
+            self.dp.set_endpoint_up(dp, port, link.lower_up);
         }
     }
 
@@ -585,33 +988,49 @@ impl Daemon {
             .nets
             .values()
             .filter_map(|n| {
-                let r = report.networks.iter().find(|r| r.id == n.id)?;
-                let mut ports = vec![port_json("parent", &r.parent)];
+                let dom = self.domains.get(&n.domain?)?;
+                let r = report.networks.iter().find(|r| r.id == dom.dp)?;
+                let mut ports = Vec::new();
+                if !dom.anchor {
+                    // Shared by every network on this parent.
+                    ports.push(port_json("parent", &r.parent));
+                }
                 for e in &n.endpoints {
                     if let Some(p) = r.endpoints.iter().find(|p| p.id == e.port) {
-                        let mut v = port_json("endpoint", p);
-                        v["netns"] = json!(e.netns);
-                        v["ifname"] = json!(e.ifname);
-                        v["ips"] = json!([e.ip.to_string()]);
+                        let mut v = port_json(if e.netns().is_some() { "endpoint" } else { "tap" }, p);
+                        v["netns"] = json!(e.netns());
+                        v["ifname"] = json!(e.st.ifname);
+                        v["ips"] = json!(e.st.addrs);
                         ports.push(v);
                     }
                 }
-                Some(json!({ "name": n.name, "parent": n.parent.name, "xdp_mode": r.xdp_mode, "ports": ports }))
+                Some(json!({ "name": n.name, "parent": n.parent, "internal": n.internal, "xdp_mode": r.xdp_mode, "ports": ports }))
             })
             .collect();
         let xdp: serde_json::Map<String, Value> = report.xdp.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
         json!({ "workers": workers, "xdp": xdp, "networks": networks })
     }
 
-    /// Clean stop: endpoints this daemon created are removed (no state survives a restart yet),
-    /// then the workers stop and every XDP program is detached.
+    /// Clean stop: the workers stop and every XDP program is detached; endpoints stay in place
+    /// (and in the state file) for the next start. Internal anchors hold nothing and go.
     async fn shutdown(&mut self) {
-        let names: Vec<String> = self.nets.keys().cloned().collect();
-        for name in names {
-            if let Err(e) = self.remove(&name, true).await {
-                eprintln!("xmacvlan daemon: removing network '{name}': {e:#}");
-            }
-        }
         self.dp.shutdown();
+        for d in self.domains.values().filter(|d| d.anchor) {
+            let _ = netlink::del_link(&self.h, d.link.index).await;
+        }
     }
+}
+
+/// Where a new endpoint goes.
+enum Target {
+    Veth { ns: File, ns_id: (u64, u64), netns: String },
+    Tap { name: String, owner: Option<u32> },
+}
+
+/// The veth pair of an endpoint: `host` here, `ifname` inside `ns`.
+struct Veth<'a> {
+    host: &'a str,
+    ifname: &'a str,
+    ns: File,
+    netns: &'a str,
 }

@@ -5,6 +5,7 @@ mod client;
 mod daemon;
 mod ipam;
 mod netlink;
+mod state;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,10 @@ enum Cmd {
         /// core with the parent's NAPI thread from being starved by it.
         #[arg(long, default_value_t = -20, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
         worker_nice: i32,
+        /// Start without networks if the state file is corrupt or unreadable (it is moved aside
+        /// to state.json.unusable-TIME, never overwritten).
+        #[arg(long)]
+        start_empty: bool,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -48,6 +53,8 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Print a shell completion script, e.g. `xmacvlan completions bash > /etc/bash_completion.d/xmacvlan`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,12 +65,18 @@ pub enum Format {
 
 #[derive(Subcommand)]
 enum NetCmd {
-    /// Create a network on a parent interface.
+    /// Create a network on a parent interface (or, without one, an internal network).
     Create(CreateArgs),
-    /// Connect a network namespace (a name under /var/run/netns, a path, or a PID).
+    /// Connect a network namespace (a name under /var/run/netns, a path, or a PID), or a VM
+    /// through a new tap device (--tap).
     Connect(ConnectArgs),
-    /// Disconnect a namespace and delete its endpoint.
-    Disconnect { network: String, netns: String },
+    /// Disconnect an endpoint (its NETNS or tap name) and delete its link.
+    Disconnect {
+        network: String,
+        endpoint: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// List networks.
     Ls {
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -81,6 +94,8 @@ enum NetCmd {
         /// Also disconnect every endpoint.
         #[arg(long, short)]
         force: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 
@@ -89,15 +104,29 @@ struct CreateArgs {
     /// Driver (only macvlan).
     #[arg(short = 'd', long, default_value = "macvlan")]
     driver: String,
-    /// IPv4 subnet in CIDR form.
+    /// Subnet in CIDR form, IPv4 or IPv6; repeat for several.
+    #[arg(long = "subnet")]
+    subnets: Vec<String>,
+    /// Gateway of one of the subnets (external to xmacvlan; the endpoints' default route); one per subnet.
+    #[arg(long = "gateway")]
+    gateways: Vec<String>,
+    /// Allocate only from this sub-range (CIDR) of one of the subnets; one per subnet.
+    #[arg(long = "ip-range")]
+    ip_ranges: Vec<String>,
+    /// Reserve an address: name=IP (never allocated); repeatable.
+    #[arg(long = "aux-address")]
+    aux_addresses: Vec<String>,
+    /// Enable IPv6 (needs an IPv6 --subnet).
     #[arg(long)]
-    subnet: Option<String>,
-    /// Gateway of the subnet (external to xmacvlan; used as the endpoints' default route).
+    ipv6: bool,
+    /// Endpoints talk only among themselves: no parent, no XDP on any host interface.
     #[arg(long)]
-    gateway: Option<String>,
+    internal: bool,
     /// Driver options: parent=IFACE, macvlan_mode=bridge.
     #[arg(short = 'o', long = "opt", value_parser = parse_kv)]
     opts: Vec<(String, String)>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
     name: String,
 }
 
@@ -106,6 +135,9 @@ struct ConnectArgs {
     /// IPv4 address (default: the next free one).
     #[arg(long)]
     ip: Option<String>,
+    /// IPv6 address (default: the next free one, on an --ipv6 network).
+    #[arg(long)]
+    ip6: Option<String>,
     /// MAC address (default: 02:42 followed by the IPv4 address).
     #[arg(long = "mac-address")]
     mac: Option<String>,
@@ -115,8 +147,17 @@ struct ConnectArgs {
     /// Endpoint MTU (default and maximum: the parent's).
     #[arg(long)]
     mtu: Option<u32>,
+    /// Create a persistent tap device of this name for a VM instead of a veth into NETNS.
+    #[arg(long, conflicts_with = "netns")]
+    tap: Option<String>,
+    /// Owner (uid) of the tap device, so an unprivileged VM monitor can open it.
+    #[arg(long, requires = "tap")]
+    owner: Option<u32>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
     network: String,
-    netns: String,
+    #[arg(required_unless_present = "tap")]
+    netns: Option<String>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -135,41 +176,52 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let result = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Daemon { state_dir, cpus, worker_nice } => {
+            Cmd::Daemon { state_dir, cpus, worker_nice, start_empty } => {
                 let cpus = if cpus.is_empty() { default_cpus() } else { cpus };
-                daemon::run(daemon::Options { state_dir, socket: cli.socket, cpus, worker_nice }).await
+                daemon::run(daemon::Options { state_dir, socket: cli.socket, cpus, worker_nice, start_empty }).await
             }
             Cmd::Network(n) => {
                 let c = client::Client::new(cli.socket);
                 match n {
                     NetCmd::Create(a) => {
-                        c.create(api::CreateNetwork {
-                            name: a.name,
-                            driver: a.driver,
-                            subnet: a.subnet,
-                            gateway: a.gateway,
-                            options: a.opts,
-                        })
-                        .await
+                        let ipam = ipam::IpamSpec {
+                            subnets: a.subnets,
+                            gateways: a.gateways,
+                            ip_ranges: a.ip_ranges,
+                            aux_addresses: a.aux_addresses,
+                            ipv6: a.ipv6,
+                        };
+                        let req =
+                            api::CreateNetwork { name: a.name, driver: a.driver, ipam, internal: a.internal, options: a.opts };
+                        c.create(req, a.format).await
                     }
                     NetCmd::Connect(a) => {
-                        c.connect(api::Connect {
+                        let req = api::Connect {
                             network: a.network,
-                            netns: absolutize(a.netns),
+                            netns: a.netns.map(absolutize),
+                            tap: a.tap,
+                            owner: a.owner,
                             ip: a.ip,
+                            ip6: a.ip6,
                             mac: a.mac,
                             ifname: a.ifname,
                             mtu: a.mtu,
-                        })
-                        .await
+                        };
+                        c.connect(req, a.format).await
                     }
-                    NetCmd::Disconnect { network, netns } => c.disconnect(network, absolutize(netns)).await,
+                    NetCmd::Disconnect { network, endpoint, format } => {
+                        c.disconnect(network, absolutize(endpoint), format).await
+                    }
                     NetCmd::Ls { format } => c.ls(format).await,
                     NetCmd::Inspect { network, format } => c.inspect(network, format).await,
-                    NetCmd::Rm { network, force } => c.rm(network, force).await,
+                    NetCmd::Rm { network, force, format } => c.rm(network, force, format).await,
                 }
             }
             Cmd::Stats { watch, format } => client::Client::new(cli.socket).stats(watch, format).await,
+            Cmd::Completions { shell } => {
+                clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "xmacvlan", &mut std::io::stdout());
+                Ok(())
+            }
         }
     });
     if let Err(e) = result {

@@ -1,12 +1,15 @@
 //! rtnetlink operations: links, addresses, routes, and work inside another network namespace.
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, Context, Result};
 use futures::TryStreamExt;
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
+};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use xmacvlan_datapath::frame::MacAddr;
 
@@ -136,13 +139,104 @@ pub async fn del_link(h: &Handle, index: u32) -> Result<()> {
     }
 }
 
+/// Adds an address; IPv6 ones without duplicate address detection (IFA_F_NODAD), as the IPAM
+/// guarantees uniqueness and DAD would hold the address back for a second or more.
 pub async fn add_addr(h: &Handle, index: u32, ip: IpAddr, prefix: u8) -> Result<()> {
-    h.address().add(index, ip, prefix).execute().await.map_err(|e| anyhow!("adding {ip}/{prefix}: {e}"))
+    let mut req = h.address().add(index, ip, prefix);
+    if ip.is_ipv6() {
+        req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    req.execute().await.map_err(|e| anyhow!("adding {ip}/{prefix}: {e}"))
 }
 
-pub async fn add_default_route(h: &Handle, gw: Ipv4Addr) -> Result<()> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+pub async fn add_default_route(h: &Handle, gw: IpAddr) -> Result<()> {
+    let route = match gw {
+        IpAddr::V4(v4) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(v4).build(),
+        IpAddr::V6(v6) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(v6).build(),
+    };
     h.route().add(route).execute().await.map_err(|e| anyhow!("adding default route via {gw}: {e}"))
+}
+
+/// An internal network's anchor: a veth pair of ours (both ends in the daemon's namespace, left
+/// down) that hosts the sockets owning the network's UMEMs, like Docker's dummy parent.
+pub async fn create_anchor(h: &Handle, name: &str, queues: u32) -> Result<Link> {
+    let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(&format!("{name}p"))
+        .append_extra_attribute(LinkAttribute::NumTxQueues(queues))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(queues))
+        .build();
+    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(name.to_string())
+        .append_extra_attribute(LinkAttribute::NumTxQueues(queues))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(queues))
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+        .build();
+    h.link().add(msg).execute().await.map_err(|e| anyhow!("creating the internal anchor {name}: {e}"))?;
+    link_by_name(h, name).await?.ok_or_else(|| anyhow!("anchor {name} vanished right after creation"))
+}
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+#[repr(C)]
+struct TunReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Creates a persistent tap device (single queue, no packet info), optionally owned by `owner`
+/// so an unprivileged VM monitor may open it.
+pub fn create_tap(name: &str, owner: Option<u32>) -> Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: open(2) with a constant path; the fd is owned below.
+    let raw = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening /dev/net/tun");
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut req = TunReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI, _pad: [0; 22] };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    let ioctl = |what: &str, cmd: libc::c_ulong, arg: libc::c_ulong| -> Result<()> {
+        // SAFETY: TUN ioctls on our fd; TUNSETIFF reads the live ifreq, the others take integers.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), cmd, arg) } < 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("tap {name}: {what}"));
+        }
+        Ok(())
+    };
+    ioctl("TUNSETIFF", TUNSETIFF, &mut req as *mut TunReq as libc::c_ulong)?;
+    if let Some(uid) = owner {
+        ioctl("TUNSETOWNER", TUNSETOWNER, libc::c_ulong::from(uid))?;
+    }
+    ioctl("TUNSETPERSIST", TUNSETPERSIST, 1)
+}
+
+pub async fn set_mtu(h: &Handle, index: u32, mtu: u32) -> Result<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(|e| anyhow!("setting the MTU of link #{index} to {mtu}: {e}"))
+}
+
+/// The kind of a link (IFLA_INFO_KIND: "veth", "tun", ...), when it has one.
+pub async fn link_kind(h: &Handle, index: u32) -> Result<Option<String>> {
+    let mut s = h.link().get().match_index(index).execute();
+    let Some(m) = s.try_next().await.map_err(|e| anyhow!("looking up link #{index}: {e}"))? else { return Ok(None) };
+    for a in &m.attributes {
+        if let LinkAttribute::LinkInfo(infos) = a {
+            for i in infos {
+                if let LinkInfo::Kind(k) = i {
+                    return Ok(Some(k.to_string()));
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Runs `f` with an rtnetlink handle inside the network namespace `ns`, on a dedicated thread that

@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, Xdp, XdpFlags};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle, Xdp, XdpFlags};
 
 use crate::frame::MacAddr;
 use crate::Error;
@@ -32,11 +32,17 @@ pub const MAX_SLOTS: u32 = 4096;
 pub const XDP_STAT_NAMES: [&str; 6] =
     ["to_xsk", "pass_multicast", "pass_unknown", "pass_short", "endpoint_to_xsk", "no_socket"];
 
+/// Names of our programs, as the kernel reports them: how a restarted daemon recognises what a
+/// previous one attached.
+const OURS: [&str; 2] = ["xmv_parent", "xmv_endpoint"];
+
 /// How an XDP program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpMode {
     Native,
     Generic,
+    /// Nothing attached (an internal network's anchor).
+    None,
 }
 
 impl XdpMode {
@@ -44,12 +50,14 @@ impl XdpMode {
         match self {
             XdpMode::Native => "native",
             XdpMode::Generic => "generic",
+            XdpMode::None => "none",
         }
     }
     fn flags(self) -> XdpFlags {
         match self {
             XdpMode::Native => XdpFlags::DRV_MODE,
             XdpMode::Generic => XdpFlags::SKB_MODE,
+            XdpMode::None => XdpFlags::empty(),
         }
     }
 }
@@ -99,8 +107,12 @@ impl Bpf {
     }
 
     /// Attaches `p` to `ifindex`, native mode first, generic when the driver has none. Refuses to
-    /// replace a program someone else attached.
+    /// replace a program someone else attached; replaces (atomically) one of ours that a previous
+    /// daemon left behind, e.g. after `kill -9`, so there is never more than one.
     pub fn attach(&self, p: Prog, ifindex: u32, ifname: &str) -> Result<XdpMode, Error> {
+        if [XdpMode::Native, XdpMode::Generic].iter().any(|&m| self.attached_id(ifindex, m) != 0) {
+            return self.replace_stale(p, ifindex, ifname);
+        }
         let xdp = Xdp::new(self.prog(p));
         let mut last = None;
         for mode in [XdpMode::Native, XdpMode::Generic] {
@@ -115,8 +127,41 @@ impl Bpf {
         Err(Error::Attach { ifname: ifname.to_string(), cause: last.expect("tried at least once") })
     }
 
+    fn replace_stale(&self, p: Prog, ifindex: u32, ifname: &str) -> Result<XdpMode, Error> {
+        let busy = || Error::XdpBusy { ifname: ifname.to_string() };
+        for mode in [XdpMode::Native, XdpMode::Generic] {
+            let id = self.attached_id(ifindex, mode);
+            if id == 0 {
+                continue;
+            }
+            let old = ProgramHandle::from_prog_id(id).map_err(|_| busy())?;
+            if !OURS.iter().any(|n| old.name() == *n) {
+                return Err(busy());
+            }
+            let opts = libbpf_rs::libbpf_sys::bpf_xdp_attach_opts {
+                sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_xdp_attach_opts>() as _,
+                old_prog_fd: old.as_fd().as_raw_fd(),
+                ..Default::default()
+            };
+            let flags = (mode.flags() | XdpFlags::REPLACE).bits();
+            // SAFETY: plain libbpf call with live program fds and a sized opts struct.
+            let rc = unsafe {
+                libbpf_rs::libbpf_sys::bpf_xdp_attach(ifindex as i32, self.prog(p).as_raw_fd(), flags, &opts)
+            };
+            if rc != 0 {
+                let cause = libbpf_rs::Error::from(std::io::Error::from_raw_os_error(rc.abs()));
+                return Err(Error::Attach { ifname: ifname.to_string(), cause });
+            }
+            return Ok(mode);
+        }
+        Err(busy())
+    }
+
     /// Detaches whatever we attached in `mode`; a link that is gone already is not an error.
     pub fn detach(&self, ifindex: u32, mode: XdpMode) {
+        if mode == XdpMode::None {
+            return;
+        }
         let xdp = Xdp::new(self.prog(Prog::Parent));
         let _ = xdp.detach(ifindex as i32, mode.flags());
     }

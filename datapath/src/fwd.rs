@@ -133,6 +133,9 @@ pub struct Table {
     ports: Vec<Option<PortInfo>>,
     /// Endpoints in port order, for floods.
     endpoints: Vec<PortId>,
+    /// False for an internal network: no wire behind the parent port, so unknown unicast from an
+    /// endpoint is dropped and floods stay among the endpoints.
+    wire: bool,
 }
 
 /// The table refused an update.
@@ -147,7 +150,16 @@ pub enum TableError {
 impl Table {
     pub fn new(parent_mac: MacAddr, parent_mtu: u32) -> Self {
         let parent = PortInfo { kind: PortKind::Parent, mac: parent_mac, mtu: parent_mtu, vlan: 0, up: true };
-        Table { macs: HashMap::default(), ports: vec![Some(parent)], endpoints: Vec::new() }
+        Table { macs: HashMap::default(), ports: vec![Some(parent)], endpoints: Vec::new(), wire: true }
+    }
+
+    /// The table of an internal network (Docker's `--internal` / no parent): endpoints only.
+    pub fn internal(anchor_mac: MacAddr) -> Self {
+        Table { wire: false, ..Table::new(anchor_mac, 0) }
+    }
+
+    pub fn has_wire(&self) -> bool {
+        self.wire
     }
 
     pub fn add_endpoint(&mut self, id: PortId, info: PortInfo) -> Result<(), TableError> {
@@ -214,7 +226,7 @@ impl Table {
             .iter()
             .copied()
             .filter(move |&p| p != ingress && self.port(p).is_some_and(|i| i.vlan == vlan))
-            .chain(wire.then_some(PARENT))
+            .chain((wire && self.wire).then_some(PARENT))
     }
 }
 
@@ -253,7 +265,8 @@ pub fn decide(frame: &[u8], ingress: PortId, table: &Table) -> Action {
     }
     match table.lookup(vlan, dst) {
         Some(port) => deliver(port),
-        None => deliver(PARENT),
+        None if table.has_wire() => deliver(PARENT),
+        None => Action::Drop { reason: DropReason::NoEndpoint, port: ingress },
     }
 }
 
@@ -293,6 +306,17 @@ mod tests {
             Action::Flood { vlan, wire, .. } => t.flood_targets(ingress, vlan, wire).collect(),
             other => panic!("expected a flood, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn internal_network_keeps_everything_among_endpoints() {
+        let mut t = Table::internal(PARENT_MAC);
+        t.add_endpoint(1, ep(A, 1500)).unwrap();
+        t.add_endpoint(2, ep(B, 1500)).unwrap();
+        assert_eq!(decide(&frame(B, A, 60), 1, &t), Action::Forward(2));
+        assert_eq!(decide(&frame(OUTSIDE, A, 60), 1, &t), Action::Drop { reason: DropReason::NoEndpoint, port: 1 });
+        assert_eq!(decide(&frame(PARENT_MAC, A, 60), 1, &t), Action::Drop { reason: DropReason::NoEndpoint, port: 1 });
+        assert_eq!(targets(&t, decide(&frame(MacAddr::BROADCAST, A, 60), 1, &t), 1), vec![2]);
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct ParentSpec {
     pub mac: MacAddr,
     pub mtu: u32,
     pub rx_queues: u32,
+    /// An internal network's anchor: a link of ours that only hosts the UMEM-owning sockets. It
+    /// gets no XDP program and no flood socket, and nothing is ever sent to it.
+    pub internal: bool,
 }
 
 /// The daemon-side end of an endpoint's veth pair.
@@ -258,11 +261,15 @@ impl Datapath {
             return Err(Error::TooFewQueues { ifname: parent.name.clone(), queues: parent.rx_queues, workers });
         }
         let slot = self.alloc_slot()?;
-        let xdp = match self.bpf.attach(Prog::Parent, parent.ifindex, &parent.name) {
-            Ok(mode) => mode,
-            Err(e) => {
-                self.free_slot(slot);
-                return Err(e);
+        let xdp = if parent.internal {
+            XdpMode::None
+        } else {
+            match self.bpf.attach(Prog::Parent, parent.ifindex, &parent.name) {
+                Ok(mode) => mode,
+                Err(e) => {
+                    self.free_slot(slot);
+                    return Err(e);
+                }
             }
         };
         let iface = Iface { ifindex: parent.ifindex, name: parent.name.clone(), slot, xdp };
@@ -279,12 +286,14 @@ impl Datapath {
     }
 
     fn build_network(&mut self, id: NetId, parent: &ParentSpec, iface: &Iface) -> Result<Network, Error> {
-        let table = Table::new(parent.mac, parent.mtu);
+        let table = if parent.internal { Table::internal(parent.mac) } else { Table::new(parent.mac, parent.mtu) };
         let mut umems = Vec::new();
         let mut domains = Vec::new();
         let mut counters = Vec::new();
         let mut mode = XskMode::Copy;
-        self.bpf.set_slot(iface.ifindex, iface.slot)?;
+        if !parent.internal {
+            self.bpf.set_slot(iface.ifindex, iface.slot)?;
+        }
         let workers = self.workers.len() as u32;
         for w in 0..workers {
             let umem = SharedUmem::new(self.cfg.frames)?;
@@ -292,8 +301,16 @@ impl Datapath {
             // no steered frame falls back to the host stack for want of one.
             let xsk = XskPort::open(&umem, parent.ifindex, w, &parent.name, true, PARENT_RX_SIZE)?;
             mode = xsk.mode;
-            self.bpf.set_xsk(iface.slot, w, xsk.fd())?;
             let mut more = Vec::new();
+            if parent.internal {
+                let c: SharedPortCounters = Default::default();
+                counters.push(c.clone());
+                let port = Port { xsk, more, counters: c, fill_target: 0, tx_outstanding: 0 };
+                domains.push(Domain::new(id, table.clone(), port, umem.area.clone(), None));
+                umems.push(umem);
+                continue;
+            }
+            self.bpf.set_xsk(iface.slot, w, xsk.fd())?;
             for q in (w + workers..parent.rx_queues.min(MAX_QUEUES)).step_by(workers as usize) {
                 let extra = XskPort::open(&umem, parent.ifindex, q, &parent.name, false, PARENT_RX_SIZE)?;
                 self.bpf.set_xsk(iface.slot, q, extra.fd())?;
