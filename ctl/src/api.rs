@@ -17,12 +17,20 @@ pub struct Envelope {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     NetworkCreate(CreateNetwork),
-    NetworkRm { name: String, force: bool },
+    NetworkRm {
+        name: String,
+        force: bool,
+    },
     NetworkLs,
-    NetworkInspect { name: String },
+    NetworkInspect {
+        name: String,
+    },
     Connect(Connect),
     /// `endpoint` is the namespace (as for connect) or a tap's name.
-    Disconnect { network: String, endpoint: String },
+    Disconnect {
+        network: String,
+        endpoint: String,
+    },
     Stats,
 }
 

@@ -62,7 +62,8 @@ impl Client {
     pub async fn connect(&self, c: api::Connect, format: Format) -> Result<()> {
         let v = self.call(Request::Connect(c)).await?;
         Self::show(&v, format, |v| {
-            let ips: Vec<&str> = v["ips"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let ips: Vec<&str> =
+                v["ips"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             format!(
                 "{} {} {} {}",
                 v["netns"].as_str().unwrap_or("-"),

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ipnet::IpNet;
 use futures::StreamExt;
+use ipnet::IpNet;
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::{Handle, MulticastGroup};
@@ -131,7 +131,7 @@ pub async fn run(opts: Options) -> Result<()> {
         }
         Err(e) => bail!("{e:#}\nfix or move the file, or start with --start-empty to begin without networks"),
     };
-    let listener = bind_socket(&opts.socket).await?;
+    refuse_if_live(&opts.socket).await?;
     let cpus = if opts.cpus.is_empty() { vec![None] } else { opts.cpus.iter().map(|&c| Some(c)).collect() };
     let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, ..Config::default() })
         .context("starting the datapath")?;
@@ -148,6 +148,8 @@ pub async fn run(opts: Options) -> Result<()> {
         rates: Rates { at: Instant::now(), per_sec: vec![(0.0, 0.0, 0.0); workers.len()], workers },
     };
     d.restore(saved).await?;
+    // Listening only now: a client that can connect finds the restored networks in place.
+    let listener = bind_socket(&opts.socket).await?;
     let daemon: Shared = Arc::new(Mutex::new(d));
     eprintln!(
         "xmacvlan daemon: {} worker(s), listening on {}",
@@ -177,15 +179,21 @@ pub async fn run(opts: Options) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to start next to a live daemon on the same socket.
+async fn refuse_if_live(path: &Path) -> Result<()> {
+    if path.exists() && UnixStream::connect(path).await.is_ok() {
+        bail!("another xmacvlan daemon is already listening on {}", path.display());
+    }
+    Ok(())
+}
+
 /// Binds the control socket: root-only (0600), refusing to steal it from a live daemon.
 async fn bind_socket(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    refuse_if_live(path).await?;
     if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            bail!("another xmacvlan daemon is already listening on {}", path.display());
-        }
         std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
     }
     let listener = UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))?;
@@ -618,7 +626,9 @@ impl Daemon {
         let mut mode = "bridge".to_string();
         for (k, v) in &c.options {
             match k.as_str() {
-                "parent" if v.is_empty() => bail!("-o parent= is empty: name an interface, or leave it out for an internal network"),
+                "parent" if v.is_empty() => {
+                    bail!("-o parent= is empty: name an interface, or leave it out for an internal network")
+                }
                 "parent" => parent = Some(v.clone()),
                 "macvlan_mode" => mode = v.clone(),
                 other => bail!("unknown driver option '{other}' (known: parent, macvlan_mode)"),
@@ -699,11 +709,18 @@ impl Daemon {
                     bail!("--owner is for --tap endpoints only");
                 }
                 let (ns, ns_id) = open_netns(spec)?;
-                if let Some(e) = net.endpoints.iter().find(|e| matches!(e.st.kind, EndpointKind::Veth { ns_id: id, .. } if id == ns_id)) {
+                if let Some(e) = net
+                    .endpoints
+                    .iter()
+                    .find(|e| matches!(e.st.kind, EndpointKind::Veth { ns_id: id, .. } if id == ns_id))
+                {
                     bail!("namespace '{spec}' is already connected to network '{}' (as {})", c.network, e.st.ifname);
                 }
                 if !valid_ifname(&c.ifname) {
-                    bail!("--ifname '{}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)", c.ifname);
+                    bail!(
+                        "--ifname '{}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)",
+                        c.ifname
+                    );
                 }
                 Target::Veth { ns, ns_id, netns: spec.clone() }
             }
@@ -728,7 +745,9 @@ impl Daemon {
         let mtu = match c.mtu {
             None => max_mtu,
             Some(m) if (68..=max_mtu).contains(&m) => m,
-            Some(m) if self.nets[&c.network].internal => bail!("--mtu {m} is outside 68..={max_mtu} (the internal network's MTU)"),
+            Some(m) if self.nets[&c.network].internal => {
+                bail!("--mtu {m} is outside 68..={max_mtu} (the internal network's MTU)")
+            }
             Some(m) => bail!("--mtu {m} is outside 68..={max_mtu} (the parent {link_name}'s MTU)"),
         };
         // Validate the MAC before taking addresses, so a bad MAC leaves the pools untouched.
@@ -925,7 +944,9 @@ impl Daemon {
                 EndpointKind::Tap { .. } => e.st.ifname == endpoint,
                 EndpointKind::Veth { netns, ns_id: id } => Some(*id) == ns_id || netns == endpoint,
             })
-            .ok_or_else(|| anyhow!("'{endpoint}' is not connected to network '{network}' (give its NETNS or tap name)"))?;
+            .ok_or_else(|| {
+                anyhow!("'{endpoint}' is not connected to network '{network}' (give its NETNS or tap name)")
+            })?;
         let dp = net.domain.and_then(|k| self.domains.get(&k)).map(|d| d.dp);
         let net = self.nets.get_mut(network).expect("checked above");
         let ep = net.endpoints.remove(pos);

@@ -93,18 +93,24 @@ impl Ipam {
     pub fn new(spec: &IpamSpec) -> Result<Self, String> {
         let mut pools: Vec<Pool> = Vec::new();
         for s in &spec.subnets {
-            let net: IpNet = s.parse().map_err(|_| format!("subnet '{s}' is not a CIDR like 198.18.0.0/24 or 2001:2::/64"))?;
+            let net: IpNet =
+                s.parse().map_err(|_| format!("subnet '{s}' is not a CIDR like 198.18.0.0/24 or 2001:2::/64"))?;
             if net.trunc() != net {
                 return Err(format!("subnet '{s}' has host bits set; did you mean {}?", net.trunc()));
             }
             let max = if net.addr().is_ipv4() { 30 } else { 127 };
             if net.prefix_len() > max {
-                return Err(format!("subnet '{s}' is too small: a /{} has no room for hosts (at most /{max})", net.prefix_len()));
+                return Err(format!(
+                    "subnet '{s}' is too small: a /{} has no room for hosts (at most /{max})",
+                    net.prefix_len()
+                ));
             }
             if net.addr().is_ipv6() && !spec.ipv6 {
                 return Err(format!("subnet '{s}' is IPv6, but the network is not: add --ipv6"));
             }
-            if let Some(p) = pools.iter().find(|p| p.subnet.contains(&net.network()) || net.contains(&p.subnet.network())) {
+            if let Some(p) =
+                pools.iter().find(|p| p.subnet.contains(&net.network()) || net.contains(&p.subnet.network()))
+            {
                 return Err(format!("subnets {} and {net} overlap; each address must belong to one subnet", p.subnet));
             }
             pools.push(Pool { subnet: net, gateway: None, range: None, aux: Vec::new(), used: BTreeSet::new() });
@@ -149,7 +155,9 @@ impl Ipam {
             let ip: IpAddr = value.parse().map_err(|_| format!("aux-address '{a}': '{value}' is not an IP address"))?;
             let i = owner(&pools, ip, "aux-address", a)?;
             if let Some((n, _)) = pools.iter().flat_map(|p| &p.aux).find(|(n, x)| n == name || *x == ip) {
-                return Err(format!("aux-address '{a}' duplicates aux-address '{n}' (names and addresses must be unique)"));
+                return Err(format!(
+                    "aux-address '{a}' duplicates aux-address '{n}' (names and addresses must be unique)"
+                ));
             }
             if !pools[i].is_host(ip) {
                 return Err(format!("aux-address {ip} is not a host address of subnet {}", pools[i].subnet));
@@ -166,7 +174,9 @@ impl Ipam {
 
     /// The first pair of overlapping subnets between two networks, if any.
     pub fn overlap(&self, other: &Ipam) -> Option<(IpNet, IpNet)> {
-        self.subnets().flat_map(|a| other.subnets().map(move |b| (a, b))).find(|(a, b)| a.contains(&b.network()) || b.contains(&a.network()))
+        self.subnets()
+            .flat_map(|a| other.subnets().map(move |b| (a, b)))
+            .find(|(a, b)| a.contains(&b.network()) || b.contains(&a.network()))
     }
 
     fn has_family(&self, v6: bool) -> bool {
@@ -197,7 +207,11 @@ impl Ipam {
     fn take(&mut self, v6: bool, s: &str, flag: &str) -> Result<Assigned, String> {
         let ip: IpAddr = s.parse().map_err(|_| format!("{flag} '{s}' is not an IP address"))?;
         if ip.is_ipv6() != v6 {
-            return Err(format!("{flag} {ip} is an {} address; {flag} takes {}", family(&ip), if v6 { "IPv6" } else { "IPv4" }));
+            return Err(format!(
+                "{flag} {ip} is an {} address; {flag} takes {}",
+                family(&ip),
+                if v6 { "IPv6" } else { "IPv4" }
+            ));
         }
         if !self.has_family(v6) {
             return Err(if v6 {
@@ -236,7 +250,11 @@ impl Ipam {
             }
             empty.push(p.range.unwrap_or(p.subnet).to_string());
         }
-        Err(format!("{} pool is empty: every address of {} is in use or reserved", if v6 { "ipv6" } else { "ipv4" }, empty.join(", ")))
+        Err(format!(
+            "{} pool is empty: every address of {} is in use or reserved",
+            if v6 { "ipv6" } else { "ipv4" },
+            empty.join(", ")
+        ))
     }
 
     /// Marks addresses as used again (restoring state): they must fit the pools.
@@ -332,7 +350,10 @@ mod tests {
         assert!(e.contains("ipv4 pool is empty") && e.contains("198.18.1.128/30"), "{e}");
         // The failed allocation took nothing: the next IPv6 address is still free.
         assert_eq!(ips(&m.allocate(Some("198.18.1.77"), None).unwrap()), ["198.18.1.77/24", "2001:2::8/64"]);
-        assert_eq!(ips(&m.allocate(Some("198.18.1.78"), Some("2001:2::99")).unwrap()), ["198.18.1.78/24", "2001:2::99/64"]);
+        assert_eq!(
+            ips(&m.allocate(Some("198.18.1.78"), Some("2001:2::99")).unwrap()),
+            ["198.18.1.78/24", "2001:2::99/64"]
+        );
     }
 
     #[test]

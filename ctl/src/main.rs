@@ -191,8 +191,13 @@ fn main() {
                             aux_addresses: a.aux_addresses,
                             ipv6: a.ipv6,
                         };
-                        let req =
-                            api::CreateNetwork { name: a.name, driver: a.driver, ipam, internal: a.internal, options: a.opts };
+                        let req = api::CreateNetwork {
+                            name: a.name,
+                            driver: a.driver,
+                            ipam,
+                            internal: a.internal,
+                            options: a.opts,
+                        };
                         c.create(req, a.format).await
                     }
                     NetCmd::Connect(a) => {
@@ -219,7 +224,12 @@ fn main() {
             }
             Cmd::Stats { watch, format } => client::Client::new(cli.socket).stats(watch, format).await,
             Cmd::Completions { shell } => {
-                clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "xmacvlan", &mut std::io::stdout());
+                clap_complete::generate(
+                    shell,
+                    &mut <Cli as clap::CommandFactory>::command(),
+                    "xmacvlan",
+                    &mut std::io::stdout(),
+                );
                 Ok(())
             }
         }

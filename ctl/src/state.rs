@@ -80,9 +80,8 @@ impl Store {
             }
             Err(e) => bail!("state file {} is unreadable: {e}", path.display()),
         };
-        let state: State = serde_json::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("state file {} is corrupt ({e}); it was left as it is", path.display())
-        })?;
+        let state: State = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("state file {} is corrupt ({e}); it was left as it is", path.display()))?;
         if state.version != STATE_VERSION {
             bail!(
                 "state file {} has layout version {}, this daemon reads version {STATE_VERSION}",

@@ -215,19 +215,62 @@ pub struct Daemon {
     pub stderr: PathBuf,
 }
 
+impl Lab {
+    /// The daemon's state directory (kept across daemon restarts within one lab).
+    pub fn state_dir(&self) -> PathBuf {
+        self.tmp.join("state")
+    }
+}
+
 impl Daemon {
     pub fn start(lab: &Lab) -> Self {
+        Self::start_with(lab, &[])
+    }
+
+    fn spawn(lab: &Lab, extra: &[&str]) -> (Child, PathBuf) {
         let stderr = lab.tmp.join("daemon.log");
-        let log = File::create(&stderr).unwrap();
-        let state = lab.tmp.join("state");
+        // Appended: a restarted daemon's log follows the previous one's.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&stderr).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.dp.name, BIN, "daemon", "--socket", &lab.socket(), "--cpus", "1"])
             .arg("--state-dir")
-            .arg(&state)
+            .arg(lab.state_dir())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawning the daemon");
+        (child, stderr)
+    }
+
+    /// Runs the daemon expecting it to refuse to start; returns its exit status and log.
+    pub fn refused(lab: &Lab, extra: &[&str]) -> (std::process::ExitStatus, String) {
+        let (mut child, stderr) = Self::spawn(lab, extra);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, std::fs::read_to_string(&stderr).unwrap_or_default());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the daemon did not refuse to start: {}", std::fs::read_to_string(&stderr).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, as a crash would: nothing is cleaned up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signals only the process we spawned, by its PID.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    pub fn start_with(lab: &Lab, extra: &[&str]) -> Self {
+        let (child, stderr) = Self::spawn(lab, extra);
         let mut d = Daemon { child: Some(child), stderr };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
