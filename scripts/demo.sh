@@ -33,34 +33,52 @@ for ns in "${CONTAINERS[@]}"; do ip netns add "$ns"; done
 ip link add wire0 netns "$WIRE" numtxqueues "$QUEUES" numrxqueues "$QUEUES" type veth \
     peer name eth1 netns "$DP" numtxqueues "$QUEUES" numrxqueues "$QUEUES"
 ip -n "$WIRE" addr add 198.18.0.254/24 dev wire0
+ip -n "$WIRE" addr add 2001:2::fe/64 dev wire0 nodad
 ip -n "$DP" addr add 198.18.0.253/24 dev eth1
 for ns in "$WIRE" "$DP"; do ip -n "$ns" link set lo up; done
 ip -n "$WIRE" link set wire0 up; ip -n "$DP" link set eth1 up
 
+start_daemon() {
+    # shellcheck disable=SC2086
+    ip netns exec "$DP" "$BIN" daemon --socket "$SOCK" --state-dir "$TMP/state" $CPUS &
+    DAEMON_PID=$!
+    for _ in $(seq 100); do "$BIN" --socket "$SOCK" network ls >/dev/null 2>&1 && return; sleep 0.1; done
+    echo "daemon did not start"; exit 1
+}
 say "daemon (in $DP; workers: ${XMACVLAN_DEMO_CPUS:-one on the last CPU})"
-# shellcheck disable=SC2086
-ip netns exec "$DP" "$BIN" daemon --socket "$SOCK" --state-dir "$TMP/state" $CPUS &
-DAEMON_PID=$!
-for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
-[ -S "$SOCK" ] || { echo "daemon did not start"; exit 1; }
+start_daemon
 
 say "network and endpoints"
-x network create -d macvlan --subnet 198.18.0.0/24 --gateway 198.18.0.254 -o parent=eth1 pub_net
+x network create -d macvlan --subnet 198.18.0.0/24 --gateway 198.18.0.254 \
+    --ipv6 --subnet 2001:2::/64 --gateway 2001:2::fe -o parent=eth1 pub_net
 x network connect --ip 198.18.0.11 pub_net "${CONTAINERS[0]}"
 x network connect --ip 198.18.0.12 pub_net "${CONTAINERS[1]}"
 x network connect --mac-address 02:42:c6:12:00:63 pub_net "/var/run/netns/${CONTAINERS[2]}"   # next free address: 198.18.0.1
+x network create --internal --subnet 198.19.0.0/24 backend                # no parent, no XDP on the host
+x network connect --ifname eth1 --ip 198.19.0.11 backend "${CONTAINERS[0]}"
+x network connect --ifname eth1 --ip 198.19.0.13 backend "${CONTAINERS[2]}"
 x network ls
+x network inspect --format table pub_net
 ip -n "$DP" link show eth1 | sed -n 1,3p
 
 say "pings through the datapath"
 ip netns exec "${CONTAINERS[0]}" ping -c 3 -i 0.2 198.18.0.12      # container -> container (stays local)
 ip netns exec "${CONTAINERS[0]}" ping -c 3 -i 0.2 198.18.0.254     # container -> wire host
 ip netns exec "$WIRE" ping -c 3 -i 0.2 198.18.0.1                  # wire host -> container
+ip netns exec "${CONTAINERS[0]}" ping -c 2 -i 0.2 2001:2::2        # IPv6: ND through the datapath, no DAD wait
+ip netns exec "${CONTAINERS[2]}" ping -c 2 -i 0.2 198.19.0.11      # internal network
 say "the host's own address on the parent keeps answering (broadcast ARP reaches host and endpoints)"
 ip netns exec "$WIRE" ping -c 2 -i 0.2 198.18.0.253
 
 say "counters"
 x stats
+
+say "crash and restart: kill -9, start again; XDP is re-attached and the endpoints re-adopted from the state file"
+kill -KILL "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
+start_daemon
+ip -n "$DP" -d link show eth1 | grep -o 'prog/xdp id [0-9]* name [a-z_]*'
+ip netns exec "${CONTAINERS[0]}" ping -c 2 -i 0.2 198.18.0.254
 x network disconnect pub_net "${CONTAINERS[2]}"
 x network rm --force pub_net
+x network rm --force backend
 say "done: everything the demo created is removed on exit"

@@ -515,7 +515,7 @@ impl Daemon {
                 Ok(Assigned { ip: n.addr(), prefix: n.prefix_len() })
             })
             .collect::<Result<_>>()?;
-        let existing = netlink::link_by_name(&self.h, &st.host).await?;
+        let mut existing = netlink::link_by_name(&self.h, &st.host).await?;
         let (port, host_index) = match &st.kind {
             EndpointKind::Veth { netns, ns_id } => {
                 if let Some(l) = &existing {
@@ -526,6 +526,17 @@ impl Daemon {
                 let (ns, id) = open_netns(netns).with_context(|| format!("its namespace {netns} is gone"))?;
                 if id != *ns_id {
                     bail!("namespace {netns} is a different one now (was {ns_id:?}, is {id:?})");
+                }
+                // Made for fewer workers than this daemon runs (--cpus changed): every worker
+                // needs a queue, so the pair is made again, with the same name, MAC and addresses.
+                if let Some(l) = existing.take_if(|l| l.rx_queues < self.dp.workers() as u32) {
+                    eprintln!(
+                        "xmacvlan daemon: {} has {} queue(s) for {} workers; recreating it",
+                        st.host,
+                        l.rx_queues,
+                        self.dp.workers()
+                    );
+                    netlink::del_link(&self.h, l.index).await?;
                 }
                 let veth = Veth { host: &st.host, ifname: &st.ifname, ns, netns };
                 self.build_veth(dp, veth, mac, st.mtu, &addrs, &gateways, existing.is_none()).await?

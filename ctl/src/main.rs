@@ -249,3 +249,33 @@ fn absolutize(ns: String) -> String {
     }
     ns
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Cmd};
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn systemd_unit_starts_the_daemon_with_flags_the_cli_accepts() {
+        let unit = include_str!("../../contrib/xmacvlan.service");
+        let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("an ExecStart line");
+        let cli = Cli::try_parse_from(exec.split_whitespace()).unwrap_or_else(|e| panic!("{exec}: {e}"));
+        assert!(matches!(cli.cmd, Cmd::Daemon { .. }), "{exec} runs the daemon");
+    }
+
+    #[test]
+    fn completions_are_generated_for_every_shell() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "xmacvlan", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains("aux-address") && text.contains("start-empty"), "{shell} completion is complete");
+        }
+    }
+}
