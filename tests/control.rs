@@ -199,6 +199,14 @@ fn state_survives_kill9_and_clean_stop() {
     assert!(d.stop(), "exit 0 on SIGTERM");
     assert!(lab.dp.xdp_links().is_empty(), "no XDP after a clean stop: {:?}", lab.dp.xdp_links());
     assert!(lab.c(1).links().contains(&"eth0".to_string()), "endpoints stay after a clean stop");
+    let up: Vec<String> = serde_json::from_str::<Value>(&lab.dp.ok(&["ip", "-j", "link", "show", "up"]))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().filter(|n| n.starts_with("xmv")).map(str::to_string))
+        .collect();
+    assert!(up.is_empty(), "daemon-side ends are down while no XDP guards them: {up:?}");
     // While the daemon is down, c2's link vanishes (it is recreated at the next start) and a
     // namespace goes away altogether (its endpoint is dropped).
     lab.c(2).ok(&["ip", "link", "del", "eth0"]);

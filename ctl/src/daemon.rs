@@ -857,9 +857,11 @@ impl Daemon {
         let mut port = None;
         let steps = async {
             netlink::disable_ipv6(&host)?;
-            netlink::set_up(&self.h, link.index).await?;
+            // XDP first, then up: an adopted link (down since a clean stop) never passes a frame to
+            // the host stack.
             let spec = EndpointSpec { ifindex: link.index, name: host.clone(), mac, mtu, vlan: 0, up: false };
             port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?);
+            netlink::set_up(&self.h, link.index).await?;
             if create {
                 let (ifname, addrs, gateways) = (v.ifname.to_string(), addrs.to_vec(), gateways.to_vec());
                 netlink::in_netns(v.ns.try_clone()?, move |h| async move {
@@ -922,9 +924,9 @@ impl Daemon {
         let steps = async {
             netlink::set_mtu(&self.h, link.index, mtu).await?;
             netlink::disable_ipv6(name)?;
-            netlink::set_up(&self.h, link.index).await?;
             let spec = EndpointSpec { ifindex: link.index, name: name.to_string(), mac, mtu, vlan: 0, up: false };
             port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {name}"))?);
+            netlink::set_up(&self.h, link.index).await?;
             anyhow::Ok(())
         }
         .await;
@@ -1044,9 +1046,16 @@ impl Daemon {
     }
 
     /// Clean stop: the workers stop and every XDP program is detached; endpoints stay in place
-    /// (and in the state file) for the next start. Internal anchors hold nothing and go.
+    /// (and in the state file) for the next start, with their daemon-side ends set down so that,
+    /// without XDP, nothing a container sends reaches this namespace's stack (its side shows
+    /// NO-CARRIER until the next start). Internal anchors hold nothing and go.
     async fn shutdown(&mut self) {
         self.dp.shutdown();
+        for e in self.nets.values().flat_map(|n| &n.endpoints) {
+            if let Err(err) = netlink::set_down(&self.h, e.host_index).await {
+                eprintln!("xmacvlan daemon: setting {} down: {err:#}", e.st.host);
+            }
+        }
         for d in self.domains.values().filter(|d| d.anchor) {
             let _ = netlink::del_link(&self.h, d.link.index).await;
         }

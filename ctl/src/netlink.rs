@@ -130,6 +130,14 @@ pub async fn set_up(h: &Handle, index: u32) -> Result<()> {
         .map_err(|e| anyhow!("setting link #{index} up: {e}"))
 }
 
+pub async fn set_down(h: &Handle, index: u32) -> Result<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).down().build())
+        .execute()
+        .await
+        .map_err(|e| anyhow!("setting link #{index} down: {e}"))
+}
+
 /// Deletes a link; one that is already gone is fine.
 pub async fn del_link(h: &Handle, index: u32) -> Result<()> {
     match h.link().del(index).execute().await {
