@@ -244,6 +244,17 @@ fn corrupt_state_is_reported_and_kept() {
     assert!(log.contains("--start-empty"), "says how to go on: {log}");
     assert_eq!(std::fs::read(&file).unwrap(), b"{\"version\": 1, \"networks\": [ oops", "left as it was");
 
+    // Well-formed JSON with a bad value: refused too, before anything is attached.
+    let bad = r#"{"version":1,"next_id":2,"networks":[{"name":"n","id":1,"parent":"eth1","internal":false,
+        "mode":"bridge","ipam":{"subnets":["banana"],"gateways":[],"ip_ranges":[],"aux_addresses":[],"ipv6":false},
+        "endpoints":[]}]}"#;
+    std::fs::write(&file, bad).unwrap();
+    let (status, log) = Daemon::refused(&lab, &[]);
+    assert!(!status.success());
+    assert!(log.contains("banana") && log.contains("--start-empty"), "{log}");
+    assert!(lab.dp.xdp_links().is_empty(), "nothing attached for a refused state file");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), bad, "left as it was");
+
     let _d = Daemon::start_with(&lab, &["--start-empty"]);
     assert_eq!(lab.cli_ok(&["network", "ls", "--format", "json"]).trim(), "[]");
     let aside: Vec<_> = std::fs::read_dir(lab.state_dir())
@@ -252,7 +263,7 @@ fn corrupt_state_is_reported_and_kept() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("state.json.unusable-"))
         .collect();
     assert_eq!(aside.len(), 1, "the unusable file was moved aside");
-    assert_eq!(std::fs::read(aside[0].path()).unwrap(), b"{\"version\": 1, \"networks\": [ oops");
+    assert_eq!(std::fs::read_to_string(aside[0].path()).unwrap(), bad);
 }
 
 /// Opens the tap `name` in namespace `ns` as a VM monitor would (IFF_TAP | IFF_NO_PI).

@@ -119,7 +119,16 @@ pub async fn run(opts: Options) -> Result<()> {
         bail!("the daemon needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN): run it with sudo");
     }
     let store = Store::new(&opts.state_dir)?;
-    let saved = match store.load() {
+    // Everything the file says is checked before anything is set up, so a bad file stops the start
+    // (or, with --start-empty, is moved aside) with nothing attached or created.
+    let checked = store.load().and_then(|st| {
+        for ns in &st.networks {
+            Ipam::new(&ns.ipam)
+                .map_err(|e| anyhow!("state file {}: network '{}': {e}", store.path().display(), ns.name))?;
+        }
+        Ok(st)
+    });
+    let saved = match checked {
         Ok(s) => s,
         Err(e) if opts.start_empty => {
             let aside = store.set_aside()?;
@@ -445,9 +454,12 @@ impl Daemon {
     /// namespace still exists are recreated, the rest are dropped with a message.
     async fn restore(&mut self, st: State) -> Result<()> {
         self.next_id = st.next_id.max(1);
+        let mut pools = Vec::new();
+        for ns in &st.networks {
+            pools.push(Ipam::new(&ns.ipam).map_err(|e| anyhow!("network '{}': {e}", ns.name))?);
+        }
         let mut changed = false;
-        for ns in st.networks {
-            let ipam = Ipam::new(&ns.ipam).map_err(|e| anyhow!("state file: network '{}': {e}", ns.name))?;
+        for (ns, ipam) in st.networks.into_iter().zip(pools) {
             let mut net = Network {
                 name: ns.name.clone(),
                 id: ns.id,

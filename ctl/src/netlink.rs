@@ -169,7 +169,7 @@ pub async fn add_default_route(h: &Handle, gw: IpAddr) -> Result<()> {
 /// down) that hosts the sockets owning the network's UMEMs, like Docker's dummy parent.
 pub async fn create_anchor(h: &Handle, name: &str, queues: u32) -> Result<Link> {
     let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(&format!("{name}p"))
+        .name(format!("{name}p"))
         .append_extra_attribute(LinkAttribute::NumTxQueues(queues))
         .append_extra_attribute(LinkAttribute::NumRxQueues(queues))
         .build();
