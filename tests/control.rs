@@ -341,7 +341,34 @@ fn tap_endpoint_for_a_vm_answers_arp_and_ping() {
     require_root!();
     let lab = Lab::new();
     let _d = Daemon::start(&lab);
+    tap_scenario(&lab);
+}
+
+/// With two workers the tap's single queue belongs to worker 0; the container's replies are made to
+/// leave on its queue 1 (XPS), so worker 1 must reach the tap through its copy-transmit socket.
+#[test]
+fn tap_endpoint_with_two_workers() {
+    require_root!();
+    let lab = Lab::with_parent_queues(2);
+    let _d = Daemon::start_with(&lab, &["--cpus", "0,1"]);
+    tap_scenario(&lab);
+}
+
+/// XDP packets received on queue `q` of the daemon-side veth of the endpoint in `netns`.
+fn host_queue_packets(lab: &Lab, net: &str, netns: &str, q: u32) -> u64 {
+    let v = inspect(lab, net);
+    let host = v["endpoints"].as_array().unwrap().iter().find(|e| e["netns"] == netns).unwrap()["host_ifname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stats = lab.dp.ok(&["ethtool", "-S", &host]);
+    let key = format!("rx_queue_{q}_xdp_packets:");
+    stats.lines().find_map(|l| l.trim().strip_prefix(&key)).map(|n| n.trim().parse().unwrap()).unwrap_or(0)
+}
+
+fn tap_scenario(lab: &Lab) {
     let c1 = lab.c(1).name.clone();
+    let two_workers = lab.stats()["workers"].as_array().unwrap().len() == 2;
     lab.cli_ok(&["network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "-o", "parent=eth1", "vms"]);
     lab.cli_ok(&["network", "connect", "--ip", "198.18.0.11", "vms", &c1]);
     let out: Value = serde_json::from_str(&lab.cli_ok(&[
@@ -364,6 +391,15 @@ fn tap_endpoint_for_a_vm_answers_arp_and_ping() {
     assert_eq!(owner.trim(), "4242", "tap owned by the given uid");
     assert!(lab.dp.xdp_links().contains(&"vm0".to_string()));
 
+    if two_workers {
+        // Everything c1 sends leaves on its queue 1 (tx-0 serves no CPU), i.e. reaches worker 1.
+        lab.c(1).ok(&[
+            "sh",
+            "-c",
+            "echo 0 > /sys/class/net/eth0/queues/tx-0/xps_cpus; echo 3 > /sys/class/net/eth0/queues/tx-1/xps_cpus",
+        ]);
+    }
+    let queue0_before = host_queue_packets(lab, "vms", &c1, 0);
     let tap = open_tap(&lab.dp, "vm0");
     let c1_ip = ipv4("198.18.0.11");
     let vm_ip = ipv4("198.18.0.50");
@@ -385,7 +421,7 @@ fn tap_endpoint_for_a_vm_answers_arp_and_ping() {
         .is_some()
     });
     assert!(reply.is_some(), "ARP reply from the container through the tap");
-    let c1_mac = container_mac_of(&lab, 1);
+    let c1_mac = container_mac_of(lab, 1);
     let req = echo_request(c1_mac, vm_mac, vm_ip, c1_ip);
     // SAFETY: as above.
     unsafe { libc::write(tap.as_raw_fd(), req.as_ptr().cast(), req.len()) };
@@ -393,6 +429,11 @@ fn tap_endpoint_for_a_vm_answers_arp_and_ping() {
         f.len() >= 42 && f[12..14] == [8, 0] && f[23] == 1 && f[34] == 0 && f[26..30] == c1_ip
     });
     assert!(echo.is_some(), "ICMP echo reply from the container through the tap");
+    if two_workers {
+        let q0 = host_queue_packets(lab, "vms", &c1, 0);
+        assert_eq!(q0, queue0_before, "c1's replies all came in on queue 1, so worker 1 sent them to the tap by copy");
+        assert!(host_queue_packets(lab, "vms", &c1, 1) >= 2);
+    }
     drop(tap);
 
     // Disconnect removes the tap.

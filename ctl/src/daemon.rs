@@ -754,12 +754,6 @@ impl Daemon {
                 if netlink::link_by_name(&self.h, tap).await?.is_some() {
                     bail!("--tap {tap}: an interface of that name exists already");
                 }
-                if self.dp.workers() > 1 {
-                    bail!(
-                        "--tap {tap}: a tap device has one queue, and this daemon runs {} workers; tap endpoints need a single-worker daemon (--cpus with one CPU)",
-                        self.dp.workers()
-                    );
-                }
                 Target::Tap { name: tap.clone(), owner: c.owner }
             }
             (Some(_), Some(_)) => bail!("give either a NETNS or --tap NAME, not both"),
@@ -871,7 +865,8 @@ impl Daemon {
             netlink::disable_ipv6(&host)?;
             // XDP first, then up: an adopted link (down since a clean stop) never passes a frame to
             // the host stack.
-            let spec = EndpointSpec { ifindex: link.index, name: host.clone(), mac, mtu, vlan: 0, up: false };
+            let spec =
+                EndpointSpec { ifindex: link.index, name: host.clone(), mac, mtu, vlan: 0, up: false, queues: workers };
             port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?);
             netlink::set_up(&self.h, link.index).await?;
             if create {
@@ -936,7 +931,9 @@ impl Daemon {
         let steps = async {
             netlink::set_mtu(&self.h, link.index, mtu).await?;
             netlink::disable_ipv6(name)?;
-            let spec = EndpointSpec { ifindex: link.index, name: name.to_string(), mac, mtu, vlan: 0, up: false };
+            // A tap has one queue: worker 0 binds it, the others transmit by copy (datapath::copytx).
+            let spec =
+                EndpointSpec { ifindex: link.index, name: name.to_string(), mac, mtu, vlan: 0, up: false, queues: 1 };
             port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {name}"))?);
             netlink::set_up(&self.h, link.index).await?;
             anyhow::Ok(())

@@ -9,6 +9,7 @@
 //! workers run; every change either completes or leaves nothing behind.
 
 pub mod bpf;
+pub mod copytx;
 pub mod counters;
 pub mod flood;
 pub mod frame;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use crate::bpf::{Bpf, Prog, XdpMode, MAX_QUEUES, MAX_SLOTS};
+use crate::copytx::CopyTx;
 use crate::counters::{PortStats, SharedPortCounters, WorkerCounters, WorkerStats};
 use crate::flood::FloodSocket;
 use crate::frame::MacAddr;
@@ -105,6 +107,9 @@ pub struct EndpointSpec {
     pub mtu: u32,
     pub vlan: u16,
     pub up: bool,
+    /// Its queues: a veth has one per worker; a tap has one, and workers beyond it transmit to the
+    /// tap through a [`copytx::CopyTx`].
+    pub queues: u32,
 }
 
 struct WorkerHandle {
@@ -389,7 +394,7 @@ impl Datapath {
             let network = &self.networks[&net];
             let mut ports = Vec::new();
             let mut mode = XskMode::Copy;
-            for w in 0..workers {
+            for w in 0..workers.min(spec.queues.max(1) as usize) {
                 let xsk = XskPort::open(&network.umems[w], spec.ifindex, w as u32, &spec.name, false, RX_SIZE)?;
                 mode = xsk.mode;
                 self.bpf.set_xsk(slot, w as u32, xsk.fd())?;
@@ -410,9 +415,25 @@ impl Datapath {
                 return Err(e);
             }
         };
-        let counters: Vec<SharedPortCounters> = ports.iter().map(|p| p.counters.clone()).collect();
-        for (w, port) in ports.into_iter().enumerate() {
-            if let Err(e) = self.workers[w].send(w, Command::AddPort { net, id, info, port: Box::new(port) }) {
+        let mut copies = Vec::new();
+        for _ in ports.len()..workers {
+            match CopyTx::open(spec.ifindex) {
+                Ok(c) => copies.push((c, SharedPortCounters::default())),
+                Err(e) => {
+                    self.undo_iface(&iface);
+                    return Err(Error::Sys { call: "packet socket for copy transmit", cause: e });
+                }
+            }
+        }
+        let mut counters: Vec<SharedPortCounters> = ports.iter().map(|p| p.counters.clone()).collect();
+        counters.extend(copies.iter().map(|(_, c)| c.clone()));
+        let nports = ports.len();
+        let commands = ports.into_iter().map(|port| Command::AddPort { net, id, info, port: Box::new(port) }).chain(
+            copies.into_iter().map(|(tx, counters)| Command::AddCopyPort { net, id, info, tx: Box::new(tx), counters }),
+        );
+        debug_assert!(nports <= workers);
+        for (w, cmd) in commands.enumerate() {
+            if let Err(e) = self.workers[w].send(w, cmd) {
                 for (v, h) in self.workers.iter().enumerate().take(w + 1) {
                     let _ = h.send(v, Command::RemovePort { net, id });
                 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use xdpilone::xdp::XdpDesc;
 
+use crate::copytx::CopyTx;
 use crate::counters::{SharedPortCounters, WorkerCounters};
 use crate::flood::{FloodSocket, Received};
 use crate::fwd::{decide, Action, DropReason, PortId, PortInfo, Table, PARENT};
@@ -39,9 +40,29 @@ pub const ENDPOINT_FILL: u32 = 512;
 pub(crate) enum Command {
     AddDomain(Box<Domain>),
     RemoveDomain(NetId),
-    AddPort { net: NetId, id: PortId, info: PortInfo, port: Box<Port> },
-    RemovePort { net: NetId, id: PortId },
-    SetUp { net: NetId, id: PortId, up: bool },
+    AddPort {
+        net: NetId,
+        id: PortId,
+        info: PortInfo,
+        port: Box<Port>,
+    },
+    /// An endpoint this worker has no AF_XDP socket for (see [`crate::copytx`]).
+    AddCopyPort {
+        net: NetId,
+        id: PortId,
+        info: PortInfo,
+        tx: Box<CopyTx>,
+        counters: SharedPortCounters,
+    },
+    RemovePort {
+        net: NetId,
+        id: PortId,
+    },
+    SetUp {
+        net: NetId,
+        id: PortId,
+        up: bool,
+    },
     Stop,
 }
 
@@ -118,6 +139,8 @@ struct Plane {
     /// Indexed by PortId: staged TX descriptors and the counters of each port.
     stage: Vec<Vec<XdpDesc>>,
     counters: Vec<Option<SharedPortCounters>>,
+    /// Indexed by PortId: how to reach an endpoint this worker has no AF_XDP socket for.
+    copy_tx: Vec<Option<CopyTx>>,
     /// Ports with something staged, in staging order.
     dirty: Vec<PortId>,
     targets: Vec<PortId>,
@@ -130,6 +153,7 @@ impl Plane {
         if self.stage.len() < need {
             self.stage.resize_with(need, || Vec::with_capacity(BATCH as usize));
             self.counters.resize(need, None);
+            self.copy_tx.resize_with(need, || None);
         }
     }
 
@@ -240,6 +264,7 @@ impl Domain {
             pool: FramePool::new(frames),
             stage: Vec::new(),
             counters: Vec::new(),
+            copy_tx: Vec::new(),
             dirty: Vec::with_capacity(64),
             targets: Vec::with_capacity(64),
             area,
@@ -271,8 +296,26 @@ impl Domain {
         Ok(())
     }
 
+    fn add_copy_port(
+        &mut self,
+        id: PortId,
+        info: PortInfo,
+        tx: CopyTx,
+        counters: SharedPortCounters,
+    ) -> Result<(), String> {
+        self.plane.table.add_endpoint(id, info).map_err(|e| e.to_string())?;
+        self.plane.ensure_port(id);
+        let idx = usize::from(id);
+        self.plane.counters[idx] = Some(counters);
+        self.plane.copy_tx[idx] = Some(tx);
+        Ok(())
+    }
+
     fn remove_port(&mut self, id: PortId) {
         self.plane.table.remove_endpoint(id);
+        if let Some(slot) = self.plane.copy_tx.get_mut(usize::from(id)) {
+            *slot = None;
+        }
         if let Some(slot) = self.ports.get_mut(usize::from(id)) {
             // Closing the socket ends the kernel's use of every frame lent to it.
             *slot = None;
@@ -436,10 +479,27 @@ fn flush(ports: &mut [Option<Port>], plane: &mut Plane, wc: &WorkerCounters) {
                 }
                 sent
             }
-            None => 0,
+            None => match plane.copy_tx.get_mut(idx).and_then(Option::as_mut) {
+                Some(copy) => {
+                    // SAFETY: staged descriptors describe frames the worker received into the area.
+                    let sent = unsafe { copy.send(plane.area.base(), &staged) };
+                    // The kernel copied them during the call: free at once.
+                    for d in &staged[..sent] {
+                        plane.pool.release(d.addr);
+                    }
+                    if let Some(Some(c)) = plane.counters.get(idx) {
+                        c.tx.add(sent as u64);
+                        c.tx_bytes.add(staged[..sent].iter().map(|d| u64::from(d.len)).sum());
+                    }
+                    wc.tx_frames.add(sent as u64);
+                    sent
+                }
+                None => 0,
+            },
         };
-        let reason =
-            if ports.get(idx).is_some_and(Option::is_some) { DropReason::TxRingFull } else { DropReason::NoEndpoint };
+        let reachable =
+            ports.get(idx).is_some_and(Option::is_some) || plane.copy_tx.get(idx).is_some_and(Option::is_some);
+        let reason = if reachable { DropReason::TxRingFull } else { DropReason::NoEndpoint };
         for d in &staged[sent..] {
             plane.count_drop(p, reason, wc);
             plane.pool.release(d.addr);
@@ -571,6 +631,10 @@ impl Worker {
                     Some(d) => d.add_port(id, info, *port),
                     None => Err(format!("worker {} has no network {net}", self.id)),
                 },
+                Command::AddCopyPort { net, id, info, tx, counters } => match self.domain(net) {
+                    Some(d) => d.add_copy_port(id, info, *tx, counters),
+                    None => Err(format!("worker {} has no network {net}", self.id)),
+                },
                 Command::RemovePort { net, id } => {
                     if let Some(d) = self.domain(net) {
                         d.remove_port(id);
@@ -621,6 +685,7 @@ mod tests {
             pool: FramePool::new(frames),
             stage: Vec::new(),
             counters: Vec::new(),
+            copy_tx: Vec::new(),
             dirty: Vec::new(),
             targets: Vec::new(),
             area: Arc::new(Area::new(frames).unwrap()),

@@ -147,13 +147,20 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Self {
+        Self::with_parent_queues(1)
+    }
+
+    /// A lab whose parent (eth1) has `queues` receive and transmit queues, for multi-worker daemons.
+    pub fn with_parent_queues(queues: u32) -> Self {
         let tag = format!("xmvt{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
         let wire = Netns::new(format!("{tag}-wire"));
         let dp = Netns::new(format!("{tag}-dp"));
         let containers = (1..=3).map(|i| Netns::new(format!("{tag}-c{i}"))).collect();
         let tmp = std::env::temp_dir().join(&tag);
         std::fs::create_dir_all(&tmp).unwrap();
-        let end = |name: &str, ns: &str| format!("{name} netns {ns} mtu {PARENT_MTU} numtxqueues 1 numrxqueues 1");
+        let end = |name: &str, ns: &str| {
+            format!("{name} netns {ns} mtu {PARENT_MTU} numtxqueues {queues} numrxqueues {queues}")
+        };
         ok_words(&format!("ip link add {} type veth peer name {}", end("wire0", &wire.name), end("eth1", &dp.name)));
         ok(&["ip", "-n", &wire.name, "addr", "add", &format!("{GATEWAY}/24"), "dev", "wire0"]);
         ok(&["ip", "-n", &dp.name, "addr", "add", &format!("{HOST_IP}/24"), "dev", "eth1"]);
@@ -231,8 +238,11 @@ impl Daemon {
         let stderr = lab.tmp.join("daemon.log");
         // Appended: a restarted daemon's log follows the previous one's.
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&stderr).unwrap();
+        // One worker on CPU 1 unless the caller says otherwise.
+        let cpus: &[&str] = if extra.contains(&"--cpus") { &[] } else { &["--cpus", "1"] };
         let child = Command::new("ip")
-            .args(["netns", "exec", &lab.dp.name, BIN, "daemon", "--socket", &lab.socket(), "--cpus", "1"])
+            .args(["netns", "exec", &lab.dp.name, BIN, "daemon", "--socket", &lab.socket()])
+            .args(cpus)
             .arg("--state-dir")
             .arg(lab.state_dir())
             .args(extra)
