@@ -893,21 +893,7 @@ impl Daemon {
             anyhow::Ok(())
         }
         .await;
-        if let Err(e) = steps {
-            if let Some(p) = port {
-                self.dp.remove_endpoint(dp, p);
-            }
-            if create {
-                let _ = netlink::del_link(&self.h, link.index).await;
-            }
-            return Err(e);
-        }
-        let port = port.expect("set when steps succeed");
-        // The container side is up now; the carrier of our side says so too (the link monitor
-        // keeps following it from here on).
-        let up = netlink::link_by_index(&self.h, link.index).await.ok().flatten().is_some_and(|l| l.lower_up);
-        self.dp.set_endpoint_up(dp, port, up);
-        Ok((port, link.index))
+        self.finish_endpoint(dp, port, steps, link.index, create).await
     }
 
     /// Creates (or adopts) a persistent tap for a VM and attaches the datapath to it. Its carrier
@@ -939,19 +925,33 @@ impl Daemon {
             anyhow::Ok(())
         }
         .await;
+        self.finish_endpoint(dp, port, steps, link.index, create).await
+    }
+
+    /// The end of building an endpoint: on failure undo what was done (the datapath port, and the
+    /// link if we created it); on success start from the link's carrier (the link monitor follows
+    /// it from here on).
+    async fn finish_endpoint(
+        &mut self,
+        dp: NetId,
+        port: Option<PortId>,
+        steps: Result<()>,
+        index: u32,
+        create: bool,
+    ) -> Result<(PortId, u32)> {
         if let Err(e) = steps {
             if let Some(p) = port {
                 self.dp.remove_endpoint(dp, p);
             }
             if create {
-                let _ = netlink::del_link(&self.h, link.index).await;
+                let _ = netlink::del_link(&self.h, index).await;
             }
             return Err(e);
         }
         let port = port.expect("set when steps succeed");
-        let up = netlink::link_by_index(&self.h, link.index).await.ok().flatten().is_some_and(|l| l.lower_up);
+        let up = netlink::link_by_index(&self.h, index).await.ok().flatten().is_some_and(|l| l.lower_up);
         self.dp.set_endpoint_up(dp, port, up);
-        Ok((port, link.index))
+        Ok((port, index))
     }
 
     async fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<Value> {
