@@ -459,94 +459,31 @@ fn docker_validation_cases_are_refused_by_name_and_leave_nothing() {
     lab.cli_ok(&["network", "connect", "--ifname", "eth1", "tiny", &c2]);
     let used_mac = mac_str(lab.c(1).mac("eth0"));
     let state_file = lab.state_dir().join("state.json");
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["network", "create", "--subnet", "198.19.0.0/24", "-o", "parent=nope0", "n2"], "nope0"),
-        (vec!["network", "create", "--subnet", "198.19.0.0/24", "-o", "parent=lo", "n2"], "loopback"),
-        (
-            vec![
-                "network",
-                "create",
-                "--subnet",
-                "198.19.0.0/24",
-                "-o",
-                "parent=eth1",
-                "-o",
-                "macvlan_mode=bridgey",
-                "n2",
-            ],
-            "'bridgey' is not valid",
-        ),
-        (
-            vec![
-                "network",
-                "create",
-                "--subnet",
-                "198.19.0.0/24",
-                "--gateway",
-                "198.20.0.1",
-                "-o",
-                "parent=eth1",
-                "n2",
-            ],
-            "gateway 198.20.0.1",
-        ),
-        (
-            vec![
-                "network",
-                "create",
-                "--subnet",
-                "198.19.0.0/24",
-                "--ip-range",
-                "198.19.1.0/25",
-                "-o",
-                "parent=eth1",
-                "n2",
-            ],
-            "ip-range 198.19.1.0/25",
-        ),
-        (
-            vec![
-                "network",
-                "create",
-                "--subnet",
-                "198.19.0.0/24",
-                "--aux-address",
-                "a=198.20.0.9",
-                "-o",
-                "parent=eth1",
-                "n2",
-            ],
-            "a=198.20.0.9",
-        ),
-        (
-            vec![
-                "network",
-                "create",
-                "--subnet",
-                "198.19.0.0/24",
-                "--aux-address",
-                "a=198.19.0.9",
-                "--aux-address",
-                "b=198.19.0.9",
-                "-o",
-                "parent=eth1",
-                "n2",
-            ],
-            "b=198.19.0.9",
-        ),
-        (vec!["network", "create", "--subnet", "198.18.0.128/25", "-o", "parent=eth1", "n2"], "network 'pub'"),
-        (vec!["network", "create", "--subnet", "198.18.0.128/25", "-o", "parent=eth1", "n2"], "198.18.0.128/25"),
-        (vec!["network", "create", "--subnet", V6_SUBNET, "-o", "parent=eth1", "n2"], "--ipv6"),
-        (vec!["network", "create", "--internal", "--subnet", "198.19.0.0/24", "-o", "parent=eth1", "n2"], "--internal"),
-        (vec!["network", "connect", "tiny", &lab.c(3).name], "ipv4 pool is empty"),
-        (vec!["network", "connect", "--ip6", "2001:2::5", "pub", &c2], "2001:2::5"),
-        (vec!["network", "connect", "--ip6", "2001:2::5", "pub", &c2], "no IPv6"),
-        (vec!["network", "connect", "--mac-address", &used_mac, "pub", &c2], &used_mac),
-        (vec!["network", "connect", "--mtu", "3001", "pub", &c2], "3001"),
-        (vec!["network", "connect", "--tap", "eth1", "pub"], "eth1"),
-        (vec!["network", "connect", "--tap", "way-too-long-tap-name", "pub"], "way-too-long-tap-name"),
-        (vec!["network", "rm", "pub"], &c1),
+    let c3 = lab.c(3).name.clone();
+    // One readable command line per case (no argument contains a space).
+    let create = "network create --subnet 198.19.0.0/24";
+    let cases: Vec<(String, &str)> = vec![
+        (format!("{create} -o parent=nope0 n2"), "nope0"),
+        (format!("{create} -o parent=lo n2"), "loopback"),
+        (format!("{create} -o parent=eth1 -o macvlan_mode=bridgey n2"), "'bridgey' is not valid"),
+        (format!("{create} --gateway 198.20.0.1 -o parent=eth1 n2"), "gateway 198.20.0.1"),
+        (format!("{create} --ip-range 198.19.1.0/25 -o parent=eth1 n2"), "ip-range 198.19.1.0/25"),
+        (format!("{create} --aux-address a=198.20.0.9 -o parent=eth1 n2"), "a=198.20.0.9"),
+        (format!("{create} --aux-address a=198.19.0.9 --aux-address b=198.19.0.9 -o parent=eth1 n2"), "b=198.19.0.9"),
+        ("network create --subnet 198.18.0.128/25 -o parent=eth1 n2".into(), "network 'pub'"),
+        ("network create --subnet 198.18.0.128/25 -o parent=eth1 n2".into(), "198.18.0.128/25"),
+        (format!("network create --subnet {V6_SUBNET} -o parent=eth1 n2"), "--ipv6"),
+        (format!("network create --internal --subnet 198.19.0.0/24 -o parent=eth1 n2"), "--internal"),
+        (format!("network connect tiny {c3}"), "ipv4 pool is empty"),
+        (format!("network connect --ip6 2001:2::5 pub {c2}"), "2001:2::5"),
+        (format!("network connect --ip6 2001:2::5 pub {c2}"), "no IPv6"),
+        (format!("network connect --mac-address {used_mac} pub {c2}"), &used_mac),
+        (format!("network connect --mtu 3001 pub {c2}"), "3001"),
+        ("network connect --tap eth1 pub".into(), "eth1"),
+        ("network connect --tap way-too-long-tap-name pub".into(), "way-too-long-tap-name"),
+        ("network rm pub".into(), &c1),
     ];
+    let cases: Vec<(Vec<&str>, &str)> = cases.iter().map(|(c, n)| (c.split_whitespace().collect(), *n)).collect();
     let ls_before = lab.cli_ok(&["network", "ls", "--format", "json"]);
     let links_before = sorted(lab.dp.links());
     let state_before = std::fs::read(&state_file).unwrap();
