@@ -473,7 +473,7 @@ fn docker_validation_cases_are_refused_by_name_and_leave_nothing() {
         ("network create --subnet 198.18.0.128/25 -o parent=eth1 n2".into(), "network 'pub'"),
         ("network create --subnet 198.18.0.128/25 -o parent=eth1 n2".into(), "198.18.0.128/25"),
         (format!("network create --subnet {V6_SUBNET} -o parent=eth1 n2"), "--ipv6"),
-        (format!("network create --internal --subnet 198.19.0.0/24 -o parent=eth1 n2"), "--internal"),
+        ("network create --internal --subnet 198.19.0.0/24 -o parent=eth1 n2".into(), "--internal"),
         (format!("network connect tiny {c3}"), "ipv4 pool is empty"),
         (format!("network connect --ip6 2001:2::5 pub {c2}"), "2001:2::5"),
         (format!("network connect --ip6 2001:2::5 pub {c2}"), "no IPv6"),
