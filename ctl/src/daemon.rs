@@ -875,6 +875,7 @@ impl Daemon {
                     let l = netlink::link_by_name(&h, &ifname)
                         .await?
                         .ok_or_else(|| anyhow!("{ifname} is missing in the namespace"))?;
+                    netlink::disable_tx_checksum(&ifname)?;
                     for a in &addrs {
                         netlink::add_addr(&h, l.index, a.ip, a.prefix).await?;
                     }

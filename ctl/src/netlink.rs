@@ -4,7 +4,7 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::{
@@ -285,6 +285,46 @@ pub fn disable_ipv6(ifname: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("writing {path}")),
     }
+}
+
+/// Turns TX checksum offload (and with it TSO/GSO, which depend on it) off on `ifname` in the
+/// calling thread's namespace (ETHTOOL_STXCSUM). A veth normally leaves the checksum of locally
+/// sent TCP/UDP to "hardware" (CHECKSUM_PARTIAL); frames that reach XDP and AF_XDP are raw bytes,
+/// so the container end of an endpoint must put the real checksum in before sending.
+pub fn disable_tx_checksum(ifname: &str) -> Result<()> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut EthtoolValue,
+        _pad: [u8; 16],
+    }
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    if ifname.len() >= libc::IFNAMSIZ {
+        bail!("interface name '{ifname}' is too long");
+    }
+    let mut v = EthtoolValue { cmd: ETHTOOL_STXCSUM, data: 0 };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut v, _pad: [0; 16] };
+    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    // SAFETY: a datagram socket only used for this ioctl, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket for SIOCETHTOOL");
+    }
+    // SAFETY: SIOCETHTOOL with an ifreq whose data points at a live ethtool_value.
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut req as *mut IfReq) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(err).with_context(|| format!("turning TX checksum offload off on {ifname}"));
+    }
+    Ok(())
 }
 
 /// The number of receive queues in use (ETHTOOL_GCHANNELS: rx + combined), which can be lower
