@@ -18,7 +18,8 @@ use crate::frame::{Ethernet, MacAddr, ParseError};
 /// A port of one forwarding domain (one parent and its endpoints). Port 0 is the parent.
 pub type PortId = u16;
 pub const PARENT: PortId = 0;
-/// Upper bound on ports per domain (parent included).
+/// Ports per domain the datapath serves (parent included): the XDP program's XSKMAP holds
+/// XMV_MAX_SLOTS slots. A [`Table`] itself takes any `PortId`.
 pub const MAX_PORTS: usize = 4096;
 
 /// Why a frame, or one copy of it, was not delivered. Every frame is delivered or counted here.
@@ -164,7 +165,7 @@ impl Table {
 
     pub fn add_endpoint(&mut self, id: PortId, info: PortInfo) -> Result<(), TableError> {
         let idx = usize::from(id);
-        if id == PARENT || idx >= MAX_PORTS || self.ports.get(idx).is_some_and(Option::is_some) {
+        if id == PARENT || self.ports.get(idx).is_some_and(Option::is_some) {
             return Err(TableError::BadPort(id));
         }
         if let Some(&other) = self.macs.get(&key(info.vlan, info.mac)) {
