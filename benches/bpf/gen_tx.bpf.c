@@ -1,11 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
-// Traffic generator for xmacvlan-bench: run with BPF_PROG_RUN + BPF_F_TEST_XDP_LIVE_FRAMES with
+// Traffic generator for xmacvlan bench: run with BPF_PROG_RUN + BPF_F_TEST_XDP_LIVE_FRAMES with
 // ingress_ifindex = the generator veth; every frame it lets through goes back out of that veth
 // (XDP_TX), i.e. onto the "wire" towards the parent interface of the device under test.
 //
 // Pacing: with interval_ns != 0 a frame is sent only when its slot has come (bpf_ktime_get_ns);
-// the others are dropped on the spot (recycled by the test run, never leave the generator). One
-// generator thread runs the program, so the globals need no atomics. tx_count is read by userspace.
+// the others are dropped on the spot (recycled by the test run, never leave the generator). The
+// schedule is per frame, so the offered load is smooth at the frame scale, not a burst per call.
+//
+// Destinations: the template's destination MAC is rewritten per frame. `bcast_per_mille` of every
+// 1000 frames go to ff:ff:ff:ff:ff:ff; the others cycle through `n_dst` unicast MACs whose last two
+// bytes are dst_lo16 + i (i = 0 .. n_dst-1) after dst_hi32, so traffic is spread evenly across the endpoints.
+//
+// One generator thread runs the program, so the globals need no atomics; userspace reads the
+// counters through the mmap'd .bss.
 #include <linux/bpf.h>
 
 #define SEC(name) __attribute__((section(name), used))
@@ -14,15 +21,28 @@ static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 
 /* Nanoseconds between two sent frames; 0 = as fast as possible. Set before load. */
 const volatile __u64 interval_ns = 0;
+/* Unicast destinations: dst_hi32 in the first four bytes, dst_lo16 + 0 .. n_dst - 1 in the MAC's last two bytes (big endian). */
+const volatile __u32 dst_hi32 = 0;
+const volatile __u32 n_dst = 1;
+const volatile __u32 dst_lo16 = 0;
+/* Broadcast frames per 1000. */
+const volatile __u32 bcast_per_mille = 0;
 
-/* Next send slot, and frames sent so far. */
+/* Next send slot, position in the destination cycles, and frames sent so far. */
 __u64 next_ns = 0;
+__u32 uidx = 0;
+__u32 mix = 0;
 __u64 tx_count = 0;
+__u64 tx_bcast = 0;
 
 SEC("xdp")
 int gen_tx(struct xdp_md *ctx)
 {
-	(void)ctx;
+	unsigned char *d = (void *)(long)ctx->data;
+	unsigned char *end = (void *)(long)ctx->data_end;
+
+	if (d + 6 > end)
+		return XDP_DROP;
 	if (interval_ns) {
 		__u64 now = bpf_ktime_get_ns();
 
@@ -34,6 +54,24 @@ int gen_tx(struct xdp_md *ctx)
 			next_ns = now;
 		next_ns += interval_ns;
 	}
+	if (bcast_per_mille && mix < bcast_per_mille) {
+		d[0] = d[1] = d[2] = d[3] = d[4] = d[5] = 0xff;
+		tx_bcast++;
+	} else {
+		__u32 lo = dst_lo16 + uidx;
+
+		/* Unicast: the template's first four bytes, our last two (restored after a broadcast). */
+		d[0] = (dst_hi32 >> 24) & 0xff;
+		d[1] = (dst_hi32 >> 16) & 0xff;
+		d[2] = (dst_hi32 >> 8) & 0xff;
+		d[3] = dst_hi32 & 0xff;
+		d[4] = (lo >> 8) & 0xff;
+		d[5] = lo & 0xff;
+		if (++uidx >= n_dst)
+			uidx = 0;
+	}
+	if (++mix >= 1000)
+		mix = 0;
 	tx_count++;
 	return XDP_TX;
 }

@@ -9,9 +9,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -47,24 +46,24 @@ pub struct GenConfig {
     pub batch_size: u32,
     /// Target rate in frames per second; None = as fast as possible.
     pub rate_pps: Option<f64>,
+    /// Unicast frames cycle through this many destination MACs: the frame's own plus the next
+    /// `n_dst - 1` (counting in the last two bytes).
+    pub n_dst: u32,
+    /// Broadcast frames per 1000 sent.
+    pub bcast_per_mille: u32,
 }
-
-/// Progress: after each call, (time, cumulative frames sent).
-pub type Progress = Arc<Mutex<Vec<(Instant, u64)>>>;
 
 pub struct Generator {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<Result<GenSummary>>>,
-    pub progress: Progress,
     /// The loaded program; it outlives the thread that runs it (Drop joins the thread first).
     skel: GenTxSkel<'static>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct GenSummary {
-    /// Program runs (sent + paced-out frames) and BPF_PROG_RUN calls.
+    /// Program runs (sent + paced-out frames).
     pub runs: u64,
-    pub calls: u64,
     /// Mean kernel-reported time per program run (ns), i.e. the generator's own cost.
     pub mean_ns_per_run: f64,
 }
@@ -80,11 +79,13 @@ impl Generator {
             Some(r) if r > 0.0 => (1e9 / r).round().max(1.0) as u64,
             _ => 0,
         };
-        open.maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or_else(|| anyhow!("generator BPF object has no .rodata"))?
-            .interval_ns = interval;
+        let ro = open.maps.rodata_data.as_deref_mut().ok_or_else(|| anyhow!("generator BPF object has no .rodata"))?;
+        let dst = cfg.frame.get(..6).ok_or_else(|| anyhow!("generator frame shorter than a MAC"))?;
+        ro.interval_ns = interval;
+        ro.dst_hi32 = u32::from_be_bytes([dst[0], dst[1], dst[2], dst[3]]);
+        ro.dst_lo16 = u32::from(u16::from_be_bytes([dst[4], dst[5]]));
+        ro.n_dst = cfg.n_dst.max(1);
+        ro.bcast_per_mille = cfg.bcast_per_mille.min(1000);
         let skel = open.load().context("loading the generator XDP program")?;
         if skel.maps.bss_data.is_none() {
             bail!("generator BPF object has no mmapable .bss");
@@ -92,15 +93,13 @@ impl Generator {
         let prog_fd = skel.progs.gen_tx.as_fd().as_raw_fd();
 
         let stop = Arc::new(AtomicBool::new(false));
-        let progress: Progress = Arc::new(Mutex::new(Vec::with_capacity(1 << 12)));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
-        let (s2, p2) = (stop.clone(), progress.clone());
-        let tx_ptr = TxCount(&skel.maps.bss_data.as_deref().unwrap().tx_count as *const u64);
+        let s2 = stop.clone();
         let handle = std::thread::Builder::new()
             .name("xmvb-gen".into())
-            .spawn(move || run(cfg, prog_fd, tx_ptr, s2, p2, ready_tx))
+            .spawn(move || run(cfg, prog_fd, s2, ready_tx))
             .context("spawning the generator thread")?;
-        let mut g = Generator { stop, handle: Some(handle), progress, skel };
+        let mut g = Generator { stop, handle: Some(handle), skel };
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(g),
             Ok(Err(e)) => {
@@ -117,11 +116,12 @@ impl Generator {
         unsafe { std::ptr::read_volatile(p) }
     }
 
-    /// Frames sent by the time `t`, interpolated between the per-call progress records.
-    #[allow(dead_code)]
-    pub fn frames_at(&self, t: Instant) -> u64 {
-        frames_at(&self.progress.lock().unwrap(), t)
+    /// Broadcast frames among them.
+    pub fn tx_bcast(&self) -> u64 {
+        let p = &self.skel.maps.bss_data.as_deref().unwrap().tx_bcast as *const u64;
+        unsafe { std::ptr::read_volatile(p) }
     }
+
 
     /// False once the generator thread has ended (an error in a call ends it early).
     pub fn alive(&self) -> bool {
@@ -143,34 +143,11 @@ impl Drop for Generator {
     }
 }
 
-/// The address of the program's tx_count, valid while the Generator (its skeleton) lives.
-struct TxCount(*const u64);
-unsafe impl Send for TxCount {}
-
-pub fn frames_at(p: &[(Instant, u64)], t: Instant) -> u64 {
-    // p[0] is the start record (t_start, 0).
-    match p.iter().position(|&(ti, _)| ti >= t) {
-        None => p.last().map(|x| x.1).unwrap_or(0),
-        Some(0) => 0,
-        Some(i) => {
-            let (t0, f0) = p[i - 1];
-            let (t1, f1) = p[i];
-            let span = (t1 - t0).as_secs_f64();
-            if span <= 0.0 {
-                return f1;
-            }
-            let frac = (t - t0).as_secs_f64() / span;
-            f0 + ((f1 - f0) as f64 * frac).round() as u64
-        }
-    }
-}
 
 fn run(
     cfg: GenConfig,
     prog_fd: i32,
-    tx: TxCount,
     stop: Arc<AtomicBool>,
-    progress: Progress,
     ready: mpsc::Sender<Result<()>>,
 ) -> Result<GenSummary> {
     let setup = || -> Result<XdpMd> {
@@ -194,7 +171,6 @@ fn run(
             bail!("{msg}");
         }
     };
-    let sent = || unsafe { std::ptr::read_volatile(tx.0) };
 
     let one_call = |repeat: u32| -> Result<u32> {
         let mut opts = libbpf_sys::bpf_test_run_opts {
@@ -217,17 +193,12 @@ fn run(
     };
 
     // A first small call tells setup errors (EINVAL on ctx, ENOTSUPP on old kernels) before we say "ready".
-    let start = Instant::now();
-    progress.lock().unwrap().push((start, 0));
     let mut runs = 0u64;
-    let mut calls = 0u64;
     let mut ns_weighted = 0f64;
     match one_call(64) {
         Ok(d) => {
             runs += 64;
-            calls += 1;
             ns_weighted += d as f64 * 64.0;
-            progress.lock().unwrap().push((Instant::now(), sent()));
             let _ = ready.send(Ok(()));
         }
         Err(e) => {
@@ -239,11 +210,9 @@ fn run(
     while !stop.load(Ordering::Relaxed) {
         let d = one_call(cfg.repeat)?;
         runs += cfg.repeat as u64;
-        calls += 1;
         ns_weighted += d as f64 * cfg.repeat as f64;
-        progress.lock().unwrap().push((Instant::now(), sent()));
     }
-    Ok(GenSummary { runs, calls, mean_ns_per_run: if runs > 0 { ns_weighted / runs as f64 } else { 0.0 } })
+    Ok(GenSummary { runs, mean_ns_per_run: if runs > 0 { ns_weighted / runs as f64 } else { 0.0 } })
 }
 
 /// UDP destination port of the generated frames (discard; closed in the container unless --sink socket).
@@ -327,15 +296,5 @@ mod tests {
         assert_eq!(sum, 0xffff);
         assert_eq!(u16::from_be_bytes([f[38], f[39]]), 26);
         assert_eq!(build_frame(1518, [0; 6], [0; 6], [0; 4], [0; 4]).len(), 1514);
-    }
-
-    #[test]
-    fn interpolation() {
-        let t0 = Instant::now();
-        let s = std::time::Duration::from_millis(10);
-        let p = vec![(t0, 0), (t0 + s, 100), (t0 + 2 * s, 200)];
-        assert_eq!(frames_at(&p, t0 + s / 2), 50);
-        assert_eq!(frames_at(&p, t0 + 3 * s), 200);
-        assert_eq!(frames_at(&p, t0), 0);
     }
 }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::nlstats::{Link, NsSock};
+
 /// Set by the signal thread on the first SIGINT/SIGTERM/SIGHUP.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -103,7 +105,7 @@ pub fn stop_pid(pid: i32, grace: Duration) -> Option<i32> {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("xmacvlan-bench: pid {pid} ignored SIGTERM for {grace:?}, sending SIGKILL");
+        eprintln!("xmacvlan bench: pid {pid} ignored SIGTERM for {grace:?}, sending SIGKILL");
         libc::kill(pid, libc::SIGKILL);
         let r = libc::waitpid(pid, &mut status, 0);
         unregister_pid(pid);
@@ -188,10 +190,10 @@ pub fn install_signal_handling() -> Result<()> {
                 }
                 count += 1;
                 if count == 1 {
-                    eprintln!("\nxmacvlan-bench: got signal {sig}, stopping and cleaning up (again to force)");
+                    eprintln!("\nxmacvlan bench: got signal {sig}, stopping and cleaning up (again to force)");
                     INTERRUPTED.store(true, Ordering::SeqCst);
                 } else {
-                    eprintln!("xmacvlan-bench: got signal {sig} again, cleaning up now");
+                    eprintln!("xmacvlan bench: got signal {sig} again, cleaning up now");
                     cleanup_all();
                     std::process::exit(130);
                 }
@@ -201,7 +203,7 @@ pub fn install_signal_handling() -> Result<()> {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default_hook(info);
-        eprintln!("xmacvlan-bench: panic, cleaning up the lab");
+        eprintln!("xmacvlan bench: panic, cleaning up the lab");
         cleanup_all();
     }));
     Ok(())
@@ -290,21 +292,51 @@ pub fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
 // ---------------------------------------------------------------------------------------------------
 // The lab
 
+
 pub const GEN_IF: &str = "gen0";
 pub const PARENT_IF: &str = "eth1";
+/// The container interface's name in every container namespace.
 pub const CONTAINER_IF: &str = "eth0";
-pub const CONTAINER_MAC: [u8; 6] = [0x02, 0x42, 0xc6, 0x12, 0x00, 0x0b];
 pub const GEN_MAC: [u8; 6] = [0x02, 0x00, 0xc6, 0x12, 0x00, 0xfe];
-pub const CONTAINER_IP: [u8; 4] = [198, 18, 0, 11];
-pub const GEN_IP: [u8; 4] = [198, 18, 0, 254];
-pub const SUBNET: &str = "198.18.0.0/24";
+pub const GEN_IP: [u8; 4] = [198, 18, 15, 254];
+pub const SUBNET: &str = "198.18.0.0/20";
+pub const PREFIX_LEN: u8 = 20;
 pub const NETWORK_NAME: &str = "benchnet";
+/// Endpoints the lab's addressing has room for (198.18.0.16 ..= 198.18.15.253).
+pub const MAX_ENDPOINTS: usize = 4000;
+
+/// Container `i`'s MAC: 02:42:c6:12 followed by `i` in two bytes. The generator counts through
+/// these in the last two bytes to spread frames across endpoints.
+pub fn endpoint_mac(i: usize) -> [u8; 6] {
+    [0x02, 0x42, 0xc6, 0x12, (i >> 8) as u8, (i & 0xff) as u8]
+}
+
+/// Container `i`'s address: 198.18.0.16 + i.
+pub fn endpoint_ip(i: usize) -> [u8; 4] {
+    (u32::from_be_bytes([198, 18, 0, 16]) + i as u32).to_be_bytes()
+}
 
 pub fn mac_str(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 pub fn ip_str(a: &[u8; 4]) -> String {
     format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Kernel,
+    Xmacvlan,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Kernel => "kernel",
+            Backend::Xmacvlan => "xmacvlan",
+        }
+    }
 }
 
 pub const NS_PREFIX: &str = "xmvb-";
@@ -328,88 +360,118 @@ pub fn remove_stale_namespaces() {
         if pid == std::process::id() as i32 || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        eprintln!("xmacvlan-bench: removing stale namespace {name} (pid {pid} is gone)");
+        eprintln!("xmacvlan bench: removing stale namespace {name} (pid {pid} is gone)");
         delete_netns(&name);
     }
 }
 
+/// Writes a sysctl of the namespace at `ns_path` (from a thread inside it).
+fn ns_sysctl(ns_path: &Path, key: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    crate::napi::in_netns(ns_path, || fs::write(&path, value).with_context(|| format!("writing {path}")))
+}
+
+/// One container: its namespace and a netlink socket inside it.
+pub struct Container {
+    pub ns: String,
+    pub sock: NsSock,
+}
+
+/// gen —veth— dp/eth1 (the parent) and containers c0, c1, … whose interfaces are either kernel
+/// macvlan children of eth1 or xmacvlan endpoints on it.
 pub struct Lab {
     pub gen: String,
     pub dp: String,
-    pub c1: String,
+    pub gen_sock: NsSock,
+    pub dp_sock: NsSock,
+    pub containers: Vec<Container>,
+    /// The backend set up now, and how many containers it serves.
+    pub active: Option<Backend>,
+    pub present: usize,
     pub tmp: PathBuf,
-    /// Daemon currently running (pid), if any.
+    pid: u32,
     daemon: Option<Child>,
-    /// The container's UDP sink socket (--sink socket), if open.
+    bin: Option<PathBuf>,
+    xmv_cpus: String,
     sink: Option<std::os::fd::OwnedFd>,
     pub daemon_log: PathBuf,
 }
 
 impl Lab {
-    pub fn create(daemon_log: Option<PathBuf>) -> Result<Lab> {
+    pub fn create(daemon_log: Option<PathBuf>, bin: Option<PathBuf>, xmv_cpus: String) -> Result<Lab> {
         let pid = std::process::id();
         let tmp = std::env::temp_dir().join(format!("xmvb-{pid}"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).ok();
+        }
+        fs::create_dir_all(&tmp).with_context(|| format!("mkdir {}", tmp.display()))?;
+        register_dir(&tmp);
+        let gen = format!("{NS_PREFIX}{pid}-gen");
+        let dp = format!("{NS_PREFIX}{pid}-dp");
+        for ns in [&gen, &dp] {
+            ip(&["netns", "add", ns])?;
+            register_netns(ns);
+        }
         let mut lab = Lab {
-            gen: format!("{NS_PREFIX}{pid}-gen"),
-            dp: format!("{NS_PREFIX}{pid}-dp"),
-            c1: format!("{NS_PREFIX}{pid}-c1"),
+            gen_sock: NsSock::open(&ns_path(&gen))?,
+            dp_sock: NsSock::open(&ns_path(&dp))?,
+            gen,
+            dp,
+            containers: Vec::new(),
+            active: None,
+            present: 0,
             daemon_log: daemon_log.unwrap_or_else(|| tmp.join("daemon.log")),
             tmp,
+            pid,
             daemon: None,
+            bin,
+            xmv_cpus,
             sink: None,
         };
-        if lab.tmp.exists() {
-            fs::remove_dir_all(&lab.tmp).ok();
-        }
-        fs::create_dir_all(&lab.tmp).with_context(|| format!("mkdir {}", lab.tmp.display()))?;
-        register_dir(&lab.tmp);
-        for ns in [lab.gen.clone(), lab.dp.clone(), lab.c1.clone()] {
-            ip(&["netns", "add", &ns])?;
-            register_netns(&ns);
-        }
         lab.build_wire()?;
         Ok(lab)
     }
 
     fn build_wire(&mut self) -> Result<()> {
-        let (gen, dp, c1) = (self.gen.clone(), self.dp.clone(), self.c1.clone());
+        let (gen, dp) = (self.gen.clone(), self.dp.clone());
+        for ns in [&gen, &dp] {
+            // No IPv6: router solicitations and MLD reports would be extra frames in the counts.
+            ns_sysctl(&ns_path(ns), "net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns_sysctl(&ns_path(ns), "net.ipv6.conf.default.disable_ipv6", "1")?;
+        }
         // The veth pair is created inside the gen namespace and its peer is born in dp: nothing touches
         // the host's namespace.
-        ip(&[
-            "-n",
-            &gen,
-            "link",
-            "add",
-            GEN_IF,
-            "numtxqueues",
-            "1",
-            "numrxqueues",
-            "1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            PARENT_IF,
-            "netns",
-            &dp,
-            "numtxqueues",
-            "1",
-            "numrxqueues",
-            "1",
-        ])?;
-        for ns in [&gen, &dp, &c1] {
+        ip(&["-n", &gen, "link", "add", GEN_IF, "numtxqueues", "1", "numrxqueues", "1", "type", "veth", "peer", "name",
+            PARENT_IF, "netns", &dp, "numtxqueues", "1", "numrxqueues", "1"])?;
+        for ns in [&gen, &dp] {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
         ip(&["-n", &gen, "link", "set", GEN_IF, "address", &mac_str(&GEN_MAC), "mtu", "1500", "up"])?;
+        ip(&["-n", &gen, "addr", "add", &format!("{}/{PREFIX_LEN}", ip_str(&GEN_IP)), "dev", GEN_IF])?;
         ip(&["-n", &dp, "link", "set", PARENT_IF, "mtu", "1500", "up"])?;
+        // The wire host sends finished frames, as a host behind a real NIC does: with checksum offload
+        // a veth passes TCP/UDP checksums as "to be done" (and 64 KB TSO frames) in skb metadata, which
+        // kernel macvlan carries along but an XDP/AF_XDP datapath, seeing only bytes, cannot.
+        in_ns(&gen, &["ethtool", "-K", GEN_IF, "tx", "off"])?;
         // NAPI on the parent so that it accepts the frames XDP_TX'd by the generator veth.
         in_ns(&dp, &["ethtool", "-K", PARENT_IF, "gro", "on"])?;
+        // sysfs shows a namespace's devices only when mounted from it: `ip netns exec` does that.
         in_ns(&dp, &["sh", "-c", &format!("echo 1 > /sys/class/net/{PARENT_IF}/threaded")])?;
         Ok(())
     }
 
-    pub fn ns_path(&self, ns: &str) -> PathBuf {
-        PathBuf::from(format!("/var/run/netns/{ns}"))
+    /// Creates container namespaces up to `n`.
+    fn ensure_containers(&mut self, n: usize) -> Result<()> {
+        while self.containers.len() < n {
+            let ns = format!("{NS_PREFIX}{}-c{}", self.pid, self.containers.len());
+            ip(&["netns", "add", &ns])?;
+            register_netns(&ns);
+            ns_sysctl(&ns_path(&ns), "net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns_sysctl(&ns_path(&ns), "net.ipv6.conf.default.disable_ipv6", "1")?;
+            let sock = NsSock::open(&ns_path(&ns))?;
+            self.containers.push(Container { ns, sock });
+        }
+        Ok(())
     }
 
     pub fn ifindex(&self, ns: &str, dev: &str) -> Result<u32> {
@@ -422,71 +484,207 @@ impl Lab {
             .ok_or_else(|| anyhow!("no ifindex for {dev} in {ns}"))
     }
 
-    /// Non-loopback interfaces in the container namespace.
-    pub fn container_links(&self) -> Result<Vec<String>> {
-        let out = ip(&["-n", &self.c1, "-j", "link", "show"])?;
-        let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link` output")?;
-        Ok(v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|l| l.get("ifname").and_then(|n| n.as_str()).map(str::to_string))
-                    .filter(|n| n != "lo")
-                    .collect()
-            })
-            .unwrap_or_default())
+    /// The interface of container `i`.
+    pub fn container_link(&self, i: usize) -> Result<Link> {
+        let c = &self.containers[i];
+        let links = c.sock.links()?;
+        links.into_iter().next().ok_or_else(|| anyhow!("container namespace {} has no interface", c.ns))
     }
 
-    /// Brings the lab back to "wire only": no container interface, no XDP program on the parent, no daemon.
+    /// Σ rx_packets of the interfaces of containers `range`, and when it was read (the middle of the
+    /// reads).
+    pub fn rx_sum(&self, range: std::ops::Range<usize>) -> Result<(Instant, u64)> {
+        let t0 = Instant::now();
+        let mut sum = 0u64;
+        for c in &self.containers[range] {
+            sum += c.sock.links()?.iter().map(|l| l.rx_packets).sum::<u64>();
+        }
+        let t1 = Instant::now();
+        Ok((t0 + (t1 - t0) / 2, sum))
+    }
+
+    /// rx_packets of the generator's interface (frames that reached the wire host).
+    pub fn gen_rx(&self) -> Result<(Instant, u64)> {
+        let t0 = Instant::now();
+        let v = self.gen_sock.links()?.iter().find(|l| l.name == GEN_IF).map(|l| l.rx_packets).unwrap_or(0);
+        let t1 = Instant::now();
+        Ok((t0 + (t1 - t0) / 2, v))
+    }
+
+    /// Brings the lab back to "wire only": no container interface, no XDP on the parent, no daemon.
     pub fn reset(&mut self) -> Result<()> {
         self.sink = None;
         self.stop_daemon();
-        for l in self.container_links()? {
-            ip(&["-n", &self.c1, "link", "del", "dev", &l]).ok();
+        for c in &self.containers {
+            for l in c.sock.links()? {
+                c.sock.del_link(l.ifindex)?;
+            }
         }
         // Only our own parent, in our own namespace.
         ip(&["-n", &self.dp, "link", "set", "dev", PARENT_IF, "xdp", "off"]).ok();
+        self.active = None;
+        self.present = 0;
         Ok(())
     }
 
-    /// Kernel backend: a macvlan bridge-mode child of eth1, moved into c1 as eth0.
-    pub fn setup_kernel(&mut self) -> Result<String> {
+    /// Sets `backend` up from scratch with `n` containers.
+    pub fn setup(&mut self, backend: Backend, n: usize) -> Result<()> {
         self.reset()?;
-        let (dp, c1) = (self.dp.clone(), self.c1.clone());
-        ip(&["-n", &dp, "link", "add", "link", PARENT_IF, "name", "mv0", "type", "macvlan", "mode", "bridge"])?;
-        ip(&["-n", &dp, "link", "set", "dev", "mv0", "netns", &c1])?;
-        ip(&["-n", &c1, "link", "set", "dev", "mv0", "name", CONTAINER_IF])?;
-        ip(&["-n", &c1, "link", "set", "dev", CONTAINER_IF, "address", &mac_str(&CONTAINER_MAC)])?;
-        ip(&["-n", &c1, "addr", "add", &format!("{}/24", ip_str(&CONTAINER_IP)), "dev", CONTAINER_IF])?;
-        ip(&["-n", &c1, "link", "set", "dev", CONTAINER_IF, "up"])?;
-        Ok(CONTAINER_IF.to_string())
+        if backend == Backend::Xmacvlan {
+            self.start_daemon()?;
+        }
+        self.active = Some(backend);
+        self.grow(n)
     }
 
-    /// xmacvlan backend: start the daemon in dp, create the network, connect c1. Returns the container
-    /// interface name.
-    pub fn setup_xmacvlan(&mut self, bin: &Path, cpus: &str) -> Result<String> {
-        self.reset()?;
+    /// Adds containers on the active backend until `n` are served.
+    pub fn grow(&mut self, n: usize) -> Result<()> {
+        if n > MAX_ENDPOINTS {
+            bail!("{n} endpoints: the lab's addressing has room for {MAX_ENDPOINTS}");
+        }
+        let backend = self.active.ok_or_else(|| anyhow!("no backend set up"))?;
+        self.ensure_containers(n)?;
+        let from = self.present;
+        match backend {
+            Backend::Kernel => {
+                // One `ip -batch` creates every child directly in its container namespace.
+                let mut batch = String::new();
+                for i in from..n {
+                    batch += &format!(
+                        "link add link {PARENT_IF} name {CONTAINER_IF} address {} netns {} type macvlan mode bridge\n",
+                        mac_str(&endpoint_mac(i)),
+                        self.containers[i].ns
+                    );
+                }
+                if !batch.is_empty() {
+                    let f = self.tmp.join("kernel.batch");
+                    fs::write(&f, batch)?;
+                    run_cmd(Command::new("ip").args(["-n", &self.dp, "-batch"]).arg(&f), Duration::from_secs(120))?;
+                }
+                for i in from..n {
+                    let ns = self.containers[i].ns.clone();
+                    let f = self.tmp.join("c.batch");
+                    fs::write(
+                        &f,
+                        format!(
+                            "addr add {}/{PREFIX_LEN} dev {CONTAINER_IF}\nlink set {CONTAINER_IF} up\n",
+                            ip_str(&endpoint_ip(i))
+                        ),
+                    )?;
+                    run_cmd(Command::new("ip").args(["-n", &ns, "-batch"]).arg(&f), CMD_TIMEOUT)?;
+                }
+            }
+            Backend::Xmacvlan => {
+                for i in from..n {
+                    let path = ns_path(&self.containers[i].ns).to_string_lossy().into_owned();
+                    self.client(&[
+                        "network",
+                        "connect",
+                        "--ip",
+                        &ip_str(&endpoint_ip(i)),
+                        "--mac-address",
+                        &mac_str(&endpoint_mac(i)),
+                        NETWORK_NAME,
+                        &path,
+                    ])?;
+                    check_interrupted()?;
+                }
+            }
+        }
+        self.present = n;
+        self.wait_up(from..n)?;
+        // Static neighbours between the wire host and the first two containers (the latency and
+        // TCP peers): no ARP exchange in any measurement.
+        for i in from..n.min(2) {
+            let (ip_i, mac_i) = (ip_str(&endpoint_ip(i)), mac_str(&endpoint_mac(i)));
+            ip(&["-n", &self.gen, "neigh", "replace", &ip_i, "lladdr", &mac_i, "dev", GEN_IF, "nud", "permanent"])?;
+            let ns = &self.containers[i].ns;
+            ip(&["-n", ns, "neigh", "replace", &ip_str(&GEN_IP), "lladdr", &mac_str(&GEN_MAC), "dev", CONTAINER_IF,
+                "nud", "permanent"])?;
+            for j in (0..n.min(2)).filter(|&j| j != i) {
+                let (ip_j, mac_j) = (ip_str(&endpoint_ip(j)), mac_str(&endpoint_mac(j)));
+                ip(&["-n", ns, "neigh", "replace", &ip_j, "lladdr", &mac_j, "dev", CONTAINER_IF, "nud", "permanent"])?;
+                let nsj = &self.containers[j].ns;
+                ip(&["-n", nsj, "neigh", "replace", &ip_i, "lladdr", &mac_i, "dev", CONTAINER_IF, "nud", "permanent"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the interfaces of containers `range` are up with their MACs.
+    fn wait_up(&self, range: std::ops::Range<usize>) -> Result<()> {
+        let end = Instant::now() + Duration::from_secs(20);
+        for i in range {
+            loop {
+                check_interrupted()?;
+                let l = self.container_link(i).ok();
+                if l.as_ref().is_some_and(|l| l.up) {
+                    break;
+                }
+                if Instant::now() >= end {
+                    bail!("container {} has no interface up ({l:?})", self.containers[i].ns);
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    fn client(&self, args: &[&str]) -> Result<String> {
+        let bin = self.bin.as_ref().ok_or_else(|| anyhow!("no xmacvlan binary"))?;
+        let sock = self.tmp.join("x.sock");
+        let mut c = Command::new(bin);
+        c.arg("--socket").arg(&sock).args(args);
+        run_cmd(&mut c, Duration::from_secs(60))
+            .map(|o| o.stdout)
+            .map_err(|e| anyhow!("{e}\ndaemon log tail:\n{}", self.daemon_log_tail(40)))
+    }
+
+    /// Σ of the xmacvlan endpoints' delivered (tx) counters: the datapath's own count, to cross-check
+    /// the container interfaces'.
+    pub fn datapath_delivered(&self) -> Result<Option<u64>> {
+        if self.daemon.is_none() {
+            return Ok(None);
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&self.client(&["stats", "--format", "json"])?).context("parsing `stats --format json`")?;
+        let mut sum = 0;
+        for n in v["networks"].as_array().into_iter().flatten() {
+            for p in n["ports"].as_array().into_iter().flatten() {
+                if p["kind"] == "endpoint" {
+                    sum += p["tx"].as_u64().unwrap_or(0);
+                }
+            }
+        }
+        Ok(Some(sum))
+    }
+
+    fn start_daemon(&mut self) -> Result<()> {
+        let bin = self.bin.clone().ok_or_else(|| anyhow!("no xmacvlan binary"))?;
         let sock = self.tmp.join("x.sock");
         let state = self.tmp.join("st");
         let _ = fs::remove_file(&sock);
         let _ = fs::remove_dir_all(&state);
         fs::create_dir_all(&state)?;
-        let log = fs::File::create(&self.daemon_log)
-            .with_context(|| format!("creating the daemon log {}", self.daemon_log.display()))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.daemon_log)
+            .with_context(|| format!("opening the daemon log {}", self.daemon_log.display()))?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.dp])
-            .arg(bin)
+            .arg(&bin)
             .arg("daemon")
             .arg("--socket")
             .arg(&sock)
             .arg("--state-dir")
             .arg(&state)
-            .args(["--cpus", cpus])
+            .args(["--cpus", &self.xmv_cpus])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             // Own process group: a terminal Ctrl-C reaches only us; we stop the daemon ourselves.
             .process_group(0);
-        eprintln!("xmacvlan-bench: starting `{}` (log {})", describe(&cmd), self.daemon_log.display());
         let child = unblock_in_child(&mut cmd).spawn().with_context(|| format!("starting {}", bin.display()))?;
         register_pid(child.id() as i32);
         self.daemon = Some(child);
@@ -504,85 +702,32 @@ impl Lab {
                 break;
             }
             if Instant::now() >= end {
-                bail!(
-                    "the xmacvlan daemon did not accept on {} within 30 s; log tail:\n{}",
-                    sock.display(),
-                    self.daemon_log_tail(40)
-                );
+                bail!("the xmacvlan daemon did not accept on {} within 30 s; log tail:\n{}", sock.display(),
+                    self.daemon_log_tail(40));
             }
             thread::sleep(Duration::from_millis(50));
         }
-
-        let sock_s = sock.to_string_lossy().into_owned();
-        let client = |args: &[&str]| -> Result<String> {
-            let mut c = Command::new(bin);
-            c.args(["--socket", &sock_s]).args(args);
-            run_cmd(&mut c, Duration::from_secs(60)).map(|o| o.stdout)
-        };
-        client(&[
+        self.client(&[
             "network",
             "create",
             "-d",
             "macvlan",
             "--subnet",
             SUBNET,
+            "--aux-address",
+            &format!("wirehost={}", ip_str(&GEN_IP)),
             "-o",
             &format!("parent={PARENT_IF}"),
             NETWORK_NAME,
-        ])
-        .map_err(|e| anyhow!("{e}\ndaemon log tail:\n{}", self.daemon_log_tail(40)))?;
-        let c1_path = self.ns_path(&self.c1).to_string_lossy().into_owned();
-        client(&[
-            "network",
-            "connect",
-            "--ip",
-            &ip_str(&CONTAINER_IP),
-            "--mac-address",
-            &mac_str(&CONTAINER_MAC),
-            NETWORK_NAME,
-            &c1_path,
-        ])
-        .map_err(|e| anyhow!("{e}\ndaemon log tail:\n{}", self.daemon_log_tail(40)))?;
-
-        // The endpoint: eth0 if present, else the only non-lo interface. Wait until it is up.
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            check_interrupted()?;
-            let links = self.container_links()?;
-            let name = if links.iter().any(|l| l == CONTAINER_IF) {
-                Some(CONTAINER_IF.to_string())
-            } else if links.len() == 1 {
-                Some(links[0].clone())
-            } else {
-                None
-            };
-            if let Some(name) = name {
-                let out = ip(&["-n", &self.c1, "-j", "link", "show", "dev", &name])?;
-                let v: serde_json::Value = serde_json::from_str(&out)?;
-                let up = v[0]["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"));
-                let mac = v[0]["address"].as_str().unwrap_or("").to_string();
-                if up {
-                    if mac != mac_str(&CONTAINER_MAC) {
-                        eprintln!(
-                            "xmacvlan-bench: warning: container interface {name} has MAC {mac}, expected {}",
-                            mac_str(&CONTAINER_MAC)
-                        );
-                    }
-                    return Ok(name);
-                }
-            }
-            if Instant::now() >= end {
-                bail!("no container interface came up in {} after `network connect` (links: {links:?})", self.c1);
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        ])?;
+        Ok(())
     }
 
-    /// Opens, inside the container, a UDP socket on the generated frames' port, connected to their source
+    /// Opens, inside container 0, a UDP socket on the generated frames' port, connected to their source
     /// (so early demux finds it) and with the smallest receive buffer: the queue is full at once and every
     /// further datagram is dropped by the socket layer (UdpRcvbufErrors), an application that never reads.
     pub fn open_udp_sink(&mut self) -> Result<()> {
-        let path = self.ns_path(&self.c1);
+        let path = ns_path(&self.containers[0].ns);
         let fd = crate::napi::in_netns(&path, || {
             let s = std::net::UdpSocket::bind(("0.0.0.0", crate::gen::UDP_DST_PORT)).context("binding the UDP sink")?;
             let one: libc::c_int = 1;
@@ -620,7 +765,7 @@ impl Lab {
                 Some(st) if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 => {}
                 Some(st) if libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGTERM => {}
                 Some(st) => eprintln!(
-                    "xmacvlan-bench: the xmacvlan daemon (pid {pid}) ended with wait status {st:#x}; log tail:\n{}",
+                    "xmacvlan bench: the xmacvlan daemon (pid {pid}) ended with wait status {st:#x}; log tail:\n{}",
                     self.daemon_log_tail(20)
                 ),
                 None => {}
@@ -629,11 +774,18 @@ impl Lab {
     }
 }
 
+pub fn ns_path(ns: &str) -> PathBuf {
+    PathBuf::from(format!("/var/run/netns/{ns}"))
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         self.sink = None;
         self.stop_daemon();
-        for ns in [&self.c1, &self.dp, &self.gen] {
+        for c in self.containers.iter().rev() {
+            delete_netns(&c.ns);
+        }
+        for ns in [&self.dp, &self.gen] {
             delete_netns(ns);
         }
         let _ = fs::remove_dir_all(&self.tmp);

@@ -67,7 +67,7 @@ fn genl_msg(ty: u16, flags: u16, seq: u32, cmd: u8, attrs: &[(u16, Vec<u8>)]) ->
     b
 }
 
-fn attrs(mut p: &[u8]) -> Vec<(u16, &[u8])> {
+pub(crate) fn attrs(mut p: &[u8]) -> Vec<(u16, &[u8])> {
     let mut v = Vec::new();
     while p.len() >= 4 {
         let len = u16::from_ne_bytes([p[0], p[1]]) as usize;

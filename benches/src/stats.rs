@@ -3,53 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
 use crate::lab;
-
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct LinkStats {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub rx_dropped: u64,
-    pub tx_packets: u64,
-    pub tx_dropped: u64,
-}
-
-impl LinkStats {
-    pub fn delta(&self, earlier: &LinkStats) -> LinkStats {
-        LinkStats {
-            rx_packets: self.rx_packets.wrapping_sub(earlier.rx_packets),
-            rx_bytes: self.rx_bytes.wrapping_sub(earlier.rx_bytes),
-            rx_dropped: self.rx_dropped.wrapping_sub(earlier.rx_dropped),
-            tx_packets: self.tx_packets.wrapping_sub(earlier.tx_packets),
-            tx_dropped: self.tx_dropped.wrapping_sub(earlier.tx_dropped),
-        }
-    }
-}
-
-/// Stats of `dev` in `ns`, and the instant they were read (the middle of the `ip` call).
-pub fn link_stats(ns: &str, dev: &str) -> Result<(Instant, LinkStats)> {
-    let t0 = Instant::now();
-    let out = lab::ip(&["-n", ns, "-s", "-j", "link", "show", "dev", dev])?;
-    let t1 = Instant::now();
-    let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -s -j link`")?;
-    let s = &v[0]["stats64"];
-    let g = |a: &str, b: &str| -> Result<u64> {
-        s[a][b].as_u64().ok_or_else(|| anyhow!("no stats64.{a}.{b} for {dev} in {ns}"))
-    };
-    let st = LinkStats {
-        rx_packets: g("rx", "packets")?,
-        rx_bytes: g("rx", "bytes")?,
-        rx_dropped: g("rx", "dropped")?,
-        tx_packets: g("tx", "packets")?,
-        tx_dropped: g("tx", "dropped")?,
-    };
-    Ok((t0 + (t1 - t0) / 2, st))
-}
 
 /// `ethtool -S dev` in `ns` as a map (empty when the driver has none).
 pub fn ethtool_stats(ns: &str, dev: &str) -> BTreeMap<String, u64> {
@@ -78,8 +35,17 @@ pub fn map_delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) 
         .collect()
 }
 
-/// Per-CPU (busy, total) jiffies from /proc/stat; busy = everything but idle and iowait.
-pub fn cpu_times() -> BTreeMap<usize, (u64, u64)> {
+/// Jiffies of one CPU from /proc/stat.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimes {
+    /// Everything but idle and iowait (user, nice, system, irq, softirq, steal).
+    pub busy: u64,
+    /// Time the hypervisor ran something else on this virtual CPU (included in busy).
+    pub steal: u64,
+    pub total: u64,
+}
+
+pub fn cpu_times() -> BTreeMap<usize, CpuTimes> {
     let mut m = BTreeMap::new();
     if let Ok(s) = fs::read_to_string("/proc/stat") {
         for line in s.lines() {
@@ -89,13 +55,13 @@ pub fn cpu_times() -> BTreeMap<usize, (u64, u64)> {
                 continue;
             };
             let v: Vec<u64> = it.filter_map(|x| x.parse().ok()).collect();
-            if v.len() < 5 {
+            if v.len() < 8 {
                 continue;
             }
             // user nice system idle iowait irq softirq steal (guest* are included in user/nice)
             let total: u64 = v.iter().take(8).sum();
             let idle = v[3] + v[4];
-            m.insert(cpu, (total - idle, total));
+            m.insert(cpu, CpuTimes { busy: total - idle, steal: v[7], total });
         }
     }
     m
@@ -104,17 +70,23 @@ pub fn cpu_times() -> BTreeMap<usize, (u64, u64)> {
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuUse {
     pub cpu: usize,
-    /// Busy share of the CPU over the trial, in percent (user+system+irq+softirq+steal).
+    /// Busy share of the CPU over the window, in percent (user+system+irq+softirq+steal).
     pub busy_pct: f64,
+    /// Share the hypervisor took away (steal), in percent.
+    pub steal_pct: f64,
 }
 
-pub fn cpu_use(after: &BTreeMap<usize, (u64, u64)>, before: &BTreeMap<usize, (u64, u64)>) -> Vec<CpuUse> {
+pub fn cpu_use(after: &BTreeMap<usize, CpuTimes>, before: &BTreeMap<usize, CpuTimes>) -> Vec<CpuUse> {
     after
         .iter()
-        .filter_map(|(&cpu, &(b1, t1))| {
-            let &(b0, t0) = before.get(&cpu)?;
-            let dt = t1.saturating_sub(t0);
-            (dt > 0).then(|| CpuUse { cpu, busy_pct: 100.0 * b1.saturating_sub(b0) as f64 / dt as f64 })
+        .filter_map(|(&cpu, a)| {
+            let b = before.get(&cpu)?;
+            let dt = a.total.saturating_sub(b.total) as f64;
+            (dt > 0.0).then(|| CpuUse {
+                cpu,
+                busy_pct: 100.0 * a.busy.saturating_sub(b.busy) as f64 / dt,
+                steal_pct: 100.0 * a.steal.saturating_sub(b.steal) as f64 / dt,
+            })
         })
         .collect()
 }

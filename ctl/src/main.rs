@@ -55,6 +55,14 @@ enum Cmd {
     },
     /// Print a shell completion script, e.g. `xmacvlan completions bash > /etc/bash_completion.d/xmacvlan`.
     Completions { shell: clap_complete::Shell },
+    /// Kernel macvlan vs xmacvlan in one lab of namespaces: RFC 2544 throughput, latency, TCP, CPU
+    /// cost, scaling (`xmacvlan bench --help` for its options).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Options of the benchmark harness.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -173,6 +181,11 @@ fn default_cpus() -> Vec<usize> {
 
 fn main() {
     let cli = Cli::parse();
+    if let Cmd::Bench { args } = cli.cmd {
+        // The harness runs this binary's daemon; it owns its threads and signals, so no runtime here.
+        let argv = std::iter::once("xmacvlan bench".into()).chain(args).collect();
+        std::process::exit(xmacvlan_bench::main_with(argv, std::env::current_exe().ok()).into());
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let result = rt.block_on(async move {
         match cli.cmd {
@@ -223,6 +236,7 @@ fn main() {
                 }
             }
             Cmd::Stats { watch, format } => client::Client::new(cli.socket).stats(watch, format).await,
+            Cmd::Bench { .. } => unreachable!("handled before the runtime starts"),
             Cmd::Completions { shell } => {
                 clap_complete::generate(
                     shell,

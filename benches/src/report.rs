@@ -1,0 +1,384 @@
+//! The report: tables with kernel, xmacvlan and ratio columns, and SVG plots (plotters).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+
+use crate::lab::Backend;
+use crate::{median, Report, Test, Trial};
+
+fn f3(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into())
+}
+fn f1(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into())
+}
+fn ratio(k: Option<f64>, x: Option<f64>) -> String {
+    match (k, x) {
+        (Some(k), Some(x)) if k > 0.0 => format!("{:.2}", x / k),
+        _ => "-".into(),
+    }
+}
+
+/// A table with left-aligned first column(s) and right-aligned numbers.
+struct Table {
+    head: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(head: &[&str]) -> Table {
+        Table { head: head.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
+    }
+    fn row(&mut self, r: Vec<String>) {
+        self.rows.push(r);
+    }
+    fn render(&self, out: &mut String) {
+        let mut w: Vec<usize> = self.head.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let line = |cells: &[String]| {
+            cells.iter().enumerate().map(|(i, c)| format!("{c:>width$}", width = w[i])).collect::<Vec<_>>().join("  ")
+        };
+        let _ = writeln!(out, "{}", line(&self.head));
+        for r in &self.rows {
+            let _ = writeln!(out, "{}", line(r));
+        }
+        out.push('\n');
+    }
+}
+
+fn trials<'a>(r: &'a Report, test: Test) -> impl Iterator<Item = &'a Trial> + 'a {
+    r.results.trials.iter().filter(move |t| t.test == test)
+}
+
+fn med(r: &Report, test: Test, b: Backend, f: impl Fn(&Trial) -> bool, v: impl Fn(&Trial) -> f64) -> Option<f64> {
+    median(trials(r, test).filter(|t| t.backend == b && f(t)).map(v).collect())
+}
+
+fn keys<T: PartialEq + Copy>(it: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = Vec::new();
+    for k in it {
+        if !v.contains(&k) {
+            v.push(k);
+        }
+    }
+    v
+}
+
+pub fn text(r: &Report) -> String {
+    let mut o = String::new();
+    let e = &r.env;
+    let _ = writeln!(o, "xmacvlan bench {} — {} — kernel {}, {} ({} CPUs)", r.version, e.date_utc, e.kernel, e.cpu_model, e.nproc);
+    let _ = writeln!(o, "placement: {}", r.placement);
+    if let Some(c) = &r.cli {
+        let _ = writeln!(
+            o,
+            "sink {:?}; trial window {} s after {} s warm-up; ratios are xmacvlan / kernel\n",
+            c.sink, c.duration, c.warmup
+        );
+    }
+    let (k, x) = (Backend::Kernel, Backend::Xmacvlan);
+
+    if trials(r, Test::Max).next().is_some() {
+        let _ = writeln!(o, "Max forwarding rate under overload (wire → container, generator unpaced), Mpps, median of trials");
+        let mut t = Table::new(&["size B", "bcast %", "offered", "kernel", "xmacvlan", "ratio", "kernel Gb/s", "xmacvlan Gb/s"]);
+        for (size, pct) in keys(trials(r, Test::Max).map(|t| (t.size, t.bcast_pct))) {
+            let sel = |t: &Trial| t.size == size && t.bcast_pct == pct;
+            let (kv, xv) = (med(r, Test::Max, k, sel, |t| t.delivered_pps / 1e6), med(r, Test::Max, x, sel, |t| t.delivered_pps / 1e6));
+            let off = median(trials(r, Test::Max).filter(|t| sel(t)).map(|t| t.offered_pps / 1e6).collect());
+            let gb = |b| med(r, Test::Max, b, sel, |t| t.delivered_gbps);
+            t.row(vec![size.to_string(), format!("{pct}"), f3(off), f3(kv), f3(xv), ratio(kv, xv), f3(gb(k)), f3(gb(x))]);
+        }
+        t.render(&mut o);
+    }
+
+    if !r.results.throughput.is_empty() {
+        let tol = r.cli.as_ref().map_or(0.0, |c| c.loss_tolerance);
+        let what = if tol > 0.0 { format!("at most {tol} % of the frames lost") } else { "zero frames lost".into() };
+        let _ = writeln!(o, "RFC 2544 throughput (highest offered rate with {what}, binary search), Mpps");
+        let mut t = Table::new(&["size B", "bcast %", "kernel", "xmacvlan", "ratio", "kernel Gb/s", "xmacvlan Gb/s"]);
+        for (size, pct) in keys(r.results.throughput.iter().map(|t| (t.size, t.bcast_pct))) {
+            let get = |b: Backend| r.results.throughput.iter().find(|t| t.backend == b && t.size == size && t.bcast_pct == pct);
+            let (kv, xv) = (get(k).map(|t| t.pps / 1e6), get(x).map(|t| t.pps / 1e6));
+            t.row(vec![
+                size.to_string(),
+                format!("{pct}"),
+                f3(kv),
+                f3(xv),
+                ratio(kv, xv),
+                f3(get(k).map(|t| t.gbps)),
+                f3(get(x).map(|t| t.gbps)),
+            ]);
+        }
+        t.render(&mut o);
+    }
+
+    if !r.results.latency.is_empty() {
+        let _ = writeln!(o, "Latency, UDP request/response wire host ↔ container 0 under background load, µs");
+        let mut t = Table::new(&[
+            "size B", "load % thr", "k p50", "k p90", "k p99", "k p99.9", "x p50", "x p90", "x p99", "x p99.9", "p99 ratio",
+        ]);
+        for (size, pct) in keys(r.results.latency.iter().map(|l| (l.size, l.load_pct))) {
+            let get = |b: Backend| {
+                r.results.latency.iter().find(|l| l.backend == b && l.size == size && l.load_pct == pct).map(|l| &l.latency)
+            };
+            let (kl, xl) = (get(k), get(x));
+            t.row(vec![
+                size.to_string(),
+                format!("{pct}"),
+                f1(kl.map(|l| l.p50_us)),
+                f1(kl.map(|l| l.p90_us)),
+                f1(kl.map(|l| l.p99_us)),
+                f1(kl.map(|l| l.p999_us)),
+                f1(xl.map(|l| l.p50_us)),
+                f1(xl.map(|l| l.p90_us)),
+                f1(xl.map(|l| l.p99_us)),
+                f1(xl.map(|l| l.p999_us)),
+                ratio(kl.map(|l| l.p99_us), xl.map(|l| l.p99_us)),
+            ]);
+        }
+        t.render(&mut o);
+    }
+
+    if trials(r, Test::Cpu).next().is_some() {
+        let _ = writeln!(o, "CPU cost at a fixed offered load: CPU seconds the datapath CPU(s) spent per million frames delivered");
+        let mut t = Table::new(&["size B", "offered Mpps", "kernel delivered", "xmacvlan delivered", "kernel CPU-s/Mf", "xmacvlan CPU-s/Mf", "ratio"]);
+        for size in keys(trials(r, Test::Cpu).map(|t| t.size)) {
+            let sel = |t: &Trial| t.size == size;
+            let c = |b| med(r, Test::Cpu, b, sel, |t| t.cpu_s_per_mframe);
+            let d = |b| med(r, Test::Cpu, b, sel, |t| t.delivered_pps / 1e6);
+            let off = median(trials(r, Test::Cpu).map(|t| t.offered_pps / 1e6).collect());
+            t.row(vec![size.to_string(), f3(off), f3(d(k)), f3(d(x)), f3(c(k)), f3(c(x)), ratio(c(k), c(x))]);
+        }
+        t.render(&mut o);
+    }
+
+    if !r.results.tcp.is_empty() {
+        let _ = writeln!(o, "TCP throughput (iperf3, one stream), Gbit/s");
+        let mut t = Table::new(&["path", "kernel", "xmacvlan", "ratio", "kernel retr", "xmacvlan retr"]);
+        for (from, to) in keys(r.results.tcp.iter().map(|t| (t.tcp.from.as_str(), t.tcp.to.as_str()))) {
+            let get = |b: Backend| r.results.tcp.iter().find(|t| t.backend == b && t.tcp.from == from && t.tcp.to == to);
+            let (kv, xv) = (get(k).map(|t| t.tcp.gbps), get(x).map(|t| t.tcp.gbps));
+            t.row(vec![
+                format!("{from}→{to}"),
+                f3(kv),
+                f3(xv),
+                ratio(kv, xv),
+                get(k).map_or("-".into(), |t| t.tcp.retransmits.to_string()),
+                get(x).map_or("-".into(), |t| t.tcp.retransmits.to_string()),
+            ]);
+        }
+        t.render(&mut o);
+    }
+
+    if trials(r, Test::Container).next().is_some() {
+        let _ = writeln!(o, "Container-sourced traffic (AF_PACKET sender in c0, unpaced), Mpps delivered");
+        let mut t = Table::new(&["path", "size B", "kernel offered", "kernel", "xmacvlan offered", "xmacvlan", "ratio"]);
+        for (path, size) in keys(trials(r, Test::Container).map(|t| (t.path.as_str(), t.size))) {
+            let sel = |t: &Trial| t.path == path && t.size == size;
+            let d = |b| med(r, Test::Container, b, sel, |t| t.delivered_pps / 1e6);
+            let of = |b| med(r, Test::Container, b, sel, |t| t.offered_pps / 1e6);
+            t.row(vec![path.to_string(), size.to_string(), f3(of(k)), f3(d(k)), f3(of(x)), f3(d(x)), ratio(d(k), d(x))]);
+        }
+        t.render(&mut o);
+    }
+
+    if trials(r, Test::Scaling).next().is_some() {
+        let _ = writeln!(
+            o,
+            "Scaling: 64 B unicast spread over N containers (overload), and broadcast fan-out to N containers at a fixed rate"
+        );
+        let mut t = Table::new(&[
+            "N", "k Mpps", "x Mpps", "ratio", "bcast fps", "k copies %", "x copies %", "k CPU-s/Mbcast", "x CPU-s/Mbcast",
+        ]);
+        for n in keys(trials(r, Test::Scaling).map(|t| t.endpoints)) {
+            let uni = |t: &Trial| t.endpoints == n && t.bcast_pct == 0.0;
+            let bc = |t: &Trial| t.endpoints == n && t.bcast_pct == 100.0;
+            let u = |b| med(r, Test::Scaling, b, uni, |t| t.delivered_pps / 1e6);
+            let copies = |b| med(r, Test::Scaling, b, bc, |t| 100.0 * t.delivered as f64 / t.expected.max(1) as f64);
+            let cost = |b| med(r, Test::Scaling, b, bc, |t| t.cpu_s_per_mframe);
+            let fps = median(trials(r, Test::Scaling).filter(|t| bc(t)).map(|t| t.offered_pps).collect());
+            t.row(vec![
+                n.to_string(),
+                f3(u(k)),
+                f3(u(x)),
+                ratio(u(k), u(x)),
+                f1(fps),
+                f1(copies(k)),
+                f1(copies(x)),
+                f1(cost(k)),
+                f1(cost(x)),
+            ]);
+        }
+        t.render(&mut o);
+    }
+
+    let steal: Vec<f64> = r
+        .results
+        .trials
+        .iter()
+        .flat_map(|t| t.cpu_use.iter().filter(|c| r.cli.as_ref().is_some_and(|cli| cli.dp_cpus.contains(&c.cpu))))
+        .map(|c| c.steal_pct)
+        .collect();
+    if let (Some(m), Some(max)) = (median(steal.clone()), steal.iter().copied().reduce(f64::max)) {
+        let _ = writeln!(
+            o,
+            "Hypervisor steal on the datapath CPU(s) during trial windows: median {m:.1} %, max {max:.1} % (frames arriving \
+             while the vCPU is away queue in a 256-slot veth ring; longer absences drop them)\n"
+        );
+    }
+    // Cross-check of the xmacvlan datapath's own counters against the container interfaces.
+    let checks: Vec<(u64, u64)> = r
+        .results
+        .trials
+        .iter()
+        .filter(|t| t.path == "wire→containers")
+        .filter_map(|t| t.datapath_delivered.map(|d| (d, t.delivered)))
+        .collect();
+    if !checks.is_empty() {
+        let worst = checks.iter().map(|&(d, i)| d.abs_diff(i)).max().unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "Cross-check: over {} xmacvlan trials the datapath's endpoint counters and the container interfaces' rx_packets \
+             differ by at most {worst} frames\n",
+            checks.len()
+        );
+    }
+    for e in &r.results.errors {
+        let _ = writeln!(o, "error: {e}");
+    }
+    o
+}
+
+const COLORS: [RGBColor; 2] = [RGBColor(0x1f, 0x77, 0xb4), RGBColor(0xd6, 0x27, 0x28)];
+
+fn color(b: Backend) -> RGBColor {
+    match b {
+        Backend::Kernel => COLORS[0],
+        Backend::Xmacvlan => COLORS[1],
+    }
+}
+
+type Series = (String, RGBColor, bool, Vec<(f64, f64)>);
+
+/// One line chart: `series` are (label, colour, dashed, points).
+fn chart(path: &Path, title: &str, xlabel: &str, ylabel: &str, xlog: bool, series: &[Series]) -> Result<()> {
+    let pts = series.iter().flat_map(|s| s.3.iter());
+    let (mut x0, mut x1, mut y1) = (f64::MAX, f64::MIN, 0.0f64);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        return Ok(());
+    }
+    if x0 == x1 {
+        x1 = x0 + 1.0;
+    }
+    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let err = |e: &dyn std::fmt::Display| anyhow!("plotting {}: {e}", path.display());
+    let mut b = ChartBuilder::on(&root);
+    b.caption(title, ("sans-serif", 20)).margin(12).x_label_area_size(40).y_label_area_size(60);
+    let y = 0.0..(y1 * 1.1).max(1e-9);
+    if xlog {
+        let mut c = b.build_cartesian_2d((x0.max(1e-3)..x1).log_scale(), y).map_err(|e| err(&e))?;
+        c.configure_mesh().x_desc(xlabel).y_desc(ylabel).draw().map_err(|e| err(&e))?;
+        for (label, col, dashed, p) in series {
+            let style = ShapeStyle::from(col).stroke_width(if *dashed { 1 } else { 2 });
+            c.draw_series(LineSeries::new(p.iter().copied(), style))
+                .map_err(|e| err(&e))?
+                .label(label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+        c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(&e))?;
+    } else {
+        let mut c = b.build_cartesian_2d(x0..x1, y).map_err(|e| err(&e))?;
+        c.configure_mesh().x_desc(xlabel).y_desc(ylabel).draw().map_err(|e| err(&e))?;
+        for (label, col, dashed, p) in series {
+            let style = ShapeStyle::from(col).stroke_width(if *dashed { 1 } else { 2 });
+            c.draw_series(LineSeries::new(p.iter().copied(), style))
+                .map_err(|e| err(&e))?
+                .label(label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            c.draw_series(p.iter().map(|&(x, y)| Circle::new((x, y), 3, col.filled()))).map_err(|e| err(&e))?;
+        }
+        c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Writes rate.svg (rate vs frame size), latency.svg (CDFs) and scaling.svg into `dir`.
+pub fn plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let backends = [Backend::Kernel, Backend::Xmacvlan];
+
+    let mut rate: Vec<Series> = Vec::new();
+    for b in backends {
+        let mut max: Vec<(f64, f64)> = keys(trials(r, Test::Max).filter(|t| t.backend == b && t.bcast_pct == 0.0).map(|t| t.size))
+            .into_iter()
+            .filter_map(|s| Some((s as f64, med(r, Test::Max, b, |t| t.size == s && t.bcast_pct == 0.0, |t| t.delivered_pps / 1e6)?)))
+            .collect();
+        max.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if !max.is_empty() {
+            rate.push((format!("{} max (overload)", b.name()), color(b), false, max));
+        }
+        let mut thr: Vec<(f64, f64)> = r
+            .results
+            .throughput
+            .iter()
+            .filter(|t| t.backend == b && t.bcast_pct == 0.0)
+            .map(|t| (t.size as f64, t.pps / 1e6))
+            .collect();
+        thr.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if !thr.is_empty() {
+            rate.push((format!("{} RFC 2544 throughput", b.name()), color(b), true, thr));
+        }
+    }
+    if !rate.is_empty() {
+        let p = dir.join("rate.svg");
+        chart(&p, "Wire → container forwarding rate", "frame size (bytes on the wire)", "Mpps", false, &rate)?;
+        out.push(p);
+    }
+
+    let mut lat: Vec<Series> = Vec::new();
+    for l in &r.results.latency {
+        let pts: Vec<(f64, f64)> = l.latency.cdf.iter().map(|&(us, q)| (us, q * 100.0)).collect();
+        lat.push((
+            format!("{} {} B at {} % of throughput", l.backend.name(), l.size, l.load_pct),
+            color(l.backend),
+            l.load_pct < 50.0,
+            pts,
+        ));
+    }
+    if !lat.is_empty() {
+        let p = dir.join("latency.svg");
+        chart(&p, "Round-trip latency CDF (UDP wire host ↔ container)", "µs (log)", "% of probes ≤", true, &lat)?;
+        out.push(p);
+    }
+
+    let mut sc: Vec<Series> = Vec::new();
+    for b in backends {
+        let pts: Vec<(f64, f64)> = trials(r, Test::Scaling)
+            .filter(|t| t.backend == b && t.bcast_pct == 0.0)
+            .map(|t| (t.endpoints as f64, t.delivered_pps / 1e6))
+            .collect();
+        if !pts.is_empty() {
+            sc.push((format!("{} unicast spread", b.name()), color(b), false, pts));
+        }
+    }
+    if !sc.is_empty() {
+        let p = dir.join("scaling.svg");
+        chart(&p, "64 B overload rate vs endpoint count", "endpoints (log)", "Mpps", true, &sc)?;
+        out.push(p);
+    }
+    Ok(out)
+}
