@@ -4,6 +4,7 @@
 //! SIGINT/SIGTERM/SIGHUP (a dedicated signal thread; the first signal asks the run to stop and unwind,
 //! a second one cleans up at once and exits).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -393,12 +394,14 @@ pub struct Lab {
     daemon: Option<Child>,
     bin: Option<PathBuf>,
     xmv_cpus: String,
+    daemon_args: Vec<String>,
     sink: Option<std::os::fd::OwnedFd>,
     pub daemon_log: PathBuf,
 }
 
 impl Lab {
-    pub fn create(daemon_log: Option<PathBuf>, bin: Option<PathBuf>, xmv_cpus: String) -> Result<Lab> {
+    pub fn create(daemon_log: Option<PathBuf>, bin: Option<PathBuf>, xmv_cpus: String, daemon_args: Vec<String>)
+        -> Result<Lab> {
         let pid = std::process::id();
         let tmp = std::env::temp_dir().join(format!("xmvb-{pid}"));
         if tmp.exists() {
@@ -426,6 +429,7 @@ impl Lab {
             daemon: None,
             bin,
             xmv_cpus,
+            daemon_args,
             sink: None,
         };
         lab.build_wire()?;
@@ -640,23 +644,39 @@ impl Lab {
             .map_err(|e| anyhow!("{e}\ndaemon log tail:\n{}", self.daemon_log_tail(40)))
     }
 
-    /// Σ of the xmacvlan endpoints' delivered (tx) counters: the datapath's own count, to cross-check
-    /// the container interfaces'.
-    pub fn datapath_delivered(&self) -> Result<Option<u64>> {
+    /// The xmacvlan daemon's counters, flattened: `delivered` (Σ of the endpoints' tx, the datapath's
+    /// own count to cross-check the container interfaces'), the parent socket's kernel-side drops,
+    /// drop reasons summed over ports, and the workers' loop counters. None for the kernel backend.
+    pub fn datapath_counters(&self) -> Result<Option<BTreeMap<String, u64>>> {
         if self.daemon.is_none() {
             return Ok(None);
         }
         let v: serde_json::Value =
             serde_json::from_str(&self.client(&["stats", "--format", "json"])?).context("parsing `stats --format json`")?;
-        let mut sum = 0;
+        let mut m = BTreeMap::new();
+        let mut add = |k: String, v: &serde_json::Value| *m.entry(k).or_insert(0) += v.as_u64().unwrap_or(0);
+        for w in v["workers"].as_array().into_iter().flatten() {
+            for k in ["rx_frames", "tx_frames", "dropped", "tx_kicks", "idle_sleeps", "busy_loops", "flood_copies"] {
+                add(format!("worker.{k}"), &w[k]);
+            }
+        }
         for n in v["networks"].as_array().into_iter().flatten() {
             for p in n["ports"].as_array().into_iter().flatten() {
-                if p["kind"] == "endpoint" {
-                    sum += p["tx"].as_u64().unwrap_or(0);
+                let kind = p["kind"].as_str().unwrap_or("");
+                if kind == "endpoint" {
+                    add("delivered".into(), &p["tx"]);
+                }
+                if kind == "parent" {
+                    for (k, c) in p["kernel"].as_object().into_iter().flatten() {
+                        add(format!("parent.{k}"), c);
+                    }
+                }
+                for (k, c) in p["drops"].as_object().into_iter().flatten() {
+                    add(format!("drops.{k}"), c);
                 }
             }
         }
-        Ok(Some(sum))
+        Ok(Some(m))
     }
 
     fn start_daemon(&mut self) -> Result<()> {
@@ -680,6 +700,7 @@ impl Lab {
             .arg("--state-dir")
             .arg(&state)
             .args(["--cpus", &self.xmv_cpus])
+            .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -184,6 +184,9 @@ pub struct Cli {
     /// Write report.json (every trial), rate.svg, latency.svg and scaling.svg into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Extra options for `xmacvlan daemon`, e.g. "--busy-poll-us 0" (split on whitespace).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub daemon_args: Option<String>,
     /// Keep the xmacvlan daemon's output in FILE (default: a temporary file, shown on failure).
     #[arg(long, value_name = "FILE")]
     pub daemon_log: Option<PathBuf>,
@@ -222,6 +225,9 @@ pub struct Trial {
     pub loss_pct: f64,
     /// Deliveries the xmacvlan datapath counted on its endpoints over the whole run (cross-check).
     pub datapath_delivered: Option<u64>,
+    /// The xmacvlan daemon's counters that moved over the whole run (parent socket's kernel drops,
+    /// drop reasons, worker loop counters).
+    pub datapath_counters: BTreeMap<String, u64>,
     /// CPU seconds the datapath CPUs were busy in the window, per million frames delivered
     /// (per million broadcast frames sent in the fan-out test).
     pub dp_cpu_busy_s: f64,
@@ -498,7 +504,8 @@ fn run(mut cli: Cli, command: Vec<String>) -> Result<bool> {
     lab::remove_stale_namespaces();
     let pb = progress(&cli);
     {
-        let mut lab = Lab::create(cli.daemon_log.clone(), bin, xmv_cpus)?;
+        let daemon_args = cli.daemon_args.as_deref().unwrap_or("").split_whitespace().map(String::from).collect();
+        let mut lab = Lab::create(cli.daemon_log.clone(), bin, xmv_cpus, daemon_args)?;
         let mut b = Bench { cli: &cli, lab: &mut lab, pb: &pb, res: &mut report.results };
         for &backend in &cli.backends {
             lab::check_interrupted()?;
@@ -940,7 +947,7 @@ impl Bench<'_> {
             load.bcast_per_mille as f64 / 10.0
         ));
         let (_, s0) = self.delivered_now(load.source)?;
-        let dp0 = self.lab.datapath_delivered()?;
+        let dp0 = self.lab.datapath_counters()?;
         let mut traffic = self.start_traffic(load)?;
         lab::sleep_checked(Duration::from_secs_f64(cli.warmup))?;
         if !traffic.alive() {
@@ -984,8 +991,12 @@ impl Bench<'_> {
         // Drain: whatever is still queued gets delivered or dropped.
         lab::sleep_checked(Duration::from_millis(300))?;
         let (_, s1) = self.delivered_now(load.source)?;
-        let dp1 = self.lab.datapath_delivered()?;
+        let dp1 = self.lab.datapath_counters()?;
 
+        let dp = match (dp0, dp1) {
+            (Some(a), Some(b)) => Some(stats::map_delta(&b, &a)),
+            _ => None,
+        };
         let fanout = if load.source == Source::Wire { self.lab.present as u64 } else { 1 };
         let expected = (sent - sent_bcast) + sent_bcast * fanout;
         let delivered = s1.wrapping_sub(s0);
@@ -1021,10 +1032,8 @@ impl Bench<'_> {
             delivered,
             lost,
             loss_pct: if expected > 0 { 100.0 * lost as f64 / expected as f64 } else { 0.0 },
-            datapath_delivered: match (dp0, dp1) {
-                (Some(a), Some(b)) => Some(b.wrapping_sub(a)),
-                _ => None,
-            },
+            datapath_delivered: dp.as_ref().map(|m| m.get("delivered").copied().unwrap_or(0)),
+            datapath_counters: dp.unwrap_or_default(),
             dp_cpu_busy_s: dp_busy,
             cpu_s_per_mframe: if per > 0.0 { dp_busy / per * 1e6 } else { 0.0 },
             cpu_use,
