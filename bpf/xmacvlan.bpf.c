@@ -7,6 +7,11 @@
  * untouched (XDP_PASS); broadcast/multicast is picked up again there by the daemon's flood socket,
  * so that both the host and the endpoints get it, as with kernel macvlan.
  *
+ * XDP fast path (daemon --xdp-fast-path): an untagged known unicast frame for an endpoint that is up
+ * and whose MTU it fits is redirected straight to the endpoint's veth (bpf_redirect), the same
+ * decision fwd::decide makes for it, without the trip through AF_XDP and a worker. Everything else
+ * still goes to the worker, which keeps the exact rules and drop counters.
+ *
  * xmv_endpoint runs on the host side of every endpoint veth: all a container sends goes to AF_XDP.
  */
 #include <linux/bpf.h>
@@ -24,8 +29,15 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct mac_key);
-	__type(value, __u32); /* reserved for flags; presence is what matters */
+	__type(value, struct mac_val);
 } macs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XMV_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fast_count);
+} fast_stats SEC(".maps");
 
 /* ifindex -> slot: where this interface's sockets start in `xsks`. */
 struct {
@@ -93,9 +105,24 @@ int xmv_parent(struct xdp_md *ctx)
 	}
 	key.parent_ifindex = ctx->ingress_ifindex;
 	__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
-	if (!bpf_map_lookup_elem(&macs, &key)) {
+	struct mac_val *v = bpf_map_lookup_elem(&macs, &key);
+	if (!v) {
 		count(XMV_STAT_PASS_UNKNOWN);
 		return XDP_PASS;
+	}
+	if (v->fast_ifindex && eth->h_proto != bpf_htons(ETH_P_8021Q)) {
+		__u64 len = data_end - data;
+		__u32 slot = v->slot;
+
+		if (len <= v->max_len) {
+			struct fast_count *c = bpf_map_lookup_elem(&fast_stats, &slot);
+			if (c) {
+				c->frames += 1;
+				c->bytes += len;
+			}
+			count(XMV_STAT_FAST);
+			return bpf_redirect(v->fast_ifindex, 0);
+		}
 	}
 	count(XMV_STAT_TO_XSK);
 	return to_xsk(ctx, XDP_PASS);

@@ -11,6 +11,19 @@ struct mac_key {
 	__u8 mac[6];
 };
 
+/* Value of the `macs` map. */
+struct mac_val {
+	__u32 fast_ifindex; /* XDP fast path: the endpoint's daemon-side veth (0 = AF_XDP path) */
+	__u32 max_len;      /* longest untagged frame the endpoint takes: its MTU + 14 */
+	__u32 slot;         /* the endpoint's slot: index into `fast_stats` */
+};
+
+/* Per-CPU frames and bytes the fast path handed to an endpoint, indexed by slot. */
+struct fast_count {
+	__u64 frames;
+	__u64 bytes;
+};
+
 /* Maximum queues per interface; XSKMAP index = slot * XMV_MAX_QUEUES + rx_queue_index. */
 #define XMV_MAX_QUEUES 64
 #define XMV_MAX_SLOTS 4096
@@ -23,6 +36,7 @@ enum xmv_stat {
 	XMV_STAT_PASS_SHORT,        /* parent: runt or truncated 802.1Q passed untouched */
 	XMV_STAT_EP_TO_XSK,         /* endpoint: frame from a container redirected to AF_XDP */
 	XMV_STAT_NO_SOCKET,         /* slot or socket missing: parent passes, endpoint drops */
+	XMV_STAT_FAST,              /* parent: known unicast redirected to the endpoint veth in XDP */
 	XMV_STAT_MAX,
 };
 

@@ -38,6 +38,8 @@ pub struct Options {
     pub socket: PathBuf,
     pub cpus: Vec<usize>,
     pub worker_nice: i32,
+    /// Config::xdp_fast_path.
+    pub xdp_fast_path: bool,
     /// Start without networks when the state file is unusable (it is moved aside, not deleted).
     pub start_empty: bool,
 }
@@ -109,6 +111,8 @@ struct Daemon {
     next_id: u32,
     next_dp: NetId,
     rates: Rates,
+    /// Endpoints get the XDP fast path (daemon --xdp-fast-path).
+    fast_path: bool,
 }
 
 type Shared = Arc<Mutex<Daemon>>;
@@ -142,7 +146,7 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     refuse_if_live(&opts.socket).await?;
     let cpus = if opts.cpus.is_empty() { vec![None] } else { opts.cpus.iter().map(|&c| Some(c)).collect() };
-    let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, ..Config::default() })
+    let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, xdp_fast_path: opts.xdp_fast_path, ..Config::default() })
         .context("starting the datapath")?;
     let workers = dp.report().workers;
     let h = netlink::connect()?;
@@ -155,6 +159,7 @@ pub async fn run(opts: Options) -> Result<()> {
         next_id: 1,
         next_dp: 1,
         rates: Rates { at: Instant::now(), per_sec: vec![(0.0, 0.0, 0.0); workers.len()], workers },
+        fast_path: opts.xdp_fast_path,
     };
     d.restore(saved).await?;
     // Listening only now: a client that can connect finds the restored networks in place.
@@ -861,12 +866,33 @@ impl Daemon {
             .await?
             .ok_or_else(|| anyhow!("veth {host} vanished right after creation"))?;
         let mut port = None;
+        let fast_path = self.fast_path;
         let steps = async {
             netlink::disable_ipv6(&host)?;
+            // The XDP fast path redirects into the veth, which the container end only accepts with
+            // NAPI on: GRO on there (for created and adopted endpoints alike).
+            let fast = fast_path && {
+                let ifname = v.ifname.to_string();
+                match netlink::in_netns(v.ns.try_clone()?, move |_| async move { netlink::enable_gro(&ifname) }).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        eprintln!("xmacvlan: {}: no XDP fast path: {e:#}", v.ifname);
+                        false
+                    }
+                }
+            };
             // XDP first, then up: an adopted link (down since a clean stop) never passes a frame to
             // the host stack.
-            let spec =
-                EndpointSpec { ifindex: link.index, name: host.clone(), mac, mtu, vlan: 0, up: false, queues: workers };
+            let spec = EndpointSpec {
+                ifindex: link.index,
+                name: host.clone(),
+                mac,
+                mtu,
+                vlan: 0,
+                up: false,
+                queues: workers,
+                fast,
+            };
             port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?);
             netlink::set_up(&self.h, link.index).await?;
             if create {
@@ -920,7 +946,7 @@ impl Daemon {
             netlink::disable_ipv6(name)?;
             // A tap has one queue: worker 0 binds it, the others transmit by copy (datapath::copytx).
             let spec =
-                EndpointSpec { ifindex: link.index, name: name.to_string(), mac, mtu, vlan: 0, up: false, queues: 1 };
+                EndpointSpec { ifindex: link.index, name: name.to_string(), mac, mtu, vlan: 0, up: false, queues: 1, fast: false };
             port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {name}"))?);
             netlink::set_up(&self.h, link.index).await?;
             anyhow::Ok(())

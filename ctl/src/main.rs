@@ -37,6 +37,10 @@ enum Cmd {
         /// core with the parent's NAPI thread from being starved by it.
         #[arg(long, default_value_t = -20, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
         worker_nice: i32,
+        /// XDP fast path: the parent's XDP program hands untagged unicast for a veth endpoint
+        /// that is up straight to its veth; the workers handle everything else.
+        #[arg(long)]
+        xdp_fast_path: bool,
         /// Start without networks if the state file is corrupt or unreadable (it is moved aside
         /// to state.json.unusable-TIME, never overwritten).
         #[arg(long)]
@@ -189,9 +193,10 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let result = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Daemon { state_dir, cpus, worker_nice, start_empty } => {
+            Cmd::Daemon { state_dir, cpus, worker_nice, xdp_fast_path, start_empty } => {
                 let cpus = if cpus.is_empty() { default_cpus() } else { cpus };
-                daemon::run(daemon::Options { state_dir, socket: cli.socket, cpus, worker_nice, start_empty }).await
+                let opts = daemon::Options { state_dir, socket: cli.socket, cpus, worker_nice, xdp_fast_path, start_empty };
+                daemon::run(opts).await
             }
             Cmd::Network(n) => {
                 let c = client::Client::new(cli.socket);

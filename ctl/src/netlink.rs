@@ -292,6 +292,20 @@ pub fn disable_ipv6(ifname: &str) -> Result<()> {
 /// sent TCP/UDP to "hardware" (CHECKSUM_PARTIAL); frames that reach XDP and AF_XDP are raw bytes,
 /// so the container end of an endpoint must put the real checksum in before sending.
 pub fn disable_tx_checksum(ifname: &str) -> Result<()> {
+    ethtool_set(ifname, ETHTOOL_STXCSUM, 0).with_context(|| format!("turning TX checksum offload off on {ifname}"))
+}
+
+/// Turns GRO on for `ifname` in the calling thread's namespace (ETHTOOL_SGRO): a veth end with GRO
+/// has NAPI, and only then accepts frames redirected to its peer in XDP.
+pub fn enable_gro(ifname: &str) -> Result<()> {
+    ethtool_set(ifname, ETHTOOL_SGRO, 1).with_context(|| format!("turning GRO on for {ifname}"))
+}
+
+const ETHTOOL_STXCSUM: u32 = 0x17;
+const ETHTOOL_SGRO: u32 = 0x2c;
+
+/// SIOCETHTOOL with a `struct ethtool_value` command.
+fn ethtool_set(ifname: &str, cmd: u32, data: u32) -> Result<()> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
@@ -303,12 +317,11 @@ pub fn disable_tx_checksum(ifname: &str) -> Result<()> {
         data: *mut EthtoolValue,
         _pad: [u8; 16],
     }
-    const ETHTOOL_STXCSUM: u32 = 0x17;
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
     if ifname.len() >= libc::IFNAMSIZ {
         bail!("interface name '{ifname}' is too long");
     }
-    let mut v = EthtoolValue { cmd: ETHTOOL_STXCSUM, data: 0 };
+    let mut v = EthtoolValue { cmd, data };
     let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut v, _pad: [0; 16] };
     req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
     // SAFETY: a datagram socket only used for this ioctl, closed below.
@@ -322,7 +335,7 @@ pub fn disable_tx_checksum(ifname: &str) -> Result<()> {
     // SAFETY: closing the fd we opened.
     unsafe { libc::close(fd) };
     if rc != 0 {
-        return Err(err).with_context(|| format!("turning TX checksum offload off on {ifname}"));
+        return Err(err.into());
     }
     Ok(())
 }

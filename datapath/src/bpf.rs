@@ -24,13 +24,25 @@ pub struct MacKey {
 }
 const _: () = assert!(std::mem::size_of::<MacKey>() == 12);
 
+/// Twin of `struct mac_val` in bpf/xmacvlan.h.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MacVal {
+    /// The endpoint's daemon-side veth for the XDP fast path; 0 = AF_XDP path.
+    pub fast_ifindex: u32,
+    /// Longest untagged frame the endpoint takes (MTU + 14).
+    pub max_len: u32,
+    pub slot: u32,
+}
+const _: () = assert!(std::mem::size_of::<MacVal>() == 12);
+
 /// Mirrors XMV_MAX_QUEUES / XMV_MAX_SLOTS in bpf/xmacvlan.h.
 pub const MAX_QUEUES: u32 = 64;
 pub const MAX_SLOTS: u32 = 4096;
 
 /// Indexes of the `xdp_stats` per-CPU array (enum xmv_stat).
-pub const XDP_STAT_NAMES: [&str; 6] =
-    ["to_xsk", "pass_multicast", "pass_unknown", "pass_short", "endpoint_to_xsk", "no_socket"];
+pub const XDP_STAT_NAMES: [&str; 7] =
+    ["to_xsk", "pass_multicast", "pass_unknown", "pass_short", "endpoint_to_xsk", "no_socket", "fast_path"];
 
 /// Names of our programs, as the kernel reports them: how a restarted daemon recognises what a
 /// previous one attached.
@@ -77,6 +89,7 @@ pub struct Bpf {
     slots: MapHandle,
     xsks: MapHandle,
     stats: MapHandle,
+    fast_stats: MapHandle,
 }
 
 fn bpf_err(what: &'static str) -> impl FnOnce(libbpf_rs::Error) -> Error {
@@ -96,6 +109,7 @@ impl Bpf {
             slots: MapHandle::try_from(&skel.maps.slots).map_err(bpf_err("map slots"))?,
             xsks: MapHandle::try_from(&skel.maps.xsks).map_err(bpf_err("map xsks"))?,
             stats: MapHandle::try_from(&skel.maps.xdp_stats).map_err(bpf_err("map xdp_stats"))?,
+            fast_stats: MapHandle::try_from(&skel.maps.fast_stats).map_err(bpf_err("map fast_stats"))?,
         })
     }
 
@@ -171,8 +185,21 @@ impl Bpf {
         Xdp::new(self.prog(Prog::Parent)).query_id(ifindex as i32, mode.flags()).unwrap_or(0)
     }
 
-    pub fn set_mac(&self, key: MacKey) -> Result<(), Error> {
-        self.macs.update(as_bytes(&key), &1u32.to_ne_bytes(), MapFlags::ANY).map_err(bpf_err("update macs"))
+    pub fn set_mac(&self, key: MacKey, val: MacVal) -> Result<(), Error> {
+        self.macs.update(as_bytes(&key), as_bytes(&val), MapFlags::ANY).map_err(bpf_err("update macs"))
+    }
+
+    /// Frames and bytes the XDP fast path handed to the endpoint in `slot`, summed over CPUs
+    /// (cumulative since the slot was first used).
+    pub fn fast_counts(&self, slot: u32) -> (u64, u64) {
+        let mut out = (0, 0);
+        if let Ok(Some(per_cpu)) = self.fast_stats.lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY) {
+            for v in per_cpu.iter().filter(|v| v.len() >= 16) {
+                out.0 += u64::from_ne_bytes(v[..8].try_into().unwrap());
+                out.1 += u64::from_ne_bytes(v[8..16].try_into().unwrap());
+            }
+        }
+        out
     }
 
     pub fn del_mac(&self, key: MacKey) {
@@ -199,8 +226,8 @@ impl Bpf {
     }
 
     /// The per-CPU XDP counters summed over CPUs, in [`XDP_STAT_NAMES`] order.
-    pub fn xdp_stats(&self) -> [u64; 6] {
-        let mut out = [0u64; 6];
+    pub fn xdp_stats(&self) -> [u64; 7] {
+        let mut out = [0u64; 7];
         for (i, slot) in out.iter_mut().enumerate() {
             if let Ok(Some(per_cpu)) = self.stats.lookup_percpu(&(i as u32).to_ne_bytes(), MapFlags::ANY) {
                 *slot =
@@ -215,7 +242,13 @@ pub fn mac_key(parent_ifindex: u32, vlan: u16, mac: MacAddr) -> MacKey {
     MacKey { parent_ifindex, vlan, mac: mac.0 }
 }
 
-fn as_bytes(k: &MacKey) -> &[u8] {
-    // SAFETY: MacKey is repr(C), 12 bytes without padding (asserted above), and plain data.
-    unsafe { std::slice::from_raw_parts((k as *const MacKey).cast::<u8>(), std::mem::size_of::<MacKey>()) }
+/// Plain-data map keys and values: MacKey and MacVal.
+trait Pod: Copy {}
+impl Pod for MacKey {}
+impl Pod for MacVal {}
+
+fn as_bytes<T: Pod>(k: &T) -> &[u8] {
+    // SAFETY: T is one of our repr(C) structs of u32/u16/u8 fields without padding (sizes
+    // asserted above), so every byte is initialised plain data.
+    unsafe { std::slice::from_raw_parts((k as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }

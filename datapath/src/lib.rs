@@ -77,11 +77,16 @@ pub struct Config {
     /// the surplus is dropped at the full RX ring after costing NAPI time (receive livelock); a
     /// higher worker priority moves that CPU to forwarding.
     pub nice: i32,
+    /// XDP fast path: the parent's program redirects untagged known unicast for an endpoint that is
+    /// up, and whose MTU the frame fits, straight to the endpoint's veth (bpf_redirect), skipping
+    /// AF_XDP and the worker. Only for endpoints whose far side takes XDP frames
+    /// ([`EndpointSpec::fast`]). Everything else keeps the AF_XDP path.
+    pub xdp_fast_path: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { cpus: vec![None], frames: 16384, nice: -20 }
+        Config { cpus: vec![None], frames: 16384, nice: -20, xdp_fast_path: false }
     }
 }
 
@@ -110,6 +115,9 @@ pub struct EndpointSpec {
     /// Its queues: a veth has one per worker; a tap has one, and workers beyond it transmit to the
     /// tap through a [`copytx::CopyTx`].
     pub queues: u32,
+    /// The far side accepts frames redirected in XDP (a veth whose container end has NAPI on:
+    /// GRO enabled or an XDP program), so [`Config::xdp_fast_path`] may deliver to it.
+    pub fast: bool,
 }
 
 struct WorkerHandle {
@@ -152,6 +160,20 @@ struct EndpointRec {
     info: PortInfo,
     counters: Vec<SharedPortCounters>,
     xsk_mode: XskMode,
+    /// Served by the XDP fast path while up.
+    fast: bool,
+    /// The slot's fast-path counters when this endpoint got it (slots are reused).
+    fast_base: (u64, u64),
+}
+
+impl EndpointRec {
+    fn mac_val(&self) -> bpf::MacVal {
+        bpf::MacVal {
+            fast_ifindex: if self.fast && self.info.up { self.iface.ifindex } else { 0 },
+            max_len: self.info.mtu + 14,
+            slot: self.iface.slot,
+        }
+    }
 }
 
 struct Network {
@@ -441,16 +463,19 @@ impl Datapath {
                 return Err(e);
             }
         }
-        if let Err(e) = self.bpf.set_mac(bpf::mac_key(parent_ifindex, spec.vlan, spec.mac)) {
+        let fast_base = self.bpf.fast_counts(slot);
+        let fast = self.cfg.xdp_fast_path && spec.fast && spec.vlan == 0;
+        let rec = EndpointRec { iface, info, counters, xsk_mode, fast, fast_base };
+        if let Err(e) = self.bpf.set_mac(bpf::mac_key(parent_ifindex, spec.vlan, spec.mac), rec.mac_val()) {
             for (v, h) in self.workers.iter().enumerate() {
                 let _ = h.send(v, Command::RemovePort { net, id });
             }
-            self.undo_iface(&iface);
+            self.undo_iface(&rec.iface);
             return Err(e);
         }
         let network = self.networks.get_mut(&net).expect("checked above");
         network.table = table;
-        network.endpoints.insert(id, EndpointRec { iface, info, counters, xsk_mode });
+        network.endpoints.insert(id, rec);
         Ok(id)
     }
 
@@ -475,6 +500,11 @@ impl Datapath {
         }
         ep.info.up = up;
         network.table.set_up(id, up);
+        if ep.fast {
+            // Down: the fast path stops and the worker counts what arrives as dst_down.
+            let key = bpf::mac_key(network.parent.ifindex, ep.info.vlan, ep.info.mac);
+            let _ = self.bpf.set_mac(key, ep.mac_val());
+        }
         for (w, h) in self.workers.iter().enumerate() {
             let _ = h.send(w, Command::SetUp { net, id, up });
         }
@@ -505,7 +535,15 @@ impl Datapath {
                     mac: n.table.port(PARENT).map(|p| p.mac).unwrap_or_default(),
                     up: true,
                     xsk_mode: n.parent_xsk_mode.name(),
-                    stats: sum(&n.parent_counters),
+                    stats: {
+                        // Frames the fast path took were received from the parent too.
+                        let mut s = sum(&n.parent_counters);
+                        for (f, b) in n.endpoints.values().map(|ep| self.fast_delta(ep)) {
+                            s.rx += f;
+                            s.rx_bytes += b;
+                        }
+                        s
+                    },
                 },
                 endpoints: n
                     .endpoints
@@ -515,8 +553,14 @@ impl Datapath {
                         ifname: ep.iface.name.clone(),
                         mac: ep.info.mac,
                         up: ep.info.up,
-                        xsk_mode: ep.xsk_mode.name(),
-                        stats: sum(&ep.counters),
+                        xsk_mode: if ep.fast { "xdp-fast-path" } else { ep.xsk_mode.name() },
+                        stats: {
+                            let mut s = sum(&ep.counters);
+                            let (f, b) = self.fast_delta(ep);
+                            s.tx += f;
+                            s.tx_bytes += b;
+                            s
+                        },
                     })
                     .collect(),
             })
@@ -524,6 +568,15 @@ impl Datapath {
         let workers = self.workers.iter().enumerate().map(|(i, h)| h.counters.snapshot(i, h.cpu)).collect();
         let xdp = bpf::XDP_STAT_NAMES.iter().copied().zip(self.bpf.xdp_stats()).collect();
         Report { workers, networks, xdp }
+    }
+
+    /// What the XDP fast path handed to `ep` since it was added.
+    fn fast_delta(&self, ep: &EndpointRec) -> (u64, u64) {
+        if !ep.fast {
+            return (0, 0);
+        }
+        let (f, b) = self.bpf.fast_counts(ep.iface.slot);
+        (f.wrapping_sub(ep.fast_base.0), b.wrapping_sub(ep.fast_base.1))
     }
 
     /// Stops the workers and detaches every XDP program we attached.
