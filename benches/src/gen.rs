@@ -122,7 +122,6 @@ impl Generator {
         unsafe { std::ptr::read_volatile(p) }
     }
 
-
     /// False once the generator thread has ended (an error in a call ends it early).
     pub fn alive(&self) -> bool {
         self.handle.as_ref().is_some_and(|h| !h.is_finished())
@@ -143,13 +142,7 @@ impl Drop for Generator {
     }
 }
 
-
-fn run(
-    cfg: GenConfig,
-    prog_fd: i32,
-    stop: Arc<AtomicBool>,
-    ready: mpsc::Sender<Result<()>>,
-) -> Result<GenSummary> {
+fn run(cfg: GenConfig, prog_fd: i32, stop: Arc<AtomicBool>, ready: mpsc::Sender<Result<()>>) -> Result<GenSummary> {
     let setup = || -> Result<XdpMd> {
         crate::napi::pin(0, cfg.cpu).context("pinning the generator thread")?;
         let f = fs::File::open(&cfg.netns).with_context(|| format!("open {}", cfg.netns.display()))?;

@@ -293,7 +293,6 @@ pub fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
 // ---------------------------------------------------------------------------------------------------
 // The lab
 
-
 pub const GEN_IF: &str = "gen0";
 pub const PARENT_IF: &str = "eth1";
 /// The container interface's name in every container namespace.
@@ -327,8 +326,14 @@ pub fn ip_str(a: &[u8; 4]) -> String {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// Kernel macvlan children (bridge mode).
     Kernel,
+    /// xmacvlan, every frame through AF_XDP and a worker.
     Xmacvlan,
+    /// xmacvlan with `daemon --xdp-fast-path`: known unicast from the wire redirected in XDP.
+    #[value(name = "xmacvlan-xdp")]
+    #[serde(rename = "xmacvlan-xdp")]
+    XmacvlanXdp,
 }
 
 impl Backend {
@@ -336,7 +341,21 @@ impl Backend {
         match self {
             Backend::Kernel => "kernel",
             Backend::Xmacvlan => "xmacvlan",
+            Backend::XmacvlanXdp => "xmacvlan-xdp",
         }
+    }
+
+    /// Column prefix in tables.
+    pub fn short(self) -> &'static str {
+        match self {
+            Backend::Kernel => "k",
+            Backend::Xmacvlan => "x",
+            Backend::XmacvlanXdp => "xdp",
+        }
+    }
+
+    pub fn is_xmacvlan(self) -> bool {
+        self != Backend::Kernel
     }
 }
 
@@ -400,8 +419,12 @@ pub struct Lab {
 }
 
 impl Lab {
-    pub fn create(daemon_log: Option<PathBuf>, bin: Option<PathBuf>, xmv_cpus: String, daemon_args: Vec<String>)
-        -> Result<Lab> {
+    pub fn create(
+        daemon_log: Option<PathBuf>,
+        bin: Option<PathBuf>,
+        xmv_cpus: String,
+        daemon_args: Vec<String>,
+    ) -> Result<Lab> {
         let pid = std::process::id();
         let tmp = std::env::temp_dir().join(format!("xmvb-{pid}"));
         if tmp.exists() {
@@ -445,8 +468,28 @@ impl Lab {
         }
         // The veth pair is created inside the gen namespace and its peer is born in dp: nothing touches
         // the host's namespace.
-        ip(&["-n", &gen, "link", "add", GEN_IF, "numtxqueues", "1", "numrxqueues", "1", "type", "veth", "peer", "name",
-            PARENT_IF, "netns", &dp, "numtxqueues", "1", "numrxqueues", "1"])?;
+        ip(&[
+            "-n",
+            &gen,
+            "link",
+            "add",
+            GEN_IF,
+            "numtxqueues",
+            "1",
+            "numrxqueues",
+            "1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            PARENT_IF,
+            "netns",
+            &dp,
+            "numtxqueues",
+            "1",
+            "numrxqueues",
+            "1",
+        ])?;
         for ns in [&gen, &dp] {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
@@ -534,8 +577,8 @@ impl Lab {
     /// Sets `backend` up from scratch with `n` containers.
     pub fn setup(&mut self, backend: Backend, n: usize) -> Result<()> {
         self.reset()?;
-        if backend == Backend::Xmacvlan {
-            self.start_daemon()?;
+        if backend.is_xmacvlan() {
+            self.start_daemon(backend == Backend::XmacvlanXdp)?;
         }
         self.active = Some(backend);
         self.grow(n)
@@ -578,7 +621,7 @@ impl Lab {
                     run_cmd(Command::new("ip").args(["-n", &ns, "-batch"]).arg(&f), CMD_TIMEOUT)?;
                 }
             }
-            Backend::Xmacvlan => {
+            Backend::Xmacvlan | Backend::XmacvlanXdp => {
                 for i in from..n {
                     let path = ns_path(&self.containers[i].ns).to_string_lossy().into_owned();
                     self.client(&[
@@ -603,8 +646,19 @@ impl Lab {
             let (ip_i, mac_i) = (ip_str(&endpoint_ip(i)), mac_str(&endpoint_mac(i)));
             ip(&["-n", &self.gen, "neigh", "replace", &ip_i, "lladdr", &mac_i, "dev", GEN_IF, "nud", "permanent"])?;
             let ns = &self.containers[i].ns;
-            ip(&["-n", ns, "neigh", "replace", &ip_str(&GEN_IP), "lladdr", &mac_str(&GEN_MAC), "dev", CONTAINER_IF,
-                "nud", "permanent"])?;
+            ip(&[
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                &ip_str(&GEN_IP),
+                "lladdr",
+                &mac_str(&GEN_MAC),
+                "dev",
+                CONTAINER_IF,
+                "nud",
+                "permanent",
+            ])?;
             for j in (0..n.min(2)).filter(|&j| j != i) {
                 let (ip_j, mac_j) = (ip_str(&endpoint_ip(j)), mac_str(&endpoint_mac(j)));
                 ip(&["-n", ns, "neigh", "replace", &ip_j, "lladdr", &mac_j, "dev", CONTAINER_IF, "nud", "permanent"])?;
@@ -651,8 +705,8 @@ impl Lab {
         if self.daemon.is_none() {
             return Ok(None);
         }
-        let v: serde_json::Value =
-            serde_json::from_str(&self.client(&["stats", "--format", "json"])?).context("parsing `stats --format json`")?;
+        let v: serde_json::Value = serde_json::from_str(&self.client(&["stats", "--format", "json"])?)
+            .context("parsing `stats --format json`")?;
         let mut m = BTreeMap::new();
         let mut add = |k: String, v: &serde_json::Value| *m.entry(k).or_insert(0) += v.as_u64().unwrap_or(0);
         for w in v["workers"].as_array().into_iter().flatten() {
@@ -679,7 +733,7 @@ impl Lab {
         Ok(Some(m))
     }
 
-    fn start_daemon(&mut self) -> Result<()> {
+    fn start_daemon(&mut self, fast_path: bool) -> Result<()> {
         let bin = self.bin.clone().ok_or_else(|| anyhow!("no xmacvlan binary"))?;
         let sock = self.tmp.join("x.sock");
         let state = self.tmp.join("st");
@@ -701,6 +755,7 @@ impl Lab {
             .arg(&state)
             .args(["--cpus", &self.xmv_cpus])
             .args(&self.daemon_args)
+            .args(fast_path.then_some("--xdp-fast-path"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -723,8 +778,11 @@ impl Lab {
                 break;
             }
             if Instant::now() >= end {
-                bail!("the xmacvlan daemon did not accept on {} within 30 s; log tail:\n{}", sock.display(),
-                    self.daemon_log_tail(40));
+                bail!(
+                    "the xmacvlan daemon did not accept on {} within 30 s; log tail:\n{}",
+                    sock.display(),
+                    self.daemon_log_tail(40)
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }

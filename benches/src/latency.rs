@@ -49,7 +49,10 @@ fn enter(netns: &PathBuf, cpu: usize) -> Result<()> {
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     let p = libc::sched_param { sched_priority: 10 };
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } != 0 {
-        eprintln!("xmacvlan bench: warning: SCHED_FIFO refused ({}); latency includes scheduling", std::io::Error::last_os_error());
+        eprintln!(
+            "xmacvlan bench: warning: SCHED_FIFO refused ({}); latency includes scheduling",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }
@@ -103,8 +106,15 @@ impl Drop for Responder {
 
 /// Sends `rate` probes per second for `duration` from `src` to the responder at `dst` and returns
 /// the round-trip distribution. `payload` pads each probe to the frame size under test.
-pub fn probe(netns: PathBuf, src: Ipv4Addr, dst: Ipv4Addr, cpu: usize, rate: f64, duration: Duration, payload: usize)
-    -> Result<Latency> {
+pub fn probe(
+    netns: PathBuf,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    cpu: usize,
+    rate: f64,
+    duration: Duration,
+    payload: usize,
+) -> Result<Latency> {
     std::thread::scope(|s| {
         s.spawn(move || -> Result<Latency> {
             enter(&netns, cpu)?;

@@ -39,7 +39,8 @@ impl NsSock {
     /// Opens the socket inside the namespace at `ns_path`.
     pub fn open(ns_path: &Path) -> Result<NsSock> {
         let fd = crate::napi::in_netns(ns_path, || {
-            let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+            let fd =
+                unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
             if fd < 0 {
                 bail!("netlink socket: {}", std::io::Error::last_os_error());
             }

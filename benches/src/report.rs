@@ -29,8 +29,8 @@ struct Table {
 }
 
 impl Table {
-    fn new(head: &[&str]) -> Table {
-        Table { head: head.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
+    fn new<S: AsRef<str>>(head: &[S]) -> Table {
+        Table { head: head.iter().map(|s| s.as_ref().to_string()).collect(), rows: Vec::new() }
     }
     fn row(&mut self, r: Vec<String>) {
         self.rows.push(r);
@@ -71,29 +71,66 @@ fn keys<T: PartialEq + Copy>(it: impl Iterator<Item = T>) -> Vec<T> {
     v
 }
 
+/// The backends of the run, in order.
+fn backends(r: &Report) -> Vec<Backend> {
+    r.cli.as_ref().map(|c| c.backends.clone()).unwrap_or_else(|| vec![Backend::Kernel, Backend::Xmacvlan])
+}
+
+/// Column heads: one per backend (`what` after its name) and a ratio to the kernel for the others.
+fn heads(bs: &[Backend], what: &str) -> Vec<String> {
+    let mut h: Vec<String> = bs.iter().map(|b| format!("{}{what}", b.name())).collect();
+    if bs.contains(&Backend::Kernel) {
+        h.extend(bs.iter().filter(|b| b.is_xmacvlan()).map(|b| format!("{}/k", b.short())));
+    }
+    h
+}
+
+/// Cells for `heads`: each backend's value, then the ratios.
+fn cells(bs: &[Backend], get: impl Fn(Backend) -> Option<f64>, fmt: fn(Option<f64>) -> String) -> Vec<String> {
+    let mut c: Vec<String> = bs.iter().map(|&b| fmt(get(b))).collect();
+    if bs.contains(&Backend::Kernel) {
+        c.extend(bs.iter().filter(|b| b.is_xmacvlan()).map(|&b| ratio(get(Backend::Kernel), get(b))));
+    }
+    c
+}
+
+fn with(mut first: Vec<String>, rest: Vec<String>) -> Vec<String> {
+    first.extend(rest);
+    first
+}
+
 pub fn text(r: &Report) -> String {
     let mut o = String::new();
     let e = &r.env;
-    let _ = writeln!(o, "xmacvlan bench {} — {} — kernel {}, {} ({} CPUs)", r.version, e.date_utc, e.kernel, e.cpu_model, e.nproc);
+    let _ = writeln!(
+        o,
+        "xmacvlan bench {} — {} — kernel {}, {} ({} CPUs)",
+        r.version, e.date_utc, e.kernel, e.cpu_model, e.nproc
+    );
     let _ = writeln!(o, "placement: {}", r.placement);
     if let Some(c) = &r.cli {
         let _ = writeln!(
             o,
-            "sink {:?}; trial window {} s after {} s warm-up; ratios are xmacvlan / kernel\n",
+            "sink {:?}; trial window {} s after {} s warm-up; x/k = xmacvlan ÷ kernel, xdp/k = xmacvlan-xdp ÷ kernel\n",
             c.sink, c.duration, c.warmup
         );
     }
-    let (k, x) = (Backend::Kernel, Backend::Xmacvlan);
+    let bs = backends(r);
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
 
     if trials(r, Test::Max).next().is_some() {
-        let _ = writeln!(o, "Max forwarding rate under overload (wire → container, generator unpaced), Mpps, median of trials");
-        let mut t = Table::new(&["size B", "bcast %", "offered", "kernel", "xmacvlan", "ratio", "kernel Gb/s", "xmacvlan Gb/s"]);
+        let _ = writeln!(
+            o,
+            "Max forwarding rate under overload (wire → container, generator unpaced), Mpps, median of trials"
+        );
+        let mut t = Table::new(&with(s(&["size B", "bcast %", "offered"]), heads(&bs, "")));
         for (size, pct) in keys(trials(r, Test::Max).map(|t| (t.size, t.bcast_pct))) {
             let sel = |t: &Trial| t.size == size && t.bcast_pct == pct;
-            let (kv, xv) = (med(r, Test::Max, k, sel, |t| t.delivered_pps / 1e6), med(r, Test::Max, x, sel, |t| t.delivered_pps / 1e6));
             let off = median(trials(r, Test::Max).filter(|t| sel(t)).map(|t| t.offered_pps / 1e6).collect());
-            let gb = |b| med(r, Test::Max, b, sel, |t| t.delivered_gbps);
-            t.row(vec![size.to_string(), format!("{pct}"), f3(off), f3(kv), f3(xv), ratio(kv, xv), f3(gb(k)), f3(gb(x))]);
+            t.row(with(
+                vec![size.to_string(), format!("{pct}"), f3(off)],
+                cells(&bs, |b| med(r, Test::Max, b, sel, |t| t.delivered_pps / 1e6), f3),
+            ));
         }
         t.render(&mut o);
     }
@@ -102,119 +139,131 @@ pub fn text(r: &Report) -> String {
         let tol = r.cli.as_ref().map_or(0.0, |c| c.loss_tolerance);
         let what = if tol > 0.0 { format!("at most {tol} % of the frames lost") } else { "zero frames lost".into() };
         let _ = writeln!(o, "RFC 2544 throughput (highest offered rate with {what}, binary search), Mpps");
-        let mut t = Table::new(&["size B", "bcast %", "kernel", "xmacvlan", "ratio", "kernel Gb/s", "xmacvlan Gb/s"]);
+        let mut t = Table::new(&with(s(&["size B", "bcast %"]), heads(&bs, "")));
         for (size, pct) in keys(r.results.throughput.iter().map(|t| (t.size, t.bcast_pct))) {
-            let get = |b: Backend| r.results.throughput.iter().find(|t| t.backend == b && t.size == size && t.bcast_pct == pct);
-            let (kv, xv) = (get(k).map(|t| t.pps / 1e6), get(x).map(|t| t.pps / 1e6));
-            t.row(vec![
-                size.to_string(),
-                format!("{pct}"),
-                f3(kv),
-                f3(xv),
-                ratio(kv, xv),
-                f3(get(k).map(|t| t.gbps)),
-                f3(get(x).map(|t| t.gbps)),
-            ]);
+            let get = |b: Backend| {
+                r.results
+                    .throughput
+                    .iter()
+                    .find(|t| t.backend == b && t.size == size && t.bcast_pct == pct)
+                    .map(|t| t.pps / 1e6)
+            };
+            t.row(with(vec![size.to_string(), format!("{pct}")], cells(&bs, get, f3)));
         }
         t.render(&mut o);
     }
 
     if !r.results.latency.is_empty() {
-        let _ = writeln!(o, "Latency, UDP request/response wire host ↔ container 0 under background load, µs");
-        let mut t = Table::new(&[
-            "size B", "load % thr", "k p50", "k p90", "k p99", "k p99.9", "x p50", "x p90", "x p99", "x p99.9", "p99 ratio",
-        ]);
+        let _ = writeln!(
+            o,
+            "Latency, UDP request/response wire host ↔ container 0 under background load, µs (p50 / p99 / p99.9)"
+        );
+        let mut head = s(&["size B", "load % of thr"]);
+        head.extend(bs.iter().map(|b| b.name().to_string()));
+        if bs.contains(&Backend::Kernel) {
+            head.extend(bs.iter().filter(|b| b.is_xmacvlan()).map(|b| format!("p99 {}/k", b.short())));
+        }
+        let mut t = Table::new(&head.iter().map(String::as_str).collect::<Vec<_>>());
         for (size, pct) in keys(r.results.latency.iter().map(|l| (l.size, l.load_pct))) {
             let get = |b: Backend| {
-                r.results.latency.iter().find(|l| l.backend == b && l.size == size && l.load_pct == pct).map(|l| &l.latency)
+                r.results
+                    .latency
+                    .iter()
+                    .find(|l| l.backend == b && l.size == size && l.load_pct == pct)
+                    .map(|l| &l.latency)
             };
-            let (kl, xl) = (get(k), get(x));
-            t.row(vec![
-                size.to_string(),
-                format!("{pct}"),
-                f1(kl.map(|l| l.p50_us)),
-                f1(kl.map(|l| l.p90_us)),
-                f1(kl.map(|l| l.p99_us)),
-                f1(kl.map(|l| l.p999_us)),
-                f1(xl.map(|l| l.p50_us)),
-                f1(xl.map(|l| l.p90_us)),
-                f1(xl.map(|l| l.p99_us)),
-                f1(xl.map(|l| l.p999_us)),
-                ratio(kl.map(|l| l.p99_us), xl.map(|l| l.p99_us)),
-            ]);
+            let mut row = vec![size.to_string(), format!("{pct}")];
+            row.extend(bs.iter().map(|&b| {
+                get(b).map_or("-".into(), |l| format!("{:.0} / {:.0} / {:.0}", l.p50_us, l.p99_us, l.p999_us))
+            }));
+            if bs.contains(&Backend::Kernel) {
+                let p99 = |b| get(b).map(|l| l.p99_us);
+                row.extend(bs.iter().filter(|b| b.is_xmacvlan()).map(|&b| ratio(p99(Backend::Kernel), p99(b))));
+            }
+            t.row(row);
         }
         t.render(&mut o);
     }
 
     if trials(r, Test::Cpu).next().is_some() {
-        let _ = writeln!(o, "CPU cost at a fixed offered load: CPU seconds the datapath CPU(s) spent per million frames delivered");
-        let mut t = Table::new(&["size B", "offered Mpps", "kernel delivered", "xmacvlan delivered", "kernel CPU-s/Mf", "xmacvlan CPU-s/Mf", "ratio"]);
+        let _ = writeln!(
+            o,
+            "CPU cost at a fixed offered load: CPU seconds the datapath CPU(s) spent per million frames delivered \
+             (= µs per frame)"
+        );
+        let mut t = Table::new(&with(s(&["size B", "offered Mpps"]), heads(&bs, "")));
         for size in keys(trials(r, Test::Cpu).map(|t| t.size)) {
             let sel = |t: &Trial| t.size == size;
-            let c = |b| med(r, Test::Cpu, b, sel, |t| t.cpu_s_per_mframe);
-            let d = |b| med(r, Test::Cpu, b, sel, |t| t.delivered_pps / 1e6);
             let off = median(trials(r, Test::Cpu).map(|t| t.offered_pps / 1e6).collect());
-            t.row(vec![size.to_string(), f3(off), f3(d(k)), f3(d(x)), f3(c(k)), f3(c(x)), ratio(c(k), c(x))]);
+            t.row(with(
+                vec![size.to_string(), f3(off)],
+                cells(&bs, |b| med(r, Test::Cpu, b, sel, |t| t.cpu_s_per_mframe), f3),
+            ));
         }
         t.render(&mut o);
     }
 
     if !r.results.tcp.is_empty() {
         let _ = writeln!(o, "TCP throughput (iperf3, one stream), Gbit/s");
-        let mut t = Table::new(&["path", "kernel", "xmacvlan", "ratio", "kernel retr", "xmacvlan retr"]);
+        let mut t = Table::new(&with(s(&["path"]), heads(&bs, "")));
         for (from, to) in keys(r.results.tcp.iter().map(|t| (t.tcp.from.as_str(), t.tcp.to.as_str()))) {
-            let get = |b: Backend| r.results.tcp.iter().find(|t| t.backend == b && t.tcp.from == from && t.tcp.to == to);
-            let (kv, xv) = (get(k).map(|t| t.tcp.gbps), get(x).map(|t| t.tcp.gbps));
-            t.row(vec![
-                format!("{from}→{to}"),
-                f3(kv),
-                f3(xv),
-                ratio(kv, xv),
-                get(k).map_or("-".into(), |t| t.tcp.retransmits.to_string()),
-                get(x).map_or("-".into(), |t| t.tcp.retransmits.to_string()),
-            ]);
+            let get = |b: Backend| {
+                r.results
+                    .tcp
+                    .iter()
+                    .find(|t| t.backend == b && t.tcp.from == from && t.tcp.to == to)
+                    .map(|t| t.tcp.gbps)
+            };
+            t.row(with(vec![format!("{from}→{to}")], cells(&bs, get, f3)));
         }
         t.render(&mut o);
     }
 
     if trials(r, Test::Container).next().is_some() {
-        let _ = writeln!(o, "Container-sourced traffic (AF_PACKET sender in c0, unpaced), Mpps delivered");
-        let mut t = Table::new(&["path", "size B", "kernel offered", "kernel", "xmacvlan offered", "xmacvlan", "ratio"]);
-        for (path, size) in keys(trials(r, Test::Container).map(|t| (t.path.as_str(), t.size))) {
-            let sel = |t: &Trial| t.path == path && t.size == size;
-            let d = |b| med(r, Test::Container, b, sel, |t| t.delivered_pps / 1e6);
-            let of = |b| med(r, Test::Container, b, sel, |t| t.offered_pps / 1e6);
-            t.row(vec![path.to_string(), size.to_string(), f3(of(k)), f3(d(k)), f3(of(x)), f3(d(x)), ratio(d(k), d(x))]);
+        let _ = writeln!(o, "Container-sourced traffic (AF_PACKET sender in c0, unpaced, 64 B), Mpps delivered");
+        let mut t = Table::new(&with(s(&["path"]), heads(&bs, "")));
+        for path in keys(trials(r, Test::Container).map(|t| t.path.as_str())) {
+            let sel = |t: &Trial| t.path == path;
+            t.row(with(
+                vec![path.to_string()],
+                cells(&bs, |b| med(r, Test::Container, b, sel, |t| t.delivered_pps / 1e6), f3),
+            ));
         }
         t.render(&mut o);
     }
 
     if trials(r, Test::Scaling).next().is_some() {
+        let _ = writeln!(o, "Scaling: 64 B unicast spread over N containers (overload), Mpps");
+        let mut t = Table::new(&with(s(&["N"]), heads(&bs, "")));
+        let ns = keys(trials(r, Test::Scaling).map(|t| t.endpoints));
+        for &n in &ns {
+            let uni = |t: &Trial| t.endpoints == n && t.bcast_pct == 0.0;
+            t.row(with(
+                vec![n.to_string()],
+                cells(&bs, |b| med(r, Test::Scaling, b, uni, |t| t.delivered_pps / 1e6), f3),
+            ));
+        }
+        t.render(&mut o);
+        let fps = median(trials(r, Test::Scaling).filter(|t| t.bcast_pct == 100.0).map(|t| t.offered_pps).collect());
         let _ = writeln!(
             o,
-            "Scaling: 64 B unicast spread over N containers (overload), and broadcast fan-out to N containers at a fixed rate"
+            "Broadcast fan-out to N containers at {} frames/s: copies delivered % and CPU-s per million broadcast frames",
+            f1(fps)
         );
-        let mut t = Table::new(&[
-            "N", "k Mpps", "x Mpps", "ratio", "bcast fps", "k copies %", "x copies %", "k CPU-s/Mbcast", "x CPU-s/Mbcast",
-        ]);
-        for n in keys(trials(r, Test::Scaling).map(|t| t.endpoints)) {
-            let uni = |t: &Trial| t.endpoints == n && t.bcast_pct == 0.0;
+        let mut head = s(&["N"]);
+        head.extend(bs.iter().map(|b| format!("{} copies %", b.name())));
+        head.extend(heads(&bs, " CPU-s/M"));
+        let mut t = Table::new(&head.iter().map(String::as_str).collect::<Vec<_>>());
+        for &n in &ns {
             let bc = |t: &Trial| t.endpoints == n && t.bcast_pct == 100.0;
-            let u = |b| med(r, Test::Scaling, b, uni, |t| t.delivered_pps / 1e6);
-            let copies = |b| med(r, Test::Scaling, b, bc, |t| 100.0 * t.delivered as f64 / t.expected.max(1) as f64);
-            let cost = |b| med(r, Test::Scaling, b, bc, |t| t.cpu_s_per_mframe);
-            let fps = median(trials(r, Test::Scaling).filter(|t| bc(t)).map(|t| t.offered_pps).collect());
-            t.row(vec![
-                n.to_string(),
-                f3(u(k)),
-                f3(u(x)),
-                ratio(u(k), u(x)),
-                f1(fps),
-                f1(copies(k)),
-                f1(copies(x)),
-                f1(cost(k)),
-                f1(cost(x)),
-            ]);
+            let mut row = vec![n.to_string()];
+            row.extend(
+                bs.iter().map(|&b| {
+                    f1(med(r, Test::Scaling, b, bc, |t| 100.0 * t.delivered as f64 / t.expected.max(1) as f64))
+                }),
+            );
+            row.extend(cells(&bs, |b| med(r, Test::Scaling, b, bc, |t| t.cpu_s_per_mframe), f1));
+            t.row(row);
         }
         t.render(&mut o);
     }
@@ -256,12 +305,11 @@ pub fn text(r: &Report) -> String {
     o
 }
 
-const COLORS: [RGBColor; 2] = [RGBColor(0x1f, 0x77, 0xb4), RGBColor(0xd6, 0x27, 0x28)];
-
 fn color(b: Backend) -> RGBColor {
     match b {
-        Backend::Kernel => COLORS[0],
-        Backend::Xmacvlan => COLORS[1],
+        Backend::Kernel => RGBColor(0x1f, 0x77, 0xb4),
+        Backend::Xmacvlan => RGBColor(0xd6, 0x27, 0x28),
+        Backend::XmacvlanXdp => RGBColor(0x2c, 0xa0, 0x2c),
     }
 }
 
@@ -319,14 +367,20 @@ fn chart(path: &Path, title: &str, xlabel: &str, ylabel: &str, xlog: bool, serie
 /// Writes rate.svg (rate vs frame size), latency.svg (CDFs) and scaling.svg into `dir`.
 pub fn plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let backends = [Backend::Kernel, Backend::Xmacvlan];
+    let backends = backends(r);
 
     let mut rate: Vec<Series> = Vec::new();
-    for b in backends {
-        let mut max: Vec<(f64, f64)> = keys(trials(r, Test::Max).filter(|t| t.backend == b && t.bcast_pct == 0.0).map(|t| t.size))
-            .into_iter()
-            .filter_map(|s| Some((s as f64, med(r, Test::Max, b, |t| t.size == s && t.bcast_pct == 0.0, |t| t.delivered_pps / 1e6)?)))
-            .collect();
+    for &b in &backends {
+        let mut max: Vec<(f64, f64)> =
+            keys(trials(r, Test::Max).filter(|t| t.backend == b && t.bcast_pct == 0.0).map(|t| t.size))
+                .into_iter()
+                .filter_map(|s| {
+                    Some((
+                        s as f64,
+                        med(r, Test::Max, b, |t| t.size == s && t.bcast_pct == 0.0, |t| t.delivered_pps / 1e6)?,
+                    ))
+                })
+                .collect();
         max.sort_by(|a, b| a.0.total_cmp(&b.0));
         if !max.is_empty() {
             rate.push((format!("{} max (overload)", b.name()), color(b), false, max));
@@ -366,7 +420,7 @@ pub fn plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     }
 
     let mut sc: Vec<Series> = Vec::new();
-    for b in backends {
+    for &b in &backends {
         let pts: Vec<(f64, f64)> = trials(r, Test::Scaling)
             .filter(|t| t.backend == b && t.bcast_pct == 0.0)
             .map(|t| (t.endpoints as f64, t.delivered_pps / 1e6))

@@ -19,7 +19,12 @@ pub struct Tcp {
 }
 
 fn have_iperf3() -> bool {
-    Command::new("iperf3").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("iperf3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Makes sure `iperf3` can be run: installs the Debian package when it is missing.
@@ -93,7 +98,9 @@ pub fn parse(json: &str, from: &str, to: &str) -> Result<Tcp> {
         bail!("iperf3: {e}");
     }
     let end = &v["end"];
-    let bps = end["sum_received"]["bits_per_second"].as_f64().ok_or_else(|| anyhow!("iperf3 JSON has no end.sum_received"))?;
+    let bps = end["sum_received"]["bits_per_second"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("iperf3 JSON has no end.sum_received"))?;
     Ok(Tcp {
         from: from.into(),
         to: to.into(),

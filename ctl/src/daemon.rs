@@ -146,8 +146,13 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     refuse_if_live(&opts.socket).await?;
     let cpus = if opts.cpus.is_empty() { vec![None] } else { opts.cpus.iter().map(|&c| Some(c)).collect() };
-    let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, xdp_fast_path: opts.xdp_fast_path, ..Config::default() })
-        .context("starting the datapath")?;
+    let dp = Datapath::start(Config {
+        cpus,
+        nice: opts.worker_nice,
+        xdp_fast_path: opts.xdp_fast_path,
+        ..Config::default()
+    })
+    .context("starting the datapath")?;
     let workers = dp.report().workers;
     let h = netlink::connect()?;
     let mut d = Daemon {
@@ -945,8 +950,16 @@ impl Daemon {
             netlink::set_mtu(&self.h, link.index, mtu).await?;
             netlink::disable_ipv6(name)?;
             // A tap has one queue: worker 0 binds it, the others transmit by copy (datapath::copytx).
-            let spec =
-                EndpointSpec { ifindex: link.index, name: name.to_string(), mac, mtu, vlan: 0, up: false, queues: 1, fast: false };
+            let spec = EndpointSpec {
+                ifindex: link.index,
+                name: name.to_string(),
+                mac,
+                mtu,
+                vlan: 0,
+                up: false,
+                queues: 1,
+                fast: false,
+            };
             port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {name}"))?);
             netlink::set_up(&self.h, link.index).await?;
             anyhow::Ok(())

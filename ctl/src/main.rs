@@ -195,7 +195,8 @@ fn main() {
         match cli.cmd {
             Cmd::Daemon { state_dir, cpus, worker_nice, xdp_fast_path, start_empty } => {
                 let cpus = if cpus.is_empty() { default_cpus() } else { cpus };
-                let opts = daemon::Options { state_dir, socket: cli.socket, cpus, worker_nice, xdp_fast_path, start_empty };
+                let opts =
+                    daemon::Options { state_dir, socket: cli.socket, cpus, worker_nice, xdp_fast_path, start_empty };
                 daemon::run(opts).await
             }
             Cmd::Network(n) => {

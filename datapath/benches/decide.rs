@@ -41,8 +41,7 @@ fn bench(c: &mut Criterion) {
     for n in [1u32, 1024, 65_534] {
         let t = table(n);
         // Knuth's multiplicative hash spreads consecutive frames over the whole table.
-        let frames: Vec<[u8; 60]> =
-            (0..FRAMES as u32).map(|k| frame(mac(k.wrapping_mul(2_654_435_761) % n))).collect();
+        let frames: Vec<[u8; 60]> = (0..FRAMES as u32).map(|k| frame(mac(k.wrapping_mul(2_654_435_761) % n))).collect();
         g.bench_with_input(BenchmarkId::new("wire_unicast", n), &frames, |b, frames| {
             b.iter(|| {
                 for f in frames {
