@@ -130,41 +130,50 @@ impl Nl {
     /// Receives messages of request `seq` until DONE (dump) or the first reply (non-dump); calls `f` with
     /// the genetlink payload (after the 4-byte genl header) of each.
     fn recv_all(&self, seq: u32, dump: bool, mut f: impl FnMut(&[u8])) -> Result<()> {
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
-            if n < 0 {
-                bail!("netlink recv: {}", std::io::Error::last_os_error());
+        recv_msgs(self.0.as_raw_fd(), seq, dump, |_, body| {
+            if body.len() >= 4 {
+                f(&body[4..]);
             }
-            let mut p = &buf[..n as usize];
-            while p.len() >= 16 {
-                let len = u32::from_ne_bytes([p[0], p[1], p[2], p[3]]) as usize;
-                let ty = u16::from_ne_bytes([p[4], p[5]]);
-                let mseq = u32::from_ne_bytes([p[8], p[9], p[10], p[11]]);
-                if len < 16 || len > p.len() {
-                    bail!("malformed netlink message");
-                }
-                let body = &p[16..len];
-                p = &p[((len + 3) & !3).min(p.len())..];
-                if mseq != seq {
-                    continue;
-                }
-                match ty {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        let err = body.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
-                        if err != 0 {
-                            bail!("netlink error: {}", std::io::Error::from_raw_os_error(-err));
-                        }
-                        return Ok(());
+        })
+    }
+}
+
+/// Receives the netlink messages answering request `seq` on `fd` and calls `f(type, body)` for each
+/// until NLMSG_DONE (a dump) or after the first (not a dump). An NLMSG_ERROR with an error code ends
+/// it with that error; one with code 0 (an ack) ends it successfully.
+pub(crate) fn recv_msgs(fd: i32, seq: u32, dump: bool, mut f: impl FnMut(u16, &[u8])) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        if n < 0 {
+            bail!("netlink recv: {}", std::io::Error::last_os_error());
+        }
+        let mut p = &buf[..n as usize];
+        while p.len() >= 16 {
+            let len = u32::from_ne_bytes([p[0], p[1], p[2], p[3]]) as usize;
+            let ty = u16::from_ne_bytes([p[4], p[5]]);
+            let mseq = u32::from_ne_bytes([p[8], p[9], p[10], p[11]]);
+            if len < 16 || len > p.len() {
+                bail!("malformed netlink message");
+            }
+            let body = &p[16..len];
+            p = &p[((len + 3) & !3).min(p.len())..];
+            if mseq != seq {
+                continue;
+            }
+            match ty {
+                NLMSG_DONE => return Ok(()),
+                NLMSG_ERROR => {
+                    let err = body.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+                    if err != 0 {
+                        bail!("netlink error: {}", std::io::Error::from_raw_os_error(-err));
                     }
-                    _ => {
-                        if body.len() >= 4 {
-                            f(&body[4..]);
-                        }
-                        if !dump {
-                            return Ok(());
-                        }
+                    return Ok(());
+                }
+                _ => {
+                    f(ty, body);
+                    if !dump {
+                        return Ok(());
                     }
                 }
             }

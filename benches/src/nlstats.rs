@@ -6,13 +6,12 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_STATS64: u16 = 23;
 const IFF_UP: u32 = 1;
@@ -81,55 +80,32 @@ impl NsSock {
     pub fn links(&self) -> Result<Vec<Link>> {
         let seq = self.request(RTM_GETLINK, libc::NLM_F_DUMP as u16, 0)?;
         let mut out = Vec::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
-            if n < 0 {
-                bail!("netlink recv: {}", std::io::Error::last_os_error());
+        crate::napi::recv_msgs(self.fd.as_raw_fd(), seq, true, |ty, body| {
+            if ty != RTM_NEWLINK || body.len() < 16 {
+                return;
             }
-            let mut p = &buf[..n as usize];
-            while p.len() >= 16 {
-                let len = u32::from_ne_bytes([p[0], p[1], p[2], p[3]]) as usize;
-                let ty = u16::from_ne_bytes([p[4], p[5]]);
-                let mseq = u32::from_ne_bytes([p[8], p[9], p[10], p[11]]);
-                if len < 16 || len > p.len() {
-                    bail!("malformed netlink message");
-                }
-                let body = &p[16..len];
-                p = &p[((len + 3) & !3).min(p.len())..];
-                if mseq != seq {
-                    continue;
-                }
-                match ty {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => bail!("RTM_GETLINK dump: {}", nl_error(body)),
-                    RTM_NEWLINK if body.len() >= 16 => {
-                        let ifindex = i32::from_ne_bytes([body[4], body[5], body[6], body[7]]);
-                        let flags = u32::from_ne_bytes([body[8], body[9], body[10], body[11]]);
-                        if flags & IFF_LOOPBACK != 0 {
-                            continue;
-                        }
-                        let mut l = Link { ifindex, up: flags & IFF_UP != 0, ..Default::default() };
-                        for (t, d) in crate::napi::attrs(&body[16..]) {
-                            match t {
-                                IFLA_IFNAME => {
-                                    l.name = String::from_utf8_lossy(d.split(|&b| b == 0).next().unwrap_or(d)).into()
-                                }
-                                IFLA_STATS64 if d.len() >= 64 => {
-                                    let u = |i: usize| u64::from_ne_bytes(d[i * 8..i * 8 + 8].try_into().unwrap());
-                                    l.rx_packets = u(0);
-                                    l.tx_packets = u(1);
-                                    l.rx_dropped = u(6);
-                                }
-                                _ => {}
-                            }
-                        }
-                        out.push(l);
+            let ifindex = i32::from_ne_bytes([body[4], body[5], body[6], body[7]]);
+            let flags = u32::from_ne_bytes([body[8], body[9], body[10], body[11]]);
+            if flags & IFF_LOOPBACK != 0 {
+                return;
+            }
+            let mut l = Link { ifindex, up: flags & IFF_UP != 0, ..Default::default() };
+            for (t, d) in crate::napi::attrs(&body[16..]) {
+                match t {
+                    IFLA_IFNAME => l.name = String::from_utf8_lossy(d.split(|&b| b == 0).next().unwrap_or(d)).into(),
+                    IFLA_STATS64 if d.len() >= 64 => {
+                        let u = |i: usize| u64::from_ne_bytes(d[i * 8..i * 8 + 8].try_into().unwrap());
+                        l.rx_packets = u(0);
+                        l.tx_packets = u(1);
+                        l.rx_dropped = u(6);
                     }
                     _ => {}
                 }
             }
-        }
+            out.push(l);
+        })
+        .context("RTM_GETLINK dump")?;
+        Ok(out)
     }
 
     /// Deletes interface `ifindex` (a veth takes its peer along).
@@ -155,9 +131,4 @@ impl NsSock {
             }
         }
     }
-}
-
-fn nl_error(body: &[u8]) -> String {
-    let err = body.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
-    std::io::Error::from_raw_os_error(-err).to_string()
 }
