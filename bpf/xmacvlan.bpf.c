@@ -12,6 +12,16 @@
  * decision fwd::decide makes for it, without the trip through AF_XDP and a worker. Everything else
  * still goes to the worker, which keeps the exact rules and drop counters.
  *
+ * macvlan modes (drivers/net/macvlan.c, macvlan_handle_frame) that change what the host gets:
+ * - a frame whose source MAC a source-mode endpoint lists with `nodst` is consumed by the copies
+ *   made for it: AF_XDP, never the host stack;
+ * - a group frame sent by a private/passthru/source endpoint that comes back from the wire goes
+ *   back to that endpoint only: AF_XDP;
+ * - a passthru endpoint takes every unicast frame of its (parent, VLAN): the all-zero MAC key;
+ * - a source-mode endpoint is never a unicast destination: its MAC is passed as unknown.
+ * A listed source without nodst needs both the host and the copies: the frame is passed, and the
+ * flood socket's filter (xmv_flood_filter) picks it up again.
+ *
  * xmv_endpoint runs on the host side of every endpoint veth: all a container sends goes to AF_XDP.
  */
 #include <linux/bpf.h>
@@ -31,6 +41,14 @@ struct {
 	__type(key, struct mac_key);
 	__type(value, struct mac_val);
 } macs SEC(".maps");
+
+/* Source MACs listed by source-mode endpoints, per (parent, VLAN): value XMV_SRC_*. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mac_key);
+	__type(value, __u32);
+} sources SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -86,13 +104,11 @@ int xmv_parent(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct mac_key key = {};
+	struct mac_val *v;
+	__u32 *listed;
 
 	if ((void *)(eth + 1) > data_end) {
 		count(XMV_STAT_PASS_SHORT);
-		return XDP_PASS;
-	}
-	if (eth->h_dest[0] & 1) {
-		count(XMV_STAT_PASS_MULTICAST);
 		return XDP_PASS;
 	}
 	if (eth->h_proto == bpf_htons(ETH_P_8021Q)) {
@@ -104,13 +120,35 @@ int xmv_parent(struct xdp_md *ctx)
 		key.vlan = bpf_ntohs(vh->tci) & 0x0fff;
 	}
 	key.parent_ifindex = ctx->ingress_ifindex;
+
+	/* By source MAC: source-mode lists, and group frames reflected to their sender. */
+	__builtin_memcpy(key.mac, eth->h_source, ETH_ALEN);
+	listed = bpf_map_lookup_elem(&sources, &key);
+	if (listed && (*listed & XMV_SRC_NODST)) {
+		count(XMV_STAT_SOURCE);
+		return to_xsk(ctx, XDP_PASS);
+	}
+	if (eth->h_dest[0] & 1) {
+		v = bpf_map_lookup_elem(&macs, &key);
+		if (v && (v->flags & XMV_MAC_REFLECT)) {
+			count(XMV_STAT_SOURCE);
+			return to_xsk(ctx, XDP_PASS);
+		}
+		count(XMV_STAT_PASS_MULTICAST);
+		return XDP_PASS;
+	}
+
 	__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
-	struct mac_val *v = bpf_map_lookup_elem(&macs, &key);
+	v = bpf_map_lookup_elem(&macs, &key);
+	if (!v || (v->flags & XMV_MAC_NO_DST)) {
+		__builtin_memset(key.mac, 0, ETH_ALEN);
+		v = bpf_map_lookup_elem(&macs, &key);
+	}
 	if (!v) {
 		count(XMV_STAT_PASS_UNKNOWN);
 		return XDP_PASS;
 	}
-	if (v->fast_ifindex && eth->h_proto != bpf_htons(ETH_P_8021Q)) {
+	if (v->fast_ifindex && !listed && eth->h_proto != bpf_htons(ETH_P_8021Q)) {
 		__u64 len = data_end - data;
 		__u32 slot = v->slot;
 
@@ -134,6 +172,25 @@ int xmv_endpoint(struct xdp_md *ctx)
 	/* Nothing a container sends may leak into the daemon's namespace. */
 	count(XMV_STAT_EP_TO_XSK);
 	return to_xsk(ctx, XDP_DROP);
+}
+
+/* Filter of the daemon's flood socket on the parent (SO_ATTACH_BPF): group-addressed frames, and
+ * unicast from a source MAC a source-mode endpoint lists (passed to the host by xmv_parent, copied
+ * to the listing endpoints by the worker). The kernel has moved an 802.1Q tag to metadata here. */
+SEC("socket")
+int xmv_flood_filter(struct __sk_buff *skb)
+{
+	struct mac_key key = {};
+	__u8 hdr[12];
+
+	if (bpf_skb_load_bytes(skb, 0, hdr, sizeof(hdr)))
+		return 0;
+	if (hdr[0] & 1)
+		return skb->len;
+	key.parent_ifindex = skb->ifindex;
+	key.vlan = skb->vlan_present ? (skb->vlan_tci & 0x0fff) : 0;
+	__builtin_memcpy(key.mac, hdr + 6, ETH_ALEN);
+	return bpf_map_lookup_elem(&sources, &key) ? skb->len : 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -16,7 +16,19 @@ struct mac_val {
 	__u32 fast_ifindex; /* XDP fast path: the endpoint's daemon-side veth (0 = AF_XDP path) */
 	__u32 max_len;      /* longest untagged frame the endpoint takes: its MTU + 14 */
 	__u32 slot;         /* the endpoint's slot: index into `fast_stats` */
+	__u32 flags;        /* XMV_MAC_* */
 };
+
+/* mac_val.flags: how the endpoint's macvlan mode changes what the parent program does. */
+#define XMV_MAC_NO_DST  1 /* source mode: never a unicast destination (the host stack gets it) */
+#define XMV_MAC_REFLECT 2 /* private/passthru/source: a group frame it sent that comes back from
+                           * the wire goes back to it alone, never to the host (macvlan_handle_frame) */
+
+/* Key of the `macs` map with an all-zero MAC: a passthru endpoint, which takes every unicast frame
+ * of its (parent, VLAN). */
+
+/* Value of the `sources` map (key: parent, VLAN, *source* MAC listed by a source-mode endpoint). */
+#define XMV_SRC_NODST 1   /* a listing endpoint has nodst: the frame is consumed by the copies */
 
 /* Per-CPU frames and bytes the fast path handed to an endpoint, indexed by slot. */
 struct fast_count {
@@ -37,6 +49,7 @@ enum xmv_stat {
 	XMV_STAT_EP_TO_XSK,         /* endpoint: frame from a container redirected to AF_XDP */
 	XMV_STAT_NO_SOCKET,         /* slot or socket missing: parent passes, endpoint drops */
 	XMV_STAT_FAST,              /* parent: known unicast redirected to the endpoint veth in XDP */
+	XMV_STAT_SOURCE,            /* parent: listed source (nodst) or reflected group frame to AF_XDP */
 	XMV_STAT_MAX,
 };
 

@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use xmacvlan_datapath::frame::MacAddr;
-use xmacvlan_datapath::fwd::{decide, PortId, PortInfo, PortKind, Table, PARENT};
+use xmacvlan_datapath::fwd::{decide, PortId, PortInfo, Table, PARENT};
 
 const FRAMES: usize = 4096;
 
@@ -29,7 +29,7 @@ fn frame(dst: MacAddr) -> [u8; 60] {
 fn table(n: u32) -> Table {
     let mut t = Table::new(MacAddr([0x02, 0, 0, 0, 0, 1]), 1500);
     for i in 0..n {
-        let info = PortInfo { kind: PortKind::Endpoint, mac: mac(i), mtu: 1500, vlan: 0, up: true };
+        let info = PortInfo::endpoint(mac(i), 1500);
         t.add_endpoint((i + 1) as PortId, info).expect("distinct ports and MACs");
     }
     t

@@ -33,16 +33,33 @@ pub struct MacVal {
     /// Longest untagged frame the endpoint takes (MTU + 14).
     pub max_len: u32,
     pub slot: u32,
+    /// [`MAC_NO_DST`] | [`MAC_REFLECT`].
+    pub flags: u32,
 }
-const _: () = assert!(std::mem::size_of::<MacVal>() == 12);
+const _: () = assert!(std::mem::size_of::<MacVal>() == 16);
+
+/// `mac_val.flags` (XMV_MAC_*): a source-mode endpoint is never a unicast destination.
+pub const MAC_NO_DST: u32 = 1;
+/// A group frame the endpoint sent that comes back from the wire goes back to it alone.
+pub const MAC_REFLECT: u32 = 2;
+/// `sources` value (XMV_SRC_NODST): a listing endpoint has nodst.
+pub const SRC_NODST: u32 = 1;
 
 /// Mirrors XMV_MAX_QUEUES / XMV_MAX_SLOTS in bpf/xmacvlan.h.
 pub const MAX_QUEUES: u32 = 64;
 pub const MAX_SLOTS: u32 = 4096;
 
 /// Indexes of the `xdp_stats` per-CPU array (enum xmv_stat).
-pub const XDP_STAT_NAMES: [&str; 7] =
-    ["to_xsk", "pass_multicast", "pass_unknown", "pass_short", "endpoint_to_xsk", "no_socket", "fast_path"];
+pub const XDP_STAT_NAMES: [&str; 8] = [
+    "to_xsk",
+    "pass_multicast",
+    "pass_unknown",
+    "pass_short",
+    "endpoint_to_xsk",
+    "no_socket",
+    "fast_path",
+    "source_or_reflected",
+];
 
 /// Names of our programs, as the kernel reports them: how a restarted daemon recognises what a
 /// previous one attached.
@@ -85,7 +102,9 @@ pub enum Prog {
 pub struct Bpf {
     parent: OwnedFd,
     endpoint: OwnedFd,
+    flood_filter: OwnedFd,
     macs: MapHandle,
+    sources: MapHandle,
     slots: MapHandle,
     xsks: MapHandle,
     stats: MapHandle,
@@ -105,7 +124,9 @@ impl Bpf {
         Ok(Bpf {
             parent: dup(skel.progs.xmv_parent.as_fd())?,
             endpoint: dup(skel.progs.xmv_endpoint.as_fd())?,
+            flood_filter: dup(skel.progs.xmv_flood_filter.as_fd())?,
             macs: MapHandle::try_from(&skel.maps.macs).map_err(bpf_err("map macs"))?,
+            sources: MapHandle::try_from(&skel.maps.sources).map_err(bpf_err("map sources"))?,
             slots: MapHandle::try_from(&skel.maps.slots).map_err(bpf_err("map slots"))?,
             xsks: MapHandle::try_from(&skel.maps.xsks).map_err(bpf_err("map xsks"))?,
             stats: MapHandle::try_from(&skel.maps.xdp_stats).map_err(bpf_err("map xdp_stats"))?,
@@ -206,6 +227,24 @@ impl Bpf {
         let _ = self.macs.delete(as_bytes(&key));
     }
 
+    /// Lists (`Some(flags)`) or unlists (`None`) a source MAC of a source-mode endpoint.
+    pub fn set_source(&self, key: MacKey, flags: Option<u32>) -> Result<(), Error> {
+        match flags {
+            Some(f) => {
+                self.sources.update(as_bytes(&key), &f.to_ne_bytes(), MapFlags::ANY).map_err(bpf_err("update sources"))
+            }
+            None => {
+                let _ = self.sources.delete(as_bytes(&key));
+                Ok(())
+            }
+        }
+    }
+
+    /// The flood socket's filter program (xmv_flood_filter), for SO_ATTACH_BPF.
+    pub fn flood_filter(&self) -> BorrowedFd<'_> {
+        self.flood_filter.as_fd()
+    }
+
     pub fn set_slot(&self, ifindex: u32, slot: u32) -> Result<(), Error> {
         self.slots.update(&ifindex.to_ne_bytes(), &slot.to_ne_bytes(), MapFlags::ANY).map_err(bpf_err("update slots"))
     }
@@ -226,8 +265,8 @@ impl Bpf {
     }
 
     /// The per-CPU XDP counters summed over CPUs, in [`XDP_STAT_NAMES`] order.
-    pub fn xdp_stats(&self) -> [u64; 7] {
-        let mut out = [0u64; 7];
+    pub fn xdp_stats(&self) -> [u64; XDP_STAT_NAMES.len()] {
+        let mut out = [0u64; XDP_STAT_NAMES.len()];
         for (i, slot) in out.iter_mut().enumerate() {
             if let Ok(Some(per_cpu)) = self.stats.lookup_percpu(&(i as u32).to_ne_bytes(), MapFlags::ANY) {
                 *slot =

@@ -33,6 +33,10 @@ pub struct PortCounters {
     pub tx: Counter,
     pub tx_bytes: Counter,
     pub drops: [Counter; DropReason::COUNT],
+    /// Frames delivered to this VLAN endpoint whose removed tag carried a non-zero priority (PCP).
+    pub pcp_stripped: Counter,
+    /// Frames delivered as priority-tagged (VID 0, PCP kept): endpoints with `keep_pcp`.
+    pub pcp_kept: Counter,
     /// Kernel-side AF_XDP statistics of this port's socket (XDP_STATISTICS), refreshed by the worker.
     pub xsk_rx_dropped: Counter,
     pub xsk_rx_ring_full: Counter,
@@ -56,6 +60,8 @@ pub struct PortStats {
     pub tx: u64,
     pub tx_bytes: u64,
     pub drops: [u64; DropReason::COUNT],
+    pub pcp_stripped: u64,
+    pub pcp_kept: u64,
     pub xsk_rx_dropped: u64,
     pub xsk_rx_ring_full: u64,
     pub xsk_fill_empty: u64,
@@ -70,6 +76,8 @@ impl PortStats {
         for (sum, d) in self.drops.iter_mut().zip(&c.drops) {
             *sum += d.get();
         }
+        self.pcp_stripped += c.pcp_stripped.get();
+        self.pcp_kept += c.pcp_kept.get();
         // The kernel's values are absolute per socket; summing over workers' sockets is right.
         self.xsk_rx_dropped += c.xsk_rx_dropped.get();
         self.xsk_rx_ring_full += c.xsk_rx_ring_full.get();

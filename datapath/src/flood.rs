@@ -61,8 +61,10 @@ fn sys(call: &'static str) -> Error {
 }
 
 impl FloodSocket {
-    /// A non-blocking packet socket on `ifindex` that only sees incoming group-addressed frames.
-    pub fn open(ifindex: u32) -> Result<Self, Error> {
+    /// A non-blocking packet socket on `ifindex` that only sees what `filter` (the BPF program
+    /// xmv_flood_filter) accepts: incoming group-addressed frames, and unicast from source MACs a
+    /// source-mode endpoint lists.
+    pub fn open(ifindex: u32, filter: std::os::fd::BorrowedFd<'_>) -> Result<Self, Error> {
         // Protocol 0 first: the socket receives nothing until the filter is in place and it is bound.
         // SAFETY: plain socket(2) call; the result is checked.
         let raw =
@@ -72,15 +74,7 @@ impl FloodSocket {
         }
         // SAFETY: `raw` is a fresh fd we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // Accept only frames whose destination has the group bit: ldb [0]; jset #1; ret all; ret 0.
-        let mut filter = [
-            libc::sock_filter { code: 0x30, jt: 0, jf: 0, k: 0 },
-            libc::sock_filter { code: 0x45, jt: 0, jf: 1, k: 1 },
-            libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0x0004_0000 },
-            libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 },
-        ];
-        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog, "SO_ATTACH_FILTER")?;
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_BPF, &filter.as_raw_fd(), "SO_ATTACH_BPF")?;
         setsockopt(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32, "PACKET_IGNORE_OUTGOING")?;
         setsockopt(&fd, libc::SOL_PACKET, PACKET_AUXDATA, &1i32, "PACKET_AUXDATA")?;
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &(8i32 << 20), "SO_RCVBUFFORCE")?;

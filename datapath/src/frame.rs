@@ -37,6 +37,13 @@ impl MacAddr {
         self.0 == [0; 6]
     }
 
+    /// The inverse of [`MacAddr::to_u64`] (the high 16 bits are ignored).
+    #[inline]
+    pub fn from_u64(x: u64) -> Self {
+        let b = x.to_be_bytes();
+        MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+
     /// The address as the low 48 bits of a u64 (network byte order, first octet highest).
     #[inline]
     pub fn to_u64(self) -> u64 {
@@ -148,6 +155,16 @@ impl<'a> Ethernet<'a> {
         }
     }
 
+    /// The whole tag control information (PCP, DEI, VID) of the 802.1Q tag; 0 when untagged.
+    #[inline]
+    pub fn tci(&self) -> u16 {
+        if self.tagged {
+            u16::from_be_bytes([self.buf[field::VLAN_TCI.start], self.buf[field::VLAN_TCI.start + 1]])
+        } else {
+            0
+        }
+    }
+
     /// Length of the L2 header, tag included.
     #[inline]
     pub fn header_len(&self) -> usize {
@@ -204,6 +221,7 @@ mod tests {
         let f = Ethernet::parse(&TAGGED).unwrap();
         assert!(f.is_tagged());
         assert_eq!(f.vlan(), 50, "PCP bits must not leak into the VLAN id");
+        assert_eq!(f.tci() >> 13, 5);
         assert_eq!(f.header_len(), 18);
         assert!(f.dst().is_multicast());
     }

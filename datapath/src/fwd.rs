@@ -1,17 +1,26 @@
 //! The forwarding decision: a pure function of (frame, ingress port, table) → action.
 //!
-//! It encodes kernel macvlan bridge mode (drivers/net/macvlan.c, shared/REFERENCE.md §1):
-//! - from the wire (the parent): known unicast → that endpoint; broadcast/multicast → every endpoint
-//!   (the host stack got its copy before us: the XDP program passed the frame); a broadcast that
-//!   carries one of our endpoints' MACs as source is a reflection of what that endpoint sent: the
-//!   bridge ports already saw it on the way out, so it is not flooded again.
-//! - from an endpoint: unicast to a sibling → that sibling, never the wire; anything else (the
-//!   parent's own MAC included) → out of the parent; broadcast/multicast → every other endpoint and
-//!   the wire, never back to the sender.
+//! It encodes kernel macvlan (drivers/net/macvlan.c, shared/REFERENCE.md §1) for every mode. A
+//! domain is one parent link; its endpoints belong to a VLAN of that link (0 = untagged), which
+//! plays the part of the kernel's VLAN sub-interface: lookups are by (VLAN, MAC), floods stay in
+//! their VLAN, and [`Table::edit`] says where a tag is popped or pushed.
+//! - from the wire (the parent), macvlan_handle_frame: a source MAC listed by source-mode
+//!   endpoints is copied to them first (with `nodst` nothing else happens); a group frame whose
+//!   source is one of our private/passthru/source endpoints goes back to it alone; one sent by a
+//!   vepa endpoint floods vepa and bridge endpoints but the sender; one sent by a bridge endpoint
+//!   floods vepa endpoints only (bridge ports saw it on the way out); any other group frame floods
+//!   every private/vepa/bridge/passthru endpoint (the host stack got its copy before us: the XDP
+//!   program passed it). Unicast goes to the passthru endpoint of the VLAN if there is one, else
+//!   to the endpoint with that MAC unless it is in source mode (then, as for unknown MACs, the
+//!   host stack has it).
+//! - from an endpoint, macvlan_queue_xmit: a bridge endpoint's unicast to a bridge sibling stays
+//!   local, its group frames go to the bridge siblings and the wire; everything else, and
+//!   everything a private/vepa/passthru/source endpoint sends, goes out of the parent.
 //! - a destination that is down gets nothing; frames longer than the destination MTU are dropped.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::str::FromStr;
 
 use crate::frame::{Ethernet, MacAddr, ParseError};
 
@@ -71,6 +80,50 @@ impl DropReason {
     }
 }
 
+/// macvlan modes, with the kernel's values (enum macvlan_mode), so a set of them is a bit mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum Mode {
+    Private = 1,
+    Vepa = 2,
+    #[default]
+    Bridge = 4,
+    Passthru = 8,
+    Source = 16,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 5] = [Mode::Bridge, Mode::Private, Mode::Vepa, Mode::Passthru, Mode::Source];
+
+    #[inline]
+    pub fn bit(self) -> u8 {
+        self as u8
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Private => "private",
+            Mode::Vepa => "vepa",
+            Mode::Bridge => "bridge",
+            Mode::Passthru => "passthru",
+            Mode::Source => "source",
+        }
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mode::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            format!("requested macvlan mode '{s}' is not valid (bridge, private, vepa, passthru, source)")
+        })
+    }
+}
+
+/// Group frames from an outside sender reach endpoints of these modes (macvlan_multicast_rx).
+const FROM_OUTSIDE: u8 = Mode::Private as u8 | Mode::Vepa as u8 | Mode::Passthru as u8 | Mode::Bridge as u8;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortKind {
     Parent,
@@ -83,9 +136,48 @@ pub struct PortInfo {
     pub mac: MacAddr,
     /// L3 MTU; frames up to `mtu` + the L2 header are delivered.
     pub mtu: u32,
+    /// The VLAN of the parent this endpoint hangs off (0 = untagged).
     pub vlan: u16,
     /// Operational state of the far side (the container interface for endpoints).
     pub up: bool,
+    pub mode: Mode,
+    /// Source mode: frames from a listed sender are consumed by the copies (the kernel's `nodst`).
+    pub nodst: bool,
+    /// VLAN endpoints: a tag with a non-zero priority (PCP) is rewritten to a priority tag (VID 0,
+    /// PCP and DEI kept) instead of being removed.
+    pub keep_pcp: bool,
+}
+
+impl PortInfo {
+    /// An untagged bridge-mode endpoint that is up.
+    pub fn endpoint(mac: MacAddr, mtu: u32) -> Self {
+        PortInfo {
+            kind: PortKind::Endpoint,
+            mac,
+            mtu,
+            vlan: 0,
+            up: true,
+            mode: Mode::Bridge,
+            nodst: false,
+            keep_pcp: false,
+        }
+    }
+}
+
+/// One frame to several ports (broadcast/multicast, or source-mode copies): the targets are, in
+/// this order, the source-mode endpoints listing `src` (when `sources`), the endpoints of `vlan`
+/// whose mode is in `modes` except `exclude`, then `also`, then the parent when `wire`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flood {
+    pub vlan: u16,
+    pub src: MacAddr,
+    pub sources: bool,
+    pub modes: u8,
+    pub exclude: PortId,
+    pub also: Option<PortId>,
+    pub wire: bool,
+    /// The L2 header length (for the per-target MTU check).
+    pub hlen: usize,
 }
 
 /// What to do with one received frame.
@@ -95,9 +187,22 @@ pub enum Action {
     Drop { reason: DropReason, port: PortId },
     /// Hand the descriptor to `port`'s TX ring (no copy).
     Forward(PortId),
-    /// Deliver to every target of [`Table::flood_targets`]; `hlen` is the L2 header length (for the
-    /// per-target MTU check).
-    Flood { vlan: u16, wire: bool, hlen: usize },
+    /// Deliver to every target of [`Table::flood_targets`].
+    Flood(Flood),
+}
+
+/// How a frame's 802.1Q tag changes on its way from one port to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    None,
+    /// Remove the tag (wire → endpoint of a VLAN).
+    Pop,
+    /// Set the VID to 0, keeping PCP and DEI (wire → endpoint with `keep_pcp`, PCP ≠ 0).
+    PriorityTag,
+    /// Insert a tag with this TCI (endpoint of a VLAN → wire).
+    Push(u16),
+    /// Replace the VID of a priority tag the container sent, keeping its PCP and DEI.
+    SetVid(u16),
 }
 
 /// Hashes a (VLAN, MAC) key packed into a u64; MACs are already well spread in their low bytes.
@@ -122,6 +227,8 @@ impl Hasher for MacHasher {
     }
 }
 
+type MacMap<V> = HashMap<u64, V, BuildHasherDefault<MacHasher>>;
+
 #[inline]
 fn key(vlan: u16, mac: MacAddr) -> u64 {
     (u64::from(vlan) << 48) | mac.to_u64()
@@ -130,7 +237,11 @@ fn key(vlan: u16, mac: MacAddr) -> u64 {
 /// The forwarding table of one domain. Each worker owns a copy; the control plane sends updates.
 #[derive(Debug, Clone)]
 pub struct Table {
-    macs: HashMap<u64, PortId, BuildHasherDefault<MacHasher>>,
+    macs: MacMap<PortId>,
+    /// Source MAC → the source-mode endpoints listing it (same VLAN).
+    sources: MacMap<Vec<PortId>>,
+    /// VLAN → its passthru endpoint.
+    passthru: Vec<(u16, PortId)>,
     ports: Vec<Option<PortInfo>>,
     /// Endpoints in port order, for floods.
     endpoints: Vec<PortId>,
@@ -146,12 +257,23 @@ pub enum TableError {
     BadPort(PortId),
     #[error("MAC {0} on VLAN {1} is already used by port {2}")]
     MacInUse(MacAddr, u16, PortId),
+    #[error("VLAN {0} already has a passthru endpoint (port {1}); passthru allows one endpoint per parent")]
+    PassthruTaken(u16, PortId),
+    #[error("port {0} is not a source-mode endpoint")]
+    NotSource(PortId),
 }
 
 impl Table {
     pub fn new(parent_mac: MacAddr, parent_mtu: u32) -> Self {
-        let parent = PortInfo { kind: PortKind::Parent, mac: parent_mac, mtu: parent_mtu, vlan: 0, up: true };
-        Table { macs: HashMap::default(), ports: vec![Some(parent)], endpoints: Vec::new(), wire: true }
+        let parent = PortInfo { kind: PortKind::Parent, mtu: parent_mtu, ..PortInfo::endpoint(parent_mac, 0) };
+        Table {
+            macs: MacMap::default(),
+            sources: MacMap::default(),
+            passthru: Vec::new(),
+            ports: vec![Some(parent)],
+            endpoints: Vec::new(),
+            wire: true,
+        }
     }
 
     /// The table of an internal network (Docker's `--internal` / no parent): endpoints only.
@@ -171,6 +293,12 @@ impl Table {
         if let Some(&other) = self.macs.get(&key(info.vlan, info.mac)) {
             return Err(TableError::MacInUse(info.mac, info.vlan, other));
         }
+        if info.mode == Mode::Passthru {
+            if let Some(other) = self.passthru(info.vlan) {
+                return Err(TableError::PassthruTaken(info.vlan, other));
+            }
+            self.passthru.push((info.vlan, id));
+        }
         if self.ports.len() <= idx {
             self.ports.resize(idx + 1, None);
         }
@@ -185,6 +313,11 @@ impl Table {
         let info = self.ports.get_mut(usize::from(id))?.take()?;
         self.macs.remove(&key(info.vlan, info.mac));
         self.endpoints.retain(|&p| p != id);
+        self.passthru.retain(|&(_, p)| p != id);
+        self.sources.retain(|_, list| {
+            list.retain(|&p| p != id);
+            !list.is_empty()
+        });
         Some(info)
     }
 
@@ -194,14 +327,69 @@ impl Table {
         }
     }
 
+    /// Replaces the allow-list of source-mode endpoint `id`. Returns the (VLAN, MAC) keys whose
+    /// listing changed, for the XDP map.
+    pub fn set_sources(&mut self, id: PortId, macs: &[MacAddr]) -> Result<Vec<MacAddr>, TableError> {
+        let info = *self.port(id).ok_or(TableError::BadPort(id))?;
+        if info.mode != Mode::Source {
+            return Err(TableError::NotSource(id));
+        }
+        let mut changed: Vec<MacAddr> = self.sources_of_port(id);
+        self.sources.retain(|_, list| {
+            list.retain(|&p| p != id);
+            !list.is_empty()
+        });
+        for &m in macs {
+            let list = self.sources.entry(key(info.vlan, m)).or_default();
+            if !list.contains(&id) {
+                let pos = list.partition_point(|&p| p < id);
+                list.insert(pos, id);
+            }
+            if !changed.contains(&m) {
+                changed.push(m);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The source MACs endpoint `id` lists.
+    pub fn sources_of_port(&self, id: PortId) -> Vec<MacAddr> {
+        let mut out: Vec<MacAddr> = self
+            .sources
+            .iter()
+            .filter(|(_, list)| list.contains(&id))
+            .map(|(&k, _)| MacAddr::from_u64(k & 0xffff_ffff_ffff))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Whether any endpoint lists `src` on `vlan`, and whether one of them has `nodst`.
+    pub fn source_listing(&self, vlan: u16, src: MacAddr) -> Option<bool> {
+        let list = self.sources.get(&key(vlan, src))?;
+        Some(list.iter().any(|&p| self.port(p).is_some_and(|i| i.nodst)))
+    }
+
     #[inline]
     pub fn port(&self, id: PortId) -> Option<&PortInfo> {
         self.ports.get(usize::from(id)).and_then(Option::as_ref)
     }
 
+    /// The endpoint using `mac` on `vlan`, whatever its mode.
     #[inline]
     pub fn lookup(&self, vlan: u16, mac: MacAddr) -> Option<PortId> {
         self.macs.get(&key(vlan, mac)).copied()
+    }
+
+    /// The passthru endpoint of `vlan`, if any.
+    #[inline]
+    pub fn passthru(&self, vlan: u16) -> Option<PortId> {
+        self.passthru.iter().find(|&&(v, _)| v == vlan).map(|&(_, p)| p)
+    }
+
+    #[inline]
+    fn mode(&self, id: PortId) -> Option<Mode> {
+        self.port(id).map(|p| p.mode)
     }
 
     pub fn endpoints(&self) -> &[PortId] {
@@ -219,15 +407,48 @@ impl Table {
         }
     }
 
-    /// Every port a flood from `ingress` reaches: the endpoints of `vlan` except the sender, then
-    /// the parent when `wire` is set. Delivery checks (down, MTU) are the caller's, per target.
+    /// Every port a flood reaches (see [`Flood`]). Delivery checks (down, MTU) are the caller's,
+    /// per target.
     #[inline]
-    pub fn flood_targets(&self, ingress: PortId, vlan: u16, wire: bool) -> impl Iterator<Item = PortId> + '_ {
-        self.endpoints
+    pub fn flood_targets(&self, f: &Flood) -> impl Iterator<Item = PortId> + '_ {
+        let listed: &[PortId] =
+            if f.sources { self.sources.get(&key(f.vlan, f.src)).map_or(&[], Vec::as_slice) } else { &[] };
+        let (vlan, modes, exclude) = (f.vlan, f.modes, f.exclude);
+        listed
             .iter()
             .copied()
-            .filter(move |&p| p != ingress && self.port(p).is_some_and(|i| i.vlan == vlan))
-            .chain((wire && self.wire).then_some(PARENT))
+            .chain(self.endpoints.iter().copied().filter(move |&p| {
+                p != exclude && modes != 0 && self.port(p).is_some_and(|i| i.vlan == vlan && modes & i.mode.bit() != 0)
+            }))
+            .chain(f.also)
+            .chain((f.wire && self.wire).then_some(PARENT))
+    }
+
+    /// How the tag of a frame (`tci`, None when untagged) changes from `ingress` to `target`.
+    #[inline]
+    pub fn edit(&self, tci: Option<u16>, ingress: PortId, target: PortId) -> Edit {
+        if ingress == PARENT {
+            match (tci, self.port(target)) {
+                (Some(t), Some(p)) if p.vlan != 0 && target != PARENT => {
+                    if p.keep_pcp && t & 0xe000 != 0 {
+                        Edit::PriorityTag
+                    } else {
+                        Edit::Pop
+                    }
+                }
+                _ => Edit::None,
+            }
+        } else if target == PARENT {
+            match self.port(ingress).map(|p| p.vlan) {
+                Some(vlan) if vlan != 0 => match tci {
+                    Some(t) if t & 0x0fff == 0 => Edit::SetVid(vlan),
+                    _ => Edit::Push(vlan),
+                },
+                _ => Edit::None,
+            }
+        } else {
+            Edit::None
+        }
     }
 }
 
@@ -239,35 +460,83 @@ pub fn decide(frame: &[u8], ingress: PortId, table: &Table) -> Action {
         Err(ParseError::Runt) => return Action::Drop { reason: DropReason::Runt, port: ingress },
         Err(ParseError::TruncatedVlan) => return Action::Drop { reason: DropReason::BadVlan, port: ingress },
     };
-    let vlan = eth.vlan();
     let dst = eth.dst();
     let deliver = |port: PortId| match table.check_delivery(port, eth.len(), eth.header_len()) {
         Ok(()) => Action::Forward(port),
         Err(reason) => Action::Drop { reason, port },
     };
+    let flood = |vlan: u16| Flood {
+        vlan,
+        src: eth.src(),
+        sources: false,
+        modes: 0,
+        exclude: PARENT,
+        also: None,
+        wire: false,
+        hlen: eth.header_len(),
+    };
 
     if ingress == PARENT {
-        if dst.is_multicast() {
-            // macvlan_handle_frame: a broadcast sourced by one of our bridge endpoints came back
-            // from the wire; bridge ports already got it from the sender directly.
-            if table.lookup(vlan, eth.src()).is_some() {
-                return Action::Drop { reason: DropReason::Reflected, port: PARENT };
-            }
-            return Action::Flood { vlan, wire: false, hlen: eth.header_len() };
+        let vlan = eth.vlan();
+        let src = eth.src();
+        let listed = table.source_listing(vlan, src);
+        let copies = Flood { sources: listed.is_some(), ..flood(vlan) };
+        if listed == Some(true) {
+            // nodst: the copies consume the frame.
+            return Action::Flood(copies);
         }
-        return match table.lookup(vlan, dst) {
-            Some(port) if port != PARENT => deliver(port),
-            _ => Action::Drop { reason: DropReason::NoEndpoint, port: PARENT },
+        if dst.is_multicast() {
+            return match table.lookup(vlan, src).map(|p| (p, table.mode(p))) {
+                // Sent by a private/passthru/source endpoint: back to it alone.
+                Some((p, Some(Mode::Private | Mode::Passthru | Mode::Source))) => {
+                    if listed.is_some() {
+                        Action::Flood(Flood { also: Some(p), ..copies })
+                    } else {
+                        deliver(p)
+                    }
+                }
+                Some((p, Some(Mode::Vepa))) => {
+                    Action::Flood(Flood { modes: Mode::Vepa.bit() | Mode::Bridge.bit(), exclude: p, ..copies })
+                }
+                // Sent by a bridge endpoint: the bridge ports saw it on the way out; vepa ones not.
+                Some((p, _)) => {
+                    let vepa = table
+                        .endpoints()
+                        .iter()
+                        .any(|&e| e != p && table.port(e).is_some_and(|i| i.vlan == vlan && i.mode == Mode::Vepa));
+                    if !vepa && listed.is_none() {
+                        return Action::Drop { reason: DropReason::Reflected, port: PARENT };
+                    }
+                    Action::Flood(Flood { modes: Mode::Vepa.bit(), exclude: p, ..copies })
+                }
+                None => Action::Flood(Flood { modes: FROM_OUTSIDE, ..copies }),
+            };
+        }
+        let dest =
+            table.passthru(vlan).or_else(|| table.lookup(vlan, dst).filter(|&p| table.mode(p) != Some(Mode::Source)));
+        return match (dest, listed) {
+            (Some(p), None) => deliver(p),
+            (dest, Some(_)) => Action::Flood(Flood { also: dest, ..copies }),
+            (None, None) => Action::Drop { reason: DropReason::NoEndpoint, port: PARENT },
         };
     }
 
-    if dst.is_multicast() {
-        return Action::Flood { vlan, wire: true, hlen: eth.header_len() };
+    let Some(me) = table.port(ingress) else {
+        return Action::Drop { reason: DropReason::NoEndpoint, port: ingress };
+    };
+    let vlan = me.vlan;
+    if me.mode == Mode::Bridge {
+        if dst.is_multicast() {
+            return Action::Flood(Flood { modes: Mode::Bridge.bit(), exclude: ingress, wire: true, ..flood(vlan) });
+        }
+        if let Some(port) = table.lookup(vlan, dst).filter(|&p| table.mode(p) == Some(Mode::Bridge)) {
+            return deliver(port);
+        }
     }
-    match table.lookup(vlan, dst) {
-        Some(port) => deliver(port),
-        None if table.has_wire() => deliver(PARENT),
-        None => Action::Drop { reason: DropReason::NoEndpoint, port: ingress },
+    if table.has_wire() {
+        deliver(PARENT)
+    } else {
+        Action::Drop { reason: DropReason::NoEndpoint, port: ingress }
     }
 }
 
@@ -282,7 +551,7 @@ mod tests {
     const OUTSIDE: MacAddr = MacAddr([0x02, 0x99, 0, 0, 0, 0x01]);
 
     fn ep(mac: MacAddr, mtu: u32) -> PortInfo {
-        PortInfo { kind: PortKind::Endpoint, mac, mtu, vlan: 0, up: true }
+        PortInfo::endpoint(mac, mtu)
     }
 
     /// Parent (MTU 3000) with endpoints A=1, B=2 (MTU 1500), C=3.
@@ -302,9 +571,9 @@ mod tests {
         f
     }
 
-    fn targets(t: &Table, action: Action, ingress: PortId) -> Vec<PortId> {
+    fn targets(t: &Table, action: Action) -> Vec<PortId> {
         match action {
-            Action::Flood { vlan, wire, .. } => t.flood_targets(ingress, vlan, wire).collect(),
+            Action::Flood(f) => t.flood_targets(&f).collect(),
             other => panic!("expected a flood, got {other:?}"),
         }
     }
@@ -317,7 +586,7 @@ mod tests {
         assert_eq!(decide(&frame(B, A, 60), 1, &t), Action::Forward(2));
         assert_eq!(decide(&frame(OUTSIDE, A, 60), 1, &t), Action::Drop { reason: DropReason::NoEndpoint, port: 1 });
         assert_eq!(decide(&frame(PARENT_MAC, A, 60), 1, &t), Action::Drop { reason: DropReason::NoEndpoint, port: 1 });
-        assert_eq!(targets(&t, decide(&frame(MacAddr::BROADCAST, A, 60), 1, &t), 1), vec![2]);
+        assert_eq!(targets(&t, decide(&frame(MacAddr::BROADCAST, A, 60), 1, &t)), vec![2]);
     }
 
     #[test]
@@ -336,9 +605,9 @@ mod tests {
     fn rule2_wire_broadcast_floods_every_endpoint_but_not_back_to_the_wire() {
         let t = table();
         let a = decide(&frame(MacAddr::BROADCAST, OUTSIDE, 60), PARENT, &t);
-        assert_eq!(targets(&t, a, PARENT), vec![1, 2, 3]);
+        assert_eq!(targets(&t, a), vec![1, 2, 3]);
         let mcast = MacAddr([0x33, 0x33, 0, 0, 0, 1]);
-        assert_eq!(targets(&t, decide(&frame(mcast, OUTSIDE, 60), PARENT, &t), PARENT), vec![1, 2, 3]);
+        assert_eq!(targets(&t, decide(&frame(mcast, OUTSIDE, 60), PARENT, &t)), vec![1, 2, 3]);
     }
 
     #[test]
@@ -369,7 +638,7 @@ mod tests {
     fn rule5_endpoint_broadcast_reaches_siblings_and_wire_never_the_sender() {
         let t = table();
         let a = decide(&frame(MacAddr::BROADCAST, B, 60), 2, &t);
-        assert_eq!(targets(&t, a, 2), vec![1, 3, PARENT]);
+        assert_eq!(targets(&t, a), vec![1, 3, PARENT]);
     }
 
     #[test]
@@ -408,16 +677,155 @@ mod tests {
         );
     }
 
+    fn tag(f: &mut Vec<u8>, tci: u16) {
+        let t = tci.to_be_bytes();
+        f.splice(12..12, [0x81, 0x00, t[0], t[1]]);
+    }
+
     #[test]
     fn tagged_frames_match_only_their_vlan() {
-        let t = table();
+        let mut t = table();
+        let mut v10 = ep(MacAddr([0x02, 0x42, 0, 0, 0x0a, 1]), 1500);
+        v10.vlan = 10;
+        t.add_endpoint(10, v10).unwrap();
+        // A's MAC on VLAN 10 is nobody's: from the wire it is not for A.
         let mut f = frame(A, OUTSIDE, 64);
-        f.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
-        // Nobody serves VLAN 10: from an endpoint it leaves through the parent.
-        assert_eq!(decide(&f, 3, &t), Action::Forward(PARENT));
+        tag(&mut f, 10);
+        assert_eq!(decide(&f, PARENT, &t), Action::Drop { reason: DropReason::NoEndpoint, port: PARENT });
+        let mut f = frame(v10.mac, OUTSIDE, 64);
+        tag(&mut f, 10);
+        assert_eq!(decide(&f, PARENT, &t), Action::Forward(10));
+        // Broadcasts stay in their VLAN, both ways.
         let mut b = frame(MacAddr::BROADCAST, OUTSIDE, 64);
-        b.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
-        assert_eq!(targets(&t, decide(&b, PARENT, &t), PARENT), Vec::<PortId>::new());
+        tag(&mut b, 10);
+        assert_eq!(targets(&t, decide(&b, PARENT, &t)), vec![10]);
+        assert_eq!(targets(&t, decide(&frame(MacAddr::BROADCAST, OUTSIDE, 64), PARENT, &t)), vec![1, 2, 3]);
+        assert_eq!(targets(&t, decide(&frame(MacAddr::BROADCAST, v10.mac, 64), 10, &t)), vec![PARENT]);
+        // An endpoint's lookups are in its own VLAN, whatever tag the container wrote.
+        assert_eq!(decide(&frame(A, v10.mac, 64), 10, &t), Action::Forward(PARENT));
+        let mut inner = frame(A, C, 64);
+        tag(&mut inner, 10);
+        assert_eq!(decide(&inner, 3, &t), Action::Forward(1));
+    }
+
+    #[test]
+    fn vlan_edits_pop_push_and_keep_priorities() {
+        let mut t = table();
+        let mut v10 = ep(MacAddr([0x02, 0x42, 0, 0, 0x0a, 1]), 1500);
+        v10.vlan = 10;
+        t.add_endpoint(10, v10).unwrap();
+        let mut keep = ep(MacAddr([0x02, 0x42, 0, 0, 0x0a, 2]), 1500);
+        keep.vlan = 10;
+        keep.keep_pcp = true;
+        t.add_endpoint(11, keep).unwrap();
+        let pcp5 = (5 << 13) | 10;
+        assert_eq!(t.edit(Some(10), PARENT, 10), Edit::Pop);
+        assert_eq!(t.edit(Some(pcp5), PARENT, 10), Edit::Pop);
+        assert_eq!(t.edit(Some(10), PARENT, 11), Edit::Pop, "PCP 0: nothing to keep");
+        assert_eq!(t.edit(Some(pcp5), PARENT, 11), Edit::PriorityTag);
+        assert_eq!(t.edit(None, 10, PARENT), Edit::Push(10));
+        assert_eq!(t.edit(Some(3 << 13), 10, PARENT), Edit::SetVid(10), "a priority tag gets the VLAN");
+        assert_eq!(t.edit(Some(20), 10, PARENT), Edit::Push(10), "a tagged frame gets an outer tag");
+        assert_eq!(t.edit(None, 10, 11), Edit::None);
+        assert_eq!(t.edit(None, 1, PARENT), Edit::None, "untagged networks never touch tags");
+        assert_eq!(t.edit(Some(0), PARENT, 1), Edit::None);
+    }
+
+    /// Parent; endpoints A=1 and B=2 in `mode`, C=3 in bridge mode.
+    fn mixed(mode: Mode) -> Table {
+        let mut t = Table::new(PARENT_MAC, 1500);
+        for (id, mac, m) in [(1, A, mode), (2, B, mode), (3, C, Mode::Bridge)] {
+            t.add_endpoint(id, PortInfo { mode: m, ..ep(mac, 1500) }).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn non_bridge_endpoints_send_everything_to_the_wire() {
+        for mode in [Mode::Private, Mode::Vepa, Mode::Source] {
+            let t = mixed(mode);
+            assert_eq!(decide(&frame(B, A, 60), 1, &t), Action::Forward(PARENT), "{mode:?} to a sibling");
+            assert_eq!(decide(&frame(C, A, 60), 1, &t), Action::Forward(PARENT), "{mode:?} to a bridge port");
+            assert_eq!(decide(&frame(MacAddr::BROADCAST, A, 60), 1, &t), Action::Forward(PARENT), "{mode:?}");
+            // A bridge endpoint reaches only bridge siblings directly.
+            assert_eq!(decide(&frame(A, C, 60), 3, &t), Action::Forward(PARENT), "bridge to {mode:?}");
+            assert_eq!(targets(&t, decide(&frame(MacAddr::BROADCAST, C, 60), 3, &t)), vec![PARENT]);
+        }
+    }
+
+    #[test]
+    fn group_frames_from_the_wire_follow_the_senders_mode() {
+        let bcast = |src| frame(MacAddr::BROADCAST, src, 60);
+        for mode in [Mode::Private, Mode::Vepa, Mode::Bridge] {
+            let t = mixed(mode);
+            assert_eq!(targets(&t, decide(&bcast(OUTSIDE), PARENT, &t)), vec![1, 2, 3], "{mode:?} outside");
+        }
+        // Reflected from a vepa endpoint: vepa and bridge endpoints but the sender.
+        let t = mixed(Mode::Vepa);
+        assert_eq!(targets(&t, decide(&bcast(A), PARENT, &t)), vec![2, 3]);
+        // Reflected from a bridge endpoint: only vepa endpoints.
+        assert_eq!(targets(&t, decide(&bcast(C), PARENT, &t)), vec![1, 2]);
+        // Reflected from a private endpoint: back to it alone.
+        let t = mixed(Mode::Private);
+        assert_eq!(decide(&bcast(A), PARENT, &t), Action::Forward(1));
+        assert_eq!(decide(&bcast(C), PARENT, &t), Action::Drop { reason: DropReason::Reflected, port: PARENT });
+        // Source-mode endpoints get no floods from outside, only their listed senders' frames.
+        let t = mixed(Mode::Source);
+        assert_eq!(targets(&t, decide(&bcast(OUTSIDE), PARENT, &t)), vec![3]);
+        assert_eq!(decide(&bcast(A), PARENT, &t), Action::Forward(1));
+    }
+
+    #[test]
+    fn source_mode_copies_listed_senders_and_nodst_consumes() {
+        let mut t = mixed(Mode::Source);
+        let s = MacAddr([0x02, 0x77, 0, 0, 0, 1]);
+        assert_eq!(t.set_sources(1, &[s]).unwrap(), vec![s]);
+        assert_eq!(t.set_sources(3, &[s]), Err(TableError::NotSource(3)));
+        // Unknown destination: the host has it (XDP passed it); A gets a copy.
+        assert_eq!(targets(&t, decide(&frame(OUTSIDE, s, 60), PARENT, &t)), vec![1]);
+        // To C: a copy for A, then C.
+        assert_eq!(targets(&t, decide(&frame(C, s, 60), PARENT, &t)), vec![1, 3]);
+        // A source-mode endpoint is never a unicast destination.
+        assert_eq!(
+            decide(&frame(B, OUTSIDE, 60), PARENT, &t),
+            Action::Drop { reason: DropReason::NoEndpoint, port: PARENT }
+        );
+        assert_eq!(targets(&t, decide(&frame(MacAddr::BROADCAST, s, 60), PARENT, &t)), vec![1, 3]);
+        // Other senders: nothing for A.
+        assert_eq!(decide(&frame(C, OUTSIDE, 60), PARENT, &t), Action::Forward(3));
+        // nodst: the copy consumes the frame.
+        let mut n = mixed(Mode::Source);
+        n.remove_endpoint(2);
+        n.add_endpoint(2, PortInfo { mode: Mode::Source, nodst: true, ..ep(B, 1500) }).unwrap();
+        n.set_sources(1, &[s]).unwrap();
+        n.set_sources(2, &[s]).unwrap();
+        assert_eq!(n.source_listing(0, s), Some(true));
+        assert_eq!(targets(&n, decide(&frame(C, s, 60), PARENT, &n)), vec![1, 2]);
+        assert_eq!(targets(&n, decide(&frame(MacAddr::BROADCAST, s, 60), PARENT, &n)), vec![1, 2]);
+        // Lists are replaced, and leave with their endpoint.
+        assert_eq!(n.set_sources(2, &[]).unwrap(), vec![s]);
+        assert_eq!(n.source_listing(0, s), Some(false));
+        n.remove_endpoint(1);
+        assert_eq!(n.source_listing(0, s), None);
+        assert_eq!(n.sources_of_port(1), Vec::<MacAddr>::new());
+    }
+
+    #[test]
+    fn passthru_takes_all_unicast_of_its_vlan_and_is_exclusive() {
+        let mut t = Table::new(PARENT_MAC, 1500);
+        t.add_endpoint(1, PortInfo { mode: Mode::Passthru, ..ep(PARENT_MAC, 1500) }).unwrap();
+        assert_eq!(
+            t.add_endpoint(2, PortInfo { mode: Mode::Passthru, ..ep(B, 1500) }),
+            Err(TableError::PassthruTaken(0, 1))
+        );
+        assert_eq!(decide(&frame(PARENT_MAC, OUTSIDE, 60), PARENT, &t), Action::Forward(1));
+        assert_eq!(decide(&frame(OUTSIDE, OUTSIDE, 60), PARENT, &t), Action::Forward(1));
+        assert_eq!(targets(&t, decide(&frame(MacAddr::BROADCAST, OUTSIDE, 60), PARENT, &t)), vec![1]);
+        assert_eq!(decide(&frame(MacAddr::BROADCAST, PARENT_MAC, 60), PARENT, &t), Action::Forward(1));
+        assert_eq!(decide(&frame(OUTSIDE, PARENT_MAC, 60), 1, &t), Action::Forward(PARENT));
+        t.remove_endpoint(1);
+        assert_eq!(t.passthru(0), None);
+        t.add_endpoint(2, PortInfo { mode: Mode::Passthru, ..ep(B, 1500) }).unwrap();
     }
 
     #[test]

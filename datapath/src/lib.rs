@@ -32,7 +32,7 @@ use crate::copytx::CopyTx;
 use crate::counters::{PortStats, SharedPortCounters, WorkerCounters, WorkerStats};
 use crate::flood::FloodSocket;
 use crate::frame::MacAddr;
-use crate::fwd::{PortId, PortInfo, PortKind, Table, MAX_PORTS, PARENT};
+use crate::fwd::{Mode, PortId, PortInfo, PortKind, Table, MAX_PORTS, PARENT};
 use crate::worker::{Ack, Command, Domain, Port, Worker, ENDPOINT_FILL, PARENT_FILL};
 use crate::xsk::{SharedUmem, XskMode, XskPort, PARENT_RX_SIZE, RX_SIZE};
 
@@ -118,6 +118,11 @@ pub struct EndpointSpec {
     /// The far side accepts frames redirected in XDP (a veth whose container end has NAPI on:
     /// GRO enabled or an XDP program), so [`Config::xdp_fast_path`] may deliver to it.
     pub fast: bool,
+    pub mode: Mode,
+    /// Source mode: frames from listed senders go to the copies only.
+    pub nodst: bool,
+    /// VLAN endpoints: deliver tags with a non-zero PCP as priority tags instead of removing them.
+    pub keep_pcp: bool,
 }
 
 struct WorkerHandle {
@@ -168,11 +173,25 @@ struct EndpointRec {
 
 impl EndpointRec {
     fn mac_val(&self) -> bpf::MacVal {
+        let flags = match self.info.mode {
+            Mode::Source => bpf::MAC_NO_DST | bpf::MAC_REFLECT,
+            Mode::Private | Mode::Passthru => bpf::MAC_REFLECT,
+            Mode::Vepa | Mode::Bridge => 0,
+        };
         bpf::MacVal {
             fast_ifindex: if self.fast && self.info.up { self.iface.ifindex } else { 0 },
             max_len: self.info.mtu + 14,
             slot: self.iface.slot,
+            flags,
         }
+    }
+
+    /// The `macs` keys of this endpoint: its MAC, and for passthru the all-zero "any unicast" key.
+    fn mac_keys(&self, parent_ifindex: u32) -> impl Iterator<Item = bpf::MacKey> {
+        let own = bpf::mac_key(parent_ifindex, self.info.vlan, self.info.mac);
+        let any = (self.info.mode == Mode::Passthru)
+            .then(|| bpf::mac_key(parent_ifindex, self.info.vlan, MacAddr::default()));
+        std::iter::once(own).chain(any)
     }
 }
 
@@ -345,7 +364,7 @@ impl Datapath {
             }
             let c: SharedPortCounters = Default::default();
             counters.push(c.clone());
-            let flood = if w == 0 { Some(FloodSocket::open(parent.ifindex)?) } else { None };
+            let flood = if w == 0 { Some(FloodSocket::open(parent.ifindex, self.bpf.flood_filter())?) } else { None };
             let port = Port { xsk, more, counters: c, fill_target: PARENT_FILL, tx_outstanding: 0 };
             domains.push(Domain::new(id, table.clone(), port, umem.area.clone(), flood));
             umems.push(umem);
@@ -397,7 +416,16 @@ impl Datapath {
         let id = (1..MAX_PORTS as PortId)
             .find(|p| !network.endpoints.contains_key(p))
             .ok_or_else(|| Error::Invalid(format!("network {net} has {MAX_PORTS} ports already")))?;
-        let info = PortInfo { kind: PortKind::Endpoint, mac: spec.mac, mtu: spec.mtu, vlan: spec.vlan, up: spec.up };
+        let info = PortInfo {
+            kind: PortKind::Endpoint,
+            mac: spec.mac,
+            mtu: spec.mtu,
+            vlan: spec.vlan,
+            up: spec.up,
+            mode: spec.mode,
+            nodst: spec.nodst,
+            keep_pcp: spec.keep_pcp,
+        };
         let mut table = network.table.clone();
         table.add_endpoint(id, info).map_err(|e| Error::Invalid(e.to_string()))?;
         let parent_ifindex = network.parent.ifindex;
@@ -466,7 +494,10 @@ impl Datapath {
         let fast_base = self.bpf.fast_counts(slot);
         let fast = self.cfg.xdp_fast_path && spec.fast && spec.vlan == 0;
         let rec = EndpointRec { iface, info, counters, xsk_mode, fast, fast_base };
-        if let Err(e) = self.bpf.set_mac(bpf::mac_key(parent_ifindex, spec.vlan, spec.mac), rec.mac_val()) {
+        if let Err(e) = rec.mac_keys(parent_ifindex).try_for_each(|k| self.bpf.set_mac(k, rec.mac_val())) {
+            for k in rec.mac_keys(parent_ifindex) {
+                self.bpf.del_mac(k);
+            }
             for (v, h) in self.workers.iter().enumerate() {
                 let _ = h.send(v, Command::RemovePort { net, id });
             }
@@ -483,12 +514,51 @@ impl Datapath {
     pub fn remove_endpoint(&mut self, net: NetId, id: PortId) {
         let Some(network) = self.networks.get_mut(&net) else { return };
         let Some(ep) = network.endpoints.remove(&id) else { return };
+        let listed = network.table.sources_of_port(id);
         network.table.remove_endpoint(id);
-        self.bpf.del_mac(bpf::mac_key(network.parent.ifindex, ep.info.vlan, ep.info.mac));
+        for k in ep.mac_keys(network.parent.ifindex) {
+            self.bpf.del_mac(k);
+        }
+        let parent = network.parent.ifindex;
+        let vlan = ep.info.vlan;
+        let table = network.table.clone();
+        self.sync_sources(parent, vlan, &listed, &table);
         for (w, h) in self.workers.iter().enumerate() {
             let _ = h.send(w, Command::RemovePort { net, id });
         }
         self.undo_iface(&ep.iface);
+    }
+
+    /// Replaces the source-MAC allow-list of a source-mode endpoint (kernel `macaddr set`).
+    pub fn set_sources(&mut self, net: NetId, id: PortId, macs: &[MacAddr]) -> Result<(), Error> {
+        let network =
+            self.networks.get_mut(&net).ok_or_else(|| Error::Invalid(format!("no network {net} in the datapath")))?;
+        let vlan = network
+            .endpoints
+            .get(&id)
+            .map(|ep| ep.info.vlan)
+            .ok_or_else(|| Error::Invalid(format!("no port {id} in network {net}")))?;
+        let mut table = network.table.clone();
+        let changed = table.set_sources(id, macs).map_err(|e| Error::Invalid(e.to_string()))?;
+        // Workers first, then the XDP map: a frame steered by the new map always finds the list.
+        for (w, h) in self.workers.iter().enumerate() {
+            h.send(w, Command::SetSources { net, id, macs: macs.to_vec() })?;
+        }
+        let network = self.networks.get_mut(&net).expect("checked above");
+        network.table = table.clone();
+        let parent = network.parent.ifindex;
+        self.sync_sources(parent, vlan, &changed, &table);
+        Ok(())
+    }
+
+    /// Brings the XDP `sources` map in line with `table` for the given source MACs of `vlan`.
+    fn sync_sources(&self, parent: u32, vlan: u16, macs: &[MacAddr], table: &Table) {
+        for &m in macs {
+            let flags = table.source_listing(vlan, m).map(|nodst| if nodst { bpf::SRC_NODST } else { 0 });
+            if let Err(e) = self.bpf.set_source(bpf::mac_key(parent, vlan, m), flags) {
+                eprintln!("xmacvlan datapath: {e}");
+            }
+        }
     }
 
     /// Tells the workers whether the endpoint's container side is up.
@@ -502,8 +572,9 @@ impl Datapath {
         network.table.set_up(id, up);
         if ep.fast {
             // Down: the fast path stops and the worker counts what arrives as dst_down.
-            let key = bpf::mac_key(network.parent.ifindex, ep.info.vlan, ep.info.mac);
-            let _ = self.bpf.set_mac(key, ep.mac_val());
+            for k in ep.mac_keys(network.parent.ifindex) {
+                let _ = self.bpf.set_mac(k, ep.mac_val());
+            }
         }
         for (w, h) in self.workers.iter().enumerate() {
             let _ = h.send(w, Command::SetUp { net, id, up });

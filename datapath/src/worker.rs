@@ -19,7 +19,8 @@ use xdpilone::xdp::XdpDesc;
 use crate::copytx::CopyTx;
 use crate::counters::{SharedPortCounters, WorkerCounters};
 use crate::flood::{FloodSocket, Received};
-use crate::fwd::{decide, Action, DropReason, PortId, PortInfo, Table, PARENT};
+use crate::frame::VLAN_HLEN;
+use crate::fwd::{decide, Action, DropReason, Edit, PortId, PortInfo, Table, PARENT};
 use crate::xsk::{Area, XskPort, FRAME_SHIFT, FRAME_SIZE, TX_HEADROOM};
 use crate::NetId;
 
@@ -62,6 +63,11 @@ pub(crate) enum Command {
         net: NetId,
         id: PortId,
         up: bool,
+    },
+    SetSources {
+        net: NetId,
+        id: PortId,
+        macs: Vec<crate::frame::MacAddr>,
     },
     Stop,
 }
@@ -192,21 +198,22 @@ impl Plane {
         // handed the frame to us; nobody else touches it until we pass the descriptor on.
         let frame = unsafe { std::slice::from_raw_parts(base.add(addr as usize), len as usize) };
         self.count_rx(ingress, len, wc);
+        let tci = tag_of(frame);
         match decide(frame, ingress, &self.table) {
-            Action::Forward(port) => self.stage_on(port, addr, len),
+            Action::Forward(port) => self.deliver(port, ingress, tci, addr, len),
             Action::Drop { reason, port } => {
                 self.count_drop(port, reason, wc);
                 self.pool.release(addr);
             }
-            Action::Flood { vlan, wire, hlen } => {
+            Action::Flood(flood) => {
                 // Accounting: a flood with n candidate targets has n outcomes (each delivered or
                 // counted as a drop) for one received frame: `flood_copies` counts the n - 1 extra
                 // outcomes, `flood_empty` the floods without any candidate.
                 self.targets.clear();
                 let mut candidates = 0u64;
-                for t in self.table.flood_targets(ingress, vlan, wire) {
+                for t in self.table.flood_targets(&flood) {
                     candidates += 1;
-                    match self.table.check_delivery(t, frame.len(), hlen) {
+                    match self.table.check_delivery(t, frame.len(), flood.hlen) {
                         Ok(()) => self.targets.push(t),
                         Err(reason) => self.count_drop(t, reason, wc),
                     }
@@ -216,12 +223,13 @@ impl Plane {
                 } else {
                     wc.flood_copies.add(candidates - 1);
                 }
-                let Some((&last, rest)) = self.targets.split_last() else {
+                let Some(&last) = self.targets.last() else {
                     self.pool.release(addr);
                     return;
                 };
-                let (rest, len) = (rest.len(), len);
-                for k in 0..rest {
+                // Copies first, from the frame as received; the original goes to the last target
+                // (its tag is edited in place, so it must be the last reader).
+                for k in 0..self.targets.len() - 1 {
                     let t = self.targets[k];
                     let Some(copy) = self.pool.alloc() else {
                         self.count_drop(t, DropReason::NoBuffer, wc);
@@ -233,11 +241,81 @@ impl Plane {
                     unsafe {
                         std::ptr::copy_nonoverlapping(frame.as_ptr(), base.add(dst as usize), len as usize);
                     }
-                    self.stage_on(t, dst, len);
+                    self.deliver(t, ingress, tci, dst, len);
                 }
-                self.stage_on(last, addr, len);
+                self.deliver(last, ingress, tci, addr, len);
             }
         }
+    }
+
+    /// Stages a frame on `port` after the 802.1Q edit the way from `ingress` asks for.
+    #[inline]
+    fn deliver(&mut self, port: PortId, ingress: PortId, tci: Option<u16>, addr: u64, len: u32) {
+        let edit = self.table.edit(tci, ingress, port);
+        let (addr, len) = if edit == Edit::None { (addr, len) } else { self.apply(edit, port, addr, len) };
+        self.stage_on(port, addr, len);
+    }
+
+    /// Edits the tag of the frame at `addr` in place (the payload never moves: the 12 MAC bytes
+    /// do) and returns where the frame now starts and its length.
+    #[inline]
+    fn apply(&mut self, edit: Edit, port: PortId, mut addr: u64, len: u32) -> (u64, u32) {
+        let base = self.area.base();
+        let counters = self.counters.get(usize::from(port)).and_then(Option::as_ref);
+        // SAFETY (all arms): the frame is `len` ≥ 14 bytes (18 when tagged: decide parsed it) at
+        // `addr` in a chunk this worker owns; every access stays inside that chunk (see Push).
+        unsafe {
+            let p = base.add(addr as usize);
+            match edit {
+                Edit::None => (addr, len),
+                Edit::Pop => {
+                    if *p.add(14) & 0xe0 != 0 {
+                        if let Some(c) = counters {
+                            c.pcp_stripped.add(1);
+                        }
+                    }
+                    std::ptr::copy(p, p.add(VLAN_HLEN), 12);
+                    (addr + VLAN_HLEN as u64, len - VLAN_HLEN as u32)
+                }
+                Edit::PriorityTag => {
+                    *p.add(14) &= 0xf0;
+                    *p.add(15) = 0;
+                    if let Some(c) = counters {
+                        c.pcp_kept.add(1);
+                    }
+                    (addr, len)
+                }
+                Edit::SetVid(vid) => {
+                    *p.add(14) = (*p.add(14) & 0xf0) | (vid >> 8) as u8;
+                    *p.add(15) = vid as u8;
+                    (addr, len)
+                }
+                Edit::Push(vid) => {
+                    let mut p = p;
+                    if addr & (u64::from(FRAME_SIZE) - 1) < VLAN_HLEN as u64 {
+                        // No headroom (never the case for frames the kernel or we wrote, which
+                        // start TX_HEADROOM into their chunk): move the frame back instead.
+                        std::ptr::copy(p, p.add(VLAN_HLEN), len as usize);
+                        p = p.add(VLAN_HLEN);
+                        addr += VLAN_HLEN as u64;
+                    }
+                    let q = p.sub(VLAN_HLEN);
+                    std::ptr::copy(p, q, 12);
+                    let t = vid.to_be_bytes();
+                    std::ptr::copy_nonoverlapping([0x81, 0x00, t[0], t[1]].as_ptr(), q.add(12), VLAN_HLEN);
+                    (addr - VLAN_HLEN as u64, len + VLAN_HLEN as u32)
+                }
+            }
+        }
+    }
+}
+
+/// The TCI of a frame's 802.1Q tag, None when untagged (or too short to carry one).
+#[inline]
+fn tag_of(frame: &[u8]) -> Option<u16> {
+    match frame {
+        [_, _, _, _, _, _, _, _, _, _, _, _, 0x81, 0x00, hi, lo, _, _, ..] => Some(u16::from_be_bytes([*hi, *lo])),
+        _ => None,
     }
 }
 
@@ -647,6 +725,10 @@ impl Worker {
                     }
                     Ok(())
                 }
+                Command::SetSources { net, id, macs } => match self.domain(net) {
+                    Some(d) => d.plane.table.set_sources(id, &macs).map(|_| ()).map_err(|e| e.to_string()),
+                    None => Err(format!("worker {} has no network {net}", self.id)),
+                },
             };
             let _ = ack.send(result);
         }
@@ -671,7 +753,6 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::frame::MacAddr;
-    use crate::fwd::PortKind;
 
     const A: MacAddr = MacAddr([0x02, 0x42, 0, 0, 0, 0x0a]);
     const B: MacAddr = MacAddr([0x02, 0x42, 0, 0, 0, 0x0b]);
@@ -691,7 +772,7 @@ mod tests {
             area: Arc::new(Area::new(frames).unwrap()),
         };
         for (id, mac) in [(1, A), (2, B), (3, C)] {
-            table.add_endpoint(id, PortInfo { kind: PortKind::Endpoint, mac, mtu: 1500, vlan: 0, up: true }).unwrap();
+            table.add_endpoint(id, PortInfo::endpoint(mac, 1500)).unwrap();
         }
         for id in 0..4 {
             p.ensure_port(id);
@@ -799,6 +880,83 @@ mod tests {
     }
 
     const OUTSIDE: MacAddr = MacAddr([0x02, 0x99, 0, 0, 0, 1]);
+
+    fn bytes(p: &Plane, d: XdpDesc) -> Vec<u8> {
+        // SAFETY: staged descriptors point into the area.
+        unsafe { std::slice::from_raw_parts(p.area.base().add(d.addr as usize), d.len as usize).to_vec() }
+    }
+
+    /// Writes `f` into a fresh chunk as received on `port`.
+    fn receive_bytes(p: &mut Plane, f: &[u8], port: PortId) -> (u64, u32) {
+        let chunk = p.pool.alloc().expect("a free frame");
+        p.pool.lend(chunk, port);
+        let addr = chunk + TX_HEADROOM;
+        // SAFETY: the chunk is ours and FRAME_SIZE bytes long.
+        unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), p.area.base().add(addr as usize), f.len()) };
+        (addr, f.len() as u32)
+    }
+
+    #[test]
+    fn vlan_tags_are_popped_towards_endpoints_and_pushed_towards_the_wire() {
+        let mut p = plane(16);
+        for (id, last) in [(4u16, 0x41u8), (5, 0x51)] {
+            let mut info = PortInfo::endpoint(MacAddr([0x02, 0x42, 0, 0, 0, last]), 1500);
+            info.vlan = 10;
+            info.keep_pcp = id == 5;
+            p.table.add_endpoint(id, info).unwrap();
+            p.ensure_port(id);
+            p.counters[usize::from(id)] = Some(Default::default());
+        }
+        let wc = WorkerCounters::default();
+        let payload = [0xabu8; 46];
+        let tagged = |dst: [u8; 6], tci: u16| {
+            let mut f = Vec::new();
+            f.extend_from_slice(&dst);
+            f.extend_from_slice(&OUTSIDE.0);
+            f.extend_from_slice(&[0x81, 0x00]);
+            f.extend_from_slice(&tci.to_be_bytes());
+            f.extend_from_slice(&[0x88, 0xb5]);
+            f.extend_from_slice(&payload);
+            f
+        };
+        // Wire → VLAN 10 endpoint, PCP 5: popped, counted as stripped.
+        let f = tagged([0x02, 0x42, 0, 0, 0, 0x41], (5 << 13) | 10);
+        let (addr, len) = receive_bytes(&mut p, &f, PARENT);
+        p.handle(addr, len, PARENT, &wc);
+        let got = bytes(&p, p.stage[4][0]);
+        assert_eq!(got.len(), f.len() - 4);
+        assert_eq!(&got[..12], &f[..12]);
+        assert_eq!(&got[12..], &f[16..], "EtherType and payload untouched");
+        assert_eq!(p.counters[4].as_ref().unwrap().pcp_stripped.get(), 1);
+        // Broadcast on VLAN 10, PCP 5: endpoint 4 gets it popped, endpoint 5 (keep) priority-tagged.
+        let f = tagged([0xff; 6], (5 << 13) | 10);
+        let (addr, len) = receive_bytes(&mut p, &f, PARENT);
+        p.handle(addr, len, PARENT, &wc);
+        assert_eq!(staged(&p, 1) + staged(&p, 2) + staged(&p, 3), 0, "untagged endpoints get nothing");
+        let popped = bytes(&p, p.stage[4][1]);
+        assert_eq!(&popped[12..], &f[16..]);
+        let kept = bytes(&p, p.stage[5][0]);
+        assert_eq!(&kept[12..16], &[0x81, 0x00, 0xa0, 0x00], "VID 0, PCP 5");
+        assert_eq!(&kept[16..], &f[16..]);
+        assert_eq!(p.counters[5].as_ref().unwrap().pcp_kept.get(), 1);
+        // Endpoint 4 → wire: tag VID 10 pushed; a priority tag from the container gets VID 10.
+        let (addr, len) = receive(&mut p, OUTSIDE, MacAddr([0x02, 0x42, 0, 0, 0, 0x41]), 60, 4);
+        let sent = bytes(&p, XdpDesc { addr, len, options: 0 });
+        p.handle(addr, len, 4, &wc);
+        let out = bytes(&p, p.stage[0][0]);
+        assert_eq!(out.len(), 64);
+        assert_eq!(&out[..12], &sent[..12]);
+        assert_eq!(&out[12..16], &[0x81, 0x00, 0x00, 0x0a]);
+        assert_eq!(&out[16..], &sent[12..]);
+        let mut prio = tagged(OUTSIDE.0, 3 << 13);
+        prio[6..12].copy_from_slice(&[0x02, 0x42, 0, 0, 0, 0x41]);
+        let (addr, len) = receive_bytes(&mut p, &prio, 4);
+        p.handle(addr, len, 4, &wc);
+        let out = bytes(&p, p.stage[0][1]);
+        assert_eq!(&out[12..16], &[0x81, 0x00, 0x60, 0x0a]);
+        assert_eq!(out.len(), prio.len());
+        check_accounting(&p, &wc, 16);
+    }
 
     #[test]
     fn reclaim_returns_everything_a_port_held() {
