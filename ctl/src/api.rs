@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::ipam::IpamSpec;
 
 /// Bumped on any incompatible change; a CLI and a daemon of different versions refuse each other.
-pub const API_VERSION: u32 = 2;
+pub const API_VERSION: u32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope {
@@ -31,7 +31,27 @@ pub enum Request {
         network: String,
         endpoint: String,
     },
+    /// The source-MAC allow-list of a source-mode endpoint (kernel `macaddr add|del|set|flush`).
+    Macaddr {
+        network: String,
+        endpoint: String,
+        action: MacaddrAction,
+        macs: Vec<String>,
+    },
     Stats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MacaddrAction {
+    /// Add MACs to the list.
+    Add,
+    /// Remove MACs from the list.
+    Del,
+    /// Replace the list.
+    Set,
+    /// Empty the list.
+    Flush,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,8 +99,12 @@ pub struct NetworkView {
     pub driver: String,
     /// None for an internal network.
     pub parent: Option<String>,
+    /// The 802.1Q VLAN of a dotted parent (`eth0.50` → 50); 0 when untagged.
+    pub vlan: u16,
     pub internal: bool,
     pub mode: String,
+    /// The other driver options (`nodst`, `vlan_pcp`) as given.
+    pub options: Vec<(String, String)>,
     pub ipv6: bool,
     pub subnets: Vec<SubnetView>,
     pub xdp_mode: String,
@@ -107,4 +131,7 @@ pub struct EndpointView {
     pub mac: String,
     pub ips: Vec<String>,
     pub mtu: u32,
+    /// Source mode: the senders whose frames this endpoint gets a copy of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_macs: Vec<String>,
 }

@@ -79,6 +79,22 @@ impl Client {
         Self::show(&v, format, |v| v["removed"].as_str().unwrap_or_default().to_string())
     }
 
+    pub async fn macaddr(
+        &self,
+        network: String,
+        endpoint: String,
+        action: api::MacaddrAction,
+        macs: Vec<String>,
+        format: Format,
+    ) -> Result<()> {
+        let v = self.call(Request::Macaddr { network, endpoint, action, macs }).await?;
+        Self::show(&v, format, |v| {
+            let macs: Vec<&str> =
+                v["source_macs"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            format!("{} {}", v["endpoint"].as_str().unwrap_or_default(), macs.join(","))
+        })
+    }
+
     pub async fn rm(&self, name: String, force: bool, format: Format) -> Result<()> {
         let v = self.call(Request::NetworkRm { name, force }).await?;
         Self::show(&v, format, |v| v["removed"].as_str().unwrap_or_default().to_string())

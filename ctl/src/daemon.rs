@@ -25,13 +25,16 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 use xmacvlan_datapath::counters::WorkerStats;
 use xmacvlan_datapath::frame::MacAddr;
-use xmacvlan_datapath::fwd::{DropReason, PortId};
+use xmacvlan_datapath::fwd::{DropReason, Mode, PortId};
 use xmacvlan_datapath::{Config, Datapath, EndpointSpec, NetId, ParentSpec, PortReport};
 
-use crate::api::{self, Connect, CreateNetwork, EndpointView, Envelope, NetworkView, Reply, Request, SubnetView};
+use crate::api::{
+    self, Connect, CreateNetwork, EndpointView, Envelope, MacaddrAction, NetworkView, Reply, Request, SubnetView,
+};
 use crate::ipam::{derive_mac, Assigned, Ipam, IpamSpec};
 use crate::netlink::{self, Link};
-use crate::state::{EndpointKind, EndpointState, NetworkState, State, Store, STATE_VERSION};
+use crate::netopts::{self, NetOpts};
+use crate::state::{EndpointKind, EndpointState, NetworkState, PassthruSaved, State, Store, STATE_VERSION};
 
 pub struct Options {
     pub state_dir: PathBuf,
@@ -72,9 +75,17 @@ impl Endpoint {
 struct Network {
     name: String,
     id: u32,
+    /// As the user wrote it (`eth0`, `eth0.50`).
     parent: Option<String>,
+    /// 802.1Q VLAN on the parent link (0 = untagged): `eth0.50` without a link of that name.
+    vlan: u16,
     internal: bool,
     mode: String,
+    opts: NetOpts,
+    /// The `-o` options as given, for the state file.
+    options: Vec<(String, String)>,
+    /// Passthru: what the endpoint changed on the parent.
+    passthru: Option<PassthruSaved>,
     spec: IpamSpec,
     ipam: Ipam,
     /// Key of its forwarding domain in `Daemon::domains`; None while inactive.
@@ -84,6 +95,36 @@ struct Network {
     endpoints: Vec<Endpoint>,
     /// Endpoints of an inactive network, kept as saved.
     dormant: Vec<EndpointState>,
+}
+
+impl Network {
+    fn ep_opts(&self) -> EpOpts {
+        EpOpts { vlan: self.vlan, mode: self.opts.mode, nodst: self.opts.nodst, keep_pcp: self.opts.keep_pcp }
+    }
+
+    /// Index of an endpoint: a tap by name; a namespace by identity when it still exists, else by
+    /// the name it was connected with.
+    fn find_endpoint(&self, endpoint: &str) -> Result<usize> {
+        let ns_id = open_netns(endpoint).ok().map(|(_, id)| id);
+        self.endpoints
+            .iter()
+            .position(|e| match &e.st.kind {
+                EndpointKind::Tap { .. } => e.st.ifname == endpoint,
+                EndpointKind::Veth { netns, ns_id: id } => Some(*id) == ns_id || netns == endpoint,
+            })
+            .ok_or_else(|| {
+                anyhow!("'{endpoint}' is not connected to network '{}' (give its NETNS or tap name)", self.name)
+            })
+    }
+}
+
+/// What an endpoint inherits from its network.
+#[derive(Debug, Clone, Copy)]
+struct EpOpts {
+    vlan: u16,
+    mode: Mode,
+    nodst: bool,
+    keep_pcp: bool,
 }
 
 /// One datapath forwarding domain: a parent link with every network on it (macvlan children of
@@ -387,6 +428,11 @@ impl Daemon {
                 self.persist().context("the endpoint is removed, but the state file could not be updated")?;
                 Ok(v)
             }
+            Request::Macaddr { network, endpoint, action, macs } => {
+                let v = self.macaddr(&network, &endpoint, action, &macs).await?;
+                self.persist().context("the list is changed, but the state file could not be updated")?;
+                Ok(v)
+            }
             Request::Stats => Ok(self.stats_json()),
         }
     }
@@ -408,8 +454,10 @@ impl Daemon {
                     parent: n.parent.clone(),
                     internal: n.internal,
                     mode: n.mode.clone(),
+                    options: n.options.clone(),
                     ipam: n.spec.clone(),
                     endpoints: n.endpoints.iter().map(|e| e.st.clone()).chain(n.dormant.iter().cloned()).collect(),
+                    passthru: n.passthru.clone(),
                 })
                 .collect(),
         }
@@ -427,8 +475,10 @@ impl Daemon {
             id: n.id,
             driver: "macvlan".into(),
             parent: n.parent.clone(),
+            vlan: n.vlan,
             internal: n.internal,
             mode: n.mode.clone(),
+            options: n.options.iter().filter(|(k, _)| k != "parent" && k != "macvlan_mode").cloned().collect(),
             ipv6: n.ipam.ipv6,
             subnets: n
                 .ipam
@@ -454,6 +504,7 @@ impl Daemon {
                     mac: e.mac.to_string(),
                     ips: e.addrs.iter().map(|a| a.to_string()).collect(),
                     mtu: e.st.mtu,
+                    source_macs: e.st.source_macs.clone(),
                 })
                 .collect(),
         }
@@ -470,12 +521,27 @@ impl Daemon {
         }
         let mut changed = false;
         for (ns, ipam) in st.networks.into_iter().zip(pools) {
+            // Files from before the options were kept name only the parent and the mode.
+            let options = if ns.options.is_empty() {
+                ns.parent
+                    .iter()
+                    .map(|p| ("parent".to_string(), p.clone()))
+                    .chain([("macvlan_mode".to_string(), ns.mode.clone())])
+                    .collect()
+            } else {
+                ns.options.clone()
+            };
+            let opts = NetOpts::parse(&options).map_err(|e| anyhow!("state file: network '{}': {e}", ns.name))?;
             let mut net = Network {
                 name: ns.name.clone(),
                 id: ns.id,
                 parent: ns.parent.clone(),
+                vlan: 0,
                 internal: ns.internal,
                 mode: ns.mode.clone(),
+                opts,
+                options,
+                passthru: ns.passthru.clone(),
                 spec: ns.ipam.clone(),
                 ipam,
                 domain: None,
@@ -484,7 +550,14 @@ impl Daemon {
                 dormant: Vec::new(),
             };
             self.next_id = self.next_id.max(ns.id + 1);
-            match self.acquire_domain(net.id, net.parent.as_deref()).await {
+            let link = match net.parent.clone() {
+                Some(p) => resolve_parent(self.h.clone(), &p).await.map(|(link, vlan)| {
+                    net.vlan = vlan;
+                    Some(link)
+                }),
+                None => Ok(None),
+            };
+            match async { self.acquire_domain(net.id, link?.as_deref()).await }.await {
                 Ok(k) => net.domain = Some(k),
                 Err(e) => {
                     eprintln!("xmacvlan daemon: network '{}' stays inactive: {e:#}", ns.name);
@@ -527,6 +600,7 @@ impl Daemon {
     async fn restore_endpoint(&mut self, network: &str, st: EndpointState) -> Result<Endpoint> {
         let net = &self.nets[network];
         let dp = self.domains[&net.domain.expect("active network")].dp;
+        let o = net.ep_opts();
         let gateways = net.ipam.default_gateways();
         let mac: MacAddr = st.mac.parse().map_err(|e| anyhow!("MAC {}: {e}", st.mac))?;
         let addrs: Vec<Assigned> = st
@@ -561,7 +635,7 @@ impl Daemon {
                     netlink::del_link(&self.h, l.index).await?;
                 }
                 let veth = Veth { host: &st.host, ifname: &st.ifname, ns, netns };
-                self.build_veth(dp, veth, mac, st.mtu, &addrs, &gateways, existing.is_none()).await?
+                self.build_veth(dp, o, veth, mac, st.mtu, &addrs, &gateways, existing.is_none()).await?
             }
             EndpointKind::Tap { owner } => {
                 if let Some(l) = &existing {
@@ -569,9 +643,15 @@ impl Daemon {
                         bail!("{} exists but is not a tap; leaving it alone", st.host);
                     }
                 }
-                self.build_tap(dp, &st.host, *owner, mac, st.mtu, existing.is_none()).await?
+                self.build_tap(dp, o, &st.host, *owner, mac, st.mtu, existing.is_none()).await?
             }
         };
+        if !st.source_macs.is_empty() {
+            let macs = parse_macs(&st.source_macs)?;
+            if let Err(e) = self.dp.set_sources(dp, port, &macs) {
+                eprintln!("xmacvlan daemon: {}: restoring its source MACs: {e}", st.host);
+            }
+        }
         Ok(Endpoint { st, port, host_index, mac, addrs })
     }
 
@@ -655,29 +735,18 @@ impl Daemon {
         if c.driver != "macvlan" {
             bail!("driver '{}' is not supported: only -d macvlan", c.driver);
         }
-        let mut parent = None;
-        let mut mode = "bridge".to_string();
-        for (k, v) in &c.options {
-            match k.as_str() {
-                "parent" if v.is_empty() => {
-                    bail!("-o parent= is empty: name an interface, or leave it out for an internal network")
-                }
-                "parent" => parent = Some(v.clone()),
-                "macvlan_mode" => mode = v.clone(),
-                other => bail!("unknown driver option '{other}' (known: parent, macvlan_mode)"),
-            }
-        }
-        match mode.as_str() {
-            "bridge" => {}
-            "private" | "vepa" | "passthru" | "source" => {
-                bail!("macvlan mode '{mode}' is valid but not implemented yet; only bridge is supported")
-            }
-            _ => bail!("requested macvlan mode '{mode}' is not valid (bridge, private, vepa, passthru, source)"),
-        }
+        let opts = NetOpts::parse(&c.options).map_err(|e| anyhow!(e))?;
+        let parent = opts.parent.clone();
         if c.internal {
             if let Some(p) = &parent {
                 bail!("an --internal network has no parent: drop -o parent={p} or --internal");
             }
+        }
+        if parent.is_none() && opts.mode != Mode::Bridge {
+            bail!(
+                "macvlan mode '{}' needs a parent: an internal network (no -o parent) only has bridge mode",
+                opts.mode.name()
+            );
         }
         if c.ipam.subnets.is_empty() {
             bail!("--subnet is required (e.g. --subnet 198.18.0.0/24; add --ipv6 --subnet 2001:2::/64 for IPv6)");
@@ -692,15 +761,45 @@ impl Daemon {
                 );
             }
         }
+        let (link, vlan) = match &parent {
+            Some(p) => {
+                let (link, vlan) = resolve_parent(self.h.clone(), p).await?;
+                (Some(link), vlan)
+            }
+            None => (None, 0),
+        };
+        if let (Some(p), Some(link)) = (&parent, &link) {
+            if opts.keep_pcp && vlan == 0 {
+                bail!("-o vlan_pcp=keep is for VLAN parents (e.g. {link}.50); {p} is untagged");
+            }
+            // Passthru owns its (link, VLAN): like the kernel, one child per parent.
+            let ln = netlink::link_by_name(&self.h, link).await?.map(|l| l.index);
+            let same_parent = |n: &&Network| n.vlan == vlan && n.domain.is_some() && n.domain == ln;
+            if let Some(other) = self.nets.values().find(same_parent) {
+                if opts.mode == Mode::Passthru {
+                    bail!(
+                        "cannot use mode passthru, macvlan network {} is already using parent interface {p}",
+                        other.name
+                    );
+                }
+                if other.opts.mode == Mode::Passthru {
+                    bail!("cannot use parent interface {p}: macvlan network {} uses it in passthru mode", other.name);
+                }
+            }
+        }
         let id = self.next_id;
-        let domain = self.acquire_domain(id, parent.as_deref()).await?;
+        let domain = self.acquire_domain(id, link.as_deref()).await?;
         self.next_id += 1;
         let net = Network {
             name: c.name.clone(),
             id,
             internal: parent.is_none(),
             parent,
-            mode,
+            vlan,
+            mode: opts.mode.name().to_string(),
+            options: c.options.clone(),
+            opts,
+            passthru: None,
             spec: c.ipam,
             ipam,
             domain: Some(domain),
@@ -788,23 +887,55 @@ impl Daemon {
                 Some(m)
             }
         };
+        let passthru = net.opts.mode == Mode::Passthru;
+        let parent_mac = dom.link.mac;
+        if passthru {
+            if let Some(e) = net.endpoints.first() {
+                bail!(
+                    "network '{}' is in passthru mode and already has its endpoint {}: passthru allows one endpoint per parent ({link_name})",
+                    c.network,
+                    e.label()
+                );
+            }
+            // Like the kernel, a passthru endpoint with a MAC of its own changes the parent's; that
+            // would pull the parent from under the other networks on it.
+            if requested_mac.is_some() && requested_mac != parent_mac {
+                if let Some(other) = self.nets.values().find(|n| n.domain == Some(dkey) && n.name != c.network) {
+                    bail!(
+                        "--mac-address would change the MAC of {link_name}, which network '{}' also uses; leave it out to take {link_name}'s MAC",
+                        other.name
+                    );
+                }
+            }
+        }
+        let o = net.ep_opts();
         let net = self.nets.get_mut(&c.network).expect("checked above");
         let addrs = net.ipam.allocate(c.ip.as_deref(), c.ip6.as_deref()).map_err(|e| anyhow!(e))?;
         let gateways = net.ipam.default_gateways();
-        let mac = requested_mac.or_else(|| derive_mac(&addrs).map(MacAddr)).expect("a network has a subnet");
-        if let Err(e) = self.check_mac(mac, dkey) {
+        let mac = match (passthru, requested_mac) {
+            (_, Some(m)) => m,
+            (true, None) => parent_mac.expect("a parent link has a MAC"),
+            (false, None) => derive_mac(&addrs).map(MacAddr).expect("a network has a subnet"),
+        };
+        if let Err(e) = self.check_mac(mac, dkey, o.vlan, passthru) {
             self.nets.get_mut(&c.network).expect("exists").ipam.release(&addrs);
             return Err(e);
+        }
+        if passthru {
+            if let Err(e) = self.take_parent(&c.network, dkey, mac).await {
+                self.nets.get_mut(&c.network).expect("exists").ipam.release(&addrs);
+                return Err(e);
+            }
         }
         let net_id = self.nets[&c.network].id;
         let built = match &target {
             Target::Veth { ns, ns_id, netns } => {
                 let host = host_ifname(net_id, *ns_id);
                 let veth = Veth { host: &host, ifname: &c.ifname, ns: ns.try_clone()?, netns };
-                self.build_veth(dp, veth, mac, mtu, &addrs, &gateways, true).await.map(|b| (b, host))
+                self.build_veth(dp, o, veth, mac, mtu, &addrs, &gateways, true).await.map(|b| (b, host))
             }
             Target::Tap { name, owner } => {
-                self.build_tap(dp, name, *owner, mac, mtu, true).await.map(|b| (b, name.clone()))
+                self.build_tap(dp, o, name, *owner, mac, mtu, true).await.map(|b| (b, name.clone()))
             }
         };
         let net = self.nets.get_mut(&c.network).expect("exists");
@@ -812,6 +943,9 @@ impl Daemon {
             Ok(b) => b,
             Err(e) => {
                 net.ipam.release(&addrs);
+                if passthru {
+                    self.give_back_parent(&c.network).await;
+                }
                 return Err(e);
             }
         };
@@ -826,6 +960,7 @@ impl Daemon {
             mac: mac.to_string(),
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
             mtu,
+            source_macs: Vec::new(),
         };
         let ep = Endpoint { st, port, host_index, mac, addrs };
         let v = json!({ "network": c.network, "kind": if ep.netns().is_some() { "veth" } else { "tap" },
@@ -835,18 +970,126 @@ impl Daemon {
         Ok(v)
     }
 
-    /// A MAC may be used once per L2 domain, and never be the parent's own.
-    fn check_mac(&self, mac: MacAddr, dkey: u32) -> Result<()> {
-        for n in self.nets.values().filter(|n| n.domain == Some(dkey)) {
+    /// A MAC may be used once per VLAN of an L2 domain, and never be the parent's own (except by
+    /// a passthru endpoint, which takes it).
+    fn check_mac(&self, mac: MacAddr, dkey: u32, vlan: u16, passthru: bool) -> Result<()> {
+        for n in self.nets.values().filter(|n| n.domain == Some(dkey) && n.vlan == vlan) {
             if let Some(e) = n.endpoints.iter().find(|e| e.mac == mac) {
                 bail!("MAC {mac} is already used by the endpoint {} on network '{}'", e.label(), n.name);
             }
         }
         let dom = &self.domains[&dkey];
-        if !dom.anchor && dom.link.mac == Some(mac) {
+        if !dom.anchor && !passthru && dom.link.mac == Some(mac) {
             bail!("MAC {mac} is the parent {}'s own address", dom.link.name);
         }
         Ok(())
+    }
+
+    /// Passthru: the parent goes promiscuous (it takes every unicast frame) and, when the endpoint
+    /// has a MAC of its own, takes that MAC (macvlan_set_mac_address); both are recorded so that
+    /// [`Self::give_back_parent`] restores them, also after a daemon restart.
+    async fn take_parent(&mut self, network: &str, dkey: u32, mac: MacAddr) -> Result<()> {
+        let link =
+            netlink::link_by_index(&self.h, dkey).await?.ok_or_else(|| anyhow!("the parent (link #{dkey}) is gone"))?;
+        let mut saved = PassthruSaved { mac: None, promisc: false };
+        if !link.promisc {
+            netlink::set_promisc(&self.h, link.index, true).await?;
+            saved.promisc = true;
+        }
+        if link.mac != Some(mac) {
+            if let Err(e) = netlink::set_mac(&self.h, link.index, mac).await {
+                if saved.promisc {
+                    let _ = netlink::set_promisc(&self.h, link.index, false).await;
+                }
+                return Err(e);
+            }
+            saved.mac = link.mac.map(|m| m.to_string());
+            if let Some(d) = self.domains.get_mut(&dkey) {
+                d.link.mac = Some(mac);
+            }
+        }
+        self.nets.get_mut(network).expect("caller checked").passthru = Some(saved);
+        Ok(())
+    }
+
+    /// Undoes [`Self::take_parent`]: the parent's own MAC back, promiscuous mode off if we set it.
+    async fn give_back_parent(&mut self, network: &str) {
+        let Some(net) = self.nets.get_mut(network) else { return };
+        let (Some(saved), Some(dkey)) = (net.passthru.take(), net.domain) else { return };
+        if let Some(mac) = saved.mac.as_deref().and_then(|m| m.parse::<MacAddr>().ok()) {
+            match netlink::set_mac(&self.h, dkey, mac).await {
+                Ok(()) => {
+                    if let Some(d) = self.domains.get_mut(&dkey) {
+                        d.link.mac = Some(mac);
+                    }
+                }
+                Err(e) => eprintln!("xmacvlan daemon: restoring the parent's MAC: {e:#}"),
+            }
+        }
+        if saved.promisc {
+            if let Err(e) = netlink::set_promisc(&self.h, dkey, false).await {
+                eprintln!("xmacvlan daemon: {e:#}");
+            }
+        }
+    }
+
+    /// `network macaddr`: edits the allow-list of a source-mode endpoint.
+    async fn macaddr(
+        &mut self,
+        network: &str,
+        endpoint: &str,
+        action: MacaddrAction,
+        macs: &[String],
+    ) -> Result<Value> {
+        let net = self.net(network)?;
+        if net.opts.mode != Mode::Source {
+            bail!(
+                "network '{network}' is in {} mode: source MAC lists are for macvlan_mode=source",
+                net.opts.mode.name()
+            );
+        }
+        let Some(dkey) = net.domain else { bail!("network '{network}' is {}", net.status) };
+        let pos = net.find_endpoint(endpoint)?;
+        let given = parse_macs(macs)?;
+        if let Some(m) = given.iter().find(|m| m.is_multicast() || m.is_zero()) {
+            bail!("{m} is a multicast or zero address; a source MAC is a sender's unicast address");
+        }
+        match (action, given.is_empty()) {
+            (MacaddrAction::Flush, false) => bail!("macaddr flush takes no MAC addresses"),
+            (MacaddrAction::Add | MacaddrAction::Del, true) => {
+                bail!("macaddr {action:?} needs at least one MAC address")
+            }
+            _ => {}
+        }
+        let (port, label) = (net.endpoints[pos].port, net.endpoints[pos].label());
+        let mut list = parse_macs(&net.endpoints[pos].st.source_macs)?;
+        match action {
+            MacaddrAction::Add => {
+                for m in given {
+                    if !list.contains(&m) {
+                        list.push(m);
+                    }
+                }
+            }
+            MacaddrAction::Del => {
+                for m in &given {
+                    if !list.contains(m) {
+                        bail!("{m} is not in the source MAC list of {label}");
+                    }
+                }
+                list.retain(|m| !given.contains(m));
+            }
+            MacaddrAction::Set => {
+                list = given;
+                list.dedup();
+            }
+            MacaddrAction::Flush => list.clear(),
+        }
+        let dp = self.domains[&dkey].dp;
+        self.dp.set_sources(dp, port, &list)?;
+        let net = self.nets.get_mut(network).expect("checked above");
+        net.endpoints[pos].st.source_macs = list.iter().map(MacAddr::to_string).collect();
+        Ok(json!({ "network": network, "endpoint": label, "source_macs": net.endpoints[pos].st.source_macs }))
     }
 
     /// Creates (or, `create` false, adopts) an endpoint's veth pair, attaches the datapath and
@@ -855,6 +1098,7 @@ impl Daemon {
     async fn build_veth(
         &mut self,
         dp: NetId,
+        o: EpOpts,
         v: Veth<'_>,
         mac: MacAddr,
         mtu: u32,
@@ -893,10 +1137,13 @@ impl Daemon {
                 name: host.clone(),
                 mac,
                 mtu,
-                vlan: 0,
+                vlan: o.vlan,
                 up: false,
                 queues: workers,
                 fast,
+                mode: o.mode,
+                nodst: o.nodst,
+                keep_pcp: o.keep_pcp,
             };
             port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?);
             netlink::set_up(&self.h, link.index).await?;
@@ -930,9 +1177,11 @@ impl Daemon {
 
     /// Creates (or adopts) a persistent tap for a VM and attaches the datapath to it. Its carrier
     /// is on while a VM has it open; until then frames for it count as `dst_down`.
+    #[allow(clippy::too_many_arguments)]
     async fn build_tap(
         &mut self,
         dp: NetId,
+        o: EpOpts,
         name: &str,
         owner: Option<u32>,
         mac: MacAddr,
@@ -955,10 +1204,13 @@ impl Daemon {
                 name: name.to_string(),
                 mac,
                 mtu,
-                vlan: 0,
+                vlan: o.vlan,
                 up: false,
                 queues: 1,
                 fast: false,
+                mode: o.mode,
+                nodst: o.nodst,
+                keep_pcp: o.keep_pcp,
             };
             port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {name}"))?);
             netlink::set_up(&self.h, link.index).await?;
@@ -996,19 +1248,7 @@ impl Daemon {
 
     async fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<Value> {
         let net = self.nets.get(network).ok_or_else(|| anyhow!("network '{network}' not found"))?;
-        // A tap by name; a namespace by identity when it still exists, else by the name it was
-        // connected with.
-        let ns_id = open_netns(endpoint).ok().map(|(_, id)| id);
-        let pos = net
-            .endpoints
-            .iter()
-            .position(|e| match &e.st.kind {
-                EndpointKind::Tap { .. } => e.st.ifname == endpoint,
-                EndpointKind::Veth { netns, ns_id: id } => Some(*id) == ns_id || netns == endpoint,
-            })
-            .ok_or_else(|| {
-                anyhow!("'{endpoint}' is not connected to network '{network}' (give its NETNS or tap name)")
-            })?;
+        let pos = net.find_endpoint(endpoint)?;
         let dp = net.domain.and_then(|k| self.domains.get(&k)).map(|d| d.dp);
         let net = self.nets.get_mut(network).expect("checked above");
         let ep = net.endpoints.remove(pos);
@@ -1016,6 +1256,7 @@ impl Daemon {
         if let Some(dp) = dp {
             self.dp.remove_endpoint(dp, ep.port);
         }
+        self.give_back_parent(network).await;
         netlink::del_link(&self.h, ep.host_index).await?;
         Ok(json!({ "network": network, "endpoint": ep.label(), "removed": ep.st.host }))
     }
@@ -1036,6 +1277,7 @@ impl Daemon {
                     n.ipam.release(&ep.addrs);
                 }
             }
+            self.give_back_parent(&net_name).await;
             if let Err(e) = self.persist() {
                 eprintln!("xmacvlan daemon: {e:#}");
             }
@@ -1064,6 +1306,7 @@ impl Daemon {
             json!({ "kind": kind, "name": p.ifname, "mac": p.mac.to_string(), "up": p.up, "xsk_mode": p.xsk_mode,
                 "rx": p.stats.rx, "rx_bytes": p.stats.rx_bytes, "tx": p.stats.tx, "tx_bytes": p.stats.tx_bytes,
                 "drops": drops, "drops_total": p.stats.drops_total(),
+                "pcp_stripped": p.stats.pcp_stripped, "pcp_kept": p.stats.pcp_kept,
                 "kernel": { "xsk_rx_dropped": p.stats.xsk_rx_dropped, "xsk_rx_ring_full": p.stats.xsk_rx_ring_full,
                             "xsk_fill_ring_empty": p.stats.xsk_fill_empty } })
         };
@@ -1087,7 +1330,7 @@ impl Daemon {
                         ports.push(v);
                     }
                 }
-                Some(json!({ "name": n.name, "parent": n.parent, "internal": n.internal, "xdp_mode": r.xdp_mode, "ports": ports }))
+                Some(json!({ "name": n.name, "parent": n.parent, "vlan": n.vlan, "mode": n.mode, "internal": n.internal, "xdp_mode": r.xdp_mode, "ports": ports }))
             })
             .collect();
         let xdp: serde_json::Map<String, Value> = report.xdp.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
@@ -1123,4 +1366,25 @@ struct Veth<'a> {
     ifname: &'a str,
     ns: File,
     netns: &'a str,
+}
+
+fn parse_macs(macs: &[String]) -> Result<Vec<MacAddr>> {
+    macs.iter().map(|m| m.parse::<MacAddr>().map_err(|e| anyhow!(e))).collect()
+}
+
+/// The link and VLAN of `-o parent=NAME`: an interface of that name (a real VLAN sub-interface
+/// included) is a plain parent; otherwise `base.VID` is VLAN VID on `base`.
+async fn resolve_parent(h: Handle, pname: &str) -> Result<(String, u16)> {
+    if netlink::link_by_name(&h, pname).await?.is_some() {
+        return Ok((pname.to_string(), 0));
+    }
+    match netopts::split_vlan(pname).map_err(|e| anyhow!(e))? {
+        None => bail!("-o parent interface was not found on the host: {pname}"),
+        Some((base, vid)) => {
+            if netlink::link_by_name(&h, base).await?.is_none() {
+                bail!("-o parent interface was not found on the host: {base} (VLAN {vid} of -o parent={pname})");
+            }
+            Ok((base.to_string(), vid))
+        }
+    }
 }

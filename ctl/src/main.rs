@@ -5,6 +5,7 @@ mod client;
 mod daemon;
 mod ipam;
 mod netlink;
+mod netopts;
 mod state;
 
 use std::path::PathBuf;
@@ -86,6 +87,18 @@ enum NetCmd {
     Disconnect {
         network: String,
         endpoint: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Source-mode endpoints: the senders whose frames the endpoint gets a copy of (like
+    /// `ip link set DEV type macvlan macaddr add|del|set|flush MAC…`).
+    Macaddr {
+        #[arg(value_enum)]
+        action: api::MacaddrAction,
+        network: String,
+        /// The endpoint: its NETNS (as for connect) or tap name.
+        endpoint: String,
+        macs: Vec<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -235,6 +248,9 @@ fn main() {
                     }
                     NetCmd::Disconnect { network, endpoint, format } => {
                         c.disconnect(network, absolutize(endpoint), format).await
+                    }
+                    NetCmd::Macaddr { action, network, endpoint, macs, format } => {
+                        c.macaddr(network, absolutize(endpoint), action, macs, format).await
                     }
                     NetCmd::Ls { format } => c.ls(format).await,
                     NetCmd::Inspect { network, format } => c.inspect(network, format).await,

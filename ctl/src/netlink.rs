@@ -24,6 +24,7 @@ pub struct Link {
     pub loopback: bool,
     pub ether: bool,
     pub rx_queues: u32,
+    pub promisc: bool,
 }
 
 impl Link {
@@ -38,6 +39,7 @@ impl Link {
                 || m.header.link_layer_type == LinkLayerType::Loopback,
             ether: m.header.link_layer_type == LinkLayerType::Ether,
             rx_queues: 1,
+            promisc: m.header.flags.contains(LinkFlags::Promisc),
         };
         for a in &m.attributes {
             match a {
@@ -128,6 +130,24 @@ pub async fn set_up(h: &Handle, index: u32) -> Result<()> {
         .execute()
         .await
         .map_err(|e| anyhow!("setting link #{index} up: {e}"))
+}
+
+/// Sets a link's MAC address (a passthru endpoint's MAC is its parent's, as in the kernel).
+pub async fn set_mac(h: &Handle, index: u32, mac: MacAddr) -> Result<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).address(mac.0.to_vec()).build())
+        .execute()
+        .await
+        .map_err(|e| anyhow!("setting the MAC of link #{index} to {mac}: {e}"))
+}
+
+/// Turns promiscuous mode on or off (a passthru parent receives every unicast frame).
+pub async fn set_promisc(h: &Handle, index: u32, on: bool) -> Result<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).promiscuous(on).build())
+        .execute()
+        .await
+        .map_err(|e| anyhow!("setting promiscuous mode {} on link #{index}: {e}", if on { "on" } else { "off" }))
 }
 
 pub async fn set_down(h: &Handle, index: u32) -> Result<()> {

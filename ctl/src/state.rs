@@ -30,8 +30,23 @@ pub struct NetworkState {
     pub parent: Option<String>,
     pub internal: bool,
     pub mode: String,
+    /// Every `-o` driver option as given (parent and mode included); parsed again at restore.
+    #[serde(default)]
+    pub options: Vec<(String, String)>,
     pub ipam: IpamSpec,
     pub endpoints: Vec<EndpointState>,
+    /// A passthru network whose endpoint changed the parent: what to put back when it goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passthru: Option<PassthruSaved>,
+}
+
+/// The parent as it was before a passthru endpoint took it over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassthruSaved {
+    /// Its MAC before the endpoint's --mac-address replaced it; None when unchanged.
+    pub mac: Option<String>,
+    /// Promiscuous mode was turned on for the endpoint (and goes off with it).
+    pub promisc: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +68,9 @@ pub struct EndpointState {
     /// CIDR strings, e.g. 198.18.0.2/24.
     pub addrs: Vec<String>,
     pub mtu: u32,
+    /// Source mode: the senders this endpoint gets copies of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_macs: Vec<String>,
 }
 
 pub struct Store {
@@ -144,8 +162,10 @@ mod tests {
                 id: 2,
                 parent: Some("eth9".into()),
                 internal: false,
-                mode: "bridge".into(),
+                mode: "source".into(),
+                options: vec![("parent".into(), "eth9.10".into()), ("macvlan_mode".into(), "source".into())],
                 ipam: IpamSpec { subnets: vec!["198.18.0.0/24".into()], ..Default::default() },
+                passthru: None,
                 endpoints: vec![EndpointState {
                     kind: EndpointKind::Veth { netns: "/run/netns/a".into(), ns_id: (4, 5) },
                     ifname: "eth0".into(),
@@ -153,6 +173,7 @@ mod tests {
                     mac: "02:42:c6:12:00:02".into(),
                     addrs: vec!["198.18.0.2/24".into()],
                     mtu: 1500,
+                    source_macs: vec!["02:77:00:00:00:01".into()],
                 }],
             }],
         };
@@ -160,6 +181,8 @@ mod tests {
         let back = store.load().unwrap();
         assert_eq!(back.next_id, 3);
         assert_eq!(back.networks[0].endpoints[0].kind, st.networks[0].endpoints[0].kind);
+        assert_eq!(back.networks[0].options, st.networks[0].options);
+        assert_eq!(back.networks[0].endpoints[0].source_macs, st.networks[0].endpoints[0].source_macs);
         fs::write(store.path(), b"{ not json").unwrap();
         let e = store.load().unwrap_err().to_string();
         assert!(e.contains("corrupt") && e.contains("state.json"), "{e}");
