@@ -388,7 +388,15 @@ pub struct RawSocket {
 }
 
 impl RawSocket {
+    /// Receives every frame on the interface (ETH_P_ALL): such a tap sees what arrives before an
+    /// rx_handler (macvlan, a bridge) takes it.
     pub fn open(ns: &Netns, ifname: &str) -> Self {
+        Self::open_protocol(ns, ifname, libc::ETH_P_ALL as u16)
+    }
+
+    /// Receives only frames of `ethertype` that the interface's own stack gets: a protocol handler
+    /// runs after rx_handlers and XDP, so this sees what the host receives on that interface.
+    pub fn open_protocol(ns: &Netns, ifname: &str, ethertype: u16) -> Self {
         let path = ns.path();
         let ifname = ifname.to_string();
         std::thread::spawn(move || {
@@ -401,16 +409,12 @@ impl RawSocket {
             unsafe {
                 let ifindex = libc::if_nametoindex(cname.as_ptr()) as i32;
                 assert!(ifindex > 0, "no interface {ifname} in {path}");
-                let raw = libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    (libc::ETH_P_ALL as u16).to_be() as i32,
-                );
+                let raw = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, ethertype.to_be() as i32);
                 assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
                 let fd = OwnedFd::from_raw_fd(raw);
                 let mut sll: libc::sockaddr_ll = std::mem::zeroed();
                 sll.sll_family = libc::AF_PACKET as u16;
-                sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+                sll.sll_protocol = ethertype.to_be();
                 sll.sll_ifindex = ifindex;
                 let rc = libc::bind(
                     fd.as_raw_fd(),
