@@ -17,10 +17,12 @@
 //! stack: a socket bound to the test EtherType, which sees only what macvlan's rx_handler or the XDP
 //! program lets through to the stack, unlike an ETH_P_ALL tap that sees every arriving frame).
 //!
-//! `kernel_only_*` run the kernel half alone and check it against drivers/net/macvlan.c (the
-//! "macvlan.c" column: proof that the lab observes the right thing); `xmacvlan_vs_kernel_*` run both
-//! halves and require xmacvlan to match what the kernel did. Every MTU is the parent's, so these
-//! tables hold no documented deliberate difference.
+//! `xmacvlan_vs_kernel_*` run the kernel half, check it against drivers/net/macvlan.c (the
+//! "macvlan.c" column: proof that the lab observes the right thing), then the xmacvlan half, and
+//! require xmacvlan to match what the kernel did. Every MTU is the parent's, so these tables hold no
+//! documented deliberate difference. `ping_through_a_hairpin_*` show what the frame tables mean for
+//! IP (vepa endpoints reach each other through the switch, private ones do not: their ARP comes back
+//! to the sender alone), and `passthru_mac_*` the parent MAC a passthru endpoint takes and gives back.
 //!
 //! Needs root; run serially (`make test` passes --test-threads=1): each test runs its own lab.
 
@@ -626,14 +628,6 @@ fn report(mode: Mode, steps: &[Step], kernel: &Seen, xmv: Option<&Seen>) -> Vec<
     problems
 }
 
-fn kernel_only(mode: Mode) {
-    let ml = ModeLab::new();
-    let steps = steps(mode, &ml);
-    let kernel = run_backend(&ml, mode, Backend::Kernel, &steps);
-    let problems = report(mode, &steps, &kernel, None);
-    assert!(problems.is_empty(), "{}:\n{}", mode.title(), problems.join("\n"));
-}
-
 fn xmacvlan_vs_kernel(mode: Mode) {
     let ml = ModeLab::new();
     let steps = steps(mode, &ml);
@@ -641,42 +635,6 @@ fn xmacvlan_vs_kernel(mode: Mode) {
     let xmv = run_backend(&ml, mode, Backend::Xmacvlan, &steps);
     let problems = report(mode, &steps, &kernel, Some(&xmv));
     assert!(problems.is_empty(), "{}:\n{}", mode.title(), problems.join("\n"));
-}
-
-#[test]
-fn kernel_only_bridge() {
-    require_root!();
-    kernel_only(Mode::Bridge);
-}
-
-#[test]
-fn kernel_only_private() {
-    require_root!();
-    kernel_only(Mode::Private);
-}
-
-#[test]
-fn kernel_only_vepa() {
-    require_root!();
-    kernel_only(Mode::Vepa);
-}
-
-#[test]
-fn kernel_only_passthru() {
-    require_root!();
-    kernel_only(Mode::Passthru);
-}
-
-#[test]
-fn kernel_only_source() {
-    require_root!();
-    kernel_only(Mode::Source { nodst: false });
-}
-
-#[test]
-fn kernel_only_source_nodst() {
-    require_root!();
-    kernel_only(Mode::Source { nodst: true });
 }
 
 #[test]
@@ -713,4 +671,87 @@ fn xmacvlan_vs_kernel_source() {
 fn xmacvlan_vs_kernel_source_nodst() {
     require_root!();
     xmacvlan_vs_kernel(Mode::Source { nodst: true });
+}
+
+/// ping A → B with the switch hairpinning, for both backends: (kernel, xmacvlan) succeeded.
+fn ping_through_hairpin(mode: Mode) -> (bool, bool) {
+    let ml = ModeLab::new();
+    ml.hairpin(true);
+    let ping = || {
+        let out = ml.lab.c(1).exec(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "198.18.1.12"]);
+        out.status.success()
+    };
+    kernel_attach(&ml, mode);
+    for i in [1, 2] {
+        ml.lab.c(i).ok(&["ip", "addr", "add", &format!("198.18.1.{}/24", 10 + i), "dev", "eth0"]);
+    }
+    let kernel = ping();
+    kernel_detach(&ml);
+    let daemon = xmacvlan_attach(&ml, mode);
+    let xmv = ping();
+    xmacvlan_detach(&ml, mode);
+    drop(daemon);
+    println!("ping A -> B through a hairpinning switch, {}: kernel {kernel}, xmacvlan {xmv}", mode.name());
+    (kernel, xmv)
+}
+
+#[test]
+fn ping_through_a_hairpin_vepa_endpoints_reach_each_other() {
+    require_root!();
+    assert_eq!(ping_through_hairpin(Mode::Vepa), (true, true));
+}
+
+#[test]
+fn ping_through_a_hairpin_private_endpoints_never_do() {
+    require_root!();
+    assert_eq!(ping_through_hairpin(Mode::Private), (false, false));
+}
+
+/// A passthru endpoint with a MAC of its own gives the parent that MAC (macvlan_set_mac_address
+/// sets the lower device's); the parent's own comes back when the endpoint goes.
+#[test]
+fn passthru_mac_is_the_parents_and_a_new_one_is_given_back() {
+    require_root!();
+    let ml = ModeLab::new();
+    let own = mac_str(ml.parent_mac);
+    let new = "02:42:c6:12:00:77";
+    let eth1 = || mac_str(ml.lab.dp.mac("eth1"));
+    // Kernel: the child's address change goes to eth1; deleting the child restores eth1's.
+    kernel_attach(&ml, Mode::Passthru);
+    ml.lab.c(1).ok(&["ip", "link", "set", "eth0", "address", new]);
+    let kernel = (eth1(), mac_str(ml.lab.c(1).mac("eth0")));
+    kernel_detach(&ml);
+    std::thread::sleep(SETTLE);
+    let kernel_after = eth1();
+    // xmacvlan: --mac-address on a passthru network does the same.
+    let daemon = Daemon::start(&ml.lab);
+    ml.lab.cli_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        MODE_SUBNET,
+        "-o",
+        "parent=eth1",
+        "-o",
+        "macvlan_mode=passthru",
+        "pt",
+    ]);
+    let path = ml.lab.c(1).path();
+    ml.lab.cli_ok(&["network", "connect", "--ip", "198.18.1.11", "--mac-address", new, "pt", &path]);
+    let xmv = (eth1(), mac_str(ml.lab.c(1).mac("eth0")));
+    let promisc = ml.lab.dp.ok(&["ip", "link", "show", "eth1"]).contains("PROMISC");
+    ml.lab.cli_ok(&["network", "disconnect", "pt", &path]);
+    let xmv_after = eth1();
+    let promisc_after = ml.lab.dp.ok(&["ip", "link", "show", "eth1"]).contains("PROMISC");
+    ml.lab.cli_ok(&["network", "rm", "pt"]);
+    drop(daemon);
+    println!("passthru MAC: eth1 {own}; child set to {new}: kernel eth1/child {kernel:?}, after {kernel_after}");
+    println!(
+        "              xmacvlan eth1/endpoint {xmv:?} (promisc {promisc}), after {xmv_after} (promisc {promisc_after})"
+    );
+    assert_eq!(kernel, (new.to_string(), new.to_string()));
+    assert_eq!(kernel_after, own);
+    assert_eq!(xmv, kernel);
+    assert_eq!(xmv_after, own);
+    assert!(promisc && !promisc_after, "the parent is promiscuous while the passthru endpoint exists");
 }
