@@ -482,6 +482,20 @@ fn docker_validation_cases_are_refused_by_name_and_leave_nothing() {
         ("network connect --tap eth1 pub".into(), "eth1"),
         ("network connect --tap way-too-long-tap-name pub".into(), "way-too-long-tap-name"),
         ("network rm pub".into(), &c1),
+        // VLAN parents (Docker's dotted notation) and the other macvlan modes.
+        (format!("{create} -o parent=eth1.0 n2"), "received: 0"),
+        (format!("{create} -o parent=eth1.4095 n2"), "vlan id must be between 1-4094, received: 4095"),
+        (format!("{create} -o parent=eth1.10x n2"), "'10x'"),
+        (format!("{create} -o parent=eth1. n2"), "eth1."),
+        (format!("{create} -o parent=.10 n2"), ".10"),
+        (format!("{create} -o parent=nope0.10 n2"), "nope0"),
+        (format!("{create} -o parent=eth1 -o macvlan_mode=passthru n2"), "macvlan network pub is already using"),
+        (format!("{create} -o parent=eth1 -o nodst=true n2"), "nodst is for macvlan_mode=source"),
+        (format!("{create} -o parent=eth1 -o macvlan_mode=source -o nodst=maybe n2"), "nodst=maybe"),
+        (format!("{create} -o parent=eth1 -o vlan_pcp=keep n2"), "vlan_pcp=keep"),
+        (format!("{create} -o parent=eth1.7 -o vlan_pcp=copy n2"), "vlan_pcp=copy"),
+        (format!("{create} --internal -o macvlan_mode=vepa n2"), "'vepa' needs a parent"),
+        (format!("network macaddr add pub {c1} 02:00:c6:12:00:51"), "source MAC lists are for macvlan_mode=source"),
     ];
     let cases: Vec<(Vec<&str>, &str)> = cases.iter().map(|(c, n)| (c.split_whitespace().collect(), *n)).collect();
     let ls_before = lab.cli_ok(&["network", "ls", "--format", "json"]);
@@ -507,4 +521,78 @@ fn docker_validation_cases_are_refused_by_name_and_leave_nothing() {
     let mut line = String::new();
     std::io::BufReader::new(&s).read_line(&mut line).unwrap();
     assert!(line.contains("API version mismatch") && line.contains("v1"), "{line}");
+}
+
+/// Source lists, VLAN networks and a passthru parent are part of the state: after `kill -9` and
+/// a restart the daemon forwards by them again; the list's edit errors name the bad value.
+#[test]
+fn modes_vlans_and_source_lists_survive_a_restart() {
+    require_root!();
+    let lab = Lab::new();
+    let mut d = Daemon::start(&lab);
+    let (c1, c2) = (lab.c(1).path(), lab.c(2).path());
+    let sender = [0x02, 0x00, 0xc6, 0x12, 0x00, 0x51];
+    let s = mac_str(sender);
+    lab.cli_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "198.18.1.0/24",
+        "-o",
+        "parent=eth1",
+        "-o",
+        "macvlan_mode=source",
+        "src",
+    ]);
+    lab.cli_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "198.18.10.0/24",
+        "-o",
+        "parent=eth1.10",
+        "-o",
+        "vlan_pcp=keep",
+        "v10",
+    ]);
+    lab.cli_ok(&["network", "connect", "--mac-address", &mac_str(container_mac(1)), "src", &c1]);
+    lab.cli_ok(&["network", "connect", "--mac-address", &mac_str(container_mac(2)), "v10", &c2]);
+    lab.cli_ok(&["network", "macaddr", "add", "src", &c1, &s]);
+    for (args, needle) in [
+        (
+            vec!["network", "macaddr", "del", "src", &c1, "02:00:c6:12:00:52"],
+            "02:00:c6:12:00:52 is not in the source MAC list",
+        ),
+        (vec!["network", "macaddr", "add", "src", &c1, "01:00:5e:00:00:01"], "01:00:5e:00:00:01 is a multicast"),
+        (vec!["network", "macaddr", "add", "src", &c1, "02:00:c6:12:00"], "'02:00:c6:12:00'"),
+        (vec!["network", "macaddr", "flush", "src", &c1, &s], "flush takes no MAC"),
+        (vec!["network", "macaddr", "add", "src", &c1], "at least one MAC"),
+        (vec!["network", "macaddr", "add", "src", &c2, &s], "is not connected to network 'src'"),
+    ] {
+        let out = lab.cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "{args:?}: {err}");
+    }
+    d.kill9();
+    let _d = Daemon::start(&lab);
+    let src = inspect(&lab, "src");
+    assert_eq!(src["mode"], "source");
+    assert_eq!(src["endpoints"][0]["source_macs"], serde_json::json!([s]));
+    let v10 = inspect(&lab, "v10");
+    assert_eq!((v10["parent"].as_str(), v10["vlan"].as_u64()), (Some("eth1.10"), Some(10)));
+    assert_eq!(v10["options"], serde_json::json!([["vlan_pcp", "keep"]]));
+
+    // The listed sender's frame to an unknown MAC reaches c1 (and the host); a tagged frame for
+    // c2 on VLAN 10 reaches c2.
+    let wire = RawSocket::open(&lab.wire, "wire0");
+    let (t1, t2) = (RawSocket::open(lab.c(1), "eth0"), RawSocket::open(lab.c(2), "eth0"));
+    let k = marker();
+    wire.send(&frame(OUTSIDE, sender, &k, 60));
+    assert_eq!(t1.collect(&k, Duration::from_millis(500)).len(), 1, "source copy after the restart");
+    let k = marker();
+    let mut tagged = frame(container_mac(2), lab.wire.mac("wire0"), &k, 64);
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 0x0a]);
+    wire.send(&tagged);
+    // (Tag removal itself is checked in tests/vlan.rs, which reads PACKET_AUXDATA.)
+    assert_eq!(t2.collect(&k, Duration::from_millis(500)).len(), 1, "VLAN 10 frame after the restart");
 }
