@@ -555,6 +555,9 @@ fn modes_vlans_and_source_lists_survive_a_restart() {
         "vlan_pcp=keep",
         "v10",
     ]);
+    // A parent that moves tags out of the frame before XDP runs would hide every VLAN from it.
+    let rx_vlan = || lab.dp.ok(&["ethtool", "-k", "eth1"]).lines().any(|l| l.trim() == "rx-vlan-offload: on");
+    assert!(!rx_vlan(), "the daemon turned the parent's receive VLAN offload off");
     lab.cli_ok(&["network", "connect", "--mac-address", &mac_str(container_mac(1)), "src", &c1]);
     lab.cli_ok(&["network", "connect", "--mac-address", &mac_str(container_mac(2)), "v10", &c2]);
     lab.cli_ok(&["network", "macaddr", "add", "src", &c1, &s]);
@@ -595,4 +598,7 @@ fn modes_vlans_and_source_lists_survive_a_restart() {
     wire.send(&tagged);
     // (Tag removal itself is checked in tests/vlan.rs, which reads PACKET_AUXDATA.)
     assert_eq!(t2.collect(&k, Duration::from_millis(500)).len(), 1, "VLAN 10 frame after the restart");
+    lab.cli_ok(&["network", "rm", "--force", "src"]);
+    lab.cli_ok(&["network", "rm", "--force", "v10"]);
+    assert!(rx_vlan(), "receive VLAN offload is back on (a veth has it on) when the parent's last network goes");
 }

@@ -135,6 +135,8 @@ struct Domain {
     link: Link,
     users: usize,
     anchor: bool,
+    /// We turned the parent's receive VLAN offload off (and turn it back on when it goes).
+    rx_vlan_was_on: bool,
 }
 
 struct Rates {
@@ -151,6 +153,8 @@ struct Daemon {
     domains: BTreeMap<u32, Domain>,
     next_id: u32,
     next_dp: NetId,
+    /// Parents the state file says we turned receive VLAN offload off on (see Domain).
+    rx_vlan_off: Vec<String>,
     rates: Rates,
     /// Endpoints get the XDP fast path (daemon --xdp-fast-path).
     fast_path: bool,
@@ -204,6 +208,7 @@ pub async fn run(opts: Options) -> Result<()> {
         domains: BTreeMap::new(),
         next_id: 1,
         next_dp: 1,
+        rx_vlan_off: Vec::new(),
         rates: Rates { at: Instant::now(), per_sec: vec![(0.0, 0.0, 0.0); workers.len()], workers },
         fast_path: opts.xdp_fast_path,
     };
@@ -443,6 +448,7 @@ impl Daemon {
 
     fn snapshot(&self) -> State {
         State {
+            rx_vlan_off: self.domains.values().filter(|d| d.rx_vlan_was_on).map(|d| d.link.name.clone()).collect(),
             version: STATE_VERSION,
             next_id: self.next_id,
             networks: self
@@ -515,6 +521,7 @@ impl Daemon {
     /// namespace still exists are recreated, the rest are dropped with a message.
     async fn restore(&mut self, st: State) -> Result<()> {
         self.next_id = st.next_id.max(1);
+        self.rx_vlan_off = st.rx_vlan_off.clone();
         let mut pools = Vec::new();
         for ns in &st.networks {
             pools.push(Ipam::new(&ns.ipam).map_err(|e| anyhow!("network '{}': {e}", ns.name))?);
@@ -686,6 +693,13 @@ impl Daemon {
             }
         };
         let dp = self.next_dp;
+        // xmv_parent must see the tags: a parent that strips them on receive would make tagged
+        // frames look untagged. Devices that cannot change it (or do not strip) are left as they are.
+        let rx_vlan_was_on = !anchor
+            && (netlink::disable_rx_vlan_offload(&link.name).unwrap_or_else(|e| {
+                eprintln!("xmacvlan daemon: {e:#}");
+                false
+            }) || self.rx_vlan_off.contains(&link.name));
         let rx_queues = if anchor { workers } else { netlink::active_rx_queues(&link.name).unwrap_or(link.rx_queues) };
         let spec = ParentSpec {
             ifindex: link.index,
@@ -699,11 +713,14 @@ impl Daemon {
             if anchor {
                 let _ = netlink::del_link(&self.h, link.index).await;
             }
+            if rx_vlan_was_on {
+                let _ = netlink::enable_rx_vlan_offload(&link.name);
+            }
             return Err(anyhow::Error::new(e).context(format!("setting up the datapath on {}", link.name)));
         }
         self.next_dp += 1;
         let key = link.index;
-        self.domains.insert(key, Domain { dp, link, users: 1, anchor });
+        self.domains.insert(key, Domain { dp, link, users: 1, anchor, rx_vlan_was_on });
         Ok(key)
     }
 
@@ -715,6 +732,11 @@ impl Daemon {
         }
         let d = self.domains.remove(&key).expect("present");
         self.dp.remove_network(d.dp);
+        if d.rx_vlan_was_on {
+            if let Err(e) = netlink::enable_rx_vlan_offload(&d.link.name) {
+                eprintln!("xmacvlan daemon: {e:#}");
+            }
+        }
         if d.anchor {
             if let Err(e) = netlink::del_link(&self.h, d.link.index).await {
                 eprintln!("xmacvlan daemon: removing anchor {}: {e:#}", d.link.name);
@@ -1348,8 +1370,13 @@ impl Daemon {
                 eprintln!("xmacvlan daemon: setting {} down: {err:#}", e.st.host);
             }
         }
-        for d in self.domains.values().filter(|d| d.anchor) {
-            let _ = netlink::del_link(&self.h, d.link.index).await;
+        for d in self.domains.values() {
+            if d.anchor {
+                let _ = netlink::del_link(&self.h, d.link.index).await;
+            } else if d.rx_vlan_was_on {
+                // Without XDP the host stack may have its offload back.
+                let _ = netlink::enable_rx_vlan_offload(&d.link.name);
+            }
         }
     }
 }

@@ -321,11 +321,41 @@ pub fn enable_gro(ifname: &str) -> Result<()> {
     ethtool_set(ifname, ETHTOOL_SGRO, 1).with_context(|| format!("turning GRO on for {ifname}"))
 }
 
-const ETHTOOL_STXCSUM: u32 = 0x17;
-const ETHTOOL_SGRO: u32 = 0x2c;
+/// Turns receive VLAN offload off on a parent (legacy ETHTOOL_GFLAGS/SFLAGS, ETH_FLAG_RXVLAN =
+/// NETIF_F_HW_VLAN_CTAG_RX): a NIC that moves 802.1Q tags into its descriptors before XDP runs hides
+/// every frame's VLAN from xmv_parent, which would then steer tagged frames as untagged ones.
+/// Returns whether it was on (and so is ours to turn back on); a device without it is fine.
+pub fn disable_rx_vlan_offload(ifname: &str) -> Result<bool> {
+    let flags =
+        ethtool_value(ifname, ETHTOOL_GFLAGS, 0).with_context(|| format!("reading the offload flags of {ifname}"))?;
+    if flags & ETH_FLAG_RXVLAN == 0 {
+        return Ok(false);
+    }
+    ethtool_set(ifname, ETHTOOL_SFLAGS, flags & !ETH_FLAG_RXVLAN)
+        .with_context(|| format!("turning receive VLAN offload (rxvlan) off on {ifname}"))?;
+    Ok(true)
+}
 
-/// SIOCETHTOOL with a `struct ethtool_value` command.
+/// Undoes [`disable_rx_vlan_offload`].
+pub fn enable_rx_vlan_offload(ifname: &str) -> Result<()> {
+    let flags =
+        ethtool_value(ifname, ETHTOOL_GFLAGS, 0).with_context(|| format!("reading the offload flags of {ifname}"))?;
+    ethtool_set(ifname, ETHTOOL_SFLAGS, flags | ETH_FLAG_RXVLAN)
+        .with_context(|| format!("turning receive VLAN offload (rxvlan) back on on {ifname}"))
+}
+
+const ETHTOOL_STXCSUM: u32 = 0x17;
+const ETHTOOL_GFLAGS: u32 = 0x25;
+const ETHTOOL_SFLAGS: u32 = 0x26;
+const ETHTOOL_SGRO: u32 = 0x2c;
+const ETH_FLAG_RXVLAN: u32 = 1 << 8;
+
 fn ethtool_set(ifname: &str, cmd: u32, data: u32) -> Result<()> {
+    ethtool_value(ifname, cmd, data).map(drop)
+}
+
+/// SIOCETHTOOL with a `struct ethtool_value` command; returns the value the kernel left in it.
+fn ethtool_value(ifname: &str, cmd: u32, data: u32) -> Result<u32> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
@@ -357,7 +387,7 @@ fn ethtool_set(ifname: &str, cmd: u32, data: u32) -> Result<()> {
     if rc != 0 {
         return Err(err.into());
     }
-    Ok(())
+    Ok(v.data)
 }
 
 /// The number of receive queues in use (ETHTOOL_GCHANNELS: rx + combined), which can be lower

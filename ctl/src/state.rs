@@ -20,6 +20,10 @@ pub struct State {
     pub version: u32,
     pub next_id: u32,
     pub networks: Vec<NetworkState>,
+    /// Parents whose receive VLAN offload the daemon turned off, to turn back on when they go (a
+    /// restarted daemon finds it off and could not tell otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rx_vlan_off: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,7 +98,7 @@ impl Store {
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(State { version: STATE_VERSION, next_id: 1, networks: Vec::new() })
+                return Ok(State { version: STATE_VERSION, next_id: 1, networks: Vec::new(), rx_vlan_off: Vec::new() })
             }
             Err(e) => bail!("state file {} is unreadable: {e}", path.display()),
         };
@@ -157,6 +161,7 @@ mod tests {
         let st = State {
             version: STATE_VERSION,
             next_id: 3,
+            rx_vlan_off: vec!["eth9".into()],
             networks: vec![NetworkState {
                 name: "n".into(),
                 id: 2,

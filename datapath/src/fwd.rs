@@ -365,7 +365,11 @@ impl Table {
     }
 
     /// Whether any endpoint lists `src` on `vlan`, and whether one of them has `nodst`.
+    #[inline]
     pub fn source_listing(&self, vlan: u16, src: MacAddr) -> Option<bool> {
+        if self.sources.is_empty() {
+            return None;
+        }
         let list = self.sources.get(&key(vlan, src))?;
         Some(list.iter().any(|&p| self.port(p).is_some_and(|i| i.nodst)))
     }
