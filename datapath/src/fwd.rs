@@ -125,14 +125,7 @@ impl FromStr for Mode {
 const FROM_OUTSIDE: u8 = Mode::Private as u8 | Mode::Vepa as u8 | Mode::Passthru as u8 | Mode::Bridge as u8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortKind {
-    Parent,
-    Endpoint,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortInfo {
-    pub kind: PortKind,
     pub mac: MacAddr,
     /// L3 MTU; frames up to `mtu` + the L2 header are delivered.
     pub mtu: u32,
@@ -149,18 +142,21 @@ pub struct PortInfo {
 }
 
 impl PortInfo {
+    /// Whether a frame of `len` bytes with an L2 header of `hlen` may go to this port.
+    #[inline]
+    pub fn admits(&self, len: usize, hlen: usize) -> Result<(), DropReason> {
+        if !self.up {
+            Err(DropReason::DstDown)
+        } else if len > self.mtu as usize + hlen {
+            Err(DropReason::Oversize)
+        } else {
+            Ok(())
+        }
+    }
+
     /// An untagged bridge-mode endpoint that is up.
     pub fn endpoint(mac: MacAddr, mtu: u32) -> Self {
-        PortInfo {
-            kind: PortKind::Endpoint,
-            mac,
-            mtu,
-            vlan: 0,
-            up: true,
-            mode: Mode::Bridge,
-            nodst: false,
-            keep_pcp: false,
-        }
+        PortInfo { mac, mtu, vlan: 0, up: true, mode: Mode::Bridge, nodst: false, keep_pcp: false }
     }
 }
 
@@ -176,8 +172,8 @@ pub struct Flood {
     pub exclude: PortId,
     pub also: Option<PortId>,
     pub wire: bool,
-    /// The L2 header length (for the per-target MTU check).
-    pub hlen: usize,
+    /// The L2 header length, 14 or 18 (for the per-target MTU check).
+    pub hlen: u8,
 }
 
 /// What to do with one received frame.
@@ -265,7 +261,7 @@ pub enum TableError {
 
 impl Table {
     pub fn new(parent_mac: MacAddr, parent_mtu: u32) -> Self {
-        let parent = PortInfo { kind: PortKind::Parent, mtu: parent_mtu, ..PortInfo::endpoint(parent_mac, 0) };
+        let parent = PortInfo { mtu: parent_mtu, ..PortInfo::endpoint(parent_mac, 0) };
         Table {
             macs: MacMap::default(),
             sources: MacMap::default(),
@@ -302,7 +298,7 @@ impl Table {
         if self.ports.len() <= idx {
             self.ports.resize(idx + 1, None);
         }
-        self.ports[idx] = Some(PortInfo { kind: PortKind::Endpoint, ..info });
+        self.ports[idx] = Some(info);
         self.macs.insert(key(info.vlan, info.mac), id);
         let pos = self.endpoints.partition_point(|&p| p < id);
         self.endpoints.insert(pos, id);
@@ -403,12 +399,7 @@ impl Table {
     /// Whether a frame of `len` bytes with an L2 header of `hlen` may go to `port`.
     #[inline]
     pub fn check_delivery(&self, port: PortId, len: usize, hlen: usize) -> Result<(), DropReason> {
-        match self.port(port) {
-            None => Err(DropReason::NoEndpoint),
-            Some(p) if !p.up => Err(DropReason::DstDown),
-            Some(p) if len > p.mtu as usize + hlen => Err(DropReason::Oversize),
-            Some(_) => Ok(()),
-        }
+        self.port(port).map_or(Err(DropReason::NoEndpoint), |p| p.admits(len, hlen))
     }
 
     /// Every port a flood reaches (see [`Flood`]). Delivery checks (down, MTU) are the caller's,
@@ -477,13 +468,24 @@ pub fn decide(frame: &[u8], ingress: PortId, table: &Table) -> Action {
         exclude: PARENT,
         also: None,
         wire: false,
-        hlen: eth.header_len(),
+        hlen: eth.header_len() as u8,
     };
 
     if ingress == PARENT {
         let vlan = eth.vlan();
         let src = eth.src();
         let listed = table.source_listing(vlan, src);
+        if listed.is_none() && !dst.is_multicast() {
+            // The common case, with one table lookup and one port read.
+            let dest = table.passthru(vlan).or_else(|| table.lookup(vlan, dst));
+            return match dest.and_then(|p| Some((p, table.port(p)?))) {
+                Some((p, info)) if info.mode != Mode::Source => match info.admits(eth.len(), eth.header_len()) {
+                    Ok(()) => Action::Forward(p),
+                    Err(reason) => Action::Drop { reason, port: p },
+                },
+                _ => Action::Drop { reason: DropReason::NoEndpoint, port: PARENT },
+            };
+        }
         let copies = Flood { sources: listed.is_some(), ..flood(vlan) };
         if listed == Some(true) {
             // nodst: the copies consume the frame.
@@ -518,11 +520,8 @@ pub fn decide(frame: &[u8], ingress: PortId, table: &Table) -> Action {
         }
         let dest =
             table.passthru(vlan).or_else(|| table.lookup(vlan, dst).filter(|&p| table.mode(p) != Some(Mode::Source)));
-        return match (dest, listed) {
-            (Some(p), None) => deliver(p),
-            (dest, Some(_)) => Action::Flood(Flood { also: dest, ..copies }),
-            (None, None) => Action::Drop { reason: DropReason::NoEndpoint, port: PARENT },
-        };
+        // A listed sender's unicast: the copies, and the destination as usual.
+        return Action::Flood(Flood { also: dest, ..copies });
     }
 
     let Some(me) = table.port(ingress) else {

@@ -32,7 +32,7 @@ use crate::copytx::CopyTx;
 use crate::counters::{PortStats, SharedPortCounters, WorkerCounters, WorkerStats};
 use crate::flood::FloodSocket;
 use crate::frame::MacAddr;
-use crate::fwd::{Mode, PortId, PortInfo, PortKind, Table, MAX_PORTS, PARENT};
+use crate::fwd::{Mode, PortId, PortInfo, Table, MAX_PORTS, PARENT};
 use crate::worker::{Ack, Command, Domain, Port, Worker, ENDPOINT_FILL, PARENT_FILL};
 use crate::xsk::{SharedUmem, XskMode, XskPort, PARENT_RX_SIZE, RX_SIZE};
 
@@ -417,7 +417,6 @@ impl Datapath {
             .find(|p| !network.endpoints.contains_key(p))
             .ok_or_else(|| Error::Invalid(format!("network {net} has {MAX_PORTS} ports already")))?;
         let info = PortInfo {
-            kind: PortKind::Endpoint,
             mac: spec.mac,
             mtu: spec.mtu,
             vlan: spec.vlan,

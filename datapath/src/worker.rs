@@ -213,7 +213,7 @@ impl Plane {
                 let mut candidates = 0u64;
                 for t in self.table.flood_targets(&flood) {
                     candidates += 1;
-                    match self.table.check_delivery(t, frame.len(), flood.hlen) {
+                    match self.table.check_delivery(t, frame.len(), usize::from(flood.hlen)) {
                         Ok(()) => self.targets.push(t),
                         Err(reason) => self.count_drop(t, reason, wc),
                     }
