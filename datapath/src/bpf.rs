@@ -134,7 +134,7 @@ impl Bpf {
         })
     }
 
-    fn prog(&self, p: Prog) -> BorrowedFd<'_> {
+    pub(crate) fn prog(&self, p: Prog) -> BorrowedFd<'_> {
         match p {
             Prog::Parent => self.parent.as_fd(),
             Prog::Endpoint => self.endpoint.as_fd(),
@@ -204,6 +204,20 @@ impl Bpf {
     /// Id of the program attached to `ifindex` in `mode` (0 = none).
     pub fn attached_id(&self, ifindex: u32, mode: XdpMode) -> u32 {
         Xdp::new(self.prog(Prog::Parent)).query_id(ifindex as i32, mode.flags()).unwrap_or(0)
+    }
+
+    /// The kernel's id of our program `p` (what [`Bpf::attached_id`] shows when it is attached).
+    pub fn prog_id(&self, p: Prog) -> u32 {
+        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+        let mut len = std::mem::size_of_val(&info) as u32;
+        // SAFETY: info is a writable bpf_prog_info of `len` bytes; the fd is a live program.
+        let rc =
+            unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(self.prog(p).as_raw_fd(), &mut info, &mut len) };
+        if rc == 0 {
+            info.id
+        } else {
+            0
+        }
     }
 
     pub fn set_mac(&self, key: MacKey, val: MacVal) -> Result<(), Error> {

@@ -14,6 +14,7 @@ pub mod counters;
 pub mod flood;
 pub mod frame;
 pub mod fwd;
+pub mod probe;
 mod worker;
 pub mod xsk;
 
@@ -581,6 +582,25 @@ impl Datapath {
     }
 
     /// XDP attach mode of a network's parent.
+    /// Proves that network `net` forwards to endpoint `port`: a frame for its MAC, injected at the
+    /// parent's XDP hook, must arrive on `ifname` in `ns` within a second (see [`probe`]).
+    pub fn probe(&self, net: NetId, port: PortId, vlan: u16, ns: std::fs::File, ifname: &str) -> Result<(), Error> {
+        let n = self.networks.get(&net).ok_or_else(|| Error::Invalid(format!("no network {net}")))?;
+        let info =
+            n.table.port(port).ok_or_else(|| Error::Invalid(format!("port {port} is not in the forwarding table")))?;
+        if !info.up {
+            return Err(Error::Invalid("the endpoint is down in the forwarding table".into()));
+        }
+        let attached = self.bpf.attached_id(n.parent.ifindex, n.parent.xdp);
+        if n.parent.xdp == XdpMode::None || attached != self.bpf.prog_id(Prog::Parent) {
+            return Err(Error::Invalid(format!(
+                "xmacvlan's XDP program is no longer attached to {} (attached: program id {attached})",
+                n.parent.name
+            )));
+        }
+        probe::run(self.bpf.prog(Prog::Parent), n.parent.ifindex, info.mac, vlan, ns, ifname, Duration::from_secs(1))
+    }
+
     pub fn xdp_mode(&self, net: NetId) -> Option<&'static str> {
         self.networks.get(&net).map(|n| n.parent.xdp.name())
     }
