@@ -1,11 +1,14 @@
 //! The control socket protocol: one JSON request line, one JSON reply line, both versioned.
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::ipam::IpamSpec;
 
 /// Bumped on any incompatible change; a CLI and a daemon of different versions refuse each other.
-pub const API_VERSION: u32 = 3;
+pub const API_VERSION: u32 = 4;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope {
@@ -39,6 +42,84 @@ pub enum Request {
         macs: Vec<String>,
     },
     Stats,
+    /// CNI ADD: the network (made on first use), then a veth endpoint with the addresses and
+    /// routes the IPAM plugin gave.
+    CniAdd(CniAdd),
+    /// CNI DEL: removes the attachment if there is one (success when there is none).
+    CniDel {
+        network: String,
+        attachment: Attachment,
+    },
+    /// CNI CHECK: the endpoint is as ADD left it and the datapath forwards to it.
+    CniCheck(CniCheck),
+    /// CNI STATUS: whether an ADD on this network could succeed now.
+    CniStatus {
+        network: String,
+        master: Option<String>,
+    },
+    /// CNI GC: removes the network's attachments that are not in `valid`.
+    CniGc {
+        network: String,
+        valid: Vec<Attachment>,
+    },
+}
+
+/// One CNI attachment, as the runtime names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Attachment {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// An address for the container interface, with its subnet's prefix length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniIp {
+    pub address: IpNet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+}
+
+/// A route in the container, out of its interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniRoute {
+    pub dst: IpNet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<IpAddr>,
+}
+
+/// The network a CNI configuration describes, as the daemon makes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CniNetwork {
+    /// The CNI network name (the daemon network's name).
+    pub name: String,
+    /// None: the interface of the default route.
+    pub master: Option<String>,
+    /// A macvlan mode name (`bridge` when the config has none).
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CniAdd {
+    pub network: CniNetwork,
+    pub attachment: Attachment,
+    /// CNI_NETNS: a path.
+    pub netns: String,
+    /// 0 = the master's.
+    pub mtu: u32,
+    pub mac: Option<String>,
+    pub ips: Vec<CniIp>,
+    pub routes: Vec<CniRoute>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CniCheck {
+    pub network: CniNetwork,
+    pub attachment: Attachment,
+    pub netns: String,
+    /// From prevResult: the interface's MAC, addresses and routes.
+    pub mac: Option<String>,
+    pub ips: Vec<CniIp>,
+    pub routes: Vec<CniRoute>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -89,6 +170,24 @@ pub struct Reply {
     pub error: Option<String>,
     #[serde(default)]
     pub data: serde_json::Value,
+    /// For CNI requests: the spec's error code that fits the failure (7 bad configuration, 3
+    /// unknown container, 11 try again later, 50/51 not available).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u32>,
+}
+
+/// An error with a CNI error code, as the daemon returns it for CNI requests.
+#[derive(Debug, thiserror::Error)]
+#[error("{msg}")]
+pub struct CodedError {
+    pub code: u32,
+    pub msg: String,
+}
+
+impl CodedError {
+    pub fn new(code: u32, msg: impl Into<String>) -> Self {
+        CodedError { code, msg: msg.into() }
+    }
 }
 
 /// `network inspect` / `ls` view of a network.
@@ -111,6 +210,9 @@ pub struct NetworkView {
     /// "active", or why not (e.g. the parent is missing).
     pub status: String,
     pub endpoints: Vec<EndpointView>,
+    /// Made by the CNI plugin (and removed with its last attachment).
+    #[serde(default)]
+    pub cni: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,4 +236,7 @@ pub struct EndpointView {
     /// Source mode: the senders whose frames this endpoint gets a copy of.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_macs: Vec<String>,
+    /// A CNI attachment's container ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }

@@ -8,7 +8,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::api::{self, Envelope, NetworkView, Reply, Request};
-use crate::Format;
+
+/// How the CLI shows a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
 
 pub struct Client {
     socket: PathBuf,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -28,8 +28,12 @@ use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::{DropReason, Mode, PortId};
 use xmacvlan_datapath::{Config, Datapath, EndpointSpec, NetId, ParentSpec, PortReport};
 
+mod cni;
+
+use self::cni::CniParts;
 use crate::api::{
-    self, Connect, CreateNetwork, EndpointView, Envelope, MacaddrAction, NetworkView, Reply, Request, SubnetView,
+    self, CniRoute, CodedError, Connect, CreateNetwork, EndpointView, Envelope, MacaddrAction, NetworkView, Reply,
+    Request, SubnetView,
 };
 use crate::ipam::{derive_mac, Assigned, Ipam, IpamSpec};
 use crate::netlink::{self, Link};
@@ -95,6 +99,8 @@ struct Network {
     endpoints: Vec<Endpoint>,
     /// Endpoints of an inactive network, kept as saved.
     dormant: Vec<EndpointState>,
+    /// Made by the CNI plugin: no IPAM of ours, removed with its last attachment.
+    cni: bool,
 }
 
 impl Network {
@@ -289,8 +295,11 @@ async fn serve(daemon: Shared, stream: UnixStream) {
             Ok(env) => {
                 let mut d = daemon.lock().await;
                 match d.handle(env.request).await {
-                    Ok(data) => Reply { version: api::API_VERSION, ok: true, error: None, data },
-                    Err(e) => failure(format!("{e:#}")),
+                    Ok(data) => Reply { version: api::API_VERSION, ok: true, error: None, data, code: None },
+                    Err(e) => {
+                        let code = e.downcast_ref::<CodedError>().map(|c| c.code);
+                        Reply { code, ..failure(format!("{e:#}")) }
+                    }
                 }
             }
         }
@@ -301,7 +310,7 @@ async fn serve(daemon: Shared, stream: UnixStream) {
 }
 
 fn failure(msg: String) -> Reply {
-    Reply { version: api::API_VERSION, ok: false, error: Some(msg), data: Value::Null }
+    Reply { version: api::API_VERSION, ok: false, error: Some(msg), data: Value::Null, code: None }
 }
 
 /// Follows link events: the carrier of an endpoint's daemon-side veth mirrors its container side.
@@ -421,7 +430,7 @@ impl Daemon {
             }
             Request::Connect(c) => {
                 let (network, key) = (c.network.clone(), c.tap.clone().or(c.netns.clone()).unwrap_or_default());
-                let v = self.connect(c).await?;
+                let v = self.connect(c, None).await?;
                 if let Err(e) = self.persist() {
                     let _ = self.disconnect(&network, &key).await;
                     return Err(e.context("the endpoint was not connected"));
@@ -439,6 +448,27 @@ impl Daemon {
                 Ok(v)
             }
             Request::Stats => Ok(self.stats_json()),
+            Request::CniAdd(a) => {
+                let (network, att) = (a.network.name.clone(), a.attachment.clone());
+                let v = self.cni_add(a).await?;
+                if let Err(e) = self.persist() {
+                    let _ = self.cni_del(&network, &att).await;
+                    return Err(e.context("the attachment was not made"));
+                }
+                Ok(v)
+            }
+            Request::CniDel { network, attachment } => {
+                let v = self.cni_del(&network, &attachment).await?;
+                self.persist().context("the attachment is removed, but the state file could not be updated")?;
+                Ok(v)
+            }
+            Request::CniCheck(c) => self.cni_check(c).await,
+            Request::CniStatus { network, master } => self.cni_status(&network, master.as_deref()).await,
+            Request::CniGc { network, valid } => {
+                let v = self.cni_gc(&network, &valid).await?;
+                self.persist().context("the attachments are removed, but the state file could not be updated")?;
+                Ok(v)
+            }
         }
     }
 
@@ -464,6 +494,7 @@ impl Daemon {
                     ipam: n.spec.clone(),
                     endpoints: n.endpoints.iter().map(|e| e.st.clone()).chain(n.dormant.iter().cloned()).collect(),
                     passthru: n.passthru.clone(),
+                    cni: n.cni,
                 })
                 .collect(),
         }
@@ -511,8 +542,10 @@ impl Daemon {
                     ips: e.addrs.iter().map(|a| a.to_string()).collect(),
                     mtu: e.st.mtu,
                     source_macs: e.st.source_macs.clone(),
+                    container_id: e.st.cni.as_ref().map(|a| a.container_id.clone()),
                 })
                 .collect(),
+            cni: n.cni,
         }
     }
 
@@ -555,6 +588,7 @@ impl Daemon {
                 status: "active".into(),
                 endpoints: Vec::new(),
                 dormant: Vec::new(),
+                cni: ns.cni,
             };
             self.next_id = self.next_id.max(ns.id + 1);
             let link = match net.parent.clone() {
@@ -580,7 +614,7 @@ impl Daemon {
                 match self.restore_endpoint(&ns.name, ep).await {
                     Ok(e) => {
                         let net = self.nets.get_mut(&ns.name).expect("inserted above");
-                        for a in &e.addrs {
+                        for a in e.addrs.iter().filter(|_| !net.cni) {
                             if let Err(err) = net.ipam.reserve(a) {
                                 eprintln!("xmacvlan daemon: network '{}': {err}", ns.name);
                             }
@@ -608,7 +642,7 @@ impl Daemon {
         let net = &self.nets[network];
         let dp = self.domains[&net.domain.expect("active network")].dp;
         let o = net.ep_opts();
-        let gateways = net.ipam.default_gateways();
+        let routes = if net.cni { st.routes.clone() } else { default_routes(&net.ipam.default_gateways()) };
         let mac: MacAddr = st.mac.parse().map_err(|e| anyhow!("MAC {}: {e}", st.mac))?;
         let addrs: Vec<Assigned> = st
             .addrs
@@ -642,7 +676,7 @@ impl Daemon {
                     netlink::del_link(&self.h, l.index).await?;
                 }
                 let veth = Veth { host: &st.host, ifname: &st.ifname, ns, netns };
-                self.build_veth(dp, o, veth, mac, st.mtu, &addrs, &gateways, existing.is_none()).await?
+                self.build_veth(dp, o, veth, mac, st.mtu, &addrs, &routes, existing.is_none()).await?
             }
             EndpointKind::Tap { owner } => {
                 if let Some(l) = &existing {
@@ -745,6 +779,11 @@ impl Daemon {
     }
 
     async fn create(&mut self, c: CreateNetwork) -> Result<Value> {
+        self.create_network(c, false).await
+    }
+
+    /// `cni`: made by the CNI plugin, without subnets (its IPAM plugin hands out addresses).
+    async fn create_network(&mut self, c: CreateNetwork, cni: bool) -> Result<Value> {
         if c.name.is_empty()
             || c.name.len() > 64
             || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
@@ -770,7 +809,7 @@ impl Daemon {
                 opts.mode.name()
             );
         }
-        if c.ipam.subnets.is_empty() {
+        if c.ipam.subnets.is_empty() && !cni {
             bail!("--subnet is required (e.g. --subnet 198.18.0.0/24; add --ipv6 --subnet 2001:2::/64 for IPv6)");
         }
         let ipam = Ipam::new(&c.ipam).map_err(|e| anyhow!(e))?;
@@ -828,6 +867,7 @@ impl Daemon {
             status: "active".into(),
             endpoints: Vec::new(),
             dormant: Vec::new(),
+            cni,
         };
         let v = serde_json::to_value(self.view(&net))?;
         self.nets.insert(c.name, net);
@@ -852,7 +892,9 @@ impl Daemon {
         Ok(json!({ "removed": name }))
     }
 
-    async fn connect(&mut self, c: Connect) -> Result<Value> {
+    /// Connects an endpoint. `cni`: a CNI attachment with the addresses and routes its IPAM
+    /// plugin gave (the network's own IPAM is not asked).
+    async fn connect(&mut self, c: Connect, cni: Option<CniParts>) -> Result<Value> {
         let net = self.net(&c.network)?;
         let Some(dkey) = net.domain else { bail!("network '{}' is {}", c.network, net.status) };
         let dom = &self.domains[&dkey];
@@ -932,12 +974,17 @@ impl Daemon {
         }
         let o = net.ep_opts();
         let net = self.nets.get_mut(&c.network).expect("checked above");
-        let addrs = net.ipam.allocate(c.ip.as_deref(), c.ip6.as_deref()).map_err(|e| anyhow!(e))?;
-        let gateways = net.ipam.default_gateways();
+        let (addrs, routes) = match &cni {
+            Some(p) => (p.addrs.clone(), p.routes.clone()),
+            None => {
+                let addrs = net.ipam.allocate(c.ip.as_deref(), c.ip6.as_deref()).map_err(|e| anyhow!(e))?;
+                (addrs, default_routes(&net.ipam.default_gateways()))
+            }
+        };
         let mac = match (passthru, requested_mac) {
             (_, Some(m)) => m,
             (true, None) => parent_mac.expect("a parent link has a MAC"),
-            (false, None) => derive_mac(&addrs).map(MacAddr).expect("a network has a subnet"),
+            (false, None) => derive_mac(&addrs).map_or_else(random_mac, MacAddr),
         };
         if let Err(e) = self.check_mac(mac, dkey, o.vlan, passthru) {
             self.nets.get_mut(&c.network).expect("exists").ipam.release(&addrs);
@@ -954,7 +1001,7 @@ impl Daemon {
             Target::Veth { ns, ns_id, netns } => {
                 let host = host_ifname(net_id, *ns_id);
                 let veth = Veth { host: &host, ifname: &c.ifname, ns: ns.try_clone()?, netns };
-                self.build_veth(dp, o, veth, mac, mtu, &addrs, &gateways, true).await.map(|b| (b, host))
+                self.build_veth(dp, o, veth, mac, mtu, &addrs, &routes, true).await.map(|b| (b, host))
             }
             Target::Tap { name, owner } => {
                 self.build_tap(dp, o, name, *owner, mac, mtu, true).await.map(|b| (b, name.clone()))
@@ -983,6 +1030,8 @@ impl Daemon {
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
             mtu,
             source_macs: Vec::new(),
+            routes: if cni.is_some() { routes } else { Vec::new() },
+            cni: cni.map(|p| p.attachment),
         };
         let ep = Endpoint { st, port, host_index, mac, addrs };
         let v = json!({ "network": c.network, "kind": if ep.netns().is_some() { "veth" } else { "tap" },
@@ -1125,7 +1174,7 @@ impl Daemon {
         mac: MacAddr,
         mtu: u32,
         addrs: &[Assigned],
-        gateways: &[IpAddr],
+        routes: &[CniRoute],
         create: bool,
     ) -> Result<(PortId, u32)> {
         let workers = self.dp.workers() as u32;
@@ -1170,7 +1219,7 @@ impl Daemon {
             port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?);
             netlink::set_up(&self.h, link.index).await?;
             if create {
-                let (ifname, addrs, gateways) = (v.ifname.to_string(), addrs.to_vec(), gateways.to_vec());
+                let (ifname, addrs, routes) = (v.ifname.to_string(), addrs.to_vec(), routes.to_vec());
                 netlink::in_netns(v.ns.try_clone()?, move |h| async move {
                     let l = netlink::link_by_name(&h, &ifname)
                         .await?
@@ -1183,8 +1232,8 @@ impl Daemon {
                     if let Some(lo) = netlink::link_by_name(&h, "lo").await? {
                         netlink::set_up(&h, lo.index).await?;
                     }
-                    for gw in gateways.into_iter().filter(|g| addrs.iter().any(|a| a.ip.is_ipv6() == g.is_ipv6())) {
-                        netlink::add_default_route(&h, gw).await?;
+                    for r in routes.iter().filter(|r| addrs.iter().any(|a| a.ip.is_ipv6() == r.dst.addr().is_ipv6())) {
+                        netlink::add_route(&h, r.dst, r.gw, l.index).await?;
                     }
                     Ok(())
                 })
@@ -1271,6 +1320,12 @@ impl Daemon {
     async fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<Value> {
         let net = self.nets.get(network).ok_or_else(|| anyhow!("network '{network}' not found"))?;
         let pos = net.find_endpoint(endpoint)?;
+        self.disconnect_at(network, pos).await
+    }
+
+    /// Removes the endpoint at `pos` of `network` (which exists).
+    async fn disconnect_at(&mut self, network: &str, pos: usize) -> Result<Value> {
+        let net = &self.nets[network];
         let dp = net.domain.and_then(|k| self.domains.get(&k)).map(|d| d.dp);
         let net = self.nets.get_mut(network).expect("checked above");
         let ep = net.endpoints.remove(pos);
@@ -1300,6 +1355,7 @@ impl Daemon {
                 }
             }
             self.give_back_parent(&net_name).await;
+            self.drop_if_unused(&net_name).await;
             if let Err(e) = self.persist() {
                 eprintln!("xmacvlan daemon: {e:#}");
             }
@@ -1414,4 +1470,31 @@ async fn resolve_parent(h: Handle, pname: &str) -> Result<(String, u16)> {
             Ok((base.to_string(), vid))
         }
     }
+}
+
+/// The default routes via the network's gateways (one per family).
+fn default_routes(gateways: &[IpAddr]) -> Vec<CniRoute> {
+    gateways
+        .iter()
+        .map(|&g| {
+            let any = if g.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+            CniRoute { dst: IpNet::new(any, 0).expect("prefix 0 is valid"), gw: Some(g) }
+        })
+        .collect()
+}
+
+/// A random locally administered unicast MAC, for an endpoint without an IPv4 address to derive
+/// one from (a CNI attachment without IPAM).
+fn random_mac() -> MacAddr {
+    let mut b = [0u8; 6];
+    // SAFETY: getrandom(2) writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // No entropy yet (early boot): time and PID are unique enough for one host.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let x = (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 40);
+        b.copy_from_slice(&x.to_le_bytes()[..6]);
+    }
+    b[0] = (b[0] & 0xfc) | 0x02;
+    MacAddr(b)
 }

@@ -1,18 +1,10 @@
 //! `xmacvlan`: the daemon and the docker-network-style CLI that drives it.
 
-mod api;
-mod client;
-mod daemon;
-mod ipam;
-mod netlink;
-mod netopts;
-mod state;
-
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-pub const DEFAULT_SOCKET: &str = "/run/xmacvlan/xmacvlan.sock";
+use clap::{Args, Parser, Subcommand};
+use xmacvlan_ctl::client::Format;
+use xmacvlan_ctl::{api, client, daemon, ipam, DEFAULT_SOCKET};
 
 #[derive(Parser)]
 #[command(name = "xmacvlan", version, about = "Userspace macvlan: XDP + AF_XDP datapath with kernel macvlan semantics")]
@@ -68,12 +60,6 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<std::ffi::OsString>,
     },
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
 }
 
 #[derive(Subcommand)]

@@ -6,10 +6,13 @@ use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::TryStreamExt;
+use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage,
 };
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
+use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use xmacvlan_datapath::frame::MacAddr;
 
@@ -20,6 +23,8 @@ pub struct Link {
     pub name: String,
     pub mac: Option<MacAddr>,
     pub mtu: u32,
+    /// Administratively up.
+    pub up: bool,
     pub lower_up: bool,
     pub loopback: bool,
     pub ether: bool,
@@ -34,6 +39,7 @@ impl Link {
             name: String::new(),
             mac: None,
             mtu: 0,
+            up: m.header.flags.contains(LinkFlags::Up),
             lower_up: m.header.flags.contains(LinkFlags::LowerUp),
             loopback: m.header.flags.contains(LinkFlags::Loopback)
                 || m.header.link_layer_type == LinkLayerType::Loopback,
@@ -183,6 +189,110 @@ pub async fn add_default_route(h: &Handle, gw: IpAddr) -> Result<()> {
         IpAddr::V6(v6) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(v6).build(),
     };
     h.route().add(route).execute().await.map_err(|e| anyhow!("adding default route via {gw}: {e}"))
+}
+
+/// A route to `dst` (a prefix; 0.0.0.0/0 or ::/0 for the default route) out of link `oif`, via
+/// `gw` when given.
+pub async fn add_route(h: &Handle, dst: IpNet, gw: Option<IpAddr>, oif: u32) -> Result<()> {
+    let route = match (dst, gw) {
+        (IpNet::V4(d), None) => {
+            RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(d.addr(), d.prefix_len()).output_interface(oif)
+        }
+        (IpNet::V4(d), Some(IpAddr::V4(g))) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(d.addr(), d.prefix_len())
+            .gateway(g)
+            .output_interface(oif),
+        (IpNet::V6(d), None) => {
+            let b = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(d.addr(), d.prefix_len());
+            return h
+                .route()
+                .add(b.output_interface(oif).build())
+                .execute()
+                .await
+                .map_err(|e| anyhow!("adding route {dst}: {e}"));
+        }
+        (IpNet::V6(d), Some(IpAddr::V6(g))) => {
+            let b = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(d.addr(), d.prefix_len()).gateway(g);
+            return h
+                .route()
+                .add(b.output_interface(oif).build())
+                .execute()
+                .await
+                .map_err(|e| anyhow!("adding route {dst} via {g}: {e}"));
+        }
+        (_, Some(g)) => bail!("route {dst} via {g}: the gateway is of the other address family"),
+    };
+    let via = gw.map(|g| format!(" via {g}")).unwrap_or_default();
+    h.route().add(route.build()).execute().await.map_err(|e| anyhow!("adding route {dst}{via}: {e}"))
+}
+
+/// A route of the main table, as CHECK compares it with what ADD reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub dst: IpNet,
+    pub gw: Option<IpAddr>,
+    pub oif: Option<u32>,
+}
+
+/// The main table's routes, IPv4 and IPv6.
+pub async fn routes(h: &Handle) -> Result<Vec<RouteEntry>> {
+    let mut out = Vec::new();
+    let dumps = [RouteMessageBuilder::<Ipv4Addr>::new().build(), RouteMessageBuilder::<Ipv6Addr>::new().build()];
+    for req in dumps {
+        let mut stream = h.route().get(req).execute();
+        while let Some(m) = stream.try_next().await.map_err(|e| anyhow!("listing routes: {e}"))? {
+            let table = m
+                .attributes
+                .iter()
+                .find_map(|a| if let RouteAttribute::Table(t) = a { Some(*t) } else { None })
+                .unwrap_or(u32::from(m.header.table));
+            if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+                continue;
+            }
+            let ip = |a: &RouteAddress| match a {
+                RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+                RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+                _ => None,
+            };
+            let mut dst = None;
+            let mut gw = None;
+            let mut oif = None;
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Destination(d) => dst = ip(d),
+                    RouteAttribute::Gateway(g) => gw = ip(g),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            let len = m.header.destination_prefix_length;
+            let dst = match (dst, m.header.address_family) {
+                (Some(d), _) => IpNet::new(d, len),
+                (None, AddressFamily::Inet) => IpNet::new(Ipv4Addr::UNSPECIFIED.into(), 0),
+                (None, _) => IpNet::new(Ipv6Addr::UNSPECIFIED.into(), 0),
+            };
+            if let Ok(dst) = dst {
+                out.push(RouteEntry { dst, gw, oif });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The addresses of link `index`, with their prefix lengths.
+pub async fn addrs(h: &Handle, index: u32) -> Result<Vec<IpNet>> {
+    let mut out = Vec::new();
+    let mut stream = h.address().get().set_link_index_filter(index).execute();
+    while let Some(m) = stream.try_next().await.map_err(|e| anyhow!("listing addresses: {e}"))? {
+        for a in &m.attributes {
+            if let AddressAttribute::Address(ip) = a {
+                if let Ok(n) = IpNet::new(*ip, m.header.prefix_len) {
+                    out.push(n);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// An internal network's anchor: a veth pair of ours (both ends in the daemon's namespace, left

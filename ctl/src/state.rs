@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::api::{Attachment, CniRoute};
 use crate::ipam::IpamSpec;
 
 /// Bumped on incompatible changes of the file's layout.
@@ -42,6 +43,9 @@ pub struct NetworkState {
     /// A passthru network whose endpoint changed the parent: what to put back when it goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passthru: Option<PassthruSaved>,
+    /// Made by the CNI plugin (no IPAM of ours; removed with its last attachment).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cni: bool,
 }
 
 /// The parent as it was before a passthru endpoint took it over.
@@ -75,6 +79,12 @@ pub struct EndpointState {
     /// Source mode: the senders this endpoint gets copies of.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_macs: Vec<String>,
+    /// A CNI attachment: the runtime's names for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<Attachment>,
+    /// A CNI attachment's routes (other endpoints' come from their network's gateways).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<CniRoute>,
 }
 
 pub struct Store {
@@ -171,6 +181,7 @@ mod tests {
                 options: vec![("parent".into(), "eth9.10".into()), ("macvlan_mode".into(), "source".into())],
                 ipam: IpamSpec { subnets: vec!["198.18.0.0/24".into()], ..Default::default() },
                 passthru: None,
+                cni: true,
                 endpoints: vec![EndpointState {
                     kind: EndpointKind::Veth { netns: "/run/netns/a".into(), ns_id: (4, 5) },
                     ifname: "eth0".into(),
@@ -179,6 +190,11 @@ mod tests {
                     addrs: vec!["198.18.0.2/24".into()],
                     mtu: 1500,
                     source_macs: vec!["02:77:00:00:00:01".into()],
+                    cni: Some(Attachment { container_id: "c0ffee".into(), ifname: "eth0".into() }),
+                    routes: vec![CniRoute {
+                        dst: "0.0.0.0/0".parse().unwrap(),
+                        gw: Some("198.18.0.1".parse().unwrap()),
+                    }],
                 }],
             }],
         };
@@ -187,6 +203,9 @@ mod tests {
         assert_eq!(back.next_id, 3);
         assert_eq!(back.networks[0].endpoints[0].kind, st.networks[0].endpoints[0].kind);
         assert_eq!(back.networks[0].options, st.networks[0].options);
+        assert!(back.networks[0].cni);
+        assert_eq!(back.networks[0].endpoints[0].cni, st.networks[0].endpoints[0].cni);
+        assert_eq!(back.networks[0].endpoints[0].routes, st.networks[0].endpoints[0].routes);
         assert_eq!(back.networks[0].endpoints[0].source_macs, st.networks[0].endpoints[0].source_macs);
         fs::write(store.path(), b"{ not json").unwrap();
         let e = store.load().unwrap_err().to_string();

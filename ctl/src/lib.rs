@@ -1,0 +1,16 @@
+//! The control plane of xmacvlan: the daemon, its control-socket protocol and client, and the CNI
+//! plugin. Two binaries use it: `xmacvlan` (daemon + CLI, `main.rs`) and `xmacvlan-cni`
+//! (`cni_main.rs`).
+
+pub mod api;
+pub mod client;
+pub mod cni;
+pub mod daemon;
+pub mod ipam;
+pub mod netlink;
+pub mod netopts;
+pub mod state;
+
+/// Where the daemon listens unless told otherwise (`--socket`, `XMACVLAN_SOCKET`, the CNI
+/// config's `socket`).
+pub const DEFAULT_SOCKET: &str = "/run/xmacvlan/xmacvlan.sock";
