@@ -465,3 +465,28 @@ impl Runtime<'_> {
         Runtime { lab: self.lab, conf: self.conf.clone() }.with(key, v)
     }
 }
+
+#[test]
+fn check_probes_vlan_masters_and_the_xdp_fast_path() {
+    require_root!();
+    let lab = Lab::new();
+    // VLAN 50 on eth1 (no 8021q here: the datapath tags), the probe goes in tagged.
+    let d = Daemon::start(&lab);
+    let rt = Runtime::new(&lab, "1.1.0").l2_only().with("master", json!("eth1.50")).with("name", json!("v50"));
+    let r = rt.add(lab.c(1));
+    let nets = networks(&lab);
+    assert_eq!((nets[0]["parent"].as_str(), nets[0]["vlan"].as_u64()), (Some("eth1.50"), Some(50)));
+    assert!(rt.check(lab.c(1), &r).ok, "CHECK on a VLAN network");
+    rt.del(lab.c(1));
+    drop(d);
+
+    // With the XDP fast path the probe is redirected into the veth by the XDP program itself.
+    let _d = Daemon::start_with(&lab, &["--xdp-fast-path"]);
+    let rt = Runtime::new(&lab, "1.1.0").l2_only();
+    let r = rt.add(lab.c(2));
+    let before = lab.c(2).rx_packets("eth0");
+    assert!(rt.check(lab.c(2), &r).ok, "CHECK with the fast path");
+    assert!(lab.c(2).rx_packets("eth0") > before, "the probe arrived");
+    rt.del(lab.c(2));
+    assert!(networks(&lab).is_empty());
+}
