@@ -984,6 +984,9 @@ impl Daemon {
         let mac = match (passthru, requested_mac) {
             (_, Some(m)) => m,
             (true, None) => parent_mac.expect("a parent link has a MAC"),
+            // CNI: random, as the kernel gives a macvlan child (a MAC derived from an address
+            // another node's host-local may also hand out would clash on the wire).
+            (false, None) if cni.is_some() => random_mac(),
             (false, None) => derive_mac(&addrs).map_or_else(random_mac, MacAddr),
         };
         if let Err(e) = self.check_mac(mac, dkey, o.vlan, passthru) {
