@@ -196,6 +196,12 @@ fn add_del_with_host_local_in_another_namespace() {
     assert_eq!(nets[0]["endpoints"].as_array().unwrap().len(), 2);
     assert!(ping(c1, "198.18.0.101"), "container to container");
     assert!(ping(c2, GATEWAY), "container to a host on the wire");
+    let out = lab.cli(&["network", "connect", "xnet", &lab.c(3).path()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("belongs to the CNI plugin"),
+        "the CLI leaves CNI networks alone: {err}"
+    );
 
     // DEL releases the lease first and removes the link; the last DEL removes the network.
     rt.del(c1);

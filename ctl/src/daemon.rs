@@ -896,6 +896,12 @@ impl Daemon {
     /// plugin gave (the network's own IPAM is not asked).
     async fn connect(&mut self, c: Connect, cni: Option<CniParts>) -> Result<Value> {
         let net = self.net(&c.network)?;
+        if net.cni && cni.is_none() {
+            bail!(
+                "network '{}' belongs to the CNI plugin (addresses come from the runtime's IPAM): attach containers through the runtime",
+                c.network
+            );
+        }
         let Some(dkey) = net.domain else { bail!("network '{}' is {}", c.network, net.status) };
         let dom = &self.domains[&dkey];
         let (dp, max_mtu, link_name) = (dom.dp, dom.link.mtu, dom.link.name.clone());
@@ -1486,8 +1492,8 @@ fn default_routes(gateways: &[IpAddr]) -> Vec<CniRoute> {
         .collect()
 }
 
-/// A random locally administered unicast MAC, for an endpoint without an IPv4 address to derive
-/// one from (a CNI attachment without IPAM).
+/// A random locally administered unicast MAC: for CNI attachments (as the kernel gives macvlan
+/// children) and for endpoints without an IPv4 address to derive one from.
 fn random_mac() -> MacAddr {
     let mut b = [0u8; 6];
     // SAFETY: getrandom(2) writes at most b.len() bytes into b.

@@ -183,14 +183,6 @@ pub async fn add_addr(h: &Handle, index: u32, ip: IpAddr, prefix: u8) -> Result<
     req.execute().await.map_err(|e| anyhow!("adding {ip}/{prefix}: {e}"))
 }
 
-pub async fn add_default_route(h: &Handle, gw: IpAddr) -> Result<()> {
-    let route = match gw {
-        IpAddr::V4(v4) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(v4).build(),
-        IpAddr::V6(v6) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(v6).build(),
-    };
-    h.route().add(route).execute().await.map_err(|e| anyhow!("adding default route via {gw}: {e}"))
-}
-
 /// A route to `dst` (a prefix; 0.0.0.0/0 or ::/0 for the default route) out of link `oif`, via
 /// `gw` when given.
 pub async fn add_route(h: &Handle, dst: IpNet, gw: Option<IpAddr>, oif: u32) -> Result<()> {
