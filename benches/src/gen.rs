@@ -20,20 +20,7 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/gen_tx.skel.rs"));
 }
 use skel::{GenTxSkel, GenTxSkelBuilder};
-
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
-
-/// struct xdp_md from <linux/bpf.h>, the ctx_in of an XDP test run.
-#[repr(C)]
-#[derive(Default)]
-struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
-}
+use xmacvlan_datapath::bpf::{XdpMd, BPF_F_TEST_XDP_LIVE_FRAMES};
 
 pub struct GenConfig {
     pub netns: PathBuf,

@@ -98,6 +98,22 @@ pub enum Prog {
     Endpoint,
 }
 
+/// BPF_PROG_RUN flag: run an XDP program on frames as if a device had received them, acting on its
+/// verdicts (redirect, transmit, pass to the stack) — the benchmark's generator and CNI CHECK's probe.
+pub const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// `struct xdp_md` from <linux/bpf.h>, the context (`ctx_in`) of an XDP test run.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct XdpMd {
+    pub data: u32,
+    pub data_end: u32,
+    pub data_meta: u32,
+    pub ingress_ifindex: u32,
+    pub rx_queue_index: u32,
+    pub egress_ifindex: u32,
+}
+
 /// The loaded object: program and map fds, independent of the skeleton's lifetime.
 pub struct Bpf {
     parent: OwnedFd,

@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::bpf::{XdpMd, BPF_F_TEST_XDP_LIVE_FRAMES};
 use crate::frame::MacAddr;
 use crate::Error;
 
@@ -16,20 +17,6 @@ pub const PROBE_ETHERTYPE: u16 = 0x88b5;
 /// The probe's sender: locally administered, "xmv" in the middle.
 pub const PROBE_SRC: MacAddr = MacAddr([0x02, 0x78, 0x6d, 0x76, 0x00, 0x01]);
 const MAGIC: &[u8; 8] = b"xmvprobe";
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
-
-/// `struct xdp_md` as BPF_PROG_RUN takes it for the context.
-#[repr(C)]
-#[derive(Default)]
-struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
-}
-
 /// The probe frame for `dst` on `vlan` (0 = untagged), carrying `nonce`.
 pub fn frame(dst: MacAddr, vlan: u16, nonce: u64) -> Vec<u8> {
     let mut f = Vec::with_capacity(64);
