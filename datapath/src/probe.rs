@@ -17,6 +17,7 @@ pub const PROBE_ETHERTYPE: u16 = 0x88b5;
 /// The probe's sender: locally administered, "xmv" in the middle.
 pub const PROBE_SRC: MacAddr = MacAddr([0x02, 0x78, 0x6d, 0x76, 0x00, 0x01]);
 const MAGIC: &[u8; 8] = b"xmvprobe";
+
 /// The probe frame for `dst` on `vlan` (0 = untagged), carrying `nonce`.
 pub fn frame(dst: MacAddr, vlan: u16, nonce: u64) -> Vec<u8> {
     let mut f = Vec::with_capacity(64);
@@ -50,9 +51,9 @@ pub fn run(
 ) -> Result<(), Error> {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let frame = frame(dst, vlan, t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32);
-    let at = frame.len() - 16;
-    let at = frame.windows(8).position(|w| w == MAGIC).unwrap_or(at);
-    let nonce: [u8; 16] = frame[at..at + 16].try_into().expect("16 bytes");
+    // Magic and nonce, wherever the tag puts them; the listener looks for both.
+    let at = frame.windows(MAGIC.len()).position(|w| w == MAGIC).expect("frame() writes the magic");
+    let nonce: [u8; 16] = frame[at..at + 16].try_into().expect("magic and nonce are 16 bytes");
     let (ready_tx, ready_rx) = mpsc::channel();
     let ifname_owned = ifname.to_string();
     let listener = std::thread::Builder::new()
@@ -119,6 +120,7 @@ fn listen(
         }
         // SAFETY: fd is a fresh socket nobody else owns.
         let sock = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = proto;
