@@ -18,17 +18,18 @@ const PACKET_AUXDATA: libc::c_int = 8;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 
-/// `struct tpacket_auxdata`.
+/// `struct tpacket_auxdata`: what PACKET_AUXDATA reports with each frame, the VLAN tag the kernel
+/// took out of it included (also read by the tests' VLAN toolkit).
 #[repr(C)]
-#[derive(Clone, Copy)]
-struct TpacketAuxdata {
-    tp_status: u32,
-    tp_len: u32,
-    tp_snaplen: u32,
-    tp_mac: u16,
-    tp_net: u16,
-    tp_vlan_tci: u16,
-    tp_vlan_tpid: u16,
+#[derive(Clone, Copy, Default, Debug)]
+pub struct TpacketAuxdata {
+    pub tp_status: u32,
+    pub tp_len: u32,
+    pub tp_snaplen: u32,
+    pub tp_mac: u16,
+    pub tp_net: u16,
+    pub tp_vlan_tci: u16,
+    pub tp_vlan_tpid: u16,
 }
 const _: () = assert!(size_of::<TpacketAuxdata>() == 20);
 

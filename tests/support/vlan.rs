@@ -30,6 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use xmacvlan_datapath::flood::TpacketAuxdata;
 
 use super::{frame, mac_str, ok, ok_words, Netns};
 
@@ -43,19 +44,6 @@ const PACKET_IGNORE_OUTGOING: i32 = 23;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 const PACKET_OUTGOING: u8 = 4;
-
-/// `struct tpacket_auxdata`.
-#[repr(C)]
-#[derive(Clone, Copy, Default, Debug)]
-struct TpacketAuxdata {
-    tp_status: u32,
-    tp_len: u32,
-    tp_snaplen: u32,
-    tp_mac: u16,
-    tp_net: u16,
-    tp_vlan_tci: u16,
-    tp_vlan_tpid: u16,
-}
 
 // ---------------------------------------------------------------------------------------------
 // The tagged-frame toolkit
