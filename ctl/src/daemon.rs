@@ -4,7 +4,7 @@
 //! in an order that can be undone; on any failure the steps already taken are undone, so a failed
 //! command leaves nothing behind.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
@@ -26,11 +26,13 @@ use tokio::sync::Mutex;
 use xmacvlan_datapath::counters::WorkerStats;
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::{DropReason, Mode, PortId};
-use xmacvlan_datapath::{Config, Datapath, EndpointSpec, NetId, ParentSpec, PortReport};
+use xmacvlan_datapath::{Config, Datapath, EndpointSpec, NetId, ParentSpec, PortReport, Report};
 
 mod cni;
+mod endpoints;
 
 use self::cni::CniParts;
+use self::endpoints::{Endpoint, Endpoints, EpId, Key};
 use crate::api::{
     self, CniRoute, CodedError, Connect, CreateNetwork, EndpointView, Envelope, MacaddrAction, NetworkView, Reply,
     Request, SubnetView,
@@ -49,31 +51,6 @@ pub struct Options {
     pub xdp_fast_path: bool,
     /// Start without networks when the state file is unusable (it is moved aside, not deleted).
     pub start_empty: bool,
-}
-
-struct Endpoint {
-    st: EndpointState,
-    port: PortId,
-    host_index: u32,
-    mac: MacAddr,
-    addrs: Vec<Assigned>,
-}
-
-impl Endpoint {
-    fn netns(&self) -> Option<&str> {
-        match &self.st.kind {
-            EndpointKind::Veth { netns, .. } => Some(netns),
-            EndpointKind::Tap { .. } => None,
-        }
-    }
-
-    /// How error messages name it: the namespace of a veth endpoint, "tap NAME" for a tap.
-    fn label(&self) -> String {
-        match &self.st.kind {
-            EndpointKind::Veth { netns, .. } => format!("{netns} ({})", self.st.ifname),
-            EndpointKind::Tap { .. } => format!("tap {}", self.st.ifname),
-        }
-    }
 }
 
 struct Network {
@@ -96,7 +73,7 @@ struct Network {
     domain: Option<u32>,
     /// "active", or why the network is not (it could not be set up at restore).
     status: String,
-    endpoints: Vec<Endpoint>,
+    endpoints: Endpoints,
     /// Endpoints of an inactive network, kept as saved.
     dormant: Vec<EndpointState>,
     /// Made by the CNI plugin: no IPAM of ours, removed with its last attachment.
@@ -108,19 +85,13 @@ impl Network {
         EpOpts { vlan: self.vlan, mode: self.opts.mode, nodst: self.opts.nodst, keep_pcp: self.opts.keep_pcp }
     }
 
-    /// Index of an endpoint: a tap by name; a namespace by identity when it still exists, else by
-    /// the name it was connected with.
-    fn find_endpoint(&self, endpoint: &str) -> Result<usize> {
+    /// An endpoint: a tap by name; a namespace by identity when it still exists, else by the name
+    /// it was connected with.
+    fn find_endpoint(&self, endpoint: &str) -> Result<EpId> {
         let ns_id = open_netns(endpoint).ok().map(|(_, id)| id);
-        self.endpoints
-            .iter()
-            .position(|e| match &e.st.kind {
-                EndpointKind::Tap { .. } => e.st.ifname == endpoint,
-                EndpointKind::Veth { netns, ns_id: id } => Some(*id) == ns_id || netns == endpoint,
-            })
-            .ok_or_else(|| {
-                anyhow!("'{endpoint}' is not connected to network '{}' (give its NETNS or tap name)", self.name)
-            })
+        self.endpoints.find_named(endpoint, ns_id).ok_or_else(|| {
+            anyhow!("'{endpoint}' is not connected to network '{}' (give its NETNS or tap name)", self.name)
+        })
     }
 }
 
@@ -422,10 +393,7 @@ impl Daemon {
             Request::NetworkInspect { name } => {
                 let n = self.net(&name)?;
                 let mut v = serde_json::to_value(self.view(n))?;
-                v["counters"] = self.stats_json()["networks"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|x| x["name"] == name.as_str()).cloned())
-                    .unwrap_or(Value::Null);
+                v["counters"] = self.network_stats(n, &self.dp.report()).unwrap_or(Value::Null);
                 Ok(v)
             }
             Request::Connect(c) => {
@@ -586,7 +554,7 @@ impl Daemon {
                 ipam,
                 domain: None,
                 status: "active".into(),
-                endpoints: Vec::new(),
+                endpoints: Endpoints::default(),
                 dormant: Vec::new(),
                 cni: ns.cni,
             };
@@ -865,7 +833,7 @@ impl Daemon {
             ipam,
             domain: Some(domain),
             status: "active".into(),
-            endpoints: Vec::new(),
+            endpoints: Endpoints::default(),
             dormant: Vec::new(),
             cni,
         };
@@ -880,10 +848,9 @@ impl Daemon {
             let list: Vec<String> = net.endpoints.iter().map(Endpoint::label).collect();
             bail!("network '{name}' has connected endpoints: {}; disconnect them or use --force", list.join(", "));
         }
-        let keys: Vec<String> =
-            net.endpoints.iter().map(|e| e.netns().map_or_else(|| e.st.ifname.clone(), str::to_string)).collect();
-        for k in keys {
-            self.disconnect(name, &k).await?;
+        let ids: Vec<EpId> = net.endpoints.entries().map(|(id, _)| id).collect();
+        for id in ids {
+            self.disconnect_at(name, id).await?;
         }
         let net = self.nets.remove(name).expect("checked above");
         if let Some(k) = net.domain {
@@ -911,11 +878,7 @@ impl Daemon {
                     bail!("--owner is for --tap endpoints only");
                 }
                 let (ns, ns_id) = open_netns(spec)?;
-                if let Some(e) = net
-                    .endpoints
-                    .iter()
-                    .find(|e| matches!(e.st.kind, EndpointKind::Veth { ns_id: id, .. } if id == ns_id))
-                {
+                if let Some(e) = net.endpoints.find(&Key::Netns(ns_id)).and_then(|id| net.endpoints.get(id)) {
                     bail!("namespace '{spec}' is already connected to network '{}' (as {})", c.network, e.st.ifname);
                 }
                 if !valid_ifname(&c.ifname) {
@@ -1054,7 +1017,7 @@ impl Daemon {
     /// a passthru endpoint, which takes it).
     fn check_mac(&self, mac: MacAddr, dkey: u32, vlan: u16, passthru: bool) -> Result<()> {
         for n in self.nets.values().filter(|n| n.domain == Some(dkey) && n.vlan == vlan) {
-            if let Some(e) = n.endpoints.iter().find(|e| e.mac == mac) {
+            if let Some(e) = n.endpoints.find(&Key::Mac(mac)).and_then(|id| n.endpoints.get(id)) {
                 bail!("MAC {mac} is already used by the endpoint {} on network '{}'", e.label(), n.name);
             }
         }
@@ -1129,7 +1092,8 @@ impl Daemon {
             );
         }
         let Some(dkey) = net.domain else { bail!("network '{network}' is {}", net.status) };
-        let pos = net.find_endpoint(endpoint)?;
+        let id = net.find_endpoint(endpoint)?;
+        let ep = net.endpoints.get(id).expect("found");
         let given = parse_macs(macs)?;
         if let Some(m) = given.iter().find(|m| m.is_multicast() || m.is_zero()) {
             bail!("{m} is a multicast or zero address; a source MAC is a sender's unicast address");
@@ -1141,8 +1105,8 @@ impl Daemon {
             }
             _ => {}
         }
-        let (port, label) = (net.endpoints[pos].port, net.endpoints[pos].label());
-        let mut list = parse_macs(&net.endpoints[pos].st.source_macs)?;
+        let (port, label) = (ep.port, ep.label());
+        let mut list = parse_macs(&ep.st.source_macs)?;
         match action {
             MacaddrAction::Add => {
                 for m in given {
@@ -1168,8 +1132,9 @@ impl Daemon {
         let dp = self.domains[&dkey].dp;
         self.dp.set_sources(dp, port, &list)?;
         let net = self.nets.get_mut(network).expect("checked above");
-        net.endpoints[pos].st.source_macs = list.iter().map(MacAddr::to_string).collect();
-        Ok(json!({ "network": network, "endpoint": label, "source_macs": net.endpoints[pos].st.source_macs }))
+        let listed = net.endpoints.source_macs_mut(id).expect("found above");
+        *listed = list.iter().map(MacAddr::to_string).collect();
+        Ok(json!({ "network": network, "endpoint": label, "source_macs": listed }))
     }
 
     /// Creates (or, `create` false, adopts) an endpoint's veth pair, attaches the datapath and
@@ -1328,16 +1293,16 @@ impl Daemon {
 
     async fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<Value> {
         let net = self.nets.get(network).ok_or_else(|| anyhow!("network '{network}' not found"))?;
-        let pos = net.find_endpoint(endpoint)?;
-        self.disconnect_at(network, pos).await
+        let id = net.find_endpoint(endpoint)?;
+        self.disconnect_at(network, id).await
     }
 
-    /// Removes the endpoint at `pos` of `network` (which exists).
-    async fn disconnect_at(&mut self, network: &str, pos: usize) -> Result<Value> {
+    /// Removes endpoint `id` of `network` (both exist).
+    async fn disconnect_at(&mut self, network: &str, id: EpId) -> Result<Value> {
         let net = &self.nets[network];
         let dp = net.domain.and_then(|k| self.domains.get(&k)).map(|d| d.dp);
         let net = self.nets.get_mut(network).expect("checked above");
-        let ep = net.endpoints.remove(pos);
+        let ep = net.endpoints.remove(id).expect("the caller found it");
         net.ipam.release(&ep.addrs);
         if let Some(dp) = dp {
             self.dp.remove_endpoint(dp, ep.port);
@@ -1350,16 +1315,16 @@ impl Daemon {
     async fn link_event(&mut self, link: &Link, deleted: bool) {
         let found = self.nets.values().find_map(|n| {
             let dp = self.domains.get(&n.domain?)?.dp;
-            n.endpoints.iter().find(|e| e.host_index == link.index).map(|e| (dp, n.name.clone(), e.port, e.label()))
+            let id = n.endpoints.find(&Key::Link(link.index))?;
+            n.endpoints.get(id).map(|e| (dp, n.name.clone(), id, e.port, e.label()))
         });
-        let Some((dp, net_name, port, label)) = found else { return };
+        let Some((dp, net_name, id, port, label)) = found else { return };
         if deleted {
             // The namespace (or the link) went away under us: forget the endpoint.
             eprintln!("xmacvlan daemon: endpoint {label} on '{net_name}' disappeared; disconnecting it");
             self.dp.remove_endpoint(dp, port);
             if let Some(n) = self.nets.get_mut(&net_name) {
-                if let Some(pos) = n.endpoints.iter().position(|e| e.port == port && e.host_index == link.index) {
-                    let ep = n.endpoints.remove(pos);
+                if let Some(ep) = n.endpoints.remove(id) {
                     n.ipam.release(&ep.addrs);
                 }
             }
@@ -1387,41 +1352,35 @@ impl Daemon {
                     "rx_pps": rx.round(), "tx_pps": tx.round(), "drop_pps": dr.round() })
             })
             .collect();
-        let port_json = |kind: &str, p: &PortReport| {
-            let drops: serde_json::Map<String, Value> =
-                DropReason::ALL.iter().map(|r| (r.name().to_string(), json!(p.stats.drops[*r as usize]))).collect();
-            json!({ "kind": kind, "name": p.ifname, "mac": p.mac.to_string(), "up": p.up, "xsk_mode": p.xsk_mode,
-                "rx": p.stats.rx, "rx_bytes": p.stats.rx_bytes, "tx": p.stats.tx, "tx_bytes": p.stats.tx_bytes,
-                "drops": drops, "drops_total": p.stats.drops_total(),
-                "pcp_stripped": p.stats.pcp_stripped, "pcp_kept": p.stats.pcp_kept,
-                "kernel": { "xsk_rx_dropped": p.stats.xsk_rx_dropped, "xsk_rx_ring_full": p.stats.xsk_rx_ring_full,
-                            "xsk_fill_ring_empty": p.stats.xsk_fill_empty } })
-        };
-        let networks: Vec<Value> = self
-            .nets
-            .values()
-            .filter_map(|n| {
-                let dom = self.domains.get(&n.domain?)?;
-                let r = report.networks.iter().find(|r| r.id == dom.dp)?;
-                let mut ports = Vec::new();
-                if !dom.anchor {
-                    // Shared by every network on this parent.
-                    ports.push(port_json("parent", &r.parent));
-                }
-                for e in &n.endpoints {
-                    if let Some(p) = r.endpoints.iter().find(|p| p.id == e.port) {
-                        let mut v = port_json(if e.netns().is_some() { "endpoint" } else { "tap" }, p);
-                        v["netns"] = json!(e.netns());
-                        v["ifname"] = json!(e.st.ifname);
-                        v["ips"] = json!(e.st.addrs);
-                        ports.push(v);
-                    }
-                }
-                Some(json!({ "name": n.name, "parent": n.parent, "vlan": n.vlan, "mode": n.mode, "internal": n.internal, "xdp_mode": r.xdp_mode, "ports": ports }))
-            })
-            .collect();
+        let networks: Vec<Value> = self.nets.values().filter_map(|n| self.network_stats(n, &report)).collect();
         let xdp: serde_json::Map<String, Value> = report.xdp.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
         json!({ "workers": workers, "xdp": xdp, "networks": networks })
+    }
+
+    /// One network's ports and their counters, as `stats` lists them and `inspect` shows them
+    /// under "counters"; None while the network is inactive.
+    fn network_stats(&self, n: &Network, report: &Report) -> Option<Value> {
+        let dom = self.domains.get(&n.domain?)?;
+        let r = report.networks.iter().find(|r| r.id == dom.dp)?;
+        // The domain's ports by id: one lookup per endpoint, not a scan of the domain each.
+        let by_port: HashMap<PortId, &PortReport> = r.endpoints.iter().map(|p| (p.id, p)).collect();
+        let mut ports = Vec::with_capacity(n.endpoints.len() + 1);
+        if !dom.anchor {
+            // Shared by every network on this parent.
+            ports.push(port_json("parent", &r.parent));
+        }
+        for e in n.endpoints.iter() {
+            if let Some(p) = by_port.get(&e.port) {
+                let mut v = port_json(if e.netns().is_some() { "endpoint" } else { "tap" }, p);
+                v["netns"] = json!(e.netns());
+                v["ifname"] = json!(e.st.ifname);
+                v["ips"] = json!(e.st.addrs);
+                ports.push(v);
+            }
+        }
+        Some(
+            json!({ "name": n.name, "parent": n.parent, "vlan": n.vlan, "mode": n.mode, "internal": n.internal, "xdp_mode": r.xdp_mode, "ports": ports }),
+        )
     }
 
     /// Clean stop: the workers stop and every XDP program is detached; endpoints stay in place
@@ -1430,7 +1389,7 @@ impl Daemon {
     /// NO-CARRIER until the next start). Internal anchors hold nothing and go.
     async fn shutdown(&mut self) {
         self.dp.shutdown();
-        for e in self.nets.values().flat_map(|n| &n.endpoints) {
+        for e in self.nets.values().flat_map(|n| n.endpoints.iter()) {
             if let Err(err) = netlink::set_down(&self.h, e.host_index).await {
                 eprintln!("xmacvlan daemon: setting {} down: {err:#}", e.st.host);
             }
@@ -1444,6 +1403,18 @@ impl Daemon {
             }
         }
     }
+}
+
+/// A port's counters in `stats`.
+fn port_json(kind: &str, p: &PortReport) -> Value {
+    let drops: serde_json::Map<String, Value> =
+        DropReason::ALL.iter().map(|r| (r.name().to_string(), json!(p.stats.drops[*r as usize]))).collect();
+    json!({ "kind": kind, "name": p.ifname, "mac": p.mac.to_string(), "up": p.up, "xsk_mode": p.xsk_mode,
+        "rx": p.stats.rx, "rx_bytes": p.stats.rx_bytes, "tx": p.stats.tx, "tx_bytes": p.stats.tx_bytes,
+        "drops": drops, "drops_total": p.stats.drops_total(),
+        "pcp_stripped": p.stats.pcp_stripped, "pcp_kept": p.stats.pcp_kept,
+        "kernel": { "xsk_rx_dropped": p.stats.xsk_rx_dropped, "xsk_rx_ring_full": p.stats.xsk_rx_ring_full,
+                    "xsk_fill_ring_empty": p.stats.xsk_fill_empty } })
 }
 
 /// Where a new endpoint goes.

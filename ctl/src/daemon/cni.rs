@@ -92,8 +92,8 @@ impl Daemon {
     /// Removes an attachment; none (or no network) is success, as DEL must be idempotent.
     pub(super) async fn cni_del(&mut self, network: &str, att: &Attachment) -> Result<Value> {
         let mut removed = None;
-        if let Some(pos) = self.find_attachment(network, att) {
-            removed = Some(self.disconnect_at(network, pos).await?);
+        if let Some(id) = self.find_attachment(network, att) {
+            removed = Some(self.disconnect_at(network, id).await?);
         } else if let Some(n) = self.nets.get_mut(network) {
             n.dormant.retain(|e| e.cni.as_ref() != Some(att));
         }
@@ -113,9 +113,10 @@ impl Daemon {
         let keep = |a: &Option<Attachment>| a.as_ref().is_some_and(|a| valid.contains(a));
         let mut removed: Vec<String> = n.dormant.iter().filter(|e| !keep(&e.cni)).map(|e| e.ifname.clone()).collect();
         n.dormant.retain(|e| keep(&e.cni));
-        while let Some(pos) = self.nets[network].endpoints.iter().position(|e| !keep(&e.st.cni)) {
-            let label = self.nets[network].endpoints[pos].label();
-            self.disconnect_at(network, pos).await?;
+        let doomed: Vec<(EpId, String)> =
+            n.endpoints.entries().filter(|(_, e)| !keep(&e.st.cni)).map(|(id, e)| (id, e.label())).collect();
+        for (id, label) in doomed {
+            self.disconnect_at(network, id).await?;
             removed.push(label);
         }
         self.drop_if_unused(network).await;
@@ -157,7 +158,7 @@ impl Daemon {
         let name = &c.network.name;
         let net =
             self.nets.get(name).ok_or_else(|| coded(UNKNOWN_CONTAINER, format!("network '{name}' does not exist")))?;
-        let pos = self.find_attachment(name, &c.attachment).ok_or_else(|| {
+        let id = self.find_attachment(name, &c.attachment).ok_or_else(|| {
             coded(
                 UNKNOWN_CONTAINER,
                 format!(
@@ -179,7 +180,7 @@ impl Daemon {
             );
         }
         let dkey = net.domain.ok_or_else(|| anyhow!("network '{name}' is {}", net.status))?;
-        let ep = &net.endpoints[pos];
+        let ep = net.endpoints.get(id).expect("found above");
         let (mac, ifname, port) = (ep.mac, ep.st.ifname.clone(), ep.port);
         match ep.netns() {
             Some(ns) if same_file(ns, &c.netns) => {}
@@ -254,8 +255,8 @@ impl Daemon {
         Ok(self.domains[&net.domain.expect("just made")].link.mtu)
     }
 
-    fn find_attachment(&self, network: &str, att: &Attachment) -> Option<usize> {
-        self.nets.get(network)?.endpoints.iter().position(|e| e.st.cni.as_ref() == Some(att))
+    fn find_attachment(&self, network: &str, att: &Attachment) -> Option<EpId> {
+        self.nets.get(network)?.endpoints.find(&Key::Attachment(att.clone()))
     }
 
     /// A CNI network goes with its last attachment.
