@@ -1,5 +1,7 @@
 //! The CLI side of the control socket, and how replies are shown.
 
+use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -8,12 +10,18 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::api::{self, Envelope, NetworkView, Reply, Request};
+use crate::summary;
 
 /// How the CLI shows a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,
     Json,
+}
+
+/// Whether stdout is a terminal: tables of many ports are then shortened (see [`summary`]).
+fn terminal() -> bool {
+    std::io::stdout().is_terminal()
 }
 
 pub struct Client {
@@ -106,8 +114,12 @@ impl Client {
         Self::show(&v, format, |v| v["removed"].as_str().unwrap_or_default().to_string())
     }
 
-    pub async fn inspect(&self, name: String, format: Format) -> Result<()> {
+    /// `format` None: a table on a terminal, JSON otherwise. `all`: every endpoint row of the
+    /// table, on a terminal too.
+    pub async fn inspect(&self, name: String, format: Option<Format>, all: bool) -> Result<()> {
         let v = self.call(Request::NetworkInspect { name }).await?;
+        let terminal = terminal();
+        let format = format.unwrap_or(if terminal { Format::Table } else { Format::Json });
         if format == Format::Json {
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
@@ -139,13 +151,25 @@ impl Client {
             }),
         );
         println!();
-        let ports = counters["ports"].as_array().cloned().unwrap_or_default();
-        let count = |host: &str, key: &str| {
-            ports.iter().find(|p| p["name"] == host).map_or_else(|| "-".into(), |p| num(&p[key]))
+        let ports = counters["ports"].as_array().map_or(&[][..], Vec::as_slice);
+        let by_name: HashMap<&str, &Value> = ports.iter().filter_map(|p| Some((p["name"].as_str()?, p))).collect();
+        let count = |host: &str, key: &str| by_name.get(host).map_or_else(|| "-".into(), |p| num(&p[key]));
+        let whole = summary::whole(n.endpoints.len(), all, terminal);
+        let digest = summary::digest(ports, whole);
+        // Shortened: the endpoints of the digest's rows (not the parent, which has none), in its order.
+        let rows: Vec<&api::EndpointView> = if whole {
+            n.endpoints.iter().collect()
+        } else {
+            let by_host: HashMap<&str, &api::EndpointView> =
+                n.endpoints.iter().map(|e| (e.host_ifname.as_str(), e)).collect();
+            digest.rows.iter().filter_map(|p| by_host.get(p["name"].as_str()?).copied()).collect()
         };
+        if !whole {
+            println!("{}", digest.totals);
+        }
         print_table(
             &["KIND", "NETNS", "IFNAME", "HOST IFNAME", "MAC", "IPS", "MTU", "RX", "TX", "DROPS"],
-            n.endpoints.iter().map(|e| {
+            rows.iter().map(|e| {
                 vec![
                     e.kind.clone(),
                     e.netns.clone().unwrap_or_else(|| "-".into()),
@@ -160,6 +184,14 @@ impl Client {
                 ]
             }),
         );
+        if !whole {
+            println!(
+                "(shown: {}; {} more endpoints: xmacvlan network inspect --all {}, or --format json)",
+                digest.shown(),
+                n.endpoints.len() - rows.len(),
+                n.name
+            );
+        }
         Ok(())
     }
 
@@ -186,7 +218,9 @@ impl Client {
         Ok(())
     }
 
-    pub async fn stats(&self, watch: bool, format: Format) -> Result<()> {
+    /// `all`: every port row, on a terminal too.
+    pub async fn stats(&self, watch: bool, format: Format, all: bool) -> Result<()> {
+        let terminal = terminal();
         loop {
             let v = self.call(Request::Stats).await?;
             if format == Format::Json {
@@ -195,7 +229,7 @@ impl Client {
                 if watch {
                     print!("\x1b[2J\x1b[H");
                 }
-                print_stats(&v);
+                print_stats(&v, all, terminal);
             }
             if !watch {
                 return Ok(());
@@ -209,7 +243,7 @@ fn num(v: &Value) -> String {
     v.as_u64().map(|n| n.to_string()).or_else(|| v.as_f64().map(|f| format!("{f:.0}"))).unwrap_or_else(|| "-".into())
 }
 
-fn print_stats(v: &Value) {
+fn print_stats(v: &Value, all: bool, terminal: bool) {
     let empty = vec![];
     let workers = v["workers"].as_array().unwrap_or(&empty);
     print_table(
@@ -237,9 +271,14 @@ fn print_stats(v: &Value) {
             n["parent"].as_str().unwrap_or("(internal)"),
             n["xdp_mode"].as_str().unwrap_or("")
         );
+        let ports = n["ports"].as_array().unwrap_or(&empty);
+        let digest = summary::digest(ports, summary::whole(ports.len(), all, terminal));
+        if digest.hidden > 0 {
+            println!("{}", digest.totals);
+        }
         print_table(
             &["PORT", "NETNS", "IFNAME", "MAC", "UP", "XSK", "RX", "TX", "DROPS"],
-            n["ports"].as_array().unwrap_or(&empty).iter().map(|p| {
+            digest.rows.iter().map(|p| {
                 let drops = p["drops"]
                     .as_object()
                     .map(|m| {
@@ -264,6 +303,13 @@ fn print_stats(v: &Value) {
                 ]
             }),
         );
+        if digest.hidden > 0 {
+            println!(
+                "(shown: the parent, {}; {} more ports: xmacvlan stats --all, or --format json)",
+                digest.shown(),
+                digest.hidden
+            );
+        }
     }
     println!("\n(rx = frames the datapath received from a port, tx = frames it delivered to it)");
 }

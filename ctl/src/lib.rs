@@ -10,6 +10,7 @@ pub mod ipam;
 pub mod netlink;
 pub mod netopts;
 pub mod state;
+pub mod summary;
 
 /// Where the daemon listens unless told otherwise (`--socket`, `XMACVLAN_SOCKET`, the CNI
 /// config's `socket`).

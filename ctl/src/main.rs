@@ -42,11 +42,15 @@ enum Cmd {
     /// Manage networks.
     #[command(subcommand)]
     Network(NetCmd),
-    /// Per-worker rates and per-port counters.
+    /// Per-worker rates and per-port counters. On a terminal, a network with many ports is
+    /// summed up: totals, the parent, the ports with drops and the busiest ones.
     Stats {
         /// Refresh every second until interrupted.
         #[arg(long)]
         watch: bool,
+        /// Every port's row, on a terminal too (a pipe and --format json always get every port).
+        #[arg(long)]
+        all: bool,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -93,11 +97,16 @@ enum NetCmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Show a network's configuration, endpoints and counters (JSON by default, like docker).
+    /// Show a network's configuration, endpoints and counters: JSON like docker when piped, a
+    /// table on a terminal (summed up when there are many endpoints).
     Inspect {
         network: String,
-        #[arg(long, value_enum, default_value_t = Format::Json)]
-        format: Format,
+        /// Every endpoint's row, on a terminal too (JSON always has every endpoint).
+        #[arg(long)]
+        all: bool,
+        /// [default: table on a terminal, json otherwise]
+        #[arg(long, value_enum)]
+        format: Option<Format>,
     },
     /// Remove a network.
     Rm {
@@ -239,11 +248,11 @@ fn main() {
                         c.macaddr(network, absolutize(endpoint), action, macs, format).await
                     }
                     NetCmd::Ls { format } => c.ls(format).await,
-                    NetCmd::Inspect { network, format } => c.inspect(network, format).await,
+                    NetCmd::Inspect { network, all, format } => c.inspect(network, format, all).await,
                     NetCmd::Rm { network, force, format } => c.rm(network, force, format).await,
                 }
             }
-            Cmd::Stats { watch, format } => client::Client::new(cli.socket).stats(watch, format).await,
+            Cmd::Stats { watch, all, format } => client::Client::new(cli.socket).stats(watch, format, all).await,
             Cmd::Bench { .. } => unreachable!("handled before the runtime starts"),
             Cmd::Completions { shell } => {
                 clap_complete::generate(
@@ -276,7 +285,7 @@ fn absolutize(ns: String) -> String {
 mod tests {
     use clap::{CommandFactory, Parser};
 
-    use super::{Cli, Cmd};
+    use super::{Cli, Cmd, Format, NetCmd};
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -289,6 +298,16 @@ mod tests {
         let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("an ExecStart line");
         let cli = Cli::try_parse_from(exec.split_whitespace()).unwrap_or_else(|e| panic!("{exec}: {e}"));
         assert!(matches!(cli.cmd, Cmd::Daemon { .. }), "{exec} runs the daemon");
+    }
+
+    #[test]
+    fn stats_and_inspect_take_all_and_inspect_picks_its_format_by_terminal() {
+        let cli = Cli::try_parse_from(["xmacvlan", "stats", "--all"]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Stats { all: true, watch: false, .. }));
+        let cli = Cli::try_parse_from(["xmacvlan", "network", "inspect", "--all", "n"]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Network(NetCmd::Inspect { all: true, format: None, .. })));
+        let cli = Cli::try_parse_from(["xmacvlan", "network", "inspect", "--format", "json", "n"]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Network(NetCmd::Inspect { all: false, format: Some(Format::Json), .. })));
     }
 
     #[test]
