@@ -154,7 +154,8 @@ impl Client {
         let ports = counters["ports"].as_array().map_or(&[][..], Vec::as_slice);
         let by_name: HashMap<&str, &Value> = ports.iter().filter_map(|p| Some((p["name"].as_str()?, p))).collect();
         let count = |host: &str, key: &str| by_name.get(host).map_or_else(|| "-".into(), |p| num(&p[key]));
-        let whole = summary::whole(n.endpoints.len(), all, terminal);
+        // Without counters (the network is not active) there is nothing to choose rows by.
+        let whole = summary::whole(n.endpoints.len(), all, terminal) || ports.is_empty();
         let digest = summary::digest(ports, whole);
         // Shortened: the endpoints of the digest's rows (not the parent, which has none), in its order.
         let rows: Vec<&api::EndpointView> = if whole {
