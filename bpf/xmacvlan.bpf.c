@@ -7,10 +7,15 @@
  * untouched (XDP_PASS); broadcast/multicast is picked up again there by the daemon's flood socket,
  * so that both the host and the endpoints get it, as with kernel macvlan.
  *
- * XDP fast path (daemon --xdp-fast-path): an untagged known unicast frame for an endpoint that is up
- * and whose MTU it fits is redirected straight to the endpoint's veth (bpf_redirect), the same
- * decision fwd::decide makes for it, without the trip through AF_XDP and a worker. Everything else
- * still goes to the worker, which keeps the exact rules and drop counters.
+ * Fast paths: an untagged known unicast frame for an endpoint that is up and whose MTU it fits goes
+ * to the container without the trip through AF_XDP and a worker — the same decision fwd::decide
+ * makes for it. Everything else still goes to the worker, which keeps the exact rules and drop
+ * counters.
+ * - tc (the default): xmv_parent passes the frame; the kernel builds the skb (and GRO merges it);
+ *   xmv_parent_tc, on the parent's tcx ingress, moves it into the container's end of the endpoint
+ *   veth with bpf_redirect_peer — one pass, as kernel macvlan's rx_handler does.
+ * - XDP (daemon --fast-path xdp): xmv_parent redirects the frame to the endpoint's veth
+ *   (bpf_redirect); the container end builds the skb in its own NAPI.
  *
  * macvlan modes (drivers/net/macvlan.c, macvlan_handle_frame) that change what the host gets:
  * - a frame whose source MAC a source-mode endpoint lists with `nodst` is consumed by the copies
@@ -26,6 +31,7 @@
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "xmacvlan.h"
@@ -152,6 +158,10 @@ int xmv_parent(struct xdp_md *ctx)
 		__u64 len = data_end - data;
 		__u32 slot = v->slot;
 
+		if (len <= v->max_len && (v->flags & XMV_MAC_FAST_TC)) {
+			count(XMV_STAT_FAST_TC);
+			return XDP_PASS;
+		}
 		if (len <= v->max_len) {
 			struct fast_count *c = bpf_map_lookup_elem(&fast_stats, &slot);
 			if (c) {
@@ -164,6 +174,47 @@ int xmv_parent(struct xdp_md *ctx)
 	}
 	count(XMV_STAT_TO_XSK);
 	return to_xsk(ctx, XDP_PASS);
+}
+
+/* The tc fast path (tcx ingress of the parent): unicast that xmv_parent passed for an endpoint on
+ * the tc fast path goes straight to the container's end of its veth. xmv_parent checked tag, size,
+ * sources and state on the frame as received; the skb here may be several such frames merged by
+ * GRO. Anything else continues to the host stack. An endpoint that went down since xmv_parent saw
+ * the frame gets nothing, counted. */
+SEC("tc")
+int xmv_parent_tc(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct mac_key key = {};
+	struct fast_count *c;
+	struct mac_val *v;
+	__u32 slot;
+
+	if ((void *)(eth + 1) > data_end || (eth->h_dest[0] & 1) || eth->h_proto == bpf_htons(ETH_P_8021Q))
+		return TC_ACT_OK;
+	key.parent_ifindex = skb->ingress_ifindex;
+	__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
+	v = bpf_map_lookup_elem(&macs, &key);
+	if (!v || (v->flags & XMV_MAC_NO_DST)) {
+		__builtin_memset(key.mac, 0, ETH_ALEN);
+		v = bpf_map_lookup_elem(&macs, &key);
+	}
+	if (!v || !(v->flags & XMV_MAC_FAST_TC))
+		return TC_ACT_OK;
+	slot = v->slot;
+	c = bpf_map_lookup_elem(&fast_stats, &slot);
+	if (!v->fast_ifindex) {
+		if (c)
+			c->drops += skb->gso_segs ? skb->gso_segs : 1;
+		return TC_ACT_SHOT;
+	}
+	if (c) {
+		c->frames += skb->gso_segs ? skb->gso_segs : 1;
+		c->bytes += skb->len;
+	}
+	return bpf_redirect_peer(v->fast_ifindex, 0);
 }
 
 SEC("xdp")

@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 use xmacvlan_datapath::counters::WorkerStats;
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::{DropReason, Mode, PortId};
-use xmacvlan_datapath::{Config, Datapath, EndpointSpec, NetId, ParentSpec, PortReport};
+use xmacvlan_datapath::{Config, Datapath, EndpointSpec, FastPath, NetId, ParentSpec, PortReport};
 
 mod cni;
 
@@ -45,8 +45,8 @@ pub struct Options {
     pub socket: PathBuf,
     pub cpus: Vec<usize>,
     pub worker_nice: i32,
-    /// Config::xdp_fast_path.
-    pub xdp_fast_path: bool,
+    /// Config::fast_path.
+    pub fast_path: FastPath,
     /// Start without networks when the state file is unusable (it is moved aside, not deleted).
     pub start_empty: bool,
 }
@@ -162,8 +162,8 @@ struct Daemon {
     /// Parents the state file says we turned receive VLAN offload off on (see Domain).
     rx_vlan_off: Vec<String>,
     rates: Rates,
-    /// Endpoints get the XDP fast path (daemon --xdp-fast-path).
-    fast_path: bool,
+    /// Which fast path endpoints get (daemon --fast-path).
+    fast_path: FastPath,
 }
 
 type Shared = Arc<Mutex<Daemon>>;
@@ -197,13 +197,8 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     refuse_if_live(&opts.socket).await?;
     let cpus = if opts.cpus.is_empty() { vec![None] } else { opts.cpus.iter().map(|&c| Some(c)).collect() };
-    let dp = Datapath::start(Config {
-        cpus,
-        nice: opts.worker_nice,
-        xdp_fast_path: opts.xdp_fast_path,
-        ..Config::default()
-    })
-    .context("starting the datapath")?;
+    let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, fast_path: opts.fast_path, ..Config::default() })
+        .context("starting the datapath")?;
     let workers = dp.report().workers;
     let h = netlink::connect()?;
     let mut d = Daemon {
@@ -216,7 +211,7 @@ pub async fn run(opts: Options) -> Result<()> {
         next_dp: 1,
         rx_vlan_off: Vec::new(),
         rates: Rates { at: Instant::now(), per_sec: vec![(0.0, 0.0, 0.0); workers.len()], workers },
-        fast_path: opts.xdp_fast_path,
+        fast_path: opts.fast_path,
     };
     d.restore(saved).await?;
     // Listening only now: a client that can connect finds the restored networks in place.
@@ -1200,7 +1195,7 @@ impl Daemon {
             netlink::disable_ipv6(&host)?;
             // The XDP fast path redirects into the veth, which the container end only accepts with
             // NAPI on: GRO on there (for created and adopted endpoints alike).
-            let fast = fast_path && {
+            let fast = fast_path == FastPath::Xdp && {
                 let ifname = v.ifname.to_string();
                 match netlink::in_netns(v.ns.try_clone()?, move |_| async move { netlink::enable_gro(&ifname) }).await {
                     Ok(()) => true,
@@ -1220,6 +1215,7 @@ impl Daemon {
                 vlan: o.vlan,
                 up: false,
                 queues: workers,
+                veth: true,
                 fast,
                 mode: o.mode,
                 nodst: o.nodst,
@@ -1287,6 +1283,7 @@ impl Daemon {
                 vlan: o.vlan,
                 up: false,
                 queues: 1,
+                veth: false,
                 fast: false,
                 mode: o.mode,
                 nodst: o.nodst,
@@ -1394,8 +1391,7 @@ impl Daemon {
                 "rx": p.stats.rx, "rx_bytes": p.stats.rx_bytes, "tx": p.stats.tx, "tx_bytes": p.stats.tx_bytes,
                 "drops": drops, "drops_total": p.stats.drops_total(),
                 "pcp_stripped": p.stats.pcp_stripped, "pcp_kept": p.stats.pcp_kept,
-                "kernel": { "xsk_rx_dropped": p.stats.xsk_rx_dropped, "xsk_rx_ring_full": p.stats.xsk_rx_ring_full,
-                            "xsk_fill_ring_empty": p.stats.xsk_fill_empty } })
+                "kernel": { "xsk_fill_ring_empty": p.stats.xsk_fill_empty } })
         };
         let networks: Vec<Value> = self
             .nets
@@ -1417,11 +1413,20 @@ impl Daemon {
                         ports.push(v);
                     }
                 }
-                Some(json!({ "name": n.name, "parent": n.parent, "vlan": n.vlan, "mode": n.mode, "internal": n.internal, "xdp_mode": r.xdp_mode, "ports": ports }))
+                let u = &r.umem;
+                let umem = json!({ "frames": u.frames, "free": u.free, "flood": u.flood, "parent": u.parent,
+                    "endpoints": u.endpoints, "in_flight": u.in_flight, "umems": u.umems, "bytes": u.bytes });
+                Some(json!({ "name": n.name, "parent": n.parent, "vlan": n.vlan, "mode": n.mode, "internal": n.internal, "xdp_mode": r.xdp_mode, "ports": ports, "umem": umem }))
             })
             .collect();
         let xdp: serde_json::Map<String, Value> = report.xdp.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-        json!({ "workers": workers, "xdp": xdp, "networks": networks })
+        let d = &report.departed;
+        let drops: serde_json::Map<String, Value> =
+            DropReason::ALL.iter().map(|r| (r.name().to_string(), json!(d.drops[*r as usize]))).collect();
+        let departed = json!({ "rx": d.rx, "tx": d.tx, "drops": drops, "drops_total": d.drops_total() });
+        let f = &report.fast;
+        let fast = json!({ "mode": report.fast_path.name(), "frames": f.frames, "bytes": f.bytes, "drops": f.drops });
+        json!({ "workers": workers, "xdp": xdp, "networks": networks, "departed": departed, "fast_path": fast })
     }
 
     /// Clean stop: the workers stop and every XDP program is detached; endpoints stay in place

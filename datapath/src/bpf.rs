@@ -28,12 +28,12 @@ const _: () = assert!(std::mem::size_of::<MacKey>() == 12);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MacVal {
-    /// The endpoint's daemon-side veth for the XDP fast path; 0 = AF_XDP path.
+    /// The endpoint's daemon-side veth for a fast path; 0 = AF_XDP path.
     pub fast_ifindex: u32,
     /// Longest untagged frame the endpoint takes (MTU + 14).
     pub max_len: u32,
     pub slot: u32,
-    /// [`MAC_NO_DST`] | [`MAC_REFLECT`].
+    /// [`MAC_NO_DST`] | [`MAC_REFLECT`] | [`MAC_FAST_TC`].
     pub flags: u32,
 }
 const _: () = assert!(std::mem::size_of::<MacVal>() == 16);
@@ -42,6 +42,19 @@ const _: () = assert!(std::mem::size_of::<MacVal>() == 16);
 pub const MAC_NO_DST: u32 = 1;
 /// A group frame the endpoint sent that comes back from the wire goes back to it alone.
 pub const MAC_REFLECT: u32 = 2;
+/// The endpoint's fast path is the tc one (xmv_parent passes, xmv_parent_tc redirects to the peer).
+pub const MAC_FAST_TC: u32 = 4;
+
+/// Twin of `struct fast_count` in bpf/xmacvlan.h (one per CPU and slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastCount {
+    pub frames: u64,
+    pub bytes: u64,
+    /// Frames the tc fast path dropped: the endpoint went down after xmv_parent passed them.
+    pub drops: u64,
+}
+const _: () = assert!(std::mem::size_of::<FastCount>() == 24);
 /// `sources` value (XMV_SRC_NODST): a listing endpoint has nodst.
 pub const SRC_NODST: u32 = 1;
 
@@ -50,7 +63,7 @@ pub const MAX_QUEUES: u32 = 64;
 pub const MAX_SLOTS: u32 = 4096;
 
 /// Indexes of the `xdp_stats` per-CPU array (enum xmv_stat).
-pub const XDP_STAT_NAMES: [&str; 8] = [
+pub const XDP_STAT_NAMES: [&str; 9] = [
     "to_xsk",
     "pass_multicast",
     "pass_unknown",
@@ -59,11 +72,14 @@ pub const XDP_STAT_NAMES: [&str; 8] = [
     "no_socket",
     "fast_path",
     "source_or_reflected",
+    "fast_tc",
 ];
 
 /// Names of our programs, as the kernel reports them: how a restarted daemon recognises what a
 /// previous one attached.
 const OURS: [&str; 2] = ["xmv_parent", "xmv_endpoint"];
+/// The tc program's name (the kernel keeps the first 15 characters).
+const OURS_TC: &str = "xmv_parent_tc";
 
 /// How an XDP program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +133,7 @@ pub struct XdpMd {
 /// The loaded object: program and map fds, independent of the skeleton's lifetime.
 pub struct Bpf {
     parent: OwnedFd,
+    parent_tc: OwnedFd,
     endpoint: OwnedFd,
     flood_filter: OwnedFd,
     macs: MapHandle,
@@ -139,6 +156,7 @@ impl Bpf {
         let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(|e| Error::Sys { call: "dup", cause: e });
         Ok(Bpf {
             parent: dup(skel.progs.xmv_parent.as_fd())?,
+            parent_tc: dup(skel.progs.xmv_parent_tc.as_fd())?,
             endpoint: dup(skel.progs.xmv_endpoint.as_fd())?,
             flood_filter: dup(skel.progs.xmv_flood_filter.as_fd())?,
             macs: MapHandle::try_from(&skel.maps.macs).map_err(bpf_err("map macs"))?,
@@ -224,33 +242,96 @@ impl Bpf {
 
     /// The kernel's id of our program `p` (what [`Bpf::attached_id`] shows when it is attached).
     pub fn prog_id(&self, p: Prog) -> u32 {
-        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-        let mut len = std::mem::size_of_val(&info) as u32;
-        // SAFETY: info is a writable bpf_prog_info of `len` bytes; the fd is a live program.
-        let rc =
-            unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(self.prog(p).as_raw_fd(), &mut info, &mut len) };
-        if rc == 0 {
-            info.id
-        } else {
-            0
-        }
+        prog_id(self.prog(p))
     }
 
     pub fn set_mac(&self, key: MacKey, val: MacVal) -> Result<(), Error> {
         self.macs.update(as_bytes(&key), as_bytes(&val), MapFlags::ANY).map_err(bpf_err("update macs"))
     }
 
-    /// Frames and bytes the XDP fast path handed to the endpoint in `slot`, summed over CPUs
-    /// (cumulative since the slot was first used).
-    pub fn fast_counts(&self, slot: u32) -> (u64, u64) {
-        let mut out = (0, 0);
+    /// What the fast paths did for the endpoint in `slot`, summed over CPUs (cumulative since
+    /// the slot was first used).
+    pub fn fast_counts(&self, slot: u32) -> FastCount {
+        let mut out = FastCount::default();
         if let Ok(Some(per_cpu)) = self.fast_stats.lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY) {
-            for v in per_cpu.iter().filter(|v| v.len() >= 16) {
-                out.0 += u64::from_ne_bytes(v[..8].try_into().unwrap());
-                out.1 += u64::from_ne_bytes(v[8..16].try_into().unwrap());
+            for v in per_cpu.iter().filter(|v| v.len() >= 24) {
+                let at = |i: usize| u64::from_ne_bytes(v[i * 8..i * 8 + 8].try_into().unwrap());
+                out.frames += at(0);
+                out.bytes += at(1);
+                out.drops += at(2);
             }
         }
         out
+    }
+
+    /// Attaches the tc fast path (xmv_parent_tc) to `ifindex`'s tcx ingress, after any program
+    /// already there, or atomically in place of ours that a previous daemon left (kill -9). The
+    /// attachment is not tied to this process, like the XDP one: the next start takes it over.
+    pub fn attach_tc(&self, ifindex: u32, ifname: &str) -> Result<(), Error> {
+        use libbpf_rs::libbpf_sys as sys;
+        let err = |rc: i32| Error::Attach {
+            ifname: ifname.to_string(),
+            cause: libbpf_rs::Error::from(std::io::Error::from_raw_os_error(rc.abs())),
+        };
+        let mut opts = sys::bpf_prog_attach_opts {
+            sz: std::mem::size_of::<sys::bpf_prog_attach_opts>() as _,
+            ..Default::default()
+        };
+        let stale = self
+            .tc_ids(ifindex)
+            .into_iter()
+            .find_map(|id| ProgramHandle::from_prog_id(id).ok().filter(|p| p.name() == OURS_TC));
+        if let Some(old) = &stale {
+            opts.flags = libbpf_rs::libbpf_sys::BPF_F_REPLACE;
+            opts.__bindgen_anon_1.replace_prog_fd = old.as_fd().as_raw_fd();
+        }
+        // SAFETY: plain libbpf call with a live program fd and a sized opts struct.
+        let rc = unsafe {
+            sys::bpf_prog_attach_opts(self.parent_tc.as_raw_fd(), ifindex as i32, sys::BPF_TCX_INGRESS, &opts)
+        };
+        if rc != 0 {
+            return Err(err(rc));
+        }
+        Ok(())
+    }
+
+    /// Detaches our tc program from `ifindex` (a link that is gone already is not an error).
+    pub fn detach_tc(&self, ifindex: u32) {
+        use libbpf_rs::libbpf_sys as sys;
+        let opts = sys::bpf_prog_detach_opts {
+            sz: std::mem::size_of::<sys::bpf_prog_detach_opts>() as _,
+            ..Default::default()
+        };
+        // SAFETY: plain libbpf call with a live program fd and a sized opts struct.
+        unsafe { sys::bpf_prog_detach_opts(self.parent_tc.as_raw_fd(), ifindex as i32, sys::BPF_TCX_INGRESS, &opts) };
+    }
+
+    /// Ids of the programs on `ifindex`'s tcx ingress.
+    pub fn tc_ids(&self, ifindex: u32) -> Vec<u32> {
+        use libbpf_rs::libbpf_sys as sys;
+        let mut ids = [0u32; 64];
+        let mut opts =
+            sys::bpf_prog_query_opts { sz: std::mem::size_of::<sys::bpf_prog_query_opts>() as _, ..Default::default() };
+        opts.prog_ids = ids.as_mut_ptr();
+        opts.__bindgen_anon_1.count = ids.len() as u32;
+        // SAFETY: `ids` is a writable array whose length `count` states.
+        let rc = unsafe { sys::bpf_prog_query_opts(ifindex as i32, sys::BPF_TCX_INGRESS, &mut opts) };
+        if rc != 0 {
+            return Vec::new();
+        }
+        // SAFETY: the kernel wrote the count of ids it filled in.
+        let n = unsafe { opts.__bindgen_anon_1.count } as usize;
+        ids[..n.min(ids.len())].to_vec()
+    }
+
+    /// Whether our tc program is attached to `ifindex`.
+    pub fn tc_attached(&self, ifindex: u32) -> bool {
+        let ours = self.tc_prog_id();
+        ours != 0 && self.tc_ids(ifindex).contains(&ours)
+    }
+
+    fn tc_prog_id(&self) -> u32 {
+        prog_id(self.parent_tc.as_fd())
     }
 
     pub fn del_mac(&self, key: MacKey) {
@@ -304,6 +385,19 @@ impl Bpf {
             }
         }
         out
+    }
+}
+
+/// The kernel's id of a loaded program.
+fn prog_id(fd: BorrowedFd<'_>) -> u32 {
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info is a writable bpf_prog_info of `len` bytes; the fd is a live program.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+    if rc == 0 {
+        info.id
+    } else {
+        0
     }
 }
 
