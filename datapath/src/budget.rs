@@ -11,7 +11,8 @@
 //!   exists only while it has members.
 //! - Every endpoint is guaranteed a **floor** of [`FLOOR`] frames (what a container sends back to
 //!   back — a TCP initial window, a burst of neighbour discovery — while a sleeping worker wakes
-//!   up): a group's floors are never lent to anyone else.
+//!   up): a group's floors — those of its vacant places too — are never lent to anyone else, so
+//!   the members that came first cannot grow into the floors of those that come later.
 //! - A new endpoint starts with [`INITIAL`] frames, taken from the group's spare frames (those
 //!   beyond every member's floor): containers are chatty when they come up. An endpoint that sends
 //!   **grows** its reserve (doubling, up to [`ENDPOINT_CAP`]) from the spare frames; one that stays
@@ -97,7 +98,7 @@ impl Reserve {
     }
 
     /// Frames to lend now to a socket holding `held`, from a pool with `free` frames of which
-    /// `deficit` are owed to members below their floor (this one included). Up to the floor the
+    /// `deficit` are owed to floors (members below theirs, this one included, and vacant places). Up to the floor the
     /// reserved frames are this socket's own; above it only spare frames may be lent.
     pub fn grant(&self, held: u32, free: u32, deficit: u32) -> u32 {
         if held >= self.target {

@@ -176,7 +176,9 @@ pub(crate) struct Domain {
     plane: Plane,
     /// By PortId: where `sendmmsg` addresses the port's frames.
     ifindex: Vec<u32>,
-    /// By UMEM id: frames owed to endpoint sockets below their floor.
+    /// By UMEM id: frames owed to floors — members' shortfall below their floor, and a whole
+    /// floor for every vacant place of an endpoint group (so early members cannot grow into the
+    /// floors of later ones).
     deficit: Vec<u32>,
     /// Sockets with frames waiting in their RX ring: (port, socket index).
     active: Vec<(PortId, u16)>,
@@ -243,8 +245,7 @@ impl Domain {
         }
         self.ifindex[idx] = port.ifindex;
         self.plane.set_counters(id, Some(port.counters.clone()));
-        // A new member is owed its floor until its fill ring holds it.
-        self.deficit[usize::from(port.umem)] += port.floor() * port.socks.len() as u32;
+        // A new member takes a vacant place, whose floor was owed already.
         let n = port.socks.len();
         self.ports[idx] = Some(port);
         for s in 0..n {
@@ -274,6 +275,10 @@ impl Domain {
         self.plane.table.add_endpoint(id, info).map_err(|e| e.to_string())?;
         if let Some((umem, area)) = pool {
             self.plane.set_pool(umem, Some(Pool::new(area, 0)));
+            if self.deficit.len() <= usize::from(umem) {
+                self.deficit.resize(usize::from(umem) + 1, 0);
+            }
+            self.deficit[usize::from(umem)] = budget::GROUP_SIZE * FLOOR;
         }
         self.install(id, port);
         Ok(())
@@ -288,8 +293,9 @@ impl Domain {
         let floor = port.floor();
         let deficit = &mut self.deficit[usize::from(port.umem)];
         for sock in &mut port.socks {
-            // No longer a member owed a floor (its lent frames come back with Reclaim).
-            *deficit -= floor.saturating_sub(sock.held);
+            // Its place is vacant again and owed a whole floor (its lent frames come back with
+            // Reclaim).
+            *deficit += floor - floor.saturating_sub(sock.held);
             sock.held = 0;
         }
         self.plane.set_counters(id, None);
