@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod podman;
+pub mod stats;
 pub mod vlan;
 pub const BIN: &str = env!("CARGO_BIN_EXE_xmacvlan");
 pub const MARK_TYPE: u16 = 0x88b5; // IEEE 802 local experimental EtherType
