@@ -9,7 +9,8 @@
 //! IPv6 off: an eth0 with IPv6 sends DAD, MLD and router solicitations of its own when it comes up,
 //! and with N endpoints that is N bursts of N − 1 flood copies before the test has sent anything.
 //!
-//! Root only (skipped otherwise); each test builds its own lab of namespaces and removes it, also
+//! Root only (skipped otherwise), but for `stats_checks_follow_the_contract`, which runs the stats
+//! checks on hand-made JSON; each root test builds its own lab of namespaces and removes it, also
 //! when it fails. Phase timings are printed (`--nocapture`); nothing here asserts on speed.
 
 mod support;
@@ -20,7 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use support::stats::{accounting, umem};
 use support::*;
 
 const NET: &str = "scale";
@@ -349,4 +351,50 @@ fn many_endpoints_on_one_network() {
     phases.done("teardown (daemon stop, namespaces)");
     println!("total {:.1} s", phases.total().as_secs_f64());
     assert!(failures.is_empty(), "{} checks failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The checks themselves, on JSON shaped as the contract says: the parent listed in two networks
+/// counts once, departed ports count, a missing field or a port whose `drops_total` disagrees with
+/// its `drops` fails by name. No root needed.
+#[test]
+fn stats_checks_follow_the_contract() {
+    let port = |kind: &str, name: &str, rx: u64, tx: u64, drops: Value| {
+        let total: u64 = drops.as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+        json!({ "kind": kind, "name": name, "mac": "02:42:c6:12:00:01", "up": true, "rx": rx, "tx": tx,
+                "drops": drops, "drops_total": total })
+    };
+    let parent = port("parent", "eth1", 10, 3, json!({ "no_endpoint": 0 }));
+    let umem_a = json!({ "frames": 100, "free": 50, "flood": 10, "parent": 30, "endpoints": 8, "in_flight": 2 });
+    let mut s = json!({
+        "workers": [{ "rx_frames": 15, "tx_frames": 18, "dropped": 1, "flood_copies": 5, "flood_empty": 1 }],
+        "networks": [
+            { "name": "a", "umem": umem_a,
+              "ports": [parent, port("endpoint", "xmv1", 2, 8, json!({ "no_buffer": 1, "dst_down": 0 }))] },
+            { "name": "b", "ports": [parent, port("endpoint", "xmv2", 3, 7, json!({}))] },
+        ],
+        "departed": { "rx": 4, "tx": 3, "drops_total": 1, "drops": { "dst_down": 1 } },
+    });
+    // in: rx 10 + 2 + 3, departed 4, copies 5 = 24; out: tx 3 + 8 + 7, departed 3 + 1, drops 1, empty 1 = 24.
+    let a = accounting(&s).unwrap();
+    assert!(a.holds(), "{a}");
+    assert_eq!((a.ports, a.inflow()), (3, 24), "{a}");
+    assert_eq!(a.reasons(), "dst_down 1, no_buffer 1");
+    let u = umem(&s, "a").unwrap();
+    assert!(u.balanced(), "{u}");
+    assert_eq!(u.endpoints, 8);
+    assert!(umem(&s, "b").unwrap_err().contains("network 'b' lacks `umem`"));
+
+    s["networks"][1]["ports"][1]["tx"] = json!(6);
+    assert!(!accounting(&s).unwrap().holds(), "one frame unaccounted for");
+    s["networks"][1]["ports"][1]["drops_total"] = json!(1);
+    let a = accounting(&s).unwrap();
+    assert!(!a.holds() && a.to_string().contains("port xmv2: drops_total 1 but its drops sum to 0"), "{a}");
+    s["networks"][0]["umem"]["free"] = json!(49);
+    assert!(!umem(&s, "a").unwrap().balanced());
+    s.as_object_mut().unwrap().remove("departed");
+    let e = accounting(&s).unwrap_err();
+    assert!(e.contains("the top-level `departed` object"), "{e}");
+    s["networks"][0]["ports"][1].as_object_mut().unwrap().remove("rx");
+    let e = accounting(&s).unwrap_err();
+    assert!(e.contains("port xmv1 lacks `rx`"), "{e}");
 }
