@@ -346,9 +346,11 @@ fn many_endpoints_on_one_network() {
     phases.done("umem and accounting after the disconnects");
 
     drop(socks);
+    phases.done(&format!("{N} capture sockets closed"));
     drop(d);
+    phases.done("daemon stopped");
     drop(lab);
-    phases.done("teardown (daemon stop, namespaces)");
+    phases.done("lab removed");
     println!("total {:.1} s", phases.total().as_secs_f64());
     assert!(failures.is_empty(), "{} checks failed:\n{}", failures.len(), failures.join("\n"));
 }
