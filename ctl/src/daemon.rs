@@ -1309,12 +1309,11 @@ impl Daemon {
         create: bool,
     ) -> Result<(PortId, u32)> {
         if let Err(e) = steps {
-            if let Some(p) = port {
-                self.dp.remove_endpoint(dp, p);
-            }
+            let detached = port.and_then(|p| self.dp.detach_endpoint(dp, p));
             if create {
                 let _ = netlink::del_link(&self.h, index).await;
             }
+            self.dp.close(detached.into_iter().collect());
             return Err(e);
         }
         let port = port.expect("set when steps succeed");
@@ -1336,11 +1335,13 @@ impl Daemon {
         let net = self.nets.get_mut(network).expect("checked above");
         let ep = net.endpoints.remove(pos);
         net.ipam.release(&ep.addrs);
-        if let Some(dp) = dp {
-            self.dp.remove_endpoint(dp, ep.port);
-        }
+        let detached = dp.and_then(|dp| self.dp.detach_endpoint(dp, ep.port));
         self.give_back_parent(network).await;
-        netlink::del_link(&self.h, ep.host_index).await?;
+        // Deleting the link first unbinds the endpoint's sockets on the way, so closing them
+        // afterwards does not wait for an RCU grace period of its own.
+        let deleted = netlink::del_link(&self.h, ep.host_index).await;
+        self.dp.close(detached.into_iter().collect());
+        deleted?;
         Ok(json!({ "network": network, "endpoint": ep.label(), "removed": ep.st.host }))
     }
 

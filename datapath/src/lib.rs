@@ -506,9 +506,8 @@ impl Datapath {
     /// Removes a network and all its endpoints from the datapath (their links are the caller's).
     pub fn remove_network(&mut self, id: NetId) {
         let Some(ids) = self.networks.get(&id).map(|n| n.endpoints.keys().copied().collect::<Vec<_>>()) else { return };
-        for port in ids {
-            self.remove_endpoint(id, port);
-        }
+        let detached = ids.into_iter().filter_map(|port| self.detach_endpoint(id, port)).collect();
+        self.close(detached);
         if let Some(net) = self.networks.remove(&id) {
             self.undo_iface(&net.parent);
             // The workers hand back their domains; dropping them closes the sockets.
@@ -672,8 +671,19 @@ impl Datapath {
 
     /// Removes an endpoint; its veth may already be gone.
     pub fn remove_endpoint(&mut self, net: NetId, id: PortId) {
-        let Some(network) = self.networks.get_mut(&net) else { return };
-        let Some(ep) = network.endpoints.remove(&id) else { return };
+        if let Some(c) = self.detach_endpoint(net, id) {
+            self.close(vec![c]);
+        }
+    }
+
+    /// Takes an endpoint out of service: out of the steering and forwarding tables, its XDP
+    /// program detached, the workers no longer serving its sockets. The sockets stay open in the
+    /// returned [`Detached`] until [`Datapath::close`]: closing a socket still bound to its veth
+    /// waits for an RCU grace period, while deleting the veth first unbinds it on the way (so a
+    /// caller that deletes the link closes after that, for free).
+    pub fn detach_endpoint(&mut self, net: NetId, id: PortId) -> Option<Detached> {
+        let network = self.networks.get_mut(&net)?;
+        let ep = network.endpoints.remove(&id)?;
         let listed = network.table.sources_of_port(id);
         network.table.remove_endpoint(id);
         for k in ep.mac_keys(network.parent.ifindex) {
@@ -682,9 +692,9 @@ impl Datapath {
         sync_sources(&self.bpf, network.parent.ifindex, ep.info.vlan, &listed, &network.table);
         // Nothing steers to its sockets any more; the workers stop serving them and hand them back.
         self.undo_iface(&ep.iface);
-        let mut back = Vec::new();
+        let mut sockets = Vec::new();
         for (w, h) in self.workers.iter().enumerate() {
-            back.push(h.send(w, Command::RemovePort { net, id }));
+            sockets.push(h.send(w, Command::RemovePort { net, id }).ok());
         }
         let mut stats = PortStats::default();
         for c in &ep.counters {
@@ -697,13 +707,13 @@ impl Datapath {
         network.fast_departed.frames += f.frames;
         network.fast_departed.bytes += f.bytes;
         network.fast_departed.drops += f.drops;
-        // Close its sockets: the workers' halves and the group's references.
-        drop(back);
+        let mut refs = Vec::new();
         let mut drop_umem = vec![false; self.workers.len()];
         if let Some(g) = network.groups.get_mut(ep.group).and_then(Option::as_mut) {
             g.members.retain(|&m| m != id);
             for (w, gu) in g.workers.iter_mut().enumerate() {
                 if let Some(u) = gu {
+                    refs.extend(u.socks.iter().filter(|&&(m, _)| m == id).map(|(_, fd)| fd.clone()));
                     u.socks.retain(|&(m, _)| m != id);
                     if u.socks.is_empty() {
                         *gu = None;
@@ -715,11 +725,23 @@ impl Datapath {
                 network.groups[ep.group] = None;
             }
         }
-        let umem = ep.group as u16 + 1;
-        drop(ep);
-        // The sockets are closed: the kernel is done with the frames they held.
-        for (w, h) in self.workers.iter().enumerate() {
-            drop(h.send(w, Command::Reclaim { net, id, umem, drop_umem: drop_umem[w] }));
+        Some(Detached { net, id, umem: ep.group as u16 + 1, drop_umem, sockets, refs })
+    }
+
+    /// Closes detached endpoints' sockets — many at once, so their RCU grace periods overlap —
+    /// and then lets the workers take back the frames the kernel held for them.
+    pub fn close(&mut self, detached: Vec<Detached>) {
+        let mut reclaims = Vec::new();
+        let mut holders = Vec::new();
+        for d in detached {
+            reclaims.push((d.net, d.id, d.umem, d.drop_umem));
+            holders.push((d.sockets, d.refs));
+        }
+        close_in_parallel(holders);
+        for (net, id, umem, drop_umem) in reclaims {
+            for (w, h) in self.workers.iter().enumerate() {
+                drop(h.send(w, Command::Reclaim { net, id, umem, drop_umem: drop_umem[w] }));
+            }
         }
     }
 
@@ -886,6 +908,36 @@ impl Datapath {
             }
         }
     }
+}
+
+/// An endpoint out of service whose sockets are still open (see [`Datapath::detach_endpoint`]).
+pub struct Detached {
+    net: NetId,
+    id: PortId,
+    umem: u16,
+    drop_umem: Vec<bool>,
+    /// What the workers handed back (their halves of the sockets).
+    sockets: Vec<Option<Reply>>,
+    /// The control plane's references to the same sockets.
+    refs: Vec<Arc<OwnedFd>>,
+}
+
+/// Drops `items` (closing the sockets they hold) on several threads at once: each close of a
+/// bound AF_XDP socket waits for an RCU grace period, and concurrent waits share one.
+fn close_in_parallel<T: Send>(items: Vec<T>) {
+    const THREADS: usize = 32;
+    if items.len() <= 1 {
+        drop(items);
+        return;
+    }
+    let per = items.len().div_ceil(THREADS);
+    let mut items = items;
+    std::thread::scope(|s| {
+        while !items.is_empty() {
+            let chunk: Vec<T> = items.drain(..per.min(items.len())).collect();
+            s.spawn(move || drop(chunk));
+        }
+    });
 }
 
 /// Adds what a fast path delivered (and dropped, the endpoint having gone down) to its port.
