@@ -32,12 +32,39 @@ struct mac_val {
 /* Value of the `sources` map (key: parent, VLAN, *source* MAC listed by a source-mode endpoint). */
 #define XMV_SRC_NODST 1   /* a listing endpoint has nodst: the frame is consumed by the copies */
 
-/* Per-CPU frames and bytes a fast path handed to an endpoint, indexed by slot, and the frames it
- * dropped because the endpoint went down between the XDP and the tc program. */
+/* Per-CPU, indexed by the endpoint's slot: frames and bytes the kernel-side paths (the fast paths,
+ * the tc flood) handed to an endpoint, and the ones they did not: the endpoint was down, the frame
+ * longer than its MTU allows, or the kernel refused the copy. */
 struct fast_count {
 	__u64 frames;
 	__u64 bytes;
-	__u64 drops;
+	__u64 down;
+	__u64 oversize;
+	__u64 errors;
+};
+
+/* The endpoints a broadcast/multicast frame from the wire reaches (tc flood), per parent: every
+ * untagged private/vepa/bridge/passthru endpoint (kernel macvlan's macvlan_broadcast to children of
+ * a parent, MACVLAN_MODE_ALL but source). Rewritten whole by the control plane on every change. */
+#define XMV_FLOOD_MAX 4096
+struct flood_member {
+	__u32 ifindex;  /* the endpoint's daemon-side interface: a clone leaves through it */
+	__u32 max_len;  /* its MTU + 14 */
+	__u32 slot;
+	__u32 up;
+};
+struct flood_list {
+	__u32 count;
+	__u32 pad;
+	struct flood_member m[XMV_FLOOD_MAX];
+};
+
+/* Per-CPU, indexed by the parent's slot: group frames the tc flood fanned out, the extra outcomes
+ * (a flood of n targets has n; copies = n - 1) and floods without any target. */
+struct flood_count {
+	__u64 frames;
+	__u64 copies;
+	__u64 empty;
 };
 
 /* Maximum queues per interface; XSKMAP index = slot * XMV_MAX_QUEUES + rx_queue_index. */

@@ -372,21 +372,23 @@ fn stats_checks_follow_the_contract() {
         "networks": [
             { "name": "a", "umem": umem_a,
               "ports": [parent, port("endpoint", "xmv1", 2, 8, json!({ "no_buffer": 1, "dst_down": 0 }))] },
-            { "name": "b", "ports": [parent, port("endpoint", "xmv2", 3, 7, json!({}))] },
+            { "name": "b", "ports": [parent, port("endpoint", "xmv2", 3, 9, json!({}))] },
         ],
         "departed": { "rx": 4, "tx": 3, "drops_total": 1, "drops": { "dst_down": 1 } },
+        "fast_path": { "mode": "tc", "flood_copies": 2, "flood_empty": 0 },
     });
-    // in: rx 10 + 2 + 3, departed 4, copies 5 = 24; out: tx 3 + 8 + 7, departed 3 + 1, drops 1, empty 1 = 24.
+    // in: rx 10 + 2 + 3, departed 4, copies 5 + 2 = 26; out: tx 3 + 8 + 7 + 2, departed 3 + 1, drops 1,
+    // empty 1 = 26.
     let a = accounting(&s).unwrap();
     assert!(a.holds(), "{a}");
-    assert_eq!((a.ports, a.inflow()), (3, 24), "{a}");
+    assert_eq!((a.ports, a.inflow()), (3, 26), "{a}");
     assert_eq!(a.reasons(), "dst_down 1, no_buffer 1");
     let u = umem(&s, "a").unwrap();
     assert!(u.balanced(), "{u}");
     assert_eq!(u.endpoints, 8);
     assert!(umem(&s, "b").unwrap_err().contains("network 'b' lacks `umem`"));
 
-    s["networks"][1]["ports"][1]["tx"] = json!(6);
+    s["networks"][1]["ports"][1]["tx"] = json!(8);
     assert!(!accounting(&s).unwrap().holds(), "one frame unaccounted for");
     s["networks"][1]["ports"][1]["drops_total"] = json!(1);
     let a = accounting(&s).unwrap();

@@ -1425,8 +1425,10 @@ impl Daemon {
         let drops: serde_json::Map<String, Value> =
             DropReason::ALL.iter().map(|r| (r.name().to_string(), json!(d.drops[*r as usize]))).collect();
         let departed = json!({ "rx": d.rx, "tx": d.tx, "drops": drops, "drops_total": d.drops_total() });
-        let f = &report.fast;
-        let fast = json!({ "mode": report.fast_path.name(), "frames": f.frames, "bytes": f.bytes, "drops": f.drops });
+        let k = &report.kernel;
+        let fast = json!({ "mode": report.fast_path.name(), "rx": k.rx, "delivered": k.to_endpoints.frames,
+            "bytes": k.to_endpoints.bytes, "dropped": k.to_endpoints.dropped(), "flood_frames": k.flood_frames,
+            "flood_copies": k.flood_copies, "flood_empty": k.flood_empty });
         json!({ "workers": workers, "xdp": xdp, "networks": networks, "departed": departed, "fast_path": fast })
     }
 

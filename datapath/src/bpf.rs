@@ -45,16 +45,81 @@ pub const MAC_REFLECT: u32 = 2;
 /// The endpoint's fast path is the tc one (xmv_parent passes, xmv_parent_tc redirects to the peer).
 pub const MAC_FAST_TC: u32 = 4;
 
-/// Twin of `struct fast_count` in bpf/xmacvlan.h (one per CPU and slot).
+/// Twin of `struct fast_count` in bpf/xmacvlan.h (one per CPU and slot): what the kernel-side
+/// paths (fast paths, tc flood) did for an endpoint.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FastCount {
     pub frames: u64,
     pub bytes: u64,
-    /// Frames the tc fast path dropped: the endpoint went down after xmv_parent passed them.
-    pub drops: u64,
+    /// Not delivered: the endpoint was down.
+    pub down: u64,
+    /// Not delivered: longer than the endpoint's MTU allows.
+    pub oversize: u64,
+    /// Not delivered: the kernel refused the copy.
+    pub errors: u64,
 }
-const _: () = assert!(std::mem::size_of::<FastCount>() == 24);
+const _: () = assert!(std::mem::size_of::<FastCount>() == 40);
+
+impl FastCount {
+    pub fn since(&self, base: &FastCount) -> FastCount {
+        FastCount {
+            frames: self.frames.wrapping_sub(base.frames),
+            bytes: self.bytes.wrapping_sub(base.bytes),
+            down: self.down.wrapping_sub(base.down),
+            oversize: self.oversize.wrapping_sub(base.oversize),
+            errors: self.errors.wrapping_sub(base.errors),
+        }
+    }
+
+    pub fn add(&mut self, o: &FastCount) {
+        self.frames += o.frames;
+        self.bytes += o.bytes;
+        self.down += o.down;
+        self.oversize += o.oversize;
+        self.errors += o.errors;
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.down + self.oversize + self.errors
+    }
+}
+
+/// Twin of `struct flood_member`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodMember {
+    pub ifindex: u32,
+    pub max_len: u32,
+    pub slot: u32,
+    pub up: u32,
+}
+const _: () = assert!(std::mem::size_of::<FloodMember>() == 16);
+
+/// Mirrors XMV_FLOOD_MAX.
+pub const FLOOD_MAX: usize = 4096;
+
+/// Twin of `struct flood_list`.
+#[repr(C)]
+pub struct FloodList {
+    pub count: u32,
+    pub pad: u32,
+    pub m: [FloodMember; FLOOD_MAX],
+}
+const _: () = assert!(std::mem::size_of::<FloodList>() == 8 + 16 * FLOOD_MAX);
+
+/// Twin of `struct flood_count` (one per CPU and parent slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodCount {
+    /// Group frames from the wire the tc flood fanned out.
+    pub frames: u64,
+    /// Their outcomes beyond the first (a flood to n targets has n).
+    pub copies: u64,
+    /// Floods that had no target.
+    pub empty: u64,
+}
+const _: () = assert!(std::mem::size_of::<FloodCount>() == 24);
 /// `sources` value (XMV_SRC_NODST): a listing endpoint has nodst.
 pub const SRC_NODST: u32 = 1;
 
@@ -142,6 +207,8 @@ pub struct Bpf {
     xsks: MapHandle,
     stats: MapHandle,
     fast_stats: MapHandle,
+    floods: MapHandle,
+    flood_stats: MapHandle,
 }
 
 fn bpf_err(what: &'static str) -> impl FnOnce(libbpf_rs::Error) -> Error {
@@ -165,6 +232,8 @@ impl Bpf {
             xsks: MapHandle::try_from(&skel.maps.xsks).map_err(bpf_err("map xsks"))?,
             stats: MapHandle::try_from(&skel.maps.xdp_stats).map_err(bpf_err("map xdp_stats"))?,
             fast_stats: MapHandle::try_from(&skel.maps.fast_stats).map_err(bpf_err("map fast_stats"))?,
+            floods: MapHandle::try_from(&skel.maps.floods).map_err(bpf_err("map floods"))?,
+            flood_stats: MapHandle::try_from(&skel.maps.flood_stats).map_err(bpf_err("map flood_stats"))?,
         })
     }
 
@@ -249,19 +318,35 @@ impl Bpf {
         self.macs.update(as_bytes(&key), as_bytes(&val), MapFlags::ANY).map_err(bpf_err("update macs"))
     }
 
-    /// What the fast paths did for the endpoint in `slot`, summed over CPUs (cumulative since
-    /// the slot was first used).
+    /// What the kernel-side paths did for the endpoint in `slot`, summed over CPUs (cumulative
+    /// since the slot was first used).
     pub fn fast_counts(&self, slot: u32) -> FastCount {
-        let mut out = FastCount::default();
-        if let Ok(Some(per_cpu)) = self.fast_stats.lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY) {
-            for v in per_cpu.iter().filter(|v| v.len() >= 24) {
-                let at = |i: usize| u64::from_ne_bytes(v[i * 8..i * 8 + 8].try_into().unwrap());
-                out.frames += at(0);
-                out.bytes += at(1);
-                out.drops += at(2);
-            }
-        }
-        out
+        let [frames, bytes, down, oversize, errors] = percpu_sum(&self.fast_stats, slot);
+        FastCount { frames, bytes, down, oversize, errors }
+    }
+
+    /// What the tc flood did on the parent in `slot`, summed over CPUs.
+    pub fn flood_counts(&self, slot: u32) -> FloodCount {
+        let [frames, copies, empty] = percpu_sum(&self.flood_stats, slot);
+        FloodCount { frames, copies, empty }
+    }
+
+    /// Sets the endpoints a wire flood on `parent` reaches through the tc flood (which is on for
+    /// a parent while it has a list), replacing the whole list at once.
+    pub fn set_flood_list(&self, parent: u32, members: &[FloodMember]) -> Result<(), Error> {
+        let mut list: Box<FloodList> = Box::new(FloodList { count: 0, pad: 0, m: [FloodMember::default(); FLOOD_MAX] });
+        let n = members.len().min(FLOOD_MAX);
+        list.m[..n].copy_from_slice(&members[..n]);
+        list.count = n as u32;
+        // SAFETY: FloodList is repr(C) plain data of u32 fields without padding (size asserted).
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&*list as *const FloodList).cast::<u8>(), std::mem::size_of::<FloodList>())
+        };
+        self.floods.update(&parent.to_ne_bytes(), bytes, MapFlags::ANY).map_err(bpf_err("update floods"))
+    }
+
+    pub fn del_flood_list(&self, parent: u32) {
+        let _ = self.floods.delete(&parent.to_ne_bytes());
     }
 
     /// Attaches the tc fast path (xmv_parent_tc) to `ifindex`'s tcx ingress, after any program
@@ -386,6 +471,19 @@ impl Bpf {
         }
         out
     }
+}
+
+/// Sums a per-CPU array entry of N u64 counters over CPUs.
+fn percpu_sum<const N: usize>(map: &MapHandle, key: u32) -> [u64; N] {
+    let mut out = [0u64; N];
+    if let Ok(Some(per_cpu)) = map.lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY) {
+        for v in per_cpu.iter().filter(|v| v.len() >= N * 8) {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o += u64::from_ne_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            }
+        }
+    }
+    out
 }
 
 /// The kernel's id of a loaded program.

@@ -277,8 +277,12 @@ struct Network {
     umem: Vec<Arc<CachePadded<UmemCounters>>>,
     table: Table,
     endpoints: BTreeMap<PortId, EndpointRec>,
-    /// Fast-path frames of endpoints that left: still received from the parent.
+    /// Kernel-side outcomes of endpoints that left: their frames were still received from the parent.
     fast_departed: bpf::FastCount,
+    /// The tc flood fans out the parent's wire floods (tc fast path, not internal).
+    tc_flood: bool,
+    /// The parent slot's tc flood counters when this network got it (slots are reused).
+    flood_base: bpf::FloodCount,
 }
 
 /// Counters of one port, summed over workers.
@@ -310,10 +314,24 @@ pub struct Report {
     pub xdp: Vec<(&'static str, u64)>,
     /// The counters of endpoints removed since the start, so that sums over ports still balance.
     pub departed: PortStats,
-    /// The fast path in use and what it carried in total (past endpoints included): frames no
-    /// worker saw, so Σ ports' rx = Σ workers' rx_frames + fast.frames + fast.drops.
+    /// The fast path in use, and what the kernel-side paths (fast paths, tc flood) did in total.
     pub fast_path: FastPath,
-    pub fast: bpf::FastCount,
+    pub kernel: KernelPaths,
+}
+
+/// What the kernel-side paths did, datapath-wide (past endpoints included). The accounting
+/// invariant over ports and workers needs their flood terms: Σrx + Σ flood_copies (workers' and
+/// these) = Σtx + Σdrops + Σ flood_empty.
+#[derive(Debug, Clone, Default)]
+pub struct KernelPaths {
+    /// Frames received from parents that no worker saw (Σ ports' rx = Σ workers' rx + this).
+    pub rx: u64,
+    /// Outcomes at endpoints: delivered (frames, bytes) and not (down, oversize, errors).
+    pub to_endpoints: bpf::FastCount,
+    /// The tc flood: group frames it fanned out, their extra outcomes, floods without a target.
+    pub flood_frames: u64,
+    pub flood_copies: u64,
+    pub flood_empty: u64,
 }
 
 /// The running datapath.
@@ -418,6 +436,10 @@ impl Datapath {
         match self.build_network(id, parent, &iface) {
             Ok(net) => {
                 self.networks.insert(id, Network { parent: iface, ..net });
+                if let Err(e) = self.sync_floods(id) {
+                    self.remove_network(id);
+                    return Err(e);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -487,6 +509,8 @@ impl Datapath {
             table,
             endpoints: BTreeMap::new(),
             fast_departed: bpf::FastCount::default(),
+            tc_flood: iface.tc,
+            flood_base: self.bpf.flood_counts(iface.slot),
         })
     }
 
@@ -498,6 +522,7 @@ impl Datapath {
         self.bpf.del_slot(iface.ifindex);
         if iface.tc {
             self.bpf.detach_tc(iface.ifindex);
+            self.bpf.del_flood_list(iface.ifindex);
         }
         self.bpf.detach(iface.ifindex, iface.xdp);
         self.free_slot(iface.slot);
@@ -653,7 +678,31 @@ impl Datapath {
             return Err(e);
         }
         self.networks.get_mut(&net).expect("checked above").endpoints.insert(id, rec);
+        if let Err(e) = self.sync_floods(net) {
+            self.remove_endpoint(net, id);
+            return Err(e);
+        }
         Ok(id)
+    }
+
+    /// Rewrites the tc flood's list of `net` from its endpoints (untagged, every mode but source).
+    fn sync_floods(&self, net: NetId) -> Result<(), Error> {
+        let Some(n) = self.networks.get(&net) else { return Ok(()) };
+        if !n.tc_flood {
+            return Ok(());
+        }
+        let members: Vec<bpf::FloodMember> = n
+            .endpoints
+            .values()
+            .filter(|ep| ep.info.vlan == 0 && ep.info.mode != Mode::Source)
+            .map(|ep| bpf::FloodMember {
+                ifindex: ep.iface.ifindex,
+                max_len: ep.info.mtu + 14,
+                slot: ep.iface.slot,
+                up: u32::from(ep.info.up),
+            })
+            .collect();
+        self.bpf.set_flood_list(n.parent.ifindex, &members)
     }
 
     /// Takes a half-added port back out of the first workers (sockets closed by the drop of what
@@ -703,10 +752,11 @@ impl Datapath {
         let f = self.fast_delta(&ep);
         add_fast(&mut stats, &f);
         self.departed.absorb(&stats);
+        if let Err(e) = self.sync_floods(net) {
+            eprintln!("xmacvlan datapath: {e}");
+        }
         let network = self.networks.get_mut(&net).expect("exists");
-        network.fast_departed.frames += f.frames;
-        network.fast_departed.bytes += f.bytes;
-        network.fast_departed.drops += f.drops;
+        network.fast_departed.add(&f);
         let mut refs = Vec::new();
         let mut drop_umem = vec![false; self.workers.len()];
         if let Some(g) = network.groups.get_mut(ep.group).and_then(Option::as_mut) {
@@ -784,6 +834,9 @@ impl Datapath {
         for (w, h) in self.workers.iter().enumerate() {
             let _ = h.send(w, Command::SetUp { net, id, up });
         }
+        if let Err(e) = self.sync_floods(net) {
+            eprintln!("xmacvlan datapath: {e}");
+        }
     }
 
     /// XDP attach mode of a network's parent.
@@ -834,12 +887,11 @@ impl Datapath {
                     up: true,
                     xsk_mode: n.parent_xsk_mode.name(),
                     stats: {
-                        // Frames the fast path took were received from the parent too.
+                        // Frames the kernel-side paths took were received from the parent too.
                         let mut s = sum(&n.parent_counters);
-                        for f in n.endpoints.values().map(|ep| self.fast_delta(ep)).chain([n.fast_departed]) {
-                            s.rx += f.frames + f.drops;
-                            s.rx_bytes += f.bytes;
-                        }
+                        let k = self.kernel_rx(n);
+                        s.rx += k.0;
+                        s.rx_bytes += k.1;
                         s
                     },
                 },
@@ -871,28 +923,45 @@ impl Datapath {
             .collect();
         let workers = self.workers.iter().enumerate().map(|(i, h)| h.counters.snapshot(i, h.cpu)).collect();
         let xdp = bpf::XDP_STAT_NAMES.iter().copied().zip(self.bpf.xdp_stats()).collect();
-        let mut fast = bpf::FastCount::default();
+        let mut kernel = KernelPaths::default();
         for n in self.networks.values() {
             for f in n.endpoints.values().map(|ep| self.fast_delta(ep)).chain([n.fast_departed]) {
-                fast.frames += f.frames;
-                fast.bytes += f.bytes;
-                fast.drops += f.drops;
+                kernel.to_endpoints.add(&f);
             }
+            let fl = self.flood_delta(n);
+            kernel.flood_frames += fl.frames;
+            kernel.flood_copies += fl.copies;
+            kernel.flood_empty += fl.empty;
+            kernel.rx += self.kernel_rx(n).0;
         }
-        Report { workers, networks, xdp, departed: self.departed.clone(), fast_path: self.cfg.fast_path, fast }
+        Report { workers, networks, xdp, departed: self.departed.clone(), fast_path: self.cfg.fast_path, kernel }
     }
 
-    /// What the fast path did for `ep` since it was added.
+    /// What the kernel-side paths did for `ep` since it was added.
     fn fast_delta(&self, ep: &EndpointRec) -> bpf::FastCount {
-        if ep.fast.is_none() {
-            return bpf::FastCount::default();
+        self.bpf.fast_counts(ep.iface.slot).since(&ep.fast_base)
+    }
+
+    /// What the tc flood did on `n`'s parent since the network got its slot.
+    fn flood_delta(&self, n: &Network) -> bpf::FloodCount {
+        let now = self.bpf.flood_counts(n.parent.slot);
+        bpf::FloodCount {
+            frames: now.frames.wrapping_sub(n.flood_base.frames),
+            copies: now.copies.wrapping_sub(n.flood_base.copies),
+            empty: now.empty.wrapping_sub(n.flood_base.empty),
         }
-        let (now, base) = (self.bpf.fast_counts(ep.iface.slot), ep.fast_base);
-        bpf::FastCount {
-            frames: now.frames.wrapping_sub(base.frames),
-            bytes: now.bytes.wrapping_sub(base.bytes),
-            drops: now.drops.wrapping_sub(base.drops),
+    }
+
+    /// Frames (and bytes) of `n`'s parent that the kernel-side paths handled without a worker:
+    /// every outcome at an endpoint is a received frame, but a flood of k targets is one frame
+    /// with k outcomes (k − 1 copies; an empty flood is one frame with none).
+    fn kernel_rx(&self, n: &Network) -> (u64, u64) {
+        let mut out = bpf::FastCount::default();
+        for f in n.endpoints.values().map(|ep| self.fast_delta(ep)).chain([n.fast_departed]) {
+            out.add(&f);
         }
+        let fl = self.flood_delta(n);
+        ((out.frames + out.dropped() + fl.empty).wrapping_sub(fl.copies), out.bytes)
     }
 
     /// Stops the workers and detaches every XDP program we attached.
@@ -940,11 +1009,13 @@ fn close_in_parallel<T: Send>(items: Vec<T>) {
     });
 }
 
-/// Adds what a fast path delivered (and dropped, the endpoint having gone down) to its port.
+/// Adds what the kernel-side paths delivered to an endpoint, and did not, to its counters.
 fn add_fast(s: &mut PortStats, f: &bpf::FastCount) {
     s.tx += f.frames;
     s.tx_bytes += f.bytes;
-    s.drops[fwd::DropReason::DstDown as usize] += f.drops;
+    s.drops[fwd::DropReason::DstDown as usize] += f.down;
+    s.drops[fwd::DropReason::Oversize as usize] += f.oversize;
+    s.drops[fwd::DropReason::TxError as usize] += f.errors;
 }
 
 /// Brings the XDP `sources` map in line with `table` for the given source MACs of `vlan`.

@@ -3,7 +3,7 @@
 //! - the accounting invariant over every distinct port, the ports removed since the daemon started
 //!   (`departed`) and the workers ([`accounting`], [`Lab::wait_accounting`]):
 //!   `Σ rx + departed.rx + Σ flood_copies = Σ tx + departed.tx + Σ drops_total + departed.drops_total
-//!   + Σ flood_empty`, each port once (the parent appears in every network on it), and per port
+//!   + Σ flood_empty` (flood terms: the workers' and the tc flood's, `fast_path`), each port once (the parent appears in every network on it), and per port
 //!   `drops_total = Σ drops`;
 //! - a network's UMEM identity, `frames = free + flood + parent + endpoints + in_flight` (counts
 //!   summed over workers; [`umem`], [`Lab::wait_umem`]).
@@ -168,6 +168,17 @@ pub fn accounting(stats: &Value) -> Result<Accounting, String> {
                 }
             }
         }
+    }
+    // The tc flood fans out in the kernel: its floods' extra outcomes are not any worker's.
+    match stats.get("fast_path") {
+        None => missing.push("the top-level `fast_path` object".into()),
+        Some(f) => match (count(f, "flood_copies", "fast_path"), count(f, "flood_empty", "fast_path")) {
+            (Ok(c), Ok(e)) => {
+                a.flood_copies += c;
+                a.flood_empty += e;
+            }
+            (c, e) => missing.extend(c.err().into_iter().chain(e.err())),
+        },
     }
     let mut seen = HashSet::new();
     match stats.get("networks").and_then(Value::as_array) {
