@@ -328,12 +328,17 @@ pub fn ip_str(a: &[u8; 4]) -> String {
 pub enum Backend {
     /// Kernel macvlan children (bridge mode).
     Kernel,
-    /// xmacvlan, every frame through AF_XDP and a worker.
+    /// xmacvlan as a daemon started without tuning flags runs it: known unicast from the wire
+    /// through the tc fast path (bpf_redirect_peer), everything else through AF_XDP and a worker.
     Xmacvlan,
-    /// xmacvlan with `daemon --xdp-fast-path`: known unicast from the wire redirected in XDP.
+    /// xmacvlan with `daemon --fast-path xdp`: known unicast from the wire redirected in XDP.
     #[value(name = "xmacvlan-xdp")]
     #[serde(rename = "xmacvlan-xdp")]
     XmacvlanXdp,
+    /// xmacvlan with `daemon --fast-path off`: every frame through AF_XDP and a worker.
+    #[value(name = "xmacvlan-afxdp")]
+    #[serde(rename = "xmacvlan-afxdp")]
+    XmacvlanAfxdp,
 }
 
 impl Backend {
@@ -342,6 +347,17 @@ impl Backend {
             Backend::Kernel => "kernel",
             Backend::Xmacvlan => "xmacvlan",
             Backend::XmacvlanXdp => "xmacvlan-xdp",
+            Backend::XmacvlanAfxdp => "xmacvlan-afxdp",
+        }
+    }
+
+    /// The daemon's `--fast-path` for this backend (None: kernel macvlan, no daemon).
+    pub fn fast_path(self) -> Option<&'static str> {
+        match self {
+            Backend::Kernel => None,
+            Backend::Xmacvlan => Some("tc"),
+            Backend::XmacvlanXdp => Some("xdp"),
+            Backend::XmacvlanAfxdp => Some("off"),
         }
     }
 
@@ -351,6 +367,7 @@ impl Backend {
             Backend::Kernel => "k",
             Backend::Xmacvlan => "x",
             Backend::XmacvlanXdp => "xdp",
+            Backend::XmacvlanAfxdp => "afxdp",
         }
     }
 
@@ -578,7 +595,7 @@ impl Lab {
     pub fn setup(&mut self, backend: Backend, n: usize) -> Result<()> {
         self.reset()?;
         if backend.is_xmacvlan() {
-            self.start_daemon(backend == Backend::XmacvlanXdp)?;
+            self.start_daemon(backend.fast_path().unwrap_or("tc"))?;
         }
         self.active = Some(backend);
         self.grow(n)
@@ -621,7 +638,7 @@ impl Lab {
                     run_cmd(Command::new("ip").args(["-n", &ns, "-batch"]).arg(&f), CMD_TIMEOUT)?;
                 }
             }
-            Backend::Xmacvlan | Backend::XmacvlanXdp => {
+            Backend::Xmacvlan | Backend::XmacvlanXdp | Backend::XmacvlanAfxdp => {
                 for i in from..n {
                     let path = ns_path(&self.containers[i].ns).to_string_lossy().into_owned();
                     self.client(&[
@@ -733,7 +750,7 @@ impl Lab {
         Ok(Some(m))
     }
 
-    fn start_daemon(&mut self, fast_path: bool) -> Result<()> {
+    fn start_daemon(&mut self, fast_path: &str) -> Result<()> {
         let bin = self.bin.clone().ok_or_else(|| anyhow!("no xmacvlan binary"))?;
         let sock = self.tmp.join("x.sock");
         let state = self.tmp.join("st");
@@ -755,7 +772,7 @@ impl Lab {
             .arg(&state)
             .args(["--cpus", &self.xmv_cpus])
             .args(&self.daemon_args)
-            .args(fast_path.then_some("--xdp-fast-path"))
+            .args(["--fast-path", fast_path])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -104,9 +104,10 @@ pub struct Cli {
     /// The xmacvlan binary that runs the daemon (default: this program when run as `xmacvlan bench`).
     #[arg(long, env = "XMACVLAN_BIN")]
     pub xmacvlan_bin: Option<PathBuf>,
-    /// Backends, in the order they are run: kernel macvlan, xmacvlan (AF_XDP workers), xmacvlan-xdp
-    /// (the same daemon with --xdp-fast-path).
-    #[arg(long, value_delimiter = ',', default_value = "kernel,xmacvlan,xmacvlan-xdp")]
+    /// Backends, in the order they are run: kernel macvlan, xmacvlan (a daemon with no tuning
+    /// flags: the tc fast path + AF_XDP workers), xmacvlan-xdp (--fast-path xdp), xmacvlan-afxdp
+    /// (--fast-path off: every frame through AF_XDP and a worker).
+    #[arg(long, value_delimiter = ',', default_value = "kernel,xmacvlan,xmacvlan-xdp,xmacvlan-afxdp")]
     pub backends: Vec<Backend>,
     /// Tests to run, in this order.
     #[arg(long, value_delimiter = ',', default_value = "max,rfc2544,latency,cpu,tcp,container,scaling")]

@@ -111,7 +111,7 @@ pub fn text(r: &Report) -> String {
     if let Some(c) = &r.cli {
         let _ = writeln!(
             o,
-            "sink {:?}; trial window {} s after {} s warm-up; x/k = xmacvlan ÷ kernel, xdp/k = xmacvlan-xdp ÷ kernel\n",
+            "sink {:?}; trial window {} s after {} s warm-up; x/k = xmacvlan ÷ kernel, xdp/k = xmacvlan-xdp ÷ kernel, afxdp/k = xmacvlan-afxdp ÷ kernel\n",
             c.sink, c.duration, c.warmup
         );
     }
@@ -310,6 +310,7 @@ fn color(b: Backend) -> RGBColor {
         Backend::Kernel => RGBColor(0x1f, 0x77, 0xb4),
         Backend::Xmacvlan => RGBColor(0xd6, 0x27, 0x28),
         Backend::XmacvlanXdp => RGBColor(0x2c, 0xa0, 0x2c),
+        Backend::XmacvlanAfxdp => RGBColor(0xff, 0x7f, 0x0e),
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 use xmacvlan_datapath::counters::WorkerStats;
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::{DropReason, Mode, PortId};
-use xmacvlan_datapath::{Config, Datapath, EndpointSpec, NetId, ParentSpec, PortReport, Report};
+use xmacvlan_datapath::{Config, Datapath, EndpointSpec, FastPath, NetId, ParentSpec, PortReport, Report};
 
 mod cni;
 mod endpoints;
@@ -47,8 +47,8 @@ pub struct Options {
     pub socket: PathBuf,
     pub cpus: Vec<usize>,
     pub worker_nice: i32,
-    /// Config::xdp_fast_path.
-    pub xdp_fast_path: bool,
+    /// Config::fast_path.
+    pub fast_path: FastPath,
     /// Start without networks when the state file is unusable (it is moved aside, not deleted).
     pub start_empty: bool,
 }
@@ -133,8 +133,8 @@ struct Daemon {
     /// Parents the state file says we turned receive VLAN offload off on (see Domain).
     rx_vlan_off: Vec<String>,
     rates: Rates,
-    /// Endpoints get the XDP fast path (daemon --xdp-fast-path).
-    fast_path: bool,
+    /// Which fast path endpoints get (daemon --fast-path).
+    fast_path: FastPath,
 }
 
 type Shared = Arc<Mutex<Daemon>>;
@@ -168,13 +168,8 @@ pub async fn run(opts: Options) -> Result<()> {
     };
     refuse_if_live(&opts.socket).await?;
     let cpus = if opts.cpus.is_empty() { vec![None] } else { opts.cpus.iter().map(|&c| Some(c)).collect() };
-    let dp = Datapath::start(Config {
-        cpus,
-        nice: opts.worker_nice,
-        xdp_fast_path: opts.xdp_fast_path,
-        ..Config::default()
-    })
-    .context("starting the datapath")?;
+    let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, fast_path: opts.fast_path, ..Config::default() })
+        .context("starting the datapath")?;
     let workers = dp.report().workers;
     let h = netlink::connect()?;
     let mut d = Daemon {
@@ -187,7 +182,7 @@ pub async fn run(opts: Options) -> Result<()> {
         next_dp: 1,
         rx_vlan_off: Vec::new(),
         rates: Rates { at: Instant::now(), per_sec: vec![(0.0, 0.0, 0.0); workers.len()], workers },
-        fast_path: opts.xdp_fast_path,
+        fast_path: opts.fast_path,
     };
     d.restore(saved).await?;
     // Listening only now: a client that can connect finds the restored networks in place.
@@ -1165,7 +1160,7 @@ impl Daemon {
             netlink::disable_ipv6(&host)?;
             // The XDP fast path redirects into the veth, which the container end only accepts with
             // NAPI on: GRO on there (for created and adopted endpoints alike).
-            let fast = fast_path && {
+            let fast = fast_path == FastPath::Xdp && {
                 let ifname = v.ifname.to_string();
                 match netlink::in_netns(v.ns.try_clone()?, move |_| async move { netlink::enable_gro(&ifname) }).await {
                     Ok(()) => true,
@@ -1185,6 +1180,7 @@ impl Daemon {
                 vlan: o.vlan,
                 up: false,
                 queues: workers,
+                veth: true,
                 fast,
                 mode: o.mode,
                 nodst: o.nodst,
@@ -1252,6 +1248,7 @@ impl Daemon {
                 vlan: o.vlan,
                 up: false,
                 queues: 1,
+                veth: false,
                 fast: false,
                 mode: o.mode,
                 nodst: o.nodst,
@@ -1277,12 +1274,11 @@ impl Daemon {
         create: bool,
     ) -> Result<(PortId, u32)> {
         if let Err(e) = steps {
-            if let Some(p) = port {
-                self.dp.remove_endpoint(dp, p);
-            }
+            let detached = port.and_then(|p| self.dp.detach_endpoint(dp, p));
             if create {
                 let _ = netlink::del_link(&self.h, index).await;
             }
+            self.dp.close(detached.into_iter().collect());
             return Err(e);
         }
         let port = port.expect("set when steps succeed");
@@ -1304,11 +1300,13 @@ impl Daemon {
         let net = self.nets.get_mut(network).expect("checked above");
         let ep = net.endpoints.remove(id).expect("the caller found it");
         net.ipam.release(&ep.addrs);
-        if let Some(dp) = dp {
-            self.dp.remove_endpoint(dp, ep.port);
-        }
+        let detached = dp.and_then(|dp| self.dp.detach_endpoint(dp, ep.port));
         self.give_back_parent(network).await;
-        netlink::del_link(&self.h, ep.host_index).await?;
+        // Deleting the link first unbinds the endpoint's sockets on the way, so closing them
+        // afterwards does not wait for an RCU grace period of its own.
+        let deleted = netlink::del_link(&self.h, ep.host_index).await;
+        self.dp.close(detached.into_iter().collect());
+        deleted?;
         Ok(json!({ "network": network, "endpoint": ep.label(), "removed": ep.st.host }))
     }
 
@@ -1354,7 +1352,15 @@ impl Daemon {
             .collect();
         let networks: Vec<Value> = self.nets.values().filter_map(|n| self.network_stats(n, &report)).collect();
         let xdp: serde_json::Map<String, Value> = report.xdp.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-        json!({ "workers": workers, "xdp": xdp, "networks": networks })
+        let d = &report.departed;
+        let drops: serde_json::Map<String, Value> =
+            DropReason::ALL.iter().map(|r| (r.name().to_string(), json!(d.drops[*r as usize]))).collect();
+        let departed = json!({ "rx": d.rx, "tx": d.tx, "drops": drops, "drops_total": d.drops_total() });
+        let k = &report.kernel;
+        let fast = json!({ "mode": report.fast_path.name(), "rx": k.rx, "delivered": k.to_endpoints.frames,
+            "bytes": k.to_endpoints.bytes, "dropped": k.to_endpoints.dropped(), "flood_frames": k.flood_frames,
+            "flood_copies": k.flood_copies, "flood_empty": k.flood_empty });
+        json!({ "workers": workers, "xdp": xdp, "networks": networks, "departed": departed, "fast_path": fast })
     }
 
     /// One network's ports and their counters, as `stats` lists them and `inspect` shows them
@@ -1378,8 +1384,11 @@ impl Daemon {
                 ports.push(v);
             }
         }
+        let u = &r.umem;
+        let umem = json!({ "frames": u.frames, "free": u.free, "flood": u.flood, "parent": u.parent,
+            "endpoints": u.endpoints, "in_flight": u.in_flight, "umems": u.umems, "bytes": u.bytes });
         Some(
-            json!({ "name": n.name, "parent": n.parent, "vlan": n.vlan, "mode": n.mode, "internal": n.internal, "xdp_mode": r.xdp_mode, "ports": ports }),
+            json!({ "name": n.name, "parent": n.parent, "vlan": n.vlan, "mode": n.mode, "internal": n.internal, "xdp_mode": r.xdp_mode, "ports": ports, "umem": umem }),
         )
     }
 
@@ -1413,8 +1422,7 @@ fn port_json(kind: &str, p: &PortReport) -> Value {
         "rx": p.stats.rx, "rx_bytes": p.stats.rx_bytes, "tx": p.stats.tx, "tx_bytes": p.stats.tx_bytes,
         "drops": drops, "drops_total": p.stats.drops_total(),
         "pcp_stripped": p.stats.pcp_stripped, "pcp_kept": p.stats.pcp_kept,
-        "kernel": { "xsk_rx_dropped": p.stats.xsk_rx_dropped, "xsk_rx_ring_full": p.stats.xsk_rx_ring_full,
-                    "xsk_fill_ring_empty": p.stats.xsk_fill_empty } })
+        "kernel": { "xsk_fill_ring_empty": p.stats.xsk_fill_empty } })
 }
 
 /// Where a new endpoint goes.

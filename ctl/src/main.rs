@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use xmacvlan_ctl::client::Format;
 use xmacvlan_ctl::{api, client, daemon, ipam, DEFAULT_SOCKET};
+use xmacvlan_datapath::FastPath;
 
 #[derive(Parser)]
 #[command(name = "xmacvlan", version, about = "Userspace macvlan: XDP + AF_XDP datapath with kernel macvlan semantics")]
@@ -30,9 +31,14 @@ enum Cmd {
         /// core with the parent's NAPI thread from being starved by it.
         #[arg(long, default_value_t = -20, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
         worker_nice: i32,
-        /// XDP fast path: the parent's XDP program hands untagged unicast for a veth endpoint
-        /// that is up straight to its veth; the workers handle everything else.
-        #[arg(long)]
+        /// How untagged unicast from the wire reaches a veth endpoint that is up: `tc` (the
+        /// parent's tc program hands the kernel-built skb to the container, bpf_redirect_peer),
+        /// `xdp` (the parent's XDP program redirects to the endpoint's veth) or `off` (AF_XDP and a
+        /// worker). The workers handle everything else.
+        #[arg(long, default_value = "tc", value_parser = ["tc", "xdp", "off"])]
+        fast_path: String,
+        /// The same as `--fast-path xdp` (kept for scripts of earlier versions).
+        #[arg(long, hide = true)]
         xdp_fast_path: bool,
         /// Start without networks if the state file is corrupt or unreadable (it is moved aside
         /// to state.json.unusable-TIME, never overwritten).
@@ -201,10 +207,14 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let result = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Daemon { state_dir, cpus, worker_nice, xdp_fast_path, start_empty } => {
+            Cmd::Daemon { state_dir, cpus, worker_nice, fast_path, xdp_fast_path, start_empty } => {
                 let cpus = if cpus.is_empty() { default_cpus() } else { cpus };
-                let opts =
-                    daemon::Options { state_dir, socket: cli.socket, cpus, worker_nice, xdp_fast_path, start_empty };
+                let fast_path = if xdp_fast_path {
+                    FastPath::Xdp
+                } else {
+                    fast_path.parse().map_err(|e: String| anyhow::anyhow!(e))?
+                };
+                let opts = daemon::Options { state_dir, socket: cli.socket, cpus, worker_nice, fast_path, start_empty };
                 daemon::run(opts).await
             }
             Cmd::Network(n) => {

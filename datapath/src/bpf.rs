@@ -28,12 +28,12 @@ const _: () = assert!(std::mem::size_of::<MacKey>() == 12);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MacVal {
-    /// The endpoint's daemon-side veth for the XDP fast path; 0 = AF_XDP path.
+    /// The endpoint's daemon-side veth for a fast path; 0 = AF_XDP path.
     pub fast_ifindex: u32,
     /// Longest untagged frame the endpoint takes (MTU + 14).
     pub max_len: u32,
     pub slot: u32,
-    /// [`MAC_NO_DST`] | [`MAC_REFLECT`].
+    /// [`MAC_NO_DST`] | [`MAC_REFLECT`] | [`MAC_FAST_TC`].
     pub flags: u32,
 }
 const _: () = assert!(std::mem::size_of::<MacVal>() == 16);
@@ -42,6 +42,84 @@ const _: () = assert!(std::mem::size_of::<MacVal>() == 16);
 pub const MAC_NO_DST: u32 = 1;
 /// A group frame the endpoint sent that comes back from the wire goes back to it alone.
 pub const MAC_REFLECT: u32 = 2;
+/// The endpoint's fast path is the tc one (xmv_parent passes, xmv_parent_tc redirects to the peer).
+pub const MAC_FAST_TC: u32 = 4;
+
+/// Twin of `struct fast_count` in bpf/xmacvlan.h (one per CPU and slot): what the kernel-side
+/// paths (fast paths, tc flood) did for an endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastCount {
+    pub frames: u64,
+    pub bytes: u64,
+    /// Not delivered: the endpoint was down.
+    pub down: u64,
+    /// Not delivered: longer than the endpoint's MTU allows.
+    pub oversize: u64,
+    /// Not delivered: the kernel refused the copy.
+    pub errors: u64,
+}
+const _: () = assert!(std::mem::size_of::<FastCount>() == 40);
+
+impl FastCount {
+    pub fn since(&self, base: &FastCount) -> FastCount {
+        FastCount {
+            frames: self.frames.wrapping_sub(base.frames),
+            bytes: self.bytes.wrapping_sub(base.bytes),
+            down: self.down.wrapping_sub(base.down),
+            oversize: self.oversize.wrapping_sub(base.oversize),
+            errors: self.errors.wrapping_sub(base.errors),
+        }
+    }
+
+    pub fn add(&mut self, o: &FastCount) {
+        self.frames += o.frames;
+        self.bytes += o.bytes;
+        self.down += o.down;
+        self.oversize += o.oversize;
+        self.errors += o.errors;
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.down + self.oversize + self.errors
+    }
+}
+
+/// Twin of `struct flood_member`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodMember {
+    pub ifindex: u32,
+    pub max_len: u32,
+    pub slot: u32,
+    pub up: u32,
+}
+const _: () = assert!(std::mem::size_of::<FloodMember>() == 16);
+
+/// Mirrors XMV_FLOOD_MAX.
+pub const FLOOD_MAX: usize = 4096;
+
+/// Twin of `struct flood_list`.
+#[repr(C)]
+pub struct FloodList {
+    pub count: u32,
+    pub pad: u32,
+    pub m: [FloodMember; FLOOD_MAX],
+}
+const _: () = assert!(std::mem::size_of::<FloodList>() == 8 + 16 * FLOOD_MAX);
+
+/// Twin of `struct flood_count` (one per CPU and parent slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodCount {
+    /// Group frames from the wire the tc flood fanned out.
+    pub frames: u64,
+    /// Their outcomes beyond the first (a flood to n targets has n).
+    pub copies: u64,
+    /// Floods that had no target.
+    pub empty: u64,
+}
+const _: () = assert!(std::mem::size_of::<FloodCount>() == 24);
 /// `sources` value (XMV_SRC_NODST): a listing endpoint has nodst.
 pub const SRC_NODST: u32 = 1;
 
@@ -50,7 +128,7 @@ pub const MAX_QUEUES: u32 = 64;
 pub const MAX_SLOTS: u32 = 4096;
 
 /// Indexes of the `xdp_stats` per-CPU array (enum xmv_stat).
-pub const XDP_STAT_NAMES: [&str; 8] = [
+pub const XDP_STAT_NAMES: [&str; 9] = [
     "to_xsk",
     "pass_multicast",
     "pass_unknown",
@@ -59,11 +137,14 @@ pub const XDP_STAT_NAMES: [&str; 8] = [
     "no_socket",
     "fast_path",
     "source_or_reflected",
+    "fast_tc",
 ];
 
 /// Names of our programs, as the kernel reports them: how a restarted daemon recognises what a
 /// previous one attached.
 const OURS: [&str; 2] = ["xmv_parent", "xmv_endpoint"];
+/// The tc program's name (the kernel keeps the first 15 characters).
+const OURS_TC: &str = "xmv_parent_tc";
 
 /// How an XDP program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +198,7 @@ pub struct XdpMd {
 /// The loaded object: program and map fds, independent of the skeleton's lifetime.
 pub struct Bpf {
     parent: OwnedFd,
+    parent_tc: OwnedFd,
     endpoint: OwnedFd,
     flood_filter: OwnedFd,
     macs: MapHandle,
@@ -125,6 +207,8 @@ pub struct Bpf {
     xsks: MapHandle,
     stats: MapHandle,
     fast_stats: MapHandle,
+    floods: MapHandle,
+    flood_stats: MapHandle,
 }
 
 fn bpf_err(what: &'static str) -> impl FnOnce(libbpf_rs::Error) -> Error {
@@ -139,6 +223,7 @@ impl Bpf {
         let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(|e| Error::Sys { call: "dup", cause: e });
         Ok(Bpf {
             parent: dup(skel.progs.xmv_parent.as_fd())?,
+            parent_tc: dup(skel.progs.xmv_parent_tc.as_fd())?,
             endpoint: dup(skel.progs.xmv_endpoint.as_fd())?,
             flood_filter: dup(skel.progs.xmv_flood_filter.as_fd())?,
             macs: MapHandle::try_from(&skel.maps.macs).map_err(bpf_err("map macs"))?,
@@ -147,6 +232,8 @@ impl Bpf {
             xsks: MapHandle::try_from(&skel.maps.xsks).map_err(bpf_err("map xsks"))?,
             stats: MapHandle::try_from(&skel.maps.xdp_stats).map_err(bpf_err("map xdp_stats"))?,
             fast_stats: MapHandle::try_from(&skel.maps.fast_stats).map_err(bpf_err("map fast_stats"))?,
+            floods: MapHandle::try_from(&skel.maps.floods).map_err(bpf_err("map floods"))?,
+            flood_stats: MapHandle::try_from(&skel.maps.flood_stats).map_err(bpf_err("map flood_stats"))?,
         })
     }
 
@@ -224,33 +311,112 @@ impl Bpf {
 
     /// The kernel's id of our program `p` (what [`Bpf::attached_id`] shows when it is attached).
     pub fn prog_id(&self, p: Prog) -> u32 {
-        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-        let mut len = std::mem::size_of_val(&info) as u32;
-        // SAFETY: info is a writable bpf_prog_info of `len` bytes; the fd is a live program.
-        let rc =
-            unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(self.prog(p).as_raw_fd(), &mut info, &mut len) };
-        if rc == 0 {
-            info.id
-        } else {
-            0
-        }
+        prog_id(self.prog(p))
     }
 
     pub fn set_mac(&self, key: MacKey, val: MacVal) -> Result<(), Error> {
         self.macs.update(as_bytes(&key), as_bytes(&val), MapFlags::ANY).map_err(bpf_err("update macs"))
     }
 
-    /// Frames and bytes the XDP fast path handed to the endpoint in `slot`, summed over CPUs
-    /// (cumulative since the slot was first used).
-    pub fn fast_counts(&self, slot: u32) -> (u64, u64) {
-        let mut out = (0, 0);
-        if let Ok(Some(per_cpu)) = self.fast_stats.lookup_percpu(&slot.to_ne_bytes(), MapFlags::ANY) {
-            for v in per_cpu.iter().filter(|v| v.len() >= 16) {
-                out.0 += u64::from_ne_bytes(v[..8].try_into().unwrap());
-                out.1 += u64::from_ne_bytes(v[8..16].try_into().unwrap());
-            }
+    /// What the kernel-side paths did for the endpoint in `slot`, summed over CPUs (cumulative
+    /// since the slot was first used).
+    pub fn fast_counts(&self, slot: u32) -> FastCount {
+        let [frames, bytes, down, oversize, errors] = percpu_sum(&self.fast_stats, slot);
+        FastCount { frames, bytes, down, oversize, errors }
+    }
+
+    /// What the tc flood did on the parent in `slot`, summed over CPUs.
+    pub fn flood_counts(&self, slot: u32) -> FloodCount {
+        let [frames, copies, empty] = percpu_sum(&self.flood_stats, slot);
+        FloodCount { frames, copies, empty }
+    }
+
+    /// Sets the endpoints a wire flood on `parent` reaches through the tc flood (which is on for
+    /// a parent while it has a list), replacing the whole list at once.
+    pub fn set_flood_list(&self, parent: u32, members: &[FloodMember]) -> Result<(), Error> {
+        let mut list: Box<FloodList> = Box::new(FloodList { count: 0, pad: 0, m: [FloodMember::default(); FLOOD_MAX] });
+        let n = members.len().min(FLOOD_MAX);
+        list.m[..n].copy_from_slice(&members[..n]);
+        list.count = n as u32;
+        // SAFETY: FloodList is repr(C) plain data of u32 fields without padding (size asserted).
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&*list as *const FloodList).cast::<u8>(), std::mem::size_of::<FloodList>())
+        };
+        self.floods.update(&parent.to_ne_bytes(), bytes, MapFlags::ANY).map_err(bpf_err("update floods"))
+    }
+
+    pub fn del_flood_list(&self, parent: u32) {
+        let _ = self.floods.delete(&parent.to_ne_bytes());
+    }
+
+    /// Attaches the tc fast path (xmv_parent_tc) to `ifindex`'s tcx ingress, after any program
+    /// already there, or atomically in place of ours that a previous daemon left (kill -9). The
+    /// attachment is not tied to this process, like the XDP one: the next start takes it over.
+    pub fn attach_tc(&self, ifindex: u32, ifname: &str) -> Result<(), Error> {
+        use libbpf_rs::libbpf_sys as sys;
+        let err = |rc: i32| Error::Attach {
+            ifname: ifname.to_string(),
+            cause: libbpf_rs::Error::from(std::io::Error::from_raw_os_error(rc.abs())),
+        };
+        let mut opts = sys::bpf_prog_attach_opts {
+            sz: std::mem::size_of::<sys::bpf_prog_attach_opts>() as _,
+            ..Default::default()
+        };
+        let stale = self
+            .tc_ids(ifindex)
+            .into_iter()
+            .find_map(|id| ProgramHandle::from_prog_id(id).ok().filter(|p| p.name() == OURS_TC));
+        if let Some(old) = &stale {
+            opts.flags = libbpf_rs::libbpf_sys::BPF_F_REPLACE;
+            opts.__bindgen_anon_1.replace_prog_fd = old.as_fd().as_raw_fd();
         }
-        out
+        // SAFETY: plain libbpf call with a live program fd and a sized opts struct.
+        let rc = unsafe {
+            sys::bpf_prog_attach_opts(self.parent_tc.as_raw_fd(), ifindex as i32, sys::BPF_TCX_INGRESS, &opts)
+        };
+        if rc != 0 {
+            return Err(err(rc));
+        }
+        Ok(())
+    }
+
+    /// Detaches our tc program from `ifindex` (a link that is gone already is not an error).
+    pub fn detach_tc(&self, ifindex: u32) {
+        use libbpf_rs::libbpf_sys as sys;
+        let opts = sys::bpf_prog_detach_opts {
+            sz: std::mem::size_of::<sys::bpf_prog_detach_opts>() as _,
+            ..Default::default()
+        };
+        // SAFETY: plain libbpf call with a live program fd and a sized opts struct.
+        unsafe { sys::bpf_prog_detach_opts(self.parent_tc.as_raw_fd(), ifindex as i32, sys::BPF_TCX_INGRESS, &opts) };
+    }
+
+    /// Ids of the programs on `ifindex`'s tcx ingress.
+    pub fn tc_ids(&self, ifindex: u32) -> Vec<u32> {
+        use libbpf_rs::libbpf_sys as sys;
+        let mut ids = [0u32; 64];
+        let mut opts =
+            sys::bpf_prog_query_opts { sz: std::mem::size_of::<sys::bpf_prog_query_opts>() as _, ..Default::default() };
+        opts.prog_ids = ids.as_mut_ptr();
+        opts.__bindgen_anon_1.count = ids.len() as u32;
+        // SAFETY: `ids` is a writable array whose length `count` states.
+        let rc = unsafe { sys::bpf_prog_query_opts(ifindex as i32, sys::BPF_TCX_INGRESS, &mut opts) };
+        if rc != 0 {
+            return Vec::new();
+        }
+        // SAFETY: the kernel wrote the count of ids it filled in.
+        let n = unsafe { opts.__bindgen_anon_1.count } as usize;
+        ids[..n.min(ids.len())].to_vec()
+    }
+
+    /// Whether our tc program is attached to `ifindex`.
+    pub fn tc_attached(&self, ifindex: u32) -> bool {
+        let ours = self.tc_prog_id();
+        ours != 0 && self.tc_ids(ifindex).contains(&ours)
+    }
+
+    fn tc_prog_id(&self) -> u32 {
+        prog_id(self.parent_tc.as_fd())
     }
 
     pub fn del_mac(&self, key: MacKey) {
@@ -304,6 +470,32 @@ impl Bpf {
             }
         }
         out
+    }
+}
+
+/// Sums a per-CPU array entry of N u64 counters over CPUs.
+fn percpu_sum<const N: usize>(map: &MapHandle, key: u32) -> [u64; N] {
+    let mut out = [0u64; N];
+    if let Ok(Some(per_cpu)) = map.lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY) {
+        for v in per_cpu.iter().filter(|v| v.len() >= N * 8) {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o += u64::from_ne_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            }
+        }
+    }
+    out
+}
+
+/// The kernel's id of a loaded program.
+fn prog_id(fd: BorrowedFd<'_>) -> u32 {
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: info is a writable bpf_prog_info of `len` bytes; the fd is a live program.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+    if rc == 0 {
+        info.id
+    } else {
+        0
     }
 }
 

@@ -37,9 +37,8 @@ pub struct PortCounters {
     pub pcp_stripped: Counter,
     /// Frames delivered as priority-tagged (VID 0, PCP kept): endpoints with `keep_pcp`.
     pub pcp_kept: Counter,
-    /// Kernel-side AF_XDP statistics of this port's socket (XDP_STATISTICS), refreshed by the worker.
-    pub xsk_rx_dropped: Counter,
-    pub xsk_rx_ring_full: Counter,
+    /// Times the kernel found this port's fill ring empty (XDP_STATISTICS, refreshed by the
+    /// worker). The frames it dropped then are in `drops` (`xsk_rx_dropped`).
     pub xsk_fill_empty: Counter,
 }
 
@@ -62,8 +61,6 @@ pub struct PortStats {
     pub drops: [u64; DropReason::COUNT],
     pub pcp_stripped: u64,
     pub pcp_kept: u64,
-    pub xsk_rx_dropped: u64,
-    pub xsk_rx_ring_full: u64,
     pub xsk_fill_empty: u64,
 }
 
@@ -78,14 +75,96 @@ impl PortStats {
         }
         self.pcp_stripped += c.pcp_stripped.get();
         self.pcp_kept += c.pcp_kept.get();
-        // The kernel's values are absolute per socket; summing over workers' sockets is right.
-        self.xsk_rx_dropped += c.xsk_rx_dropped.get();
-        self.xsk_rx_ring_full += c.xsk_rx_ring_full.get();
         self.xsk_fill_empty += c.xsk_fill_empty.get();
     }
 
     pub fn drops_total(&self) -> u64 {
         self.drops.iter().sum()
+    }
+
+    /// Adds another port's totals (a removed port's, kept so the sums still balance).
+    pub fn absorb(&mut self, o: &PortStats) {
+        self.rx += o.rx;
+        self.rx_bytes += o.rx_bytes;
+        self.tx += o.tx;
+        self.tx_bytes += o.tx_bytes;
+        for (sum, d) in self.drops.iter_mut().zip(&o.drops) {
+            *sum += d;
+        }
+        self.pcp_stripped += o.pcp_stripped;
+        self.pcp_kept += o.pcp_kept;
+        self.xsk_fill_empty += o.xsk_fill_empty;
+    }
+}
+
+/// What the frames of one domain's UMEMs are doing on one worker, published by the worker
+/// (see pool.rs): frames = free + flood + parent + endpoints + in_flight.
+#[derive(Default, Debug)]
+pub struct UmemCounters {
+    pub frames: Counter,
+    pub free: Counter,
+    pub flood: Counter,
+    pub parent: Counter,
+    pub endpoints: Counter,
+    pub in_flight: Counter,
+    /// UMEMs (the parent's and one per endpoint group) and their pinned bytes.
+    pub umems: Counter,
+    pub bytes: Counter,
+}
+
+impl UmemCounters {
+    pub fn set(&self, v: &UmemStats) {
+        for (c, x) in [
+            (&self.frames, v.frames),
+            (&self.free, v.free),
+            (&self.flood, v.flood),
+            (&self.parent, v.parent),
+            (&self.endpoints, v.endpoints),
+            (&self.in_flight, v.in_flight),
+            (&self.umems, v.umems),
+            (&self.bytes, v.bytes),
+        ] {
+            c.0.store(x, Relaxed);
+        }
+    }
+
+    pub fn get(&self) -> UmemStats {
+        UmemStats {
+            frames: self.frames.get(),
+            free: self.free.get(),
+            flood: self.flood.get(),
+            parent: self.parent.get(),
+            endpoints: self.endpoints.get(),
+            in_flight: self.in_flight.get(),
+            umems: self.umems.get(),
+            bytes: self.bytes.get(),
+        }
+    }
+}
+
+/// A plain-value copy of [`UmemCounters`], summed over workers.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UmemStats {
+    pub frames: u64,
+    pub free: u64,
+    pub flood: u64,
+    pub parent: u64,
+    pub endpoints: u64,
+    pub in_flight: u64,
+    pub umems: u64,
+    pub bytes: u64,
+}
+
+impl UmemStats {
+    pub fn add(&mut self, o: &UmemStats) {
+        self.frames += o.frames;
+        self.free += o.free;
+        self.flood += o.flood;
+        self.parent += o.parent;
+        self.endpoints += o.endpoints;
+        self.in_flight += o.in_flight;
+        self.umems += o.umems;
+        self.bytes += o.bytes;
     }
 }
 

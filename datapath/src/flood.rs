@@ -6,7 +6,7 @@
 //! skb once for us; `recvmmsg` lands a whole batch directly in UMEM frames (one syscall per batch,
 //! none per frame); the worker then fans each frame out to the endpoints by descriptor.
 
-use std::mem::{size_of, zeroed};
+use std::mem::{size_of, size_of_val, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::frame::{ETH_HLEN, VLAN_HLEN};
@@ -14,6 +14,7 @@ use crate::Error;
 
 pub const BATCH: usize = 64;
 
+const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_AUXDATA: libc::c_int = 8;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
@@ -99,6 +100,22 @@ impl FloodSocket {
 
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
+    }
+
+    /// Frames the kernel dropped because the receive queue was full since the last call
+    /// (PACKET_STATISTICS, which the kernel resets on every read).
+    pub fn take_drops(&self) -> u64 {
+        let mut st = [0u32; 2]; // struct tpacket_stats { tp_packets, tp_drops }
+        let mut len = size_of_val(&st) as libc::socklen_t;
+        // SAFETY: `st` is a writable tpacket_stats of `len` bytes.
+        let rc = unsafe {
+            libc::getsockopt(self.fd.as_raw_fd(), libc::SOL_PACKET, PACKET_STATISTICS, st.as_mut_ptr().cast(), &mut len)
+        };
+        if rc == 0 {
+            u64::from(st[1])
+        } else {
+            0
+        }
     }
 
     /// Receives up to `frames.len()` frames, the i-th into the UMEM chunk at `frames[i]`, and

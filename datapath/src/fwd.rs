@@ -47,14 +47,24 @@ pub enum DropReason {
     NoEndpoint,
     /// A broadcast reflected back from the wire that bridge ports already got on the way out.
     Reflected,
-    /// The destination's TX ring was full.
+    /// The destination's TX ring, or the worker's send buffer, was full.
     TxRingFull,
-    /// No free UMEM frame for a flood copy.
+    /// No free UMEM frame for a copy (a flood variant, or an endpoint's frame towards the wire).
     NoBuffer,
+    /// The kernel dropped the frame at the port's AF_XDP socket: no fill-ring frame to receive
+    /// into, or longer than a UMEM chunk (XDP_STATISTICS `rx_dropped`).
+    XskRxDropped,
+    /// The kernel dropped the frame because the socket's RX ring was full (`rx_ring_full`).
+    XskRxRingFull,
+    /// The kernel dropped a broadcast/multicast frame because the flood socket's receive queue was
+    /// full (PACKET_STATISTICS `tp_drops`).
+    SocketFull,
+    /// The kernel refused to transmit the frame for another reason (the errno is not kept).
+    TxError,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 12;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::BadVlan,
@@ -64,6 +74,10 @@ impl DropReason {
         DropReason::Reflected,
         DropReason::TxRingFull,
         DropReason::NoBuffer,
+        DropReason::XskRxDropped,
+        DropReason::XskRxRingFull,
+        DropReason::SocketFull,
+        DropReason::TxError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +90,10 @@ impl DropReason {
             DropReason::Reflected => "reflected",
             DropReason::TxRingFull => "tx_ring_full",
             DropReason::NoBuffer => "no_buffer",
+            DropReason::XskRxDropped => "xsk_rx_dropped",
+            DropReason::XskRxRingFull => "xsk_rx_ring_full",
+            DropReason::SocketFull => "socket_full",
+            DropReason::TxError => "tx_error",
         }
     }
 }
@@ -281,9 +299,9 @@ impl Table {
         self.wire
     }
 
-    pub fn add_endpoint(&mut self, id: PortId, info: PortInfo) -> Result<(), TableError> {
-        let idx = usize::from(id);
-        if id == PARENT || self.ports.get(idx).is_some_and(Option::is_some) {
+    /// Whether [`Table::add_endpoint`] would accept this endpoint (without changing anything).
+    pub fn check_endpoint(&self, id: PortId, info: &PortInfo) -> Result<(), TableError> {
+        if id == PARENT || self.ports.get(usize::from(id)).is_some_and(Option::is_some) {
             return Err(TableError::BadPort(id));
         }
         if let Some(&other) = self.macs.get(&key(info.vlan, info.mac)) {
@@ -293,6 +311,14 @@ impl Table {
             if let Some(other) = self.passthru(info.vlan) {
                 return Err(TableError::PassthruTaken(info.vlan, other));
             }
+        }
+        Ok(())
+    }
+
+    pub fn add_endpoint(&mut self, id: PortId, info: PortInfo) -> Result<(), TableError> {
+        self.check_endpoint(id, &info)?;
+        let idx = usize::from(id);
+        if info.mode == Mode::Passthru {
             self.passthru.push((info.vlan, id));
         }
         if self.ports.len() <= idx {

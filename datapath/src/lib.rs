@@ -9,19 +9,22 @@
 //! workers run; every change either completes or leaves nothing behind.
 
 pub mod bpf;
-pub mod copytx;
+pub mod budget;
 pub mod counters;
 pub mod flood;
 pub mod frame;
 pub mod fwd;
+mod plane;
+mod pool;
 pub mod probe;
+pub mod txbatch;
 mod worker;
 pub mod xsk;
 
 use std::collections::BTreeMap;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -29,13 +32,13 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use crate::bpf::{Bpf, Prog, XdpMode, MAX_QUEUES, MAX_SLOTS};
-use crate::copytx::CopyTx;
-use crate::counters::{PortStats, SharedPortCounters, WorkerCounters, WorkerStats};
+use crate::budget::{chunk_for_mtu, group_frames, GROUP_SIZE};
+use crate::counters::{PortStats, SharedPortCounters, UmemCounters, UmemStats, WorkerCounters, WorkerStats};
 use crate::flood::FloodSocket;
 use crate::frame::MacAddr;
 use crate::fwd::{Mode, PortId, PortInfo, Table, MAX_PORTS, PARENT};
-use crate::worker::{Ack, Command, Domain, Port, Worker, ENDPOINT_FILL, PARENT_FILL};
-use crate::xsk::{SharedUmem, XskMode, XskPort, PARENT_RX_SIZE, RX_SIZE};
+use crate::worker::{Ack, Command, Domain, Port, Reply, Worker};
+use crate::xsk::{Area, RingSizes, Umem, Xsk, XskMode};
 
 /// Identifies a network (forwarding domain) across the datapath.
 pub type NetId = u32;
@@ -60,34 +63,64 @@ pub enum Error {
     Worker { worker: usize, msg: String },
 }
 
-impl Error {
-    pub(crate) fn xsk(what: &'static str, ifname: &str, e: xdpilone::Errno) -> Self {
-        Error::Xsk { what, ifname: ifname.to_string(), cause: std::io::Error::from_raw_os_error(e.get_raw().abs()) }
-    }
-}
-
 /// Datapath settings.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// One worker per entry, pinned to that CPU (None = not pinned).
     pub cpus: Vec<Option<usize>>,
-    /// UMEM frames per (network, worker); each is 4 KiB of pinned memory.
+    /// Frames of each parent UMEM (one per network and worker): 2 KiB each where the parent's MTU
+    /// allows, else 4 KiB, of pinned memory. Endpoints bring UMEMs of their own (budget.rs).
     pub frames: u32,
     /// Niceness of the worker threads. Where a worker shares its core with the parent's NAPI
     /// thread, equal shares let NAPI redirect frames faster than the worker can forward them, and
     /// the surplus is dropped at the full RX ring after costing NAPI time (receive livelock); a
     /// higher worker priority moves that CPU to forwarding.
     pub nice: i32,
-    /// XDP fast path: the parent's program redirects untagged known unicast for an endpoint that is
-    /// up, and whose MTU the frame fits, straight to the endpoint's veth (bpf_redirect), skipping
-    /// AF_XDP and the worker. Only for endpoints whose far side takes XDP frames
-    /// ([`EndpointSpec::fast`]). Everything else keeps the AF_XDP path.
-    pub xdp_fast_path: bool,
+    /// How untagged known unicast from the wire reaches an endpoint that is up and whose MTU the
+    /// frame fits (see [`FastPath`]). Everything else takes the AF_XDP path.
+    pub fast_path: FastPath,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { cpus: vec![None], frames: 16384, nice: -20, xdp_fast_path: false }
+        Config { cpus: vec![None], frames: 16384, nice: -20, fast_path: FastPath::Tc }
+    }
+}
+
+/// The in-kernel shortcut for unicast from the wire to an endpoint: the decision `fwd::decide`
+/// makes for such a frame, taken in the kernel's receive path without AF_XDP and a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastPath {
+    /// Every frame through AF_XDP and a worker.
+    Off,
+    /// The parent's XDP program redirects to the endpoint's veth (bpf_redirect); the container
+    /// end builds the skb in its own NAPI (it needs GRO on: [`EndpointSpec::fast`]).
+    Xdp,
+    /// The parent's XDP program passes the frame, the kernel builds the skb (GRO merges it), and a
+    /// tc program on the parent moves it into the container (bpf_redirect_peer): one pass, as
+    /// kernel macvlan's rx_handler. Veth endpoints only.
+    Tc,
+}
+
+impl FastPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            FastPath::Off => "off",
+            FastPath::Xdp => "xdp",
+            FastPath::Tc => "tc",
+        }
+    }
+}
+
+impl std::str::FromStr for FastPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(FastPath::Off),
+            "xdp" => Ok(FastPath::Xdp),
+            "tc" => Ok(FastPath::Tc),
+            _ => Err(format!("fast path '{s}' is not one of tc, xdp, off")),
+        }
     }
 }
 
@@ -113,17 +146,31 @@ pub struct EndpointSpec {
     pub mtu: u32,
     pub vlan: u16,
     pub up: bool,
-    /// Its queues: a veth has one per worker; a tap has one, and workers beyond it transmit to the
-    /// tap through a [`copytx::CopyTx`].
+    /// Its queues: a veth has one per worker; a tap has one, so only worker 0 receives from it
+    /// (every worker transmits to it, as to any endpoint, through its packet socket).
     pub queues: u32,
+    /// A veth (a tap is not): the tc fast path can hand frames to its peer.
+    pub veth: bool,
     /// The far side accepts frames redirected in XDP (a veth whose container end has NAPI on:
-    /// GRO enabled or an XDP program), so [`Config::xdp_fast_path`] may deliver to it.
+    /// GRO enabled or an XDP program), so the XDP fast path may deliver to it.
     pub fast: bool,
     pub mode: Mode,
     /// Source mode: frames from listed senders go to the copies only.
     pub nodst: bool,
     /// VLAN endpoints: deliver tags with a non-zero PCP as priority tags instead of removing them.
     pub keep_pcp: bool,
+}
+
+/// Ring sizes: deep for the parent's sockets (its NAPI may fill a whole scheduler slice while it
+/// shares a core with the worker), shallow for endpoints (their fill ring never holds more than
+/// [`budget::ENDPOINT_CAP`], and nothing is transmitted through their AF_XDP sockets).
+const PARENT_RINGS: RingSizes = RingSizes { fill: 8192, comp: 2048, rx: 8192, tx: 2048 };
+const PARENT_EXTRA_RINGS: RingSizes = RingSizes { fill: 8192, comp: 64, rx: 8192, tx: 0 };
+const ENDPOINT_RINGS: RingSizes = RingSizes { fill: 512, comp: 64, rx: 512, tx: 0 };
+
+/// Pinned memory and ring memory an endpoint costs per worker, for documentation and `stats`.
+pub fn endpoint_bytes(parent_mtu: u32) -> (u32, usize) {
+    (budget::umem_bytes_per_endpoint(chunk_for_mtu(parent_mtu)), ENDPOINT_RINGS.bytes())
 }
 
 struct WorkerHandle {
@@ -136,7 +183,7 @@ struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    fn send(&self, id: usize, cmd: Command) -> Result<(), Error> {
+    fn send(&self, id: usize, cmd: Command) -> Result<Reply, Error> {
         let (ack_tx, ack_rx) = sync_channel(1);
         self.pending.fetch_add(1, Ordering::AcqRel);
         if self.commands.send((cmd, ack_tx)).is_err() {
@@ -147,9 +194,14 @@ impl WorkerHandle {
         // SAFETY: writes 8 bytes from a live u64 to our eventfd.
         unsafe { libc::write(std::os::fd::AsRawFd::as_raw_fd(&*self.wake), (&one as *const u64).cast(), 8) };
         match ack_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(reply)) => Ok(reply),
             Ok(Err(msg)) => Err(Error::Worker { worker: id, msg }),
-            Err(_) => Err(Error::Worker { worker: id, msg: "did not answer within 10 s".into() }),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(Error::Worker { worker: id, msg: "did not answer within 10 s".into() })
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(Error::Worker { worker: id, msg: "stopped without answering (see the daemon's log)".into() })
+            }
         }
     }
 }
@@ -159,6 +211,8 @@ struct Iface {
     name: String,
     slot: u32,
     xdp: XdpMode,
+    /// Our tc program is attached (the tc fast path's parent).
+    tc: bool,
 }
 
 struct EndpointRec {
@@ -166,21 +220,26 @@ struct EndpointRec {
     info: PortInfo,
     counters: Vec<SharedPortCounters>,
     xsk_mode: XskMode,
-    /// Served by the XDP fast path while up.
-    fast: bool,
+    /// Its endpoint group (UMEM id − 1).
+    group: usize,
+    /// Served by this fast path while up.
+    fast: Option<FastPath>,
     /// The slot's fast-path counters when this endpoint got it (slots are reused).
-    fast_base: (u64, u64),
+    fast_base: bpf::FastCount,
 }
 
 impl EndpointRec {
     fn mac_val(&self) -> bpf::MacVal {
-        let flags = match self.info.mode {
+        let mut flags = match self.info.mode {
             Mode::Source => bpf::MAC_NO_DST | bpf::MAC_REFLECT,
             Mode::Private | Mode::Passthru => bpf::MAC_REFLECT,
             Mode::Vepa | Mode::Bridge => 0,
         };
+        if self.fast == Some(FastPath::Tc) {
+            flags |= bpf::MAC_FAST_TC;
+        }
         bpf::MacVal {
-            fast_ifindex: if self.fast && self.info.up { self.iface.ifindex } else { 0 },
+            fast_ifindex: if self.fast.is_some() && self.info.up { self.iface.ifindex } else { 0 },
             max_len: self.info.mtu + 14,
             slot: self.iface.slot,
             flags,
@@ -196,14 +255,34 @@ impl EndpointRec {
     }
 }
 
+/// Up to [`GROUP_SIZE`] endpoints whose sockets share one UMEM per worker (see budget.rs).
+struct Group {
+    members: Vec<PortId>,
+    /// Per worker: the UMEM and the member sockets bound to it; None while no member has a
+    /// socket on that worker (its UMEM went with the last one).
+    workers: Vec<Option<GroupUmem>>,
+}
+
+struct GroupUmem {
+    area: Arc<Area>,
+    socks: Vec<(PortId, Arc<OwnedFd>)>,
+}
+
 struct Network {
     parent: Iface,
     parent_counters: Vec<SharedPortCounters>,
     parent_xsk_mode: XskMode,
-    /// One per worker; the worker holds the rings, we hold the registrations.
-    umems: Vec<SharedUmem>,
+    chunk: u32,
+    groups: Vec<Option<Group>>,
+    umem: Vec<Arc<CachePadded<UmemCounters>>>,
     table: Table,
     endpoints: BTreeMap<PortId, EndpointRec>,
+    /// Kernel-side outcomes of endpoints that left: their frames were still received from the parent.
+    fast_departed: bpf::FastCount,
+    /// The tc flood fans out the parent's wire floods (tc fast path, not internal).
+    tc_flood: bool,
+    /// The parent slot's tc flood counters when this network got it (slots are reused).
+    flood_base: bpf::FloodCount,
 }
 
 /// Counters of one port, summed over workers.
@@ -223,6 +302,8 @@ pub struct NetworkReport {
     pub xdp_mode: &'static str,
     pub parent: PortReport,
     pub endpoints: Vec<PortReport>,
+    /// What the frames of the network's UMEMs are doing, summed over workers.
+    pub umem: UmemStats,
 }
 
 #[derive(Debug, Clone)]
@@ -231,6 +312,26 @@ pub struct Report {
     pub networks: Vec<NetworkReport>,
     /// The XDP programs' own counters, by [`bpf::XDP_STAT_NAMES`].
     pub xdp: Vec<(&'static str, u64)>,
+    /// The counters of endpoints removed since the start, so that sums over ports still balance.
+    pub departed: PortStats,
+    /// The fast path in use, and what the kernel-side paths (fast paths, tc flood) did in total.
+    pub fast_path: FastPath,
+    pub kernel: KernelPaths,
+}
+
+/// What the kernel-side paths did, datapath-wide (past endpoints included). The accounting
+/// invariant over ports and workers needs their flood terms: Σrx + Σ flood_copies (workers' and
+/// these) = Σtx + Σdrops + Σ flood_empty.
+#[derive(Debug, Clone, Default)]
+pub struct KernelPaths {
+    /// Frames received from parents that no worker saw (Σ ports' rx = Σ workers' rx + this).
+    pub rx: u64,
+    /// Outcomes at endpoints: delivered (frames, bytes) and not (down, oversize, errors).
+    pub to_endpoints: bpf::FastCount,
+    /// The tc flood: group frames it fanned out, their extra outcomes, floods without a target.
+    pub flood_frames: u64,
+    pub flood_copies: u64,
+    pub flood_empty: u64,
 }
 
 /// The running datapath.
@@ -240,6 +341,7 @@ pub struct Datapath {
     workers: Vec<WorkerHandle>,
     networks: BTreeMap<NetId, Network>,
     slots: Vec<bool>,
+    departed: PortStats,
 }
 
 impl Datapath {
@@ -258,6 +360,7 @@ impl Datapath {
             workers: Vec::new(),
             networks: BTreeMap::new(),
             slots: vec![false; MAX_SLOTS as usize],
+            departed: PortStats::default(),
         };
         for (id, &cpu) in cfg.cpus.iter().enumerate() {
             // SAFETY: plain eventfd(2); checked below.
@@ -270,7 +373,7 @@ impl Datapath {
             let (tx, rx) = sync_channel(64);
             let pending = Arc::new(AtomicUsize::new(0));
             let counters = Arc::new(CachePadded::new(WorkerCounters::default()));
-            let worker = Worker::new(id, cpu, counters.clone(), rx, pending.clone(), wake.clone(), cfg.nice);
+            let worker = Worker::new(id, cpu, counters.clone(), rx, pending.clone(), wake.clone(), cfg.nice)?;
             let thread = std::thread::Builder::new()
                 .name(format!("xmv-worker-{id}"))
                 .spawn(move || worker.run())
@@ -285,11 +388,14 @@ impl Datapath {
     }
 
     fn alloc_slot(&mut self) -> Result<u32, Error> {
-        let i = self
-            .slots
-            .iter()
-            .position(|used| !used)
-            .ok_or_else(|| Error::Invalid(format!("all {MAX_SLOTS} interface slots are in use")))?;
+        let Some(i) = self.slots.iter().position(|used| !used) else {
+            let endpoints: usize = self.networks.values().map(|n| n.endpoints.len()).sum();
+            return Err(Error::Invalid(format!(
+                "all {MAX_SLOTS} datapath slots are in use ({endpoints} endpoints and {} parents or anchors): \
+                 disconnect something first",
+                self.networks.len()
+            )));
+        };
         self.slots[i] = true;
         Ok(i as u32)
     }
@@ -319,10 +425,21 @@ impl Datapath {
                 }
             }
         };
-        let iface = Iface { ifindex: parent.ifindex, name: parent.name.clone(), slot, xdp };
+        let mut iface = Iface { ifindex: parent.ifindex, name: parent.name.clone(), slot, xdp, tc: false };
+        if self.cfg.fast_path == FastPath::Tc && !parent.internal {
+            if let Err(e) = self.bpf.attach_tc(parent.ifindex, &parent.name) {
+                self.undo_iface(&iface);
+                return Err(e);
+            }
+            iface.tc = true;
+        }
         match self.build_network(id, parent, &iface) {
             Ok(net) => {
                 self.networks.insert(id, Network { parent: iface, ..net });
+                if let Err(e) = self.sync_floods(id) {
+                    self.remove_network(id);
+                    return Err(e);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -334,53 +451,66 @@ impl Datapath {
 
     fn build_network(&mut self, id: NetId, parent: &ParentSpec, iface: &Iface) -> Result<Network, Error> {
         let table = if parent.internal { Table::internal(parent.mac) } else { Table::new(parent.mac, parent.mtu) };
-        let mut umems = Vec::new();
+        let chunk = chunk_for_mtu(parent.mtu);
         let mut domains = Vec::new();
         let mut counters = Vec::new();
+        let mut umem_counters = Vec::new();
         let mut mode = XskMode::Copy;
         if !parent.internal {
             self.bpf.set_slot(iface.ifindex, iface.slot)?;
         }
         let workers = self.workers.len() as u32;
         for w in 0..workers {
-            let umem = SharedUmem::new(self.cfg.frames)?;
+            let area = Arc::new(Area::new(self.cfg.frames, chunk)?);
             // Worker w owns the parent's queues w, w + workers, ...: every queue has a socket, so
             // no steered frame falls back to the host stack for want of one.
-            let xsk = XskPort::open(&umem, parent.ifindex, w, &parent.name, true, PARENT_RX_SIZE)?;
-            mode = xsk.mode;
-            let mut more = Vec::new();
-            if parent.internal {
-                let c: SharedPortCounters = Default::default();
-                counters.push(c.clone());
-                let port = Port { xsk, more, counters: c, fill_target: 0, tx_outstanding: 0 };
-                domains.push(Domain::new(id, table.clone(), port, umem.area.clone(), None));
-                umems.push(umem);
-                continue;
-            }
-            self.bpf.set_xsk(iface.slot, w, xsk.fd())?;
-            for q in (w + workers..parent.rx_queues.min(MAX_QUEUES)).step_by(workers as usize) {
-                let extra = XskPort::open(&umem, parent.ifindex, q, &parent.name, false, PARENT_RX_SIZE)?;
-                self.bpf.set_xsk(iface.slot, q, extra.fd())?;
-                more.push(extra);
+            let main = Xsk::open(Umem::Register(&area), parent.ifindex, w, &parent.name, PARENT_RINGS)?;
+            mode = main.mode;
+            let mut socks = vec![main];
+            if !parent.internal {
+                for q in (w + workers..parent.rx_queues.min(MAX_QUEUES)).step_by(workers as usize) {
+                    let with = socks[0].fd().clone();
+                    let umem = Umem::Share { with: with.as_fd(), area: &area };
+                    socks.push(Xsk::open(umem, parent.ifindex, q, &parent.name, PARENT_EXTRA_RINGS)?);
+                }
+                for (k, s) in socks.iter().enumerate() {
+                    let q = w + k as u32 * workers;
+                    self.bpf.set_xsk(iface.slot, q, s.fd().as_fd())?;
+                }
             }
             let c: SharedPortCounters = Default::default();
             counters.push(c.clone());
-            let flood = if w == 0 { Some(FloodSocket::open(parent.ifindex, self.bpf.flood_filter())?) } else { None };
-            let port = Port { xsk, more, counters: c, fill_target: PARENT_FILL, tx_outstanding: 0 };
-            domains.push(Domain::new(id, table.clone(), port, umem.area.clone(), flood));
-            umems.push(umem);
+            let flood = if w == 0 && !parent.internal {
+                Some(FloodSocket::open(parent.ifindex, self.bpf.flood_filter())?)
+            } else {
+                None
+            };
+            let u = Arc::new(CachePadded::new(UmemCounters::default()));
+            umem_counters.push(u.clone());
+            let port = Port::parent(socks, parent.ifindex, c);
+            domains.push(Domain::new(id, table.clone(), port, area, flood, u));
         }
-        // Nothing can fail past this point: hand each worker its domain.
+        // Nothing can fail past this point but a worker: hand each worker its domain.
         for (w, d) in domains.into_iter().enumerate() {
-            self.workers[w].send(w, Command::AddDomain(Box::new(d)))?;
+            if let Err(e) = self.workers[w].send(w, Command::AddDomain(Box::new(d))) {
+                for (v, h) in self.workers.iter().enumerate().take(w) {
+                    drop(h.send(v, Command::RemoveDomain(id)));
+                }
+                return Err(e);
+            }
         }
         Ok(Network {
-            parent: Iface { ifindex: iface.ifindex, name: iface.name.clone(), slot: iface.slot, xdp: iface.xdp },
+            parent: Iface { name: iface.name.clone(), ..*iface },
             parent_counters: counters,
             parent_xsk_mode: mode,
-            umems,
+            chunk,
+            groups: Vec::new(),
+            umem: umem_counters,
             table,
             endpoints: BTreeMap::new(),
+            fast_departed: bpf::FastCount::default(),
+            tc_flood: iface.tc,
+            flood_base: self.bpf.flood_counts(iface.slot),
         })
     }
 
@@ -390,6 +520,10 @@ impl Datapath {
             self.bpf.del_xsk(iface.slot, q);
         }
         self.bpf.del_slot(iface.ifindex);
+        if iface.tc {
+            self.bpf.detach_tc(iface.ifindex);
+            self.bpf.del_flood_list(iface.ifindex);
+        }
         self.bpf.detach(iface.ifindex, iface.xdp);
         self.free_slot(iface.slot);
     }
@@ -397,26 +531,30 @@ impl Datapath {
     /// Removes a network and all its endpoints from the datapath (their links are the caller's).
     pub fn remove_network(&mut self, id: NetId) {
         let Some(ids) = self.networks.get(&id).map(|n| n.endpoints.keys().copied().collect::<Vec<_>>()) else { return };
-        for port in ids {
-            self.remove_endpoint(id, port);
-        }
-        for (w, h) in self.workers.iter().enumerate() {
-            let _ = h.send(w, Command::RemoveDomain(id));
-        }
+        let detached = ids.into_iter().filter_map(|port| self.detach_endpoint(id, port)).collect();
+        self.close(detached);
         if let Some(net) = self.networks.remove(&id) {
             self.undo_iface(&net.parent);
+            // The workers hand back their domains; dropping them closes the sockets.
+            for (w, h) in self.workers.iter().enumerate() {
+                drop(h.send(w, Command::RemoveDomain(id)));
+            }
         }
     }
 
-    /// Adds an endpoint: XDP on its daemon-side veth, a socket per worker, then the MAC in the
-    /// steering map (last, so the wire never steers to a half-built endpoint).
+    /// Adds an endpoint: XDP on its daemon-side veth, a socket per worker in a UMEM of its group,
+    /// then the MAC in the steering map (last, so the wire never steers to a half-built endpoint).
     pub fn add_endpoint(&mut self, net: NetId, spec: &EndpointSpec) -> Result<PortId, Error> {
         let workers = self.workers.len();
         let network =
             self.networks.get(&net).ok_or_else(|| Error::Invalid(format!("no network {net} in the datapath")))?;
-        let id = (1..MAX_PORTS as PortId)
-            .find(|p| !network.endpoints.contains_key(p))
-            .ok_or_else(|| Error::Invalid(format!("network {net} has {MAX_PORTS} ports already")))?;
+        let id = (1..MAX_PORTS as PortId).find(|p| !network.endpoints.contains_key(p)).ok_or_else(|| {
+            Error::Invalid(format!(
+                "parent {} serves {} endpoints, the datapath's limit per parent",
+                network.parent.name,
+                MAX_PORTS - 1
+            ))
+        })?;
         let info = PortInfo {
             mac: spec.mac,
             mtu: spec.mtu,
@@ -426,9 +564,14 @@ impl Datapath {
             nodst: spec.nodst,
             keep_pcp: spec.keep_pcp,
         };
-        let mut table = network.table.clone();
-        table.add_endpoint(id, info).map_err(|e| Error::Invalid(e.to_string()))?;
+        network.table.check_endpoint(id, &info).map_err(|e| Error::Invalid(e.to_string()))?;
         let parent_ifindex = network.parent.ifindex;
+        let group = network
+            .groups
+            .iter()
+            .position(|g| g.as_ref().is_some_and(|g| (g.members.len() as u32) < GROUP_SIZE))
+            .or_else(|| network.groups.iter().position(Option::is_none))
+            .unwrap_or(network.groups.len());
 
         let slot = self.alloc_slot()?;
         let xdp = match self.bpf.attach(Prog::Endpoint, spec.ifindex, &spec.name) {
@@ -438,95 +581,218 @@ impl Datapath {
                 return Err(e);
             }
         };
-        let iface = Iface { ifindex: spec.ifindex, name: spec.name.clone(), slot, xdp };
-        let built = (|| -> Result<(Vec<Port>, XskMode), Error> {
+        let iface = Iface { ifindex: spec.ifindex, name: spec.name.clone(), slot, xdp, tc: false };
+        let nsock = workers.min(spec.queues.max(1) as usize);
+        // Sockets first (all or nothing), then the workers.
+        let built = (|| -> Result<Vec<(Xsk, Option<Arc<Area>>)>, Error> {
             self.bpf.set_slot(spec.ifindex, slot)?;
             let network = &self.networks[&net];
-            let mut ports = Vec::new();
-            let mut mode = XskMode::Copy;
-            for w in 0..workers.min(spec.queues.max(1) as usize) {
-                let xsk = XskPort::open(&network.umems[w], spec.ifindex, w as u32, &spec.name, false, RX_SIZE)?;
-                mode = xsk.mode;
-                self.bpf.set_xsk(slot, w as u32, xsk.fd())?;
-                ports.push(Port {
-                    xsk,
-                    more: Vec::new(),
-                    counters: Default::default(),
-                    fill_target: ENDPOINT_FILL,
-                    tx_outstanding: 0,
-                });
+            let mut socks = Vec::new();
+            for w in 0..nsock {
+                let umem = network.groups.get(group).and_then(Option::as_ref).and_then(|g| g.workers[w].as_ref());
+                let (xsk, new) = match umem {
+                    Some(gu) => {
+                        let with = gu.socks[0].1.clone();
+                        let umem = Umem::Share { with: with.as_fd(), area: &gu.area };
+                        (Xsk::open(umem, spec.ifindex, w as u32, &spec.name, ENDPOINT_RINGS)?, None)
+                    }
+                    None => {
+                        let area = Arc::new(Area::new(group_frames(), network.chunk).map_err(|e| {
+                            Error::Invalid(format!(
+                                "{}: no memory for the UMEM of endpoints {}-{} of parent {} ({} KiB): {e}",
+                                spec.name,
+                                group as u32 * GROUP_SIZE + 1,
+                                (group as u32 + 1) * GROUP_SIZE,
+                                network.parent.name,
+                                group_frames() as usize * network.chunk as usize / 1024
+                            ))
+                        })?);
+                        (
+                            Xsk::open(Umem::Register(&area), spec.ifindex, w as u32, &spec.name, ENDPOINT_RINGS)?,
+                            Some(area),
+                        )
+                    }
+                };
+                self.bpf.set_xsk(slot, w as u32, xsk.fd().as_fd())?;
+                socks.push((xsk, new));
             }
-            Ok((ports, mode))
+            Ok(socks)
         })();
-        let (ports, xsk_mode) = match built {
-            Ok(b) => b,
+        let socks = match built {
+            Ok(s) => s,
             Err(e) => {
                 self.undo_iface(&iface);
                 return Err(e);
             }
         };
-        let mut copies = Vec::new();
-        for _ in ports.len()..workers {
-            match CopyTx::open(spec.ifindex) {
-                Ok(c) => copies.push((c, SharedPortCounters::default())),
-                Err(e) => {
-                    self.undo_iface(&iface);
-                    return Err(Error::Sys { call: "packet socket for copy transmit", cause: e });
-                }
-            }
-        }
-        let mut counters: Vec<SharedPortCounters> = ports.iter().map(|p| p.counters.clone()).collect();
-        counters.extend(copies.iter().map(|(_, c)| c.clone()));
-        let nports = ports.len();
-        let commands = ports.into_iter().map(|port| Command::AddPort { net, id, info, port: Box::new(port) }).chain(
-            copies.into_iter().map(|(tx, counters)| Command::AddCopyPort { net, id, info, tx: Box::new(tx), counters }),
-        );
-        debug_assert!(nports <= workers);
-        for (w, cmd) in commands.enumerate() {
-            if let Err(e) = self.workers[w].send(w, cmd) {
-                for (v, h) in self.workers.iter().enumerate().take(w + 1) {
-                    let _ = h.send(v, Command::RemovePort { net, id });
-                }
+        let umem_id = group as u16 + 1;
+        let xsk_mode = socks.first().map_or(XskMode::Copy, |(x, _)| x.mode);
+        let mut fds: Vec<Option<Arc<OwnedFd>>> = socks.iter().map(|(x, _)| Some(x.fd().clone())).collect();
+        fds.resize(workers, None);
+        let mut news: Vec<Option<Arc<Area>>> = socks.iter().map(|(_, a)| a.clone()).collect();
+        news.resize(workers, None);
+        let mut socks = socks.into_iter().map(|(x, _)| Some(x)).collect::<Vec<_>>();
+        socks.resize_with(workers, || None);
+        let counters: Vec<SharedPortCounters> = (0..workers).map(|_| SharedPortCounters::default()).collect();
+        for (w, sock) in socks.into_iter().enumerate() {
+            let port = Port::endpoint(sock, umem_id, spec.ifindex, counters[w].clone());
+            let pool = news[w].clone().map(|a| (umem_id, a));
+            if let Err(e) = self.workers[w].send(w, Command::AddPort { net, id, info, port: Box::new(port), pool }) {
+                self.unwind_port(net, id, umem_id, (0..=w).map(|v| news[v].is_some()).collect());
                 self.undo_iface(&iface);
                 return Err(e);
             }
         }
+        let network = self.networks.get_mut(&net).expect("checked above");
+        if group == network.groups.len() {
+            network.groups.push(None);
+        }
+        let g = network.groups[group].get_or_insert_with(|| Group { members: Vec::new(), workers: Vec::new() });
+        g.workers.resize_with(workers, || None);
+        g.members.push(id);
+        for w in 0..workers {
+            if let Some(fd) = &fds[w] {
+                match (&mut g.workers[w], &news[w]) {
+                    (Some(gu), _) => gu.socks.push((id, fd.clone())),
+                    (slot @ None, Some(area)) => {
+                        *slot = Some(GroupUmem { area: area.clone(), socks: vec![(id, fd.clone())] })
+                    }
+                    (None, None) => unreachable!("a socket without a UMEM"),
+                }
+            }
+        }
+        network.table.add_endpoint(id, info).expect("checked above");
         let fast_base = self.bpf.fast_counts(slot);
-        let fast = self.cfg.xdp_fast_path && spec.fast && spec.vlan == 0;
-        let rec = EndpointRec { iface, info, counters, xsk_mode, fast, fast_base };
+        let fast = match self.cfg.fast_path {
+            FastPath::Tc if spec.veth && spec.vlan == 0 => Some(FastPath::Tc),
+            FastPath::Xdp if spec.fast && spec.vlan == 0 => Some(FastPath::Xdp),
+            _ => None,
+        };
+        let rec = EndpointRec { iface, info, counters, xsk_mode, group, fast, fast_base };
         if let Err(e) = rec.mac_keys(parent_ifindex).try_for_each(|k| self.bpf.set_mac(k, rec.mac_val())) {
             for k in rec.mac_keys(parent_ifindex) {
                 self.bpf.del_mac(k);
             }
-            for (v, h) in self.workers.iter().enumerate() {
-                let _ = h.send(v, Command::RemovePort { net, id });
-            }
-            self.undo_iface(&rec.iface);
+            self.networks.get_mut(&net).expect("exists").endpoints.insert(id, rec);
+            self.remove_endpoint(net, id);
             return Err(e);
         }
-        let network = self.networks.get_mut(&net).expect("checked above");
-        network.table = table;
-        network.endpoints.insert(id, rec);
+        self.networks.get_mut(&net).expect("checked above").endpoints.insert(id, rec);
+        if let Err(e) = self.sync_floods(net) {
+            self.remove_endpoint(net, id);
+            return Err(e);
+        }
         Ok(id)
+    }
+
+    /// Rewrites the tc flood's list of `net` from its endpoints (untagged, every mode but source).
+    fn sync_floods(&self, net: NetId) -> Result<(), Error> {
+        let Some(n) = self.networks.get(&net) else { return Ok(()) };
+        if !n.tc_flood {
+            return Ok(());
+        }
+        let members: Vec<bpf::FloodMember> = n
+            .endpoints
+            .values()
+            .filter(|ep| ep.info.vlan == 0 && ep.info.mode != Mode::Source)
+            .map(|ep| bpf::FloodMember {
+                ifindex: ep.iface.ifindex,
+                max_len: ep.info.mtu + 14,
+                slot: ep.iface.slot,
+                up: u32::from(ep.info.up),
+            })
+            .collect();
+        self.bpf.set_flood_list(n.parent.ifindex, &members)
+    }
+
+    /// Takes a half-added port back out of the first workers (sockets closed by the drop of what
+    /// they return, then their frames reclaimed).
+    fn unwind_port(&mut self, net: NetId, id: PortId, umem: u16, new_umem: Vec<bool>) {
+        let mut back = Vec::new();
+        for (w, h) in self.workers.iter().enumerate().take(new_umem.len()) {
+            back.push(h.send(w, Command::RemovePort { net, id }));
+        }
+        drop(back);
+        for (w, h) in self.workers.iter().enumerate().take(new_umem.len()) {
+            drop(h.send(w, Command::Reclaim { net, id, umem, drop_umem: new_umem[w] }));
+        }
     }
 
     /// Removes an endpoint; its veth may already be gone.
     pub fn remove_endpoint(&mut self, net: NetId, id: PortId) {
-        let Some(network) = self.networks.get_mut(&net) else { return };
-        let Some(ep) = network.endpoints.remove(&id) else { return };
+        if let Some(c) = self.detach_endpoint(net, id) {
+            self.close(vec![c]);
+        }
+    }
+
+    /// Takes an endpoint out of service: out of the steering and forwarding tables, its XDP
+    /// program detached, the workers no longer serving its sockets. The sockets stay open in the
+    /// returned [`Detached`] until [`Datapath::close`]: closing a socket still bound to its veth
+    /// waits for an RCU grace period, while deleting the veth first unbinds it on the way (so a
+    /// caller that deletes the link closes after that, for free).
+    pub fn detach_endpoint(&mut self, net: NetId, id: PortId) -> Option<Detached> {
+        let network = self.networks.get_mut(&net)?;
+        let ep = network.endpoints.remove(&id)?;
         let listed = network.table.sources_of_port(id);
         network.table.remove_endpoint(id);
         for k in ep.mac_keys(network.parent.ifindex) {
             self.bpf.del_mac(k);
         }
-        let parent = network.parent.ifindex;
-        let vlan = ep.info.vlan;
-        let table = network.table.clone();
-        self.sync_sources(parent, vlan, &listed, &table);
-        for (w, h) in self.workers.iter().enumerate() {
-            let _ = h.send(w, Command::RemovePort { net, id });
-        }
+        sync_sources(&self.bpf, network.parent.ifindex, ep.info.vlan, &listed, &network.table);
+        // Nothing steers to its sockets any more; the workers stop serving them and hand them back.
         self.undo_iface(&ep.iface);
+        let mut sockets = Vec::new();
+        for (w, h) in self.workers.iter().enumerate() {
+            sockets.push(h.send(w, Command::RemovePort { net, id }).ok());
+        }
+        let mut stats = PortStats::default();
+        for c in &ep.counters {
+            stats.add(c);
+        }
+        let f = self.fast_delta(&ep);
+        add_fast(&mut stats, &f);
+        self.departed.absorb(&stats);
+        if let Err(e) = self.sync_floods(net) {
+            eprintln!("xmacvlan datapath: {e}");
+        }
+        let network = self.networks.get_mut(&net).expect("exists");
+        network.fast_departed.add(&f);
+        let mut refs = Vec::new();
+        let mut drop_umem = vec![false; self.workers.len()];
+        if let Some(g) = network.groups.get_mut(ep.group).and_then(Option::as_mut) {
+            g.members.retain(|&m| m != id);
+            for (w, gu) in g.workers.iter_mut().enumerate() {
+                if let Some(u) = gu {
+                    refs.extend(u.socks.iter().filter(|&&(m, _)| m == id).map(|(_, fd)| fd.clone()));
+                    u.socks.retain(|&(m, _)| m != id);
+                    if u.socks.is_empty() {
+                        *gu = None;
+                        drop_umem[w] = true;
+                    }
+                }
+            }
+            if g.members.is_empty() {
+                network.groups[ep.group] = None;
+            }
+        }
+        Some(Detached { net, id, umem: ep.group as u16 + 1, drop_umem, sockets, refs })
+    }
+
+    /// Closes detached endpoints' sockets — many at once, so their RCU grace periods overlap —
+    /// and then lets the workers take back the frames the kernel held for them.
+    pub fn close(&mut self, detached: Vec<Detached>) {
+        let mut reclaims = Vec::new();
+        let mut holders = Vec::new();
+        for d in detached {
+            reclaims.push((d.net, d.id, d.umem, d.drop_umem));
+            holders.push((d.sockets, d.refs));
+        }
+        close_in_parallel(holders);
+        for (net, id, umem, drop_umem) in reclaims {
+            for (w, h) in self.workers.iter().enumerate() {
+                drop(h.send(w, Command::Reclaim { net, id, umem, drop_umem: drop_umem[w] }));
+            }
+        }
     }
 
     /// Replaces the source-MAC allow-list of a source-mode endpoint (kernel `macaddr set`).
@@ -545,20 +811,9 @@ impl Datapath {
             h.send(w, Command::SetSources { net, id, macs: macs.to_vec() })?;
         }
         let network = self.networks.get_mut(&net).expect("checked above");
-        network.table = table.clone();
-        let parent = network.parent.ifindex;
-        self.sync_sources(parent, vlan, &changed, &table);
+        network.table = table;
+        sync_sources(&self.bpf, network.parent.ifindex, vlan, &changed, &network.table);
         Ok(())
-    }
-
-    /// Brings the XDP `sources` map in line with `table` for the given source MACs of `vlan`.
-    fn sync_sources(&self, parent: u32, vlan: u16, macs: &[MacAddr], table: &Table) {
-        for &m in macs {
-            let flags = table.source_listing(vlan, m).map(|nodst| if nodst { bpf::SRC_NODST } else { 0 });
-            if let Err(e) = self.bpf.set_source(bpf::mac_key(parent, vlan, m), flags) {
-                eprintln!("xmacvlan datapath: {e}");
-            }
-        }
     }
 
     /// Tells the workers whether the endpoint's container side is up.
@@ -570,7 +825,7 @@ impl Datapath {
         }
         ep.info.up = up;
         network.table.set_up(id, up);
-        if ep.fast {
+        if ep.fast.is_some() {
             // Down: the fast path stops and the worker counts what arrives as dst_down.
             for k in ep.mac_keys(network.parent.ifindex) {
                 let _ = self.bpf.set_mac(k, ep.mac_val());
@@ -578,6 +833,9 @@ impl Datapath {
         }
         for (w, h) in self.workers.iter().enumerate() {
             let _ = h.send(w, Command::SetUp { net, id, up });
+        }
+        if let Err(e) = self.sync_floods(net) {
+            eprintln!("xmacvlan datapath: {e}");
         }
     }
 
@@ -597,6 +855,9 @@ impl Datapath {
                 "xmacvlan's XDP program is no longer attached to {} (attached: program id {attached})",
                 n.parent.name
             )));
+        }
+        if n.parent.tc && !self.bpf.tc_attached(n.parent.ifindex) {
+            return Err(Error::Invalid(format!("xmacvlan's tc program is no longer attached to {}", n.parent.name)));
         }
         probe::run(self.bpf.prog(Prog::Parent), n.parent.ifindex, info.mac, vlan, ns, ifname, Duration::from_secs(1))
     }
@@ -626,15 +887,18 @@ impl Datapath {
                     up: true,
                     xsk_mode: n.parent_xsk_mode.name(),
                     stats: {
-                        // Frames the fast path took were received from the parent too.
+                        // Frames the kernel-side paths took were received from the parent too.
                         let mut s = sum(&n.parent_counters);
-                        for (f, b) in n.endpoints.values().map(|ep| self.fast_delta(ep)) {
-                            s.rx += f;
-                            s.rx_bytes += b;
-                        }
+                        let k = self.kernel_rx(n);
+                        s.rx += k.0;
+                        s.rx_bytes += k.1;
                         s
                     },
                 },
+                umem: n.umem.iter().fold(UmemStats::default(), |mut acc, u| {
+                    acc.add(&u.get());
+                    acc
+                }),
                 endpoints: n
                     .endpoints
                     .iter()
@@ -643,12 +907,14 @@ impl Datapath {
                         ifname: ep.iface.name.clone(),
                         mac: ep.info.mac,
                         up: ep.info.up,
-                        xsk_mode: if ep.fast { "xdp-fast-path" } else { ep.xsk_mode.name() },
+                        xsk_mode: match ep.fast {
+                            Some(FastPath::Tc) => "tc-fast-path",
+                            Some(FastPath::Xdp) => "xdp-fast-path",
+                            _ => ep.xsk_mode.name(),
+                        },
                         stats: {
                             let mut s = sum(&ep.counters);
-                            let (f, b) = self.fast_delta(ep);
-                            s.tx += f;
-                            s.tx_bytes += b;
+                            add_fast(&mut s, &self.fast_delta(ep));
                             s
                         },
                     })
@@ -657,16 +923,45 @@ impl Datapath {
             .collect();
         let workers = self.workers.iter().enumerate().map(|(i, h)| h.counters.snapshot(i, h.cpu)).collect();
         let xdp = bpf::XDP_STAT_NAMES.iter().copied().zip(self.bpf.xdp_stats()).collect();
-        Report { workers, networks, xdp }
+        let mut kernel = KernelPaths::default();
+        for n in self.networks.values() {
+            for f in n.endpoints.values().map(|ep| self.fast_delta(ep)).chain([n.fast_departed]) {
+                kernel.to_endpoints.add(&f);
+            }
+            let fl = self.flood_delta(n);
+            kernel.flood_frames += fl.frames;
+            kernel.flood_copies += fl.copies;
+            kernel.flood_empty += fl.empty;
+            kernel.rx += self.kernel_rx(n).0;
+        }
+        Report { workers, networks, xdp, departed: self.departed.clone(), fast_path: self.cfg.fast_path, kernel }
     }
 
-    /// What the XDP fast path handed to `ep` since it was added.
-    fn fast_delta(&self, ep: &EndpointRec) -> (u64, u64) {
-        if !ep.fast {
-            return (0, 0);
+    /// What the kernel-side paths did for `ep` since it was added.
+    fn fast_delta(&self, ep: &EndpointRec) -> bpf::FastCount {
+        self.bpf.fast_counts(ep.iface.slot).since(&ep.fast_base)
+    }
+
+    /// What the tc flood did on `n`'s parent since the network got its slot.
+    fn flood_delta(&self, n: &Network) -> bpf::FloodCount {
+        let now = self.bpf.flood_counts(n.parent.slot);
+        bpf::FloodCount {
+            frames: now.frames.wrapping_sub(n.flood_base.frames),
+            copies: now.copies.wrapping_sub(n.flood_base.copies),
+            empty: now.empty.wrapping_sub(n.flood_base.empty),
         }
-        let (f, b) = self.bpf.fast_counts(ep.iface.slot);
-        (f.wrapping_sub(ep.fast_base.0), b.wrapping_sub(ep.fast_base.1))
+    }
+
+    /// Frames (and bytes) of `n`'s parent that the kernel-side paths handled without a worker:
+    /// every outcome at an endpoint is a received frame, but a flood of k targets is one frame
+    /// with k outcomes (k − 1 copies; an empty flood is one frame with none).
+    fn kernel_rx(&self, n: &Network) -> (u64, u64) {
+        let mut out = bpf::FastCount::default();
+        for f in n.endpoints.values().map(|ep| self.fast_delta(ep)).chain([n.fast_departed]) {
+            out.add(&f);
+        }
+        let fl = self.flood_delta(n);
+        ((out.frames + out.dropped() + fl.empty).wrapping_sub(fl.copies), out.bytes)
     }
 
     /// Stops the workers and detaches every XDP program we attached.
@@ -680,6 +975,55 @@ impl Datapath {
             if let Some(t) = h.thread.take() {
                 let _ = t.join();
             }
+        }
+    }
+}
+
+/// An endpoint out of service whose sockets are still open (see [`Datapath::detach_endpoint`]).
+pub struct Detached {
+    net: NetId,
+    id: PortId,
+    umem: u16,
+    drop_umem: Vec<bool>,
+    /// What the workers handed back (their halves of the sockets).
+    sockets: Vec<Option<Reply>>,
+    /// The control plane's references to the same sockets.
+    refs: Vec<Arc<OwnedFd>>,
+}
+
+/// Drops `items` (closing the sockets they hold) on several threads at once: each close of a
+/// bound AF_XDP socket waits for an RCU grace period, and concurrent waits share one.
+fn close_in_parallel<T: Send>(items: Vec<T>) {
+    const THREADS: usize = 32;
+    if items.len() <= 1 {
+        drop(items);
+        return;
+    }
+    let per = items.len().div_ceil(THREADS);
+    let mut items = items;
+    std::thread::scope(|s| {
+        while !items.is_empty() {
+            let chunk: Vec<T> = items.drain(..per.min(items.len())).collect();
+            s.spawn(move || drop(chunk));
+        }
+    });
+}
+
+/// Adds what the kernel-side paths delivered to an endpoint, and did not, to its counters.
+fn add_fast(s: &mut PortStats, f: &bpf::FastCount) {
+    s.tx += f.frames;
+    s.tx_bytes += f.bytes;
+    s.drops[fwd::DropReason::DstDown as usize] += f.down;
+    s.drops[fwd::DropReason::Oversize as usize] += f.oversize;
+    s.drops[fwd::DropReason::TxError as usize] += f.errors;
+}
+
+/// Brings the XDP `sources` map in line with `table` for the given source MACs of `vlan`.
+fn sync_sources(bpf: &Bpf, parent: u32, vlan: u16, macs: &[MacAddr], table: &Table) {
+    for &m in macs {
+        let flags = table.source_listing(vlan, m).map(|nodst| if nodst { bpf::SRC_NODST } else { 0 });
+        if let Err(e) = bpf.set_source(bpf::mac_key(parent, vlan, m), flags) {
+            eprintln!("xmacvlan datapath: {e}");
         }
     }
 }

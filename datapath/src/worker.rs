@@ -1,63 +1,89 @@
-//! A worker: one thread pinned to one core, owning queue `i` of every interface of every network.
+//! A worker: one thread pinned to one core, owning queue `w` of every interface of every network.
 //!
-//! Per network it keeps a [`Domain`]: the sockets of the parent and the endpoints (sharing one
-//! UMEM), its own copy of the forwarding table, a frame pool, and one TX staging batch per port.
-//! The loop per domain: reap completions → for each port, receive a batch, decide per frame, stage
-//! descriptors on the destination ports, flush every touched TX ring once (one kick per ring) →
-//! refill fill rings. Nothing in it allocates, locks or makes a syscall per frame; when idle for a
-//! while it sleeps in poll(2) on all its sockets and an eventfd the control plane rings.
+//! Per network it keeps a [`Domain`]: the sockets of the parent and of the endpoints, the frame
+//! pools of their UMEMs, and a [`Plane`] that decides. A round:
+//! 1. reap the parent's TX completions (only the parent transmits through AF_XDP);
+//! 2. receive a batch from every socket on the **active list** — sockets that epoll reported
+//!    readable and that have not been drained since — decide, stage; top up their fill rings;
+//! 3. the flood socket, when readable;
+//! 4. flush: the parent's TX ring (one kick), and every frame for any endpoint in one `sendmmsg`.
+//!
+//! The cost of a round does not depend on how many endpoints exist, only on how many have
+//! something to do: readiness comes from one `epoll_wait` per round (edge-triggered: the kernel
+//! queues a socket when new frames land in its RX ring), not from scanning every ring. Nothing in
+//! a round allocates, locks, or makes a syscall per frame. When idle for a while the worker sleeps
+//! in `epoll_wait`, woken by traffic or by the eventfd the control plane rings.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
-use xdpilone::xdp::XdpDesc;
 
-use crate::copytx::CopyTx;
-use crate::counters::{SharedPortCounters, WorkerCounters};
+use crate::budget::{self, Reserve, FLOOR, PARENT_FILL};
+use crate::counters::{SharedPortCounters, UmemCounters, UmemStats, WorkerCounters};
 use crate::flood::{FloodSocket, Received};
-use crate::frame::VLAN_HLEN;
-use crate::fwd::{decide, Action, DropReason, Edit, PortId, PortInfo, Table, PARENT};
-use crate::xsk::{Area, XskPort, FRAME_SHIFT, FRAME_SIZE, TX_HEADROOM};
+use crate::fwd::{DropReason, PortId, PortInfo, Table, PARENT};
+use crate::plane::{FrameAddr, Plane};
+use crate::pool::Pool;
+use crate::txbatch::{Message, PacketTx};
+use crate::xsk::{Area, XdpDesc, Xsk};
 use crate::NetId;
 
 /// Descriptors taken from one RX ring per round.
 pub const BATCH: u32 = 64;
-/// Empty rounds spun before sleeping in poll(2). Short: when the worker shares its core with the
-/// parent's NAPI thread (2-core machines), every round it spins is a round NAPI cannot fill the ring.
+/// Empty rounds spun before sleeping. Short: when the worker shares its core with the parent's
+/// NAPI thread (2-core machines), every round it spins is a round NAPI cannot fill the ring.
 const SPIN_ROUNDS: u32 = 64;
 /// Sleep while idle; short while transmitted frames still await completion (completions do not
-/// wake poll(2)), so a pool drained into TX rings never stalls the worker.
+/// wake epoll), so frames lent to the TX ring never stall.
 const SLEEP_MS: i32 = 100;
 const SLEEP_TX_PENDING_MS: i32 = 1;
-/// Fill-ring levels: the parent carries most traffic; endpoints get a smaller reserve each.
-pub const PARENT_FILL: u32 = 6144;
-pub const ENDPOINT_FILL: u32 = 512;
+/// Endpoint messages staged before the round sends them early (bounded memory for big floods).
+const FLUSH_AT: usize = 1024;
+const COMPLETE_BATCH: u32 = 1024;
+/// How often kernel counters are read and fill reserves adjusted.
+const EPOCH: Duration = Duration::from_millis(500);
+/// Rounds between retries of sockets whose fill ring is below its floor for want of frames.
+const SHORT_RETRY: u32 = 16;
+
+/// Epoll tokens: (network << 32) | (port << 16) | socket index; these two are special.
+const WAKE_TOKEN: u64 = u64::MAX;
+const FLOOD_PORT: u64 = 0xffff;
+
+fn token(net: NetId, port: PortId, sock: usize) -> u64 {
+    (u64::from(net) << 32) | (u64::from(port) << 16) | sock as u64
+}
 
 /// A message from the control plane; each is acknowledged once applied.
 pub(crate) enum Command {
     AddDomain(Box<Domain>),
+    /// Stop serving a network; its sockets come back in [`Reply::Domain`] for the control plane
+    /// to close.
     RemoveDomain(NetId),
+    /// `pool`: a UMEM this worker has no pool for yet (a new endpoint group).
     AddPort {
         net: NetId,
         id: PortId,
         info: PortInfo,
         port: Box<Port>,
+        pool: Option<(u16, Arc<Area>)>,
     },
-    /// An endpoint this worker has no AF_XDP socket for (see [`crate::copytx`]).
-    AddCopyPort {
-        net: NetId,
-        id: PortId,
-        info: PortInfo,
-        tx: Box<CopyTx>,
-        counters: SharedPortCounters,
-    },
+    /// Stop serving a port; its sockets come back in [`Reply::Port`]. Its frames stay lent to the
+    /// kernel until [`Command::Reclaim`], sent once those sockets are closed.
     RemovePort {
         net: NetId,
         id: PortId,
+    },
+    /// The port's sockets are closed: take its frames back; `drop_umem` when it was the UMEM's
+    /// last user on this worker.
+    Reclaim {
+        net: NetId,
+        id: PortId,
+        umem: u16,
+        drop_umem: bool,
     },
     SetUp {
         net: NetId,
@@ -72,521 +98,513 @@ pub(crate) enum Command {
     Stop,
 }
 
-pub(crate) type Ack = SyncSender<Result<(), String>>;
+/// What a command hands back. Sockets come back to the control plane's thread, which closes them
+/// (closing waits for an RCU grace period: not in the worker's loop).
+pub(crate) enum Reply {
+    Done,
+    #[allow(dead_code)] // held only to be dropped there
+    Port(Box<Port>),
+    #[allow(dead_code)] // held only to be dropped there
+    Domain(Box<Domain>),
+}
 
-/// The sockets of one port and its counters. `xsk` receives and transmits; `more` are sockets on
-/// further receive queues of the same interface (a parent with more queues than workers).
+pub(crate) type Ack = SyncSender<Result<Reply, String>>;
+
+/// One AF_XDP socket and what the worker knows about it.
+pub(crate) struct Sock {
+    pub xsk: Xsk,
+    /// Frames lent to the kernel for this socket (fill ring, RX ring, the kernel's cache).
+    held: u32,
+    /// On the domain's active list.
+    active: bool,
+    /// The kernel's counters at the last look: rx_dropped, rx_ring_full, fill-ring-empty.
+    seen: (u64, u64, u64),
+}
+
+impl Sock {
+    fn new(xsk: Xsk) -> Self {
+        Sock { xsk, held: 0, active: false, seen: (0, 0, 0) }
+    }
+}
+
+/// A port on this worker: its sockets (parent: one per receive queue it owns; endpoint: one, or
+/// none for a single-queue tap on workers other than 0), the UMEM they use, its counters.
 pub(crate) struct Port {
-    pub xsk: XskPort,
-    pub more: Vec<XskPort>,
+    pub socks: Vec<Sock>,
+    pub umem: u16,
+    pub ifindex: u32,
     pub counters: SharedPortCounters,
-    pub fill_target: u32,
-    /// Frames in this port's TX ring whose completion has not been reaped yet.
-    pub tx_outstanding: u64,
+    reserve: Reserve,
+    parent: bool,
+    /// On the domain's list of sockets below their floor.
+    short: bool,
 }
 
 impl Port {
-    fn sockets(&self) -> impl Iterator<Item = &XskPort> {
-        std::iter::once(&self.xsk).chain(&self.more)
+    pub fn parent(socks: Vec<Xsk>, ifindex: u32, counters: SharedPortCounters) -> Self {
+        let socks = socks.into_iter().map(Sock::new).collect();
+        Port { socks, umem: 0, ifindex, counters, reserve: Reserve::default(), parent: true, short: false }
     }
 
-    fn sockets_mut(&mut self) -> impl Iterator<Item = &mut XskPort> {
-        std::iter::once(&mut self.xsk).chain(&mut self.more)
-    }
-}
-
-/// Owner of every UMEM frame: free, or lent to a port (its fill ring, RX ring or TX ring).
-struct FramePool {
-    free: Vec<u32>,
-    owner: Vec<PortId>,
-}
-
-const FREE: PortId = PortId::MAX;
-
-impl FramePool {
-    fn new(frames: u32) -> Self {
-        // Reversed so that low frames are used first (a smaller working set for the caches).
-        FramePool { free: (0..frames).rev().collect(), owner: vec![FREE; frames as usize] }
+    pub fn endpoint(sock: Option<Xsk>, umem: u16, ifindex: u32, counters: SharedPortCounters) -> Self {
+        let socks = sock.into_iter().map(Sock::new).collect();
+        Port { socks, umem, ifindex, counters, reserve: Reserve::default(), parent: false, short: false }
     }
 
-    #[inline]
-    fn alloc(&mut self) -> Option<u64> {
-        self.free.pop().map(|i| u64::from(i) << FRAME_SHIFT)
-    }
-
-    /// Returns the frame holding `addr` (any address inside it) to the pool.
-    #[inline]
-    fn release(&mut self, addr: u64) {
-        let i = (addr >> FRAME_SHIFT) as usize;
-        self.owner[i] = FREE;
-        self.free.push(i as u32);
-    }
-
-    #[inline]
-    fn lend(&mut self, addr: u64, port: PortId) {
-        self.owner[(addr >> FRAME_SHIFT) as usize] = port;
-    }
-
-    /// Takes back every frame lent to a port whose socket was just closed.
-    fn reclaim(&mut self, port: PortId) {
-        for (i, o) in self.owner.iter_mut().enumerate() {
-            if *o == port {
-                *o = FREE;
-                self.free.push(i as u32);
-            }
+    fn floor(&self) -> u32 {
+        if self.parent {
+            0
+        } else {
+            FLOOR
         }
     }
 }
 
-/// Everything the per-frame decision touches, apart from the rings.
-struct Plane {
-    table: Table,
-    pool: FramePool,
-    /// Indexed by PortId: staged TX descriptors and the counters of each port.
-    stage: Vec<Vec<XdpDesc>>,
-    counters: Vec<Option<SharedPortCounters>>,
-    /// Indexed by PortId: how to reach an endpoint this worker has no AF_XDP socket for.
-    copy_tx: Vec<Option<CopyTx>>,
-    /// Ports with something staged, in staging order.
-    dirty: Vec<PortId>,
-    targets: Vec<PortId>,
-    area: Arc<Area>,
-}
-
-impl Plane {
-    fn ensure_port(&mut self, id: PortId) {
-        let need = usize::from(id) + 1;
-        if self.stage.len() < need {
-            self.stage.resize_with(need, || Vec::with_capacity(BATCH as usize));
-            self.counters.resize(need, None);
-            self.copy_tx.resize_with(need, || None);
-        }
-    }
-
-    #[inline]
-    fn count_drop(&self, port: PortId, reason: DropReason, wc: &WorkerCounters) {
-        if let Some(Some(c)) = self.counters.get(usize::from(port)) {
-            c.dropped(reason);
-        }
-        wc.dropped.add(1);
-    }
-
-    #[inline]
-    fn count_rx(&self, port: PortId, len: u32, wc: &WorkerCounters) {
-        if let Some(Some(c)) = self.counters.get(usize::from(port)) {
-            c.rx.add(1);
-            c.rx_bytes.add(u64::from(len));
-        }
-        wc.rx_frames.add(1);
-    }
-
-    #[inline]
-    fn stage_on(&mut self, port: PortId, addr: u64, len: u32) {
-        let s = &mut self.stage[usize::from(port)];
-        if s.is_empty() {
-            self.dirty.push(port);
-        }
-        s.push(XdpDesc { addr, len, options: 0 });
-        self.pool.lend(addr, port);
-    }
-
-    /// Decides and stages one received frame at UMEM offset `addr`.
-    #[inline]
-    fn handle(&mut self, addr: u64, len: u32, ingress: PortId, wc: &WorkerCounters) {
-        let base = self.area.base();
-        // SAFETY: the kernel (or our flood socket) wrote `len` bytes at `addr` inside the area and
-        // handed the frame to us; nobody else touches it until we pass the descriptor on.
-        let frame = unsafe { std::slice::from_raw_parts(base.add(addr as usize), len as usize) };
-        self.count_rx(ingress, len, wc);
-        let tci = tag_of(frame);
-        match decide(frame, ingress, &self.table) {
-            Action::Forward(port) => self.deliver(port, ingress, tci, addr, len),
-            Action::Drop { reason, port } => {
-                self.count_drop(port, reason, wc);
-                self.pool.release(addr);
-            }
-            Action::Flood(flood) => {
-                // Accounting: a flood with n candidate targets has n outcomes (each delivered or
-                // counted as a drop) for one received frame: `flood_copies` counts the n - 1 extra
-                // outcomes, `flood_empty` the floods without any candidate.
-                self.targets.clear();
-                let mut candidates = 0u64;
-                for t in self.table.flood_targets(&flood) {
-                    candidates += 1;
-                    match self.table.check_delivery(t, frame.len(), usize::from(flood.hlen)) {
-                        Ok(()) => self.targets.push(t),
-                        Err(reason) => self.count_drop(t, reason, wc),
-                    }
-                }
-                if candidates == 0 {
-                    wc.flood_empty.add(1);
-                } else {
-                    wc.flood_copies.add(candidates - 1);
-                }
-                let Some(&last) = self.targets.last() else {
-                    self.pool.release(addr);
-                    return;
-                };
-                // Copies first, from the frame as received; the original goes to the last target
-                // (its tag is edited in place, so it must be the last reader).
-                for k in 0..self.targets.len() - 1 {
-                    let t = self.targets[k];
-                    let Some(copy) = self.pool.alloc() else {
-                        self.count_drop(t, DropReason::NoBuffer, wc);
-                        continue;
-                    };
-                    let dst = copy + TX_HEADROOM;
-                    // SAFETY: `copy` is a free chunk of FRAME_SIZE bytes; TX_HEADROOM + len fits as
-                    // len ≤ the receive chunk size; source and destination are different chunks.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(frame.as_ptr(), base.add(dst as usize), len as usize);
-                    }
-                    self.deliver(t, ingress, tci, dst, len);
-                }
-                self.deliver(last, ingress, tci, addr, len);
-            }
-        }
-    }
-
-    /// Stages a frame on `port` after the 802.1Q edit the way from `ingress` asks for.
-    #[inline]
-    fn deliver(&mut self, port: PortId, ingress: PortId, tci: Option<u16>, addr: u64, len: u32) {
-        let edit = self.table.edit(tci, ingress, port);
-        let (addr, len) = if edit == Edit::None { (addr, len) } else { self.apply(edit, port, addr, len) };
-        self.stage_on(port, addr, len);
-    }
-
-    /// Edits the tag of the frame at `addr` in place (the payload never moves: the 12 MAC bytes
-    /// do) and returns where the frame now starts and its length.
-    #[inline]
-    fn apply(&mut self, edit: Edit, port: PortId, mut addr: u64, len: u32) -> (u64, u32) {
-        let base = self.area.base();
-        let counters = self.counters.get(usize::from(port)).and_then(Option::as_ref);
-        // SAFETY (all arms): the frame is `len` ≥ 14 bytes (18 when tagged: decide parsed it) at
-        // `addr` in a chunk this worker owns; every access stays inside that chunk (see Push).
-        unsafe {
-            let p = base.add(addr as usize);
-            match edit {
-                Edit::None => (addr, len),
-                Edit::Pop => {
-                    if *p.add(14) & 0xe0 != 0 {
-                        if let Some(c) = counters {
-                            c.pcp_stripped.add(1);
-                        }
-                    }
-                    std::ptr::copy(p, p.add(VLAN_HLEN), 12);
-                    (addr + VLAN_HLEN as u64, len - VLAN_HLEN as u32)
-                }
-                Edit::PriorityTag => {
-                    *p.add(14) &= 0xf0;
-                    *p.add(15) = 0;
-                    if let Some(c) = counters {
-                        c.pcp_kept.add(1);
-                    }
-                    (addr, len)
-                }
-                Edit::SetVid(vid) => {
-                    *p.add(14) = (*p.add(14) & 0xf0) | (vid >> 8) as u8;
-                    *p.add(15) = vid as u8;
-                    (addr, len)
-                }
-                Edit::Push(vid) => {
-                    let mut p = p;
-                    if addr & (u64::from(FRAME_SIZE) - 1) < VLAN_HLEN as u64 {
-                        // No headroom (never the case for frames the kernel or we wrote, which
-                        // start TX_HEADROOM into their chunk): move the frame back instead.
-                        std::ptr::copy(p, p.add(VLAN_HLEN), len as usize);
-                        p = p.add(VLAN_HLEN);
-                        addr += VLAN_HLEN as u64;
-                    }
-                    let q = p.sub(VLAN_HLEN);
-                    std::ptr::copy(p, q, 12);
-                    let t = vid.to_be_bytes();
-                    std::ptr::copy_nonoverlapping([0x81, 0x00, t[0], t[1]].as_ptr(), q.add(12), VLAN_HLEN);
-                    (addr - VLAN_HLEN as u64, len + VLAN_HLEN as u32)
-                }
-            }
-        }
-    }
-}
-
-/// The TCI of a frame's 802.1Q tag, None when untagged (or too short to carry one).
-#[inline]
-fn tag_of(frame: &[u8]) -> Option<u16> {
-    match frame {
-        [_, _, _, _, _, _, _, _, _, _, _, _, 0x81, 0x00, hi, lo, _, _, ..] => Some(u16::from_be_bytes([*hi, *lo])),
-        _ => None,
-    }
+/// Moves a socket's `held` and keeps the UMEM's floor deficit (Σ of members' shortfall below
+/// their floor) in step.
+fn set_held(sock: &mut Sock, floor: u32, deficit: &mut u32, held: u32) {
+    *deficit = *deficit + floor.saturating_sub(held) - floor.saturating_sub(sock.held);
+    sock.held = held;
 }
 
 /// The state of one network on one worker.
 pub(crate) struct Domain {
     pub net: NetId,
+    // Sockets first: they close before the UMEM areas the pools in `plane` map are unmapped.
     ports: Vec<Option<Port>>,
-    plane: Plane,
     flood: Option<FloodSocket>,
+    plane: Plane,
+    /// By PortId: where `sendmmsg` addresses the port's frames.
+    ifindex: Vec<u32>,
+    /// By UMEM id: frames owed to floors — members' shortfall below their floor, and a whole
+    /// floor for every vacant place of an endpoint group (so early members cannot grow into the
+    /// floors of later ones).
+    deficit: Vec<u32>,
+    /// Sockets with frames waiting in their RX ring: (port, socket index).
+    active: Vec<(PortId, u16)>,
+    /// Ports with a socket below its floor (or the parent below half its fill) for want of frames.
+    short: Vec<PortId>,
+    flood_active: bool,
     flood_frames: Vec<u64>,
     flood_rx: Vec<Received>,
-    /// Rounds to skip the flood socket after it was found empty: its recvmmsg is a syscall, which
-    /// an idle check should not cost every round.
-    flood_backoff: u32,
+    /// Frames in the parent's TX ring awaiting completion.
+    parent_tx_out: u32,
+    round: u32,
+    umem: Arc<CachePadded<UmemCounters>>,
+    scratch: Vec<u64>,
+    descs: Vec<XdpDesc>,
 }
 
-const FLOOD_BACKOFF: u32 = 7;
-
 impl Domain {
-    pub fn new(net: NetId, table: Table, parent: Port, area: Arc<Area>, flood: Option<FloodSocket>) -> Self {
-        let frames = area.frames();
-        let mut plane = Plane {
-            table,
-            pool: FramePool::new(frames),
-            stage: Vec::new(),
-            counters: Vec::new(),
-            copy_tx: Vec::new(),
-            dirty: Vec::with_capacity(64),
-            targets: Vec::with_capacity(64),
-            area,
-        };
-        plane.ensure_port(PARENT);
-        plane.counters[usize::from(PARENT)] = Some(parent.counters.clone());
-        let flood_n = crate::flood::BATCH;
-        Domain {
+    /// A network served through `parent`'s sockets, which use (and the first of which registered)
+    /// the UMEM `area0`; `flood` lands in its reserved area.
+    pub fn new(
+        net: NetId,
+        table: Table,
+        parent: Port,
+        area0: Arc<Area>,
+        flood: Option<FloodSocket>,
+        umem: Arc<CachePadded<UmemCounters>>,
+    ) -> Self {
+        let mut plane = Plane::new(table);
+        let reserved = if flood.is_some() { budget::FLOOD_FRAMES } else { 0 };
+        plane.set_pool(0, Some(Pool::new(area0, reserved)));
+        plane.set_counters(PARENT, Some(parent.counters.clone()));
+        let mut d = Domain {
             net,
-            ports: vec![Some(parent)],
-            plane,
+            ports: Vec::new(),
             flood,
-            flood_frames: Vec::with_capacity(flood_n),
-            flood_rx: Vec::with_capacity(flood_n),
-            flood_backoff: 0,
-        }
+            plane,
+            ifindex: vec![parent.ifindex],
+            deficit: vec![0],
+            active: Vec::with_capacity(64),
+            short: Vec::new(),
+            flood_active: true,
+            flood_frames: Vec::with_capacity(crate::flood::BATCH),
+            flood_rx: Vec::with_capacity(crate::flood::BATCH),
+            parent_tx_out: 0,
+            round: 0,
+            umem,
+            scratch: Vec::with_capacity(budget::PARENT_FILL as usize),
+            descs: Vec::with_capacity(BATCH as usize),
+        };
+        d.install(PARENT, parent);
+        d
     }
 
-    fn add_port(&mut self, id: PortId, info: PortInfo, port: Port) -> Result<(), String> {
-        self.plane.table.add_endpoint(id, info).map_err(|e| e.to_string())?;
-        self.plane.ensure_port(id);
+    /// Puts a port in place: its sockets on the active list (frames may be waiting already) and
+    /// their fill rings topped up.
+    fn install(&mut self, id: PortId, port: Port) {
         let idx = usize::from(id);
         if self.ports.len() <= idx {
             self.ports.resize_with(idx + 1, || None);
+            self.ifindex.resize(idx + 1, 0);
         }
-        self.plane.counters[idx] = Some(port.counters.clone());
-        self.plane.targets.reserve(self.ports.len());
+        if self.deficit.len() <= usize::from(port.umem) {
+            self.deficit.resize(usize::from(port.umem) + 1, 0);
+        }
+        self.ifindex[idx] = port.ifindex;
+        self.plane.set_counters(id, Some(port.counters.clone()));
+        // A new member takes a vacant place, whose floor was owed already.
+        let n = port.socks.len();
         self.ports[idx] = Some(port);
-        Ok(())
+        for s in 0..n {
+            self.activate(id, s);
+            self.refill(id, s, false);
+        }
     }
 
-    fn add_copy_port(
+    fn activate(&mut self, id: PortId, s: usize) {
+        if let Some(Some(port)) = self.ports.get_mut(usize::from(id)) {
+            if let Some(sock) = port.socks.get_mut(s) {
+                if !sock.active && sock.xsk.rx.is_some() {
+                    sock.active = true;
+                    self.active.push((id, s as u16));
+                }
+            }
+        }
+    }
+
+    fn add_port(
         &mut self,
         id: PortId,
         info: PortInfo,
-        tx: CopyTx,
-        counters: SharedPortCounters,
+        port: Port,
+        pool: Option<(u16, Arc<Area>)>,
     ) -> Result<(), String> {
         self.plane.table.add_endpoint(id, info).map_err(|e| e.to_string())?;
-        self.plane.ensure_port(id);
-        let idx = usize::from(id);
-        self.plane.counters[idx] = Some(counters);
-        self.plane.copy_tx[idx] = Some(tx);
+        if let Some((umem, area)) = pool {
+            self.plane.set_pool(umem, Some(Pool::new(area, 0)));
+            if self.deficit.len() <= usize::from(umem) {
+                self.deficit.resize(usize::from(umem) + 1, 0);
+            }
+            self.deficit[usize::from(umem)] = budget::GROUP_SIZE * FLOOR;
+        }
+        self.install(id, port);
         Ok(())
     }
 
-    fn remove_port(&mut self, id: PortId) {
+    /// Takes a port out of service and returns it (its sockets still open, its frames still lent).
+    fn remove_port(&mut self, id: PortId) -> Option<Port> {
         self.plane.table.remove_endpoint(id);
-        if let Some(slot) = self.plane.copy_tx.get_mut(usize::from(id)) {
-            *slot = None;
+        let mut port = self.ports.get_mut(usize::from(id))?.take()?;
+        self.active.retain(|&(p, _)| p != id);
+        self.short.retain(|&p| p != id);
+        let floor = port.floor();
+        let deficit = &mut self.deficit[usize::from(port.umem)];
+        for sock in &mut port.socks {
+            // Its place is vacant again and owed a whole floor (its lent frames come back with
+            // Reclaim).
+            *deficit += floor - floor.saturating_sub(sock.held);
+            sock.held = 0;
         }
-        if let Some(slot) = self.ports.get_mut(usize::from(id)) {
-            // Closing the socket ends the kernel's use of every frame lent to it.
-            *slot = None;
-            self.plane.pool.reclaim(id);
-        }
-        self.plane.counters[usize::from(id)] = None;
+        self.plane.set_counters(id, None);
+        self.ifindex[usize::from(id)] = 0;
+        Some(port)
     }
 
-    /// One round over all ports. Returns how many frames it moved.
-    fn poll(&mut self, wc: &WorkerCounters) -> u32 {
+    fn reclaim(&mut self, id: PortId, umem: u16, drop_umem: bool) {
+        if let Some(Some(pool)) = self.plane.pools.get_mut(usize::from(umem)) {
+            pool.reclaim(id);
+            if drop_umem {
+                debug_assert_eq!(pool.counts().taken, 0);
+                self.plane.set_pool(umem, None);
+                self.deficit[usize::from(umem)] = 0;
+            }
+        }
+        self.publish();
+    }
+
+    /// One round (see the module doc). Returns how many frames it received.
+    fn poll(&mut self, wc: &WorkerCounters, tx: &mut PacketTx) -> u32 {
+        self.round = self.round.wrapping_add(1);
+        if self.parent_tx_out > 0 {
+            self.reap();
+        }
         let mut work = 0;
-        let Domain { ports, plane, .. } = self;
-
-        // Only `xsk` of a port transmits, so only its completion ring has entries.
-        for port in ports.iter_mut().flatten() {
-            let mut done = port.xsk.cq.complete(COMPLETE_BATCH);
-            while let Some(addr) = done.read() {
-                plane.pool.release(addr);
-                port.tx_outstanding -= 1;
-            }
-            done.release();
-        }
-
-        for i in 0..ports.len() {
-            let Some(port) = ports[i].as_mut() else { continue };
-            let mut got = 0;
-            for xsk in port.sockets_mut() {
-                let mut rx = xsk.rx.receive(BATCH);
-                got += rx.capacity();
-                while let Some(desc) = rx.read() {
-                    plane.handle(desc.addr, desc.len, i as PortId, wc);
+        let mut i = 0;
+        while i < self.active.len() {
+            let (id, s) = self.active[i];
+            let (got, drained) = self.receive(id, usize::from(s), wc, tx);
+            work += got;
+            if drained {
+                if let Some(Some(port)) = self.ports.get_mut(usize::from(id)) {
+                    port.socks[usize::from(s)].active = false;
                 }
-                rx.release();
-            }
-            if got > 0 {
-                work += got;
-                flush(ports, plane, wc);
-            }
-        }
-
-        if self.flood_backoff > 0 {
-            self.flood_backoff -= 1;
-        } else if let Some(fs) = self.flood.as_mut() {
-            self.flood_frames.clear();
-            while self.flood_frames.len() < crate::flood::BATCH {
-                match self.plane.pool.alloc() {
-                    Some(f) => self.flood_frames.push(f),
-                    None => break,
-                }
-            }
-            self.flood_rx.clear();
-            // SAFETY: the frames were just taken from the free pool, so nobody else uses them.
-            let n =
-                unsafe { fs.recv(self.plane.area.base(), FRAME_SIZE as usize, &self.flood_frames, &mut self.flood_rx) };
-            for &f in &self.flood_frames[n..] {
-                self.plane.pool.release(f);
-            }
-            for r in &self.flood_rx {
-                if r.truncated {
-                    // Larger than a UMEM chunk: counted, never forwarded cut short.
-                    self.plane.count_rx(PARENT, r.len, wc);
-                    self.plane.count_drop(PARENT, DropReason::Oversize, wc);
-                    self.plane.pool.release(r.offset);
-                    continue;
-                }
-                self.plane.handle(r.offset, r.len, PARENT, wc);
-            }
-            if n > 0 {
-                work += n as u32;
-                flush(&mut self.ports, &mut self.plane, wc);
+                self.active.swap_remove(i);
             } else {
-                self.flood_backoff = FLOOD_BACKOFF;
+                i += 1;
             }
         }
-
-        let Domain { ports, plane, .. } = self;
-        for (i, port) in ports.iter_mut().enumerate() {
-            let Some(port) = port else { continue };
-            let target = port.fill_target;
-            for xsk in port.sockets_mut() {
-                refill(xsk, target, &mut plane.pool, i as PortId);
-            }
+        if self.flood_active {
+            work += self.receive_floods(wc, tx);
+        }
+        self.flush(wc, tx);
+        if !self.short.is_empty() && self.round % SHORT_RETRY == 0 {
+            self.retry_short();
         }
         work
     }
 
-    /// Refreshes the kernel's per-socket drop counters (a syscall per socket: called rarely).
-    fn refresh_kernel_stats(&self) {
-        for port in self.ports.iter().flatten() {
-            let (mut dropped, mut ring_full, mut fill_empty) = (0, 0, 0);
-            for (d, r, f) in port.sockets().filter_map(XskPort::kernel_stats) {
-                dropped += d;
-                ring_full += r;
-                fill_empty += f;
+    /// Receives a batch from one socket. Returns (frames, whether its RX ring is now empty).
+    fn receive(&mut self, id: PortId, s: usize, wc: &WorkerCounters, tx: &mut PacketTx) -> (u32, bool) {
+        let Some(Some(port)) = self.ports.get_mut(usize::from(id)) else { return (0, true) };
+        let floor = port.floor();
+        let umem = port.umem;
+        let Some(sock) = port.socks.get_mut(s) else { return (0, true) };
+        let Some(rx) = sock.xsk.rx.as_mut() else { return (0, true) };
+        self.descs.clear();
+        let descs = &mut self.descs;
+        let n = rx.consume(BATCH, |d| descs.push(d));
+        // A fresh look at the producer index once the cached view is empty: frames published
+        // after it come with a new epoll event.
+        let drained = rx.available(1) == 0;
+        if n == 0 {
+            return (0, drained);
+        }
+        set_held(sock, floor, &mut self.deficit[usize::from(umem)], sock.held - n);
+        port.reserve.used += n;
+        for k in 0..self.descs.len() {
+            let d = self.descs[k];
+            self.plane.pool(usize::from(umem)).receive(d.addr, id);
+            self.plane.handle(FrameAddr::new(umem, d.addr), d.len, id, wc);
+            if self.plane.to_endpoints.len() >= FLUSH_AT {
+                self.flush(wc, tx);
             }
-            let c = &port.counters;
-            c.xsk_rx_dropped.add(dropped.wrapping_sub(c.xsk_rx_dropped.get()));
-            c.xsk_rx_ring_full.add(ring_full.wrapping_sub(c.xsk_rx_ring_full.get()));
-            c.xsk_fill_empty.add(fill_empty.wrapping_sub(c.xsk_fill_empty.get()));
         }
+        self.refill(id, s, true);
+        (n, drained)
     }
 
-    fn poll_fds(&self, out: &mut Vec<libc::pollfd>) {
-        for xsk in self.ports.iter().flatten().flat_map(Port::sockets) {
-            out.push(libc::pollfd { fd: xsk.raw_fd(), events: libc::POLLIN, revents: 0 });
-        }
-        if let Some(fs) = &self.flood {
-            out.push(libc::pollfd { fd: fs.raw_fd(), events: libc::POLLIN, revents: 0 });
-        }
-    }
-}
-
-const COMPLETE_BATCH: u32 = 256;
-
-/// Tops a fill ring up to `target` frames from the pool once it fell below half of that.
-#[inline]
-fn refill(xsk: &mut XskPort, target: u32, pool: &mut FramePool, owner: PortId) {
-    let have = xsk.fq.pending();
-    if have >= target / 2 {
-        return;
-    }
-    let want = (target - have).min(pool.free.len() as u32);
-    let mut fill = xsk.fq.fill(want);
-    let n = fill.capacity() as usize;
-    let start = pool.free.len() - n;
-    for &f in &pool.free[start..] {
-        pool.owner[f as usize] = owner;
-    }
-    let written = fill.insert(pool.free[start..].iter().map(|&f| u64::from(f) << FRAME_SHIFT));
-    fill.commit();
-    drop(fill);
-    debug_assert_eq!(written as usize, n);
-    pool.free.truncate(start);
-    if xsk.fq.needs_wakeup() {
-        xsk.fq.wake();
-    }
-}
-
-/// Moves every staged batch into its TX ring: one insert + commit and at most one kick per ring.
-fn flush(ports: &mut [Option<Port>], plane: &mut Plane, wc: &WorkerCounters) {
-    for di in 0..plane.dirty.len() {
-        let p = plane.dirty[di];
-        let idx = usize::from(p);
-        let staged = std::mem::take(&mut plane.stage[idx]);
-        let sent = match ports.get_mut(idx).and_then(Option::as_mut) {
-            Some(port) => {
-                let mut tx = port.xsk.tx.transmit(staged.len() as u32);
-                let sent = tx.insert(staged.iter().copied()) as usize;
-                tx.commit();
-                drop(tx);
-                if sent > 0 {
-                    let bytes: u64 = staged[..sent].iter().map(|d| u64::from(d.len)).sum();
-                    port.counters.tx.add(sent as u64);
-                    port.tx_outstanding += sent as u64;
-                    port.counters.tx_bytes.add(bytes);
-                    wc.tx_frames.add(sent as u64);
-                    if port.xsk.tx.needs_wakeup() {
-                        port.xsk.tx.wake();
-                        wc.tx_kicks.add(1);
-                    }
-                }
-                sent
+    /// Tops up one socket's fill ring as far as its reserve and the pool allow. `after_rx`: the
+    /// socket just gave frames back (the reserve learns from how low it ran).
+    fn refill(&mut self, id: PortId, s: usize, after_rx: bool) {
+        let Some(Some(port)) = self.ports.get_mut(usize::from(id)) else { return };
+        let umem = usize::from(port.umem);
+        let floor = port.floor();
+        let Some(pool) = self.plane.pools.get_mut(umem).and_then(Option::as_mut) else { return };
+        let sock = &mut port.socks[s];
+        let deficit = &mut self.deficit[umem];
+        let (grant, satisfied_at) = if port.parent {
+            (budget::parent_grant(sock.held, PARENT_FILL, pool.free_frames()), PARENT_FILL / 2)
+        } else {
+            if after_rx {
+                port.reserve.on_refill(sock.held);
             }
-            None => match plane.copy_tx.get_mut(idx).and_then(Option::as_mut) {
-                Some(copy) => {
-                    // SAFETY: staged descriptors describe frames the worker received into the area.
-                    let sent = unsafe { copy.send(plane.area.base(), &staged) };
-                    // The kernel copied them during the call: free at once.
-                    for d in &staged[..sent] {
-                        plane.pool.release(d.addr);
-                    }
-                    if let Some(Some(c)) = plane.counters.get(idx) {
-                        c.tx.add(sent as u64);
-                        c.tx_bytes.add(staged[..sent].iter().map(|d| u64::from(d.len)).sum());
-                    }
-                    wc.tx_frames.add(sent as u64);
-                    sent
-                }
-                None => 0,
-            },
+            (port.reserve.grant(sock.held, pool.free_frames(), *deficit), floor)
         };
-        let reachable =
-            ports.get(idx).is_some_and(Option::is_some) || plane.copy_tx.get(idx).is_some_and(Option::is_some);
-        let reason = if reachable { DropReason::TxRingFull } else { DropReason::NoEndpoint };
-        for d in &staged[sent..] {
-            plane.count_drop(p, reason, wc);
-            plane.pool.release(d.addr);
+        if grant > 0 {
+            pool.lend(id, grant, &mut self.scratch);
+            let n = sock.xsk.fill.produce(&self.scratch) as usize;
+            if n < self.scratch.len() {
+                pool.unlend(id, &self.scratch[n..]);
+            }
+            set_held(sock, floor, deficit, sock.held + n as u32);
+            if n > 0 && sock.xsk.fill.needs_wakeup() {
+                sock.xsk.wake_fill();
+            }
         }
-        let mut staged = staged;
-        staged.clear();
-        plane.stage[idx] = staged;
+        if sock.held < satisfied_at && !port.short {
+            port.short = true;
+            self.short.push(id);
+        }
     }
-    plane.dirty.clear();
+
+    fn retry_short(&mut self) {
+        let short = std::mem::take(&mut self.short);
+        for &id in &short {
+            let Some(Some(port)) = self.ports.get_mut(usize::from(id)) else { continue };
+            port.short = false;
+            for s in 0..port.socks.len() {
+                self.refill(id, s, false);
+            }
+        }
+        // `refill` re-listed those still short.
+        let mut short = short;
+        short.clear();
+        if self.short.is_empty() {
+            self.short = short;
+        }
+    }
+
+    /// Frees the frames whose transmission on the parent completed.
+    fn reap(&mut self) {
+        let Some(Some(parent)) = self.ports.get_mut(usize::from(PARENT)) else { return };
+        let Some(pool) = self.plane.pools.get_mut(0).and_then(Option::as_mut) else { return };
+        let n = parent.socks[0].xsk.comp.consume(COMPLETE_BATCH, |addr| {
+            pool.unref(addr);
+        });
+        self.parent_tx_out -= n;
+    }
+
+    /// Receives a batch from the flood socket into the reserved area of UMEM 0 and handles it.
+    fn receive_floods(&mut self, wc: &WorkerCounters, tx: &mut PacketTx) -> u32 {
+        let Some(fs) = self.flood.as_mut() else {
+            self.flood_active = false;
+            return 0;
+        };
+        let pool = self.plane.pool(0);
+        self.flood_frames.clear();
+        while self.flood_frames.len() < crate::flood::BATCH {
+            match pool.alloc_reserved() {
+                Some(f) => self.flood_frames.push(f),
+                None => break,
+            }
+        }
+        let (base, chunk) = (pool.area().base(), pool.area().chunk() as usize);
+        self.flood_rx.clear();
+        // SAFETY: the frames were just taken from the reserved area, so nobody else uses them.
+        let n = unsafe { fs.recv(base, chunk, &self.flood_frames, &mut self.flood_rx) };
+        if n < self.flood_frames.len() {
+            self.flood_active = false;
+        }
+        for &f in &self.flood_frames[n..] {
+            self.plane.pool(0).unref(f);
+        }
+        for k in 0..self.flood_rx.len() {
+            let r = self.flood_rx[k];
+            let addr = FrameAddr::new(0, r.offset);
+            if r.truncated {
+                // Larger than a UMEM chunk: counted, never forwarded cut short.
+                self.plane.count_rx(PARENT, r.len, wc);
+                self.plane.count_drop(PARENT, DropReason::Oversize, wc);
+                self.plane.unref(addr);
+                continue;
+            }
+            self.plane.handle(addr, r.len, PARENT, wc);
+            if self.plane.to_endpoints.len() >= FLUSH_AT {
+                self.flush(wc, tx);
+            }
+        }
+        n as u32
+    }
+
+    /// Sends what the round staged: the parent's TX ring (one kick) and one `sendmmsg` for every
+    /// endpoint.
+    fn flush(&mut self, wc: &WorkerCounters, tx: &mut PacketTx) {
+        let plane = &mut self.plane;
+        if !plane.to_parent.is_empty() {
+            let ring = self.ports.first_mut().and_then(Option::as_mut).and_then(|p| p.socks.first_mut());
+            let sent = match ring {
+                Some(sock) => match sock.xsk.tx.as_mut() {
+                    Some(ring) => {
+                        let n = ring.produce(&plane.to_parent);
+                        if n > 0 && ring.needs_wakeup() {
+                            sock.xsk.kick_tx();
+                            wc.tx_kicks.add(1);
+                        }
+                        n as usize
+                    }
+                    None => 0,
+                },
+                None => 0,
+            };
+            self.parent_tx_out += sent as u32;
+            if let Some(Some(c)) = plane.counters.first() {
+                c.tx.add(sent as u64);
+                c.tx_bytes.add(plane.to_parent[..sent].iter().map(|d| u64::from(d.len)).sum());
+            }
+            wc.tx_frames.add(sent as u64);
+            for k in sent..plane.to_parent.len() {
+                let d = plane.to_parent[k];
+                plane.count_drop(PARENT, DropReason::TxRingFull, wc);
+                plane.unref(FrameAddr::new(0, d.addr));
+            }
+            plane.to_parent.clear();
+        }
+        if !plane.to_endpoints.is_empty() {
+            let ifindex = &self.ifindex;
+            let msgs = plane.to_endpoints.iter().map(|s| Message {
+                ifindex: ifindex[usize::from(s.port)],
+                data: plane.ptr(s.addr),
+                len: s.len,
+            });
+            // SAFETY: staged frames are held (a reference each) until released below.
+            let results = unsafe { tx.send(msgs) };
+            for (k, &r) in results.iter().enumerate() {
+                let s = plane.to_endpoints[k];
+                if r == 0 {
+                    if let Some(Some(c)) = plane.counters.get(usize::from(s.port)) {
+                        c.tx.add(1);
+                        c.tx_bytes.add(u64::from(s.len));
+                    }
+                    wc.tx_frames.add(1);
+                } else {
+                    let reason = match r {
+                        libc::ENETDOWN | libc::ENXIO | libc::ENODEV => DropReason::DstDown,
+                        libc::EMSGSIZE => DropReason::Oversize,
+                        libc::EAGAIN | libc::ENOBUFS => DropReason::TxRingFull,
+                        _ => DropReason::TxError,
+                    };
+                    plane.count_drop(s.port, reason, wc);
+                }
+                plane.unref(s.addr);
+            }
+            plane.to_endpoints.clear();
+        }
+    }
+
+    /// Reads the kernel's per-socket counters into the ports' books (frames it dropped before we
+    /// saw them are received-and-dropped under a named reason), lets reserves learn, and
+    /// publishes the UMEM census. A syscall per socket: once per epoch.
+    fn refresh(&mut self, wc: &WorkerCounters) {
+        for port in self.ports.iter_mut().flatten() {
+            let c = &port.counters;
+            for sock in &mut port.socks {
+                let Some(st) = sock.xsk.statistics() else { continue };
+                let dropped = st.rx_dropped.wrapping_sub(sock.seen.0);
+                let full = st.rx_ring_full.wrapping_sub(sock.seen.1);
+                let empty = st.rx_fill_ring_empty_descs.wrapping_sub(sock.seen.2);
+                sock.seen = (st.rx_dropped, st.rx_ring_full, st.rx_fill_ring_empty_descs);
+                c.rx.add(dropped + full);
+                c.drops[DropReason::XskRxDropped as usize].add(dropped);
+                c.drops[DropReason::XskRxRingFull as usize].add(full);
+                c.xsk_fill_empty.add(empty);
+                wc.rx_frames.add(dropped + full);
+                wc.dropped.add(dropped + full);
+            }
+            if !port.parent {
+                port.reserve.on_epoch();
+            }
+        }
+        if let (Some(fs), Some(Some(c))) = (&self.flood, self.plane.counters.first()) {
+            let lost = fs.take_drops();
+            c.rx.add(lost);
+            c.drops[DropReason::SocketFull as usize].add(lost);
+            wc.rx_frames.add(lost);
+            wc.dropped.add(lost);
+        }
+        self.publish();
+    }
+
+    /// Publishes what this domain's frames are doing (for `stats`).
+    fn publish(&self) {
+        let mut s = UmemStats::default();
+        for pool in self.plane.pools.iter().flatten() {
+            let c = pool.counts();
+            s.frames += u64::from(c.frames);
+            s.free += u64::from(c.free);
+            s.flood += u64::from(c.reserved);
+            s.in_flight += u64::from(c.taken);
+            s.endpoints += u64::from(c.lent);
+            s.umems += 1;
+            s.bytes += pool.area().bytes() as u64;
+        }
+        let parent = self.plane.pools.first().and_then(Option::as_ref).map_or(0, |p| p.lent_to(PARENT));
+        s.parent = u64::from(parent);
+        s.endpoints -= u64::from(parent);
+        self.umem.set(&s);
+    }
+
+    fn fds(&self) -> impl Iterator<Item = (RawFd, u64)> + '_ {
+        let net = self.net;
+        let socks = self.ports.iter().enumerate().flat_map(move |(id, p)| {
+            p.iter().flat_map(move |p| {
+                p.socks.iter().enumerate().map(move |(s, sock)| (sock.xsk.raw_fd(), token(net, id as PortId, s)))
+            })
+        });
+        socks.chain(self.flood.iter().map(move |f| (f.raw_fd(), (u64::from(net) << 32) | (FLOOD_PORT << 16))))
+    }
 }
 
 pub(crate) struct Worker {
@@ -599,7 +617,9 @@ pub(crate) struct Worker {
     /// Scheduling niceness of the worker thread (see [`crate::Config::nice`]).
     pub nice: i32,
     domains: Vec<Domain>,
-    pollfds: Vec<libc::pollfd>,
+    epoll: OwnedFd,
+    events: Vec<libc::epoll_event>,
+    tx: PacketTx,
 }
 
 impl Worker {
@@ -611,8 +631,53 @@ impl Worker {
         pending: Arc<AtomicUsize>,
         wake: Arc<OwnedFd>,
         nice: i32,
-    ) -> Self {
-        Worker { id, cpu, counters, commands, pending, wake, nice, domains: Vec::new(), pollfds: Vec::new() }
+    ) -> Result<Self, crate::Error> {
+        // SAFETY: plain epoll_create1; checked below and owned.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if raw < 0 {
+            return Err(crate::Error::Sys { call: "epoll_create1", cause: std::io::Error::last_os_error() });
+        }
+        // SAFETY: a fresh fd we own.
+        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+        let tx = PacketTx::open().map_err(|cause| crate::Error::Sys { call: "packet socket for transmit", cause })?;
+        let w = Worker {
+            id,
+            cpu,
+            counters,
+            commands,
+            pending,
+            wake,
+            nice,
+            domains: Vec::new(),
+            epoll,
+            // SAFETY: epoll_event is plain data.
+            events: vec![unsafe { std::mem::zeroed() }; 256],
+            tx,
+        };
+        w.watch(w.wake.as_raw_fd(), WAKE_TOKEN)
+            .map_err(|cause| crate::Error::Sys { call: "epoll_ctl (eventfd)", cause })?;
+        Ok(w)
+    }
+
+    fn watch(&self, fd: RawFd, token: u64) -> std::io::Result<()> {
+        let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: token };
+        // SAFETY: registers a live fd with our epoll instance; `ev` is a valid epoll_event.
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn unwatch(&self, fd: RawFd) {
+        // SAFETY: deregisters an fd (still open: the caller holds it); errors mean not registered.
+        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+    }
+
+    fn watch_domain(&self, d: &Domain) -> Result<(), String> {
+        for (fd, t) in d.fds() {
+            self.watch(fd, t).map_err(|e| format!("epoll_ctl: {e}"))?;
+        }
+        Ok(())
     }
 
     pub fn run(mut self) {
@@ -634,22 +699,22 @@ impl Worker {
                 }
             }
         }
-        self.rebuild_pollfds();
         let mut idle = 0u32;
-        let mut last_stats = Instant::now();
+        let mut last_epoch = Instant::now();
         loop {
             if self.pending.load(Ordering::Acquire) > 0 && !self.apply_commands() {
                 return;
             }
+            self.harvest(0);
             let mut work = 0;
             for d in &mut self.domains {
-                work += d.poll(&self.counters);
+                work += d.poll(&self.counters, &mut self.tx);
             }
             if work > 0 {
                 self.counters.busy_loops.add(1);
                 idle = 0;
-                if self.counters.busy_loops.get() & 0xffff == 0 {
-                    self.maybe_refresh(&mut last_stats);
+                if self.counters.busy_loops.get() & 0x3ff == 0 {
+                    self.maybe_refresh(&mut last_epoch);
                 }
                 continue;
             }
@@ -659,24 +724,41 @@ impl Worker {
                 continue;
             }
             idle = 0;
-            self.maybe_refresh(&mut last_stats);
+            self.maybe_refresh(&mut last_epoch);
             self.counters.idle_sleeps.add(1);
-            for p in &mut self.pollfds {
-                p.revents = 0;
-            }
-            let pending = self.domains.iter().any(|d| d.ports.iter().flatten().any(|p| p.tx_outstanding > 0));
-            let timeout = if pending { SLEEP_TX_PENDING_MS } else { SLEEP_MS };
-            // SAFETY: pollfds is a live array of initialised pollfd structs of the given length.
-            unsafe { libc::poll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, timeout) };
-            self.drain_wake();
+            let pending = self.domains.iter().any(|d| d.parent_tx_out > 0 || !d.short.is_empty());
+            self.harvest(if pending { SLEEP_TX_PENDING_MS } else { SLEEP_MS });
         }
     }
 
-    fn maybe_refresh(&self, last: &mut Instant) {
-        if last.elapsed() >= Duration::from_millis(500) {
+    /// Waits up to `timeout_ms` for readiness and puts every readable socket on its domain's
+    /// active list.
+    fn harvest(&mut self, timeout_ms: i32) {
+        // SAFETY: `events` is a live, writable array of the length given.
+        let n = unsafe {
+            libc::epoll_wait(self.epoll.as_raw_fd(), self.events.as_mut_ptr(), self.events.len() as i32, timeout_ms)
+        };
+        for k in 0..n.max(0) as usize {
+            let t = self.events[k].u64;
+            if t == WAKE_TOKEN {
+                self.drain_wake();
+                continue;
+            }
+            let (net, port, sock) = ((t >> 32) as NetId, (t >> 16) & 0xffff, (t & 0xffff) as usize);
+            let Some(d) = self.domains.iter_mut().find(|d| d.net == net) else { continue };
+            if port == FLOOD_PORT {
+                d.flood_active = true;
+            } else {
+                d.activate(port as PortId, sock);
+            }
+        }
+    }
+
+    fn maybe_refresh(&mut self, last: &mut Instant) {
+        if last.elapsed() >= EPOCH {
             *last = Instant::now();
-            for d in &self.domains {
-                d.refresh_kernel_stats();
+            for d in &mut self.domains {
+                d.refresh(&self.counters);
             }
         }
     }
@@ -693,283 +775,88 @@ impl Worker {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             let result = match cmd {
                 Command::Stop => {
-                    self.domains.clear();
-                    let _ = ack.send(Ok(()));
+                    let _ = ack.send(Ok(Reply::Done));
                     return false;
                 }
-                Command::AddDomain(d) => {
-                    self.domains.push(*d);
-                    Ok(())
-                }
-                Command::RemoveDomain(net) => {
-                    self.domains.retain(|d| d.net != net);
-                    Ok(())
-                }
-                Command::AddPort { net, id, info, port } => match self.domain(net) {
-                    Some(d) => d.add_port(id, info, *port),
-                    None => Err(format!("worker {} has no network {net}", self.id)),
-                },
-                Command::AddCopyPort { net, id, info, tx, counters } => match self.domain(net) {
-                    Some(d) => d.add_copy_port(id, info, *tx, counters),
-                    None => Err(format!("worker {} has no network {net}", self.id)),
-                },
-                Command::RemovePort { net, id } => {
-                    if let Some(d) = self.domain(net) {
-                        d.remove_port(id);
+                Command::AddDomain(d) => match self.watch_domain(&d) {
+                    Ok(()) => {
+                        d.publish();
+                        self.domains.push(*d);
+                        Ok(Reply::Done)
                     }
-                    Ok(())
+                    Err(e) => {
+                        for (fd, _) in d.fds() {
+                            self.unwatch(fd);
+                        }
+                        Err(e)
+                    }
+                },
+                Command::RemoveDomain(net) => match self.domains.iter().position(|d| d.net == net) {
+                    Some(i) => {
+                        let d = self.domains.swap_remove(i);
+                        for (fd, _) in d.fds() {
+                            self.unwatch(fd);
+                        }
+                        Ok(Reply::Domain(Box::new(d)))
+                    }
+                    None => Ok(Reply::Done),
+                },
+                Command::AddPort { net, id, info, port, pool } => {
+                    let tokens: Vec<(RawFd, u64)> =
+                        port.socks.iter().enumerate().map(|(s, k)| (k.xsk.raw_fd(), token(net, id, s))).collect();
+                    match self.domains.iter_mut().find(|d| d.net == net) {
+                        Some(d) => match d.add_port(id, info, *port, pool) {
+                            Ok(()) => {
+                                let watched = tokens.iter().try_for_each(|&(fd, t)| self.watch(fd, t));
+                                match watched {
+                                    Ok(()) => Ok(Reply::Done),
+                                    Err(e) => {
+                                        for &(fd, _) in &tokens {
+                                            self.unwatch(fd);
+                                        }
+                                        // Hand the sockets back; the control plane undoes the rest.
+                                        let d = self.domains.iter_mut().find(|d| d.net == net).expect("just used");
+                                        let _ = d.remove_port(id);
+                                        Err(format!("epoll_ctl: {e}"))
+                                    }
+                                }
+                            }
+                            Err(e) => Err(e),
+                        },
+                        None => Err(format!("worker {} has no network {net}", self.id)),
+                    }
+                }
+                Command::RemovePort { net, id } => {
+                    let port = self.domains.iter_mut().find(|d| d.net == net).and_then(|d| d.remove_port(id));
+                    match port {
+                        Some(p) => {
+                            for sock in &p.socks {
+                                self.unwatch(sock.xsk.raw_fd());
+                            }
+                            Ok(Reply::Port(Box::new(p)))
+                        }
+                        None => Ok(Reply::Done),
+                    }
+                }
+                Command::Reclaim { net, id, umem, drop_umem } => {
+                    if let Some(d) = self.domains.iter_mut().find(|d| d.net == net) {
+                        d.reclaim(id, umem, drop_umem);
+                    }
+                    Ok(Reply::Done)
                 }
                 Command::SetUp { net, id, up } => {
-                    if let Some(d) = self.domain(net) {
+                    if let Some(d) = self.domains.iter_mut().find(|d| d.net == net) {
                         d.plane.table.set_up(id, up);
                     }
-                    Ok(())
+                    Ok(Reply::Done)
                 }
-                Command::SetSources { net, id, macs } => match self.domain(net) {
-                    Some(d) => d.plane.table.set_sources(id, &macs).map(|_| ()).map_err(|e| e.to_string()),
+                Command::SetSources { net, id, macs } => match self.domains.iter_mut().find(|d| d.net == net) {
+                    Some(d) => d.plane.table.set_sources(id, &macs).map(|_| Reply::Done).map_err(|e| e.to_string()),
                     None => Err(format!("worker {} has no network {net}", self.id)),
                 },
             };
             let _ = ack.send(result);
         }
-        self.rebuild_pollfds();
         true
-    }
-
-    fn domain(&mut self, net: NetId) -> Option<&mut Domain> {
-        self.domains.iter_mut().find(|d| d.net == net)
-    }
-
-    fn rebuild_pollfds(&mut self) {
-        self.pollfds.clear();
-        self.pollfds.push(libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
-        for d in &self.domains {
-            d.poll_fds(&mut self.pollfds);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::frame::MacAddr;
-
-    const A: MacAddr = MacAddr([0x02, 0x42, 0, 0, 0, 0x0a]);
-    const B: MacAddr = MacAddr([0x02, 0x42, 0, 0, 0, 0x0b]);
-    const C: MacAddr = MacAddr([0x02, 0x42, 0, 0, 0, 0x0c]);
-
-    /// A plane with parent 0 and endpoints 1 (A), 2 (B), 3 (C) over a real (unregistered) area.
-    fn plane(frames: u32) -> Plane {
-        let mut table = Table::new(MacAddr([0x02, 0, 0, 0, 0, 1]), 1500);
-        let mut p = Plane {
-            table: Table::new(MacAddr::default(), 0),
-            pool: FramePool::new(frames),
-            stage: Vec::new(),
-            counters: Vec::new(),
-            copy_tx: Vec::new(),
-            dirty: Vec::new(),
-            targets: Vec::new(),
-            area: Arc::new(Area::new(frames).unwrap()),
-        };
-        for (id, mac) in [(1, A), (2, B), (3, C)] {
-            table.add_endpoint(id, PortInfo::endpoint(mac, 1500)).unwrap();
-        }
-        for id in 0..4 {
-            p.ensure_port(id);
-            p.counters[usize::from(id)] = Some(Default::default());
-        }
-        p.table = table;
-        p
-    }
-
-    /// Writes a frame into a fresh chunk as the kernel would, returning its offset and length.
-    fn receive(p: &mut Plane, dst: MacAddr, src: MacAddr, len: usize, port: PortId) -> (u64, u32) {
-        let chunk = p.pool.alloc().expect("a free frame");
-        p.pool.lend(chunk, port);
-        let addr = chunk + TX_HEADROOM;
-        let mut f = vec![0u8; len];
-        f[..6].copy_from_slice(&dst.0);
-        f[6..12].copy_from_slice(&src.0);
-        // SAFETY: the chunk is ours and FRAME_SIZE bytes long.
-        unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), p.area.base().add(addr as usize), len) };
-        (addr, len as u32)
-    }
-
-    fn staged(p: &Plane, port: PortId) -> usize {
-        p.stage[usize::from(port)].len()
-    }
-
-    /// Σrx + flood_copies = Σtx(staged) + Σdrops + flood_empty, and no frame leaks from the pool.
-    fn check_accounting(p: &Plane, wc: &WorkerCounters, frames: u32) {
-        let rx: u64 = p.counters.iter().flatten().map(|c| c.rx.get()).sum();
-        let drops: u64 = p.counters.iter().flatten().map(|c| c.drops.iter().map(Counter::get).sum::<u64>()).sum();
-        let staged: u64 = p.stage.iter().map(|s| s.len() as u64).sum();
-        assert_eq!(rx + wc.flood_copies.get(), staged + drops + wc.flood_empty.get());
-        let lent = p.pool.owner.iter().filter(|&&o| o != FREE).count();
-        assert_eq!(lent + p.pool.free.len(), frames as usize, "every frame is free or lent exactly once");
-        assert_eq!(lent as u64, staged, "only staged frames are out of the pool here");
-    }
-
-    use crate::counters::Counter;
-
-    #[test]
-    fn unicast_moves_the_descriptor_without_copy() {
-        let mut p = plane(64);
-        let wc = WorkerCounters::default();
-        let (addr, len) = receive(&mut p, B, A, 60, 1);
-        p.handle(addr, len, 1, &wc);
-        assert_eq!(p.stage[2][0].addr, addr, "same descriptor, no copy");
-        assert_eq!(p.pool.owner[(addr >> FRAME_SHIFT) as usize], 2);
-        assert_eq!(p.dirty, vec![2]);
-        check_accounting(&p, &wc, 64);
-    }
-
-    #[test]
-    fn flood_copies_for_all_but_the_last_target() {
-        let mut p = plane(64);
-        let wc = WorkerCounters::default();
-        let (addr, len) = receive(&mut p, MacAddr::BROADCAST, B, 60, 2);
-        p.handle(addr, len, 2, &wc);
-        // Endpoint broadcast: A, C and the wire; never back to B.
-        assert_eq!((staged(&p, 1), staged(&p, 2), staged(&p, 3), staged(&p, PARENT)), (1, 0, 1, 1));
-        assert_eq!(wc.flood_copies.get(), 2);
-        assert_eq!(p.stage[usize::from(PARENT)][0].addr, addr, "the original goes to the last target");
-        let copy = p.stage[1][0];
-        // SAFETY: both ranges are inside the area and were written above / by handle().
-        let (a, b) = unsafe {
-            (
-                std::slice::from_raw_parts(p.area.base().add(addr as usize), 60),
-                std::slice::from_raw_parts(p.area.base().add(copy.addr as usize), 60),
-            )
-        };
-        assert_eq!(a, b);
-        check_accounting(&p, &wc, 64);
-    }
-
-    #[test]
-    fn flood_out_of_frames_counts_no_buffer_and_down_targets_count_dst_down() {
-        let mut p = plane(2);
-        p.table.set_up(3, false);
-        let wc = WorkerCounters::default();
-        let (addr, len) = receive(&mut p, MacAddr::BROADCAST, B, 60, 2);
-        // One frame left in the pool: targets A (copy), C (down), parent (original).
-        let spare = p.pool.alloc().unwrap();
-        p.handle(addr, len, 2, &wc);
-        let dropped =
-            |port: PortId, r: DropReason| p.counters[usize::from(port)].as_ref().unwrap().drops[r as usize].get();
-        assert_eq!(dropped(1, DropReason::NoBuffer), 1);
-        assert_eq!(dropped(3, DropReason::DstDown), 1);
-        assert_eq!(staged(&p, PARENT), 1);
-        p.pool.release(spare);
-        check_accounting(&p, &wc, 2);
-    }
-
-    #[test]
-    fn bad_frames_are_dropped_counted_and_recycled() {
-        let mut p = plane(8);
-        let wc = WorkerCounters::default();
-        let (addr, _) = receive(&mut p, A, B, 60, 1);
-        p.handle(addr, 10, 1, &wc);
-        let (addr, _) = receive(&mut p, A, OUTSIDE, 1600, PARENT);
-        p.handle(addr, 1600, PARENT, &wc);
-        let c = |port: usize| p.counters[port].as_ref().unwrap();
-        assert_eq!(c(1).drops[DropReason::Runt as usize].get(), 1);
-        assert_eq!(c(1).drops[DropReason::Oversize as usize].get(), 1);
-        assert_eq!(wc.dropped.get(), 2);
-        check_accounting(&p, &wc, 8);
-    }
-
-    const OUTSIDE: MacAddr = MacAddr([0x02, 0x99, 0, 0, 0, 1]);
-
-    fn bytes(p: &Plane, d: XdpDesc) -> Vec<u8> {
-        // SAFETY: staged descriptors point into the area.
-        unsafe { std::slice::from_raw_parts(p.area.base().add(d.addr as usize), d.len as usize).to_vec() }
-    }
-
-    /// Writes `f` into a fresh chunk as received on `port`.
-    fn receive_bytes(p: &mut Plane, f: &[u8], port: PortId) -> (u64, u32) {
-        let chunk = p.pool.alloc().expect("a free frame");
-        p.pool.lend(chunk, port);
-        let addr = chunk + TX_HEADROOM;
-        // SAFETY: the chunk is ours and FRAME_SIZE bytes long.
-        unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), p.area.base().add(addr as usize), f.len()) };
-        (addr, f.len() as u32)
-    }
-
-    #[test]
-    fn vlan_tags_are_popped_towards_endpoints_and_pushed_towards_the_wire() {
-        let mut p = plane(16);
-        for (id, last) in [(4u16, 0x41u8), (5, 0x51)] {
-            let mut info = PortInfo::endpoint(MacAddr([0x02, 0x42, 0, 0, 0, last]), 1500);
-            info.vlan = 10;
-            info.keep_pcp = id == 5;
-            p.table.add_endpoint(id, info).unwrap();
-            p.ensure_port(id);
-            p.counters[usize::from(id)] = Some(Default::default());
-        }
-        let wc = WorkerCounters::default();
-        let payload = [0xabu8; 46];
-        let tagged = |dst: [u8; 6], tci: u16| {
-            let mut f = Vec::new();
-            f.extend_from_slice(&dst);
-            f.extend_from_slice(&OUTSIDE.0);
-            f.extend_from_slice(&[0x81, 0x00]);
-            f.extend_from_slice(&tci.to_be_bytes());
-            f.extend_from_slice(&[0x88, 0xb5]);
-            f.extend_from_slice(&payload);
-            f
-        };
-        // Wire → VLAN 10 endpoint, PCP 5: popped, counted as stripped.
-        let f = tagged([0x02, 0x42, 0, 0, 0, 0x41], (5 << 13) | 10);
-        let (addr, len) = receive_bytes(&mut p, &f, PARENT);
-        p.handle(addr, len, PARENT, &wc);
-        let got = bytes(&p, p.stage[4][0]);
-        assert_eq!(got.len(), f.len() - 4);
-        assert_eq!(&got[..12], &f[..12]);
-        assert_eq!(&got[12..], &f[16..], "EtherType and payload untouched");
-        assert_eq!(p.counters[4].as_ref().unwrap().pcp_stripped.get(), 1);
-        // Broadcast on VLAN 10, PCP 5: endpoint 4 gets it popped, endpoint 5 (keep) priority-tagged.
-        let f = tagged([0xff; 6], (5 << 13) | 10);
-        let (addr, len) = receive_bytes(&mut p, &f, PARENT);
-        p.handle(addr, len, PARENT, &wc);
-        assert_eq!(staged(&p, 1) + staged(&p, 2) + staged(&p, 3), 0, "untagged endpoints get nothing");
-        let popped = bytes(&p, p.stage[4][1]);
-        assert_eq!(&popped[12..], &f[16..]);
-        let kept = bytes(&p, p.stage[5][0]);
-        assert_eq!(&kept[12..16], &[0x81, 0x00, 0xa0, 0x00], "VID 0, PCP 5");
-        assert_eq!(&kept[16..], &f[16..]);
-        assert_eq!(p.counters[5].as_ref().unwrap().pcp_kept.get(), 1);
-        // Endpoint 4 → wire: tag VID 10 pushed; a priority tag from the container gets VID 10.
-        let (addr, len) = receive(&mut p, OUTSIDE, MacAddr([0x02, 0x42, 0, 0, 0, 0x41]), 60, 4);
-        let sent = bytes(&p, XdpDesc { addr, len, options: 0 });
-        p.handle(addr, len, 4, &wc);
-        let out = bytes(&p, p.stage[0][0]);
-        assert_eq!(out.len(), 64);
-        assert_eq!(&out[..12], &sent[..12]);
-        assert_eq!(&out[12..16], &[0x81, 0x00, 0x00, 0x0a]);
-        assert_eq!(&out[16..], &sent[12..]);
-        let mut prio = tagged(OUTSIDE.0, 3 << 13);
-        prio[6..12].copy_from_slice(&[0x02, 0x42, 0, 0, 0, 0x41]);
-        let (addr, len) = receive_bytes(&mut p, &prio, 4);
-        p.handle(addr, len, 4, &wc);
-        let out = bytes(&p, p.stage[0][1]);
-        assert_eq!(&out[12..16], &[0x81, 0x00, 0x60, 0x0a]);
-        assert_eq!(out.len(), prio.len());
-        check_accounting(&p, &wc, 16);
-    }
-
-    #[test]
-    fn reclaim_returns_everything_a_port_held() {
-        let mut pool = FramePool::new(16);
-        let held: Vec<u64> = (0..5).map(|_| pool.alloc().unwrap()).collect();
-        for &f in &held[..3] {
-            pool.lend(f, 7);
-        }
-        for &f in &held[3..] {
-            pool.lend(f, 8);
-        }
-        pool.reclaim(7);
-        assert_eq!(pool.free.len(), 14);
-        assert_eq!(pool.owner.iter().filter(|&&o| o == 8).count(), 2);
     }
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod podman;
+pub mod stats;
 pub mod vlan;
 pub const BIN: &str = env!("CARGO_BIN_EXE_xmacvlan");
 pub const MARK_TYPE: u16 = 0x88b5; // IEEE 802 local experimental EtherType
@@ -57,16 +59,71 @@ pub fn ok_words(cmd: &str) -> String {
     ok(&cmd.split_whitespace().collect::<Vec<_>>())
 }
 
+/// Runs `ip -batch` on `script` (one command per line, without the leading `ip`); with `force`
+/// it goes on past failing lines (`-force`). Returns the output; the caller judges the status.
+pub fn ip_batch(script: &str, force: bool) -> Output {
+    let mut cmd = Command::new("ip");
+    if force {
+        cmd.arg("-force");
+    }
+    let mut child = cmd
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running ip -batch: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    // Written from a thread of its own while the output is read: a long script's errors could
+    // otherwise fill the stderr pipe while ip waits for its stdin.
+    std::thread::scope(|s| {
+        s.spawn(move || stdin.write_all(script.as_bytes()).expect("writing ip -batch's script"));
+        child.wait_with_output().expect("ip -batch")
+    })
+}
+
 /// A network namespace that is deleted when dropped.
 pub struct Netns {
     pub name: String,
+    /// False once the namespace was deleted by [`Netns::remove_all`]: Drop has nothing left to do.
+    exists: bool,
 }
 
 impl Netns {
     pub fn new(name: String) -> Self {
         ok(&["ip", "netns", "add", &name]);
-        ok(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Netns { name }
+        let ns = Netns { name, exists: true };
+        ok(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Creates the namespaces `names` with one `ip -batch` and sets their `lo` up from one thread
+    /// ([`in_each_netns`]): hundreds take a fraction of a second, where [`Netns::new`] costs two
+    /// `ip` processes each. Drop them with [`Netns::remove_all`] (one batch) where many go at once.
+    pub fn many(names: impl IntoIterator<Item = String>) -> Vec<Netns> {
+        let all: Vec<Netns> = names.into_iter().map(|name| Netns { name, exists: true }).collect();
+        let script: String = all.iter().map(|n| format!("netns add {}\n", n.name)).collect();
+        let out = ip_batch(&script, false);
+        if !out.status.success() {
+            // The guards remove whatever the batch made before it stopped.
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            Netns::remove_all(all);
+            panic!("ip -batch 'netns add …' failed: {err}");
+        }
+        in_each_netns(&all, |_| set_link_up_here("lo"));
+        all
+    }
+
+    /// Deletes the namespaces with one `ip -force -batch` (an already missing one is no error).
+    pub fn remove_all(all: Vec<Netns>) {
+        let mut all = all;
+        let script: String = all.iter().filter(|n| n.exists).map(|n| format!("netns del {}\n", n.name)).collect();
+        if !script.is_empty() {
+            let _ = ip_batch(&script, true);
+        }
+        for n in &mut all {
+            n.exists = false;
+        }
     }
 
     pub fn path(&self) -> String {
@@ -120,8 +177,109 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "del", &self.name]);
+        if self.exists {
+            let _ = run(&["ip", "netns", "del", &self.name]);
+        }
     }
+}
+
+/// Joins the calling thread to the network namespace at `path` (setns(2) moves only this thread).
+fn join_netns(path: &str) {
+    let nsf = File::open(path).unwrap_or_else(|e| panic!("netns {path}: {e}"));
+    // SAFETY: setns on an open namespace fd; it changes the calling thread only, and every caller
+    // here is a thread of its own that ends after its work in that namespace.
+    let rc = unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
+}
+
+/// Runs `f` on a thread of its own that first joins the network namespace at `path`, and returns
+/// what `f` returns. The test's own threads stay where they are; sockets and devices opened in `f`
+/// stay in that namespace for good. A panic in `f` is re-raised here with its message.
+pub fn in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            join_netns(path);
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Runs `f` once per namespace, in order, on one thread that setns()es into each in turn, and
+/// returns the results in that order: for hundreds of namespaces one thread, instead of a thread or
+/// an `ip netns exec` process each. A panic in `f` is re-raised here with its message.
+pub fn in_each_netns<'a, T: Send>(
+    namespaces: impl IntoIterator<Item = &'a Netns>,
+    mut f: impl FnMut(&Netns) -> T + Send,
+) -> Vec<T> {
+    let namespaces: Vec<&Netns> = namespaces.into_iter().collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            namespaces
+                .iter()
+                .map(|ns| {
+                    join_netns(&ns.path());
+                    f(ns)
+                })
+                .collect()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Sets interface `ifname` of the calling thread's namespace up (SIOCSIFFLAGS; no process).
+pub fn set_link_up_here(ifname: &str) {
+    assert!(ifname.len() < libc::IFNAMSIZ, "interface name {ifname} too long");
+    // SAFETY: a datagram socket for the ioctls, owned at once; results checked.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero ifreq is valid (empty name, zero flags).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write `req`, which lives across both calls; the
+    // flags member of the union is the one these ioctls use.
+    unsafe {
+        assert_eq!(libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req), 0, "SIOCGIFFLAGS {ifname}");
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        let rc = libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req);
+        assert_eq!(rc, 0, "SIOCSIFFLAGS {ifname} up: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Writes a sysctl of the calling thread's network namespace, e.g.
+/// `write_sysctl_here("net/ipv6/conf/default/disable_ipv6", "1")` on an [`in_each_netns`] thread
+/// (/proc/sys/net follows the namespace of the thread that opens it).
+pub fn write_sysctl_here(key: &str, value: &str) {
+    let path = format!("/proc/sys/{key}");
+    std::fs::write(&path, value).unwrap_or_else(|e| panic!("writing {value} to {path}: {e}"));
+}
+
+/// Runs every command in its namespace at once (`ip netns exec`) and waits for all: 30 pings
+/// that may each time out take one timeout, not thirty. Outputs in the order given.
+pub fn exec_all<'a>(jobs: impl IntoIterator<Item = (&'a Netns, Vec<String>)>) -> Vec<Output> {
+    let children: Vec<(Vec<String>, std::io::Result<Child>)> = jobs
+        .into_iter()
+        .map(|(ns, args)| {
+            let child = Command::new("ip")
+                .args(["netns", "exec", &ns.name])
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn();
+            (args, child)
+        })
+        .collect();
+    // Every child is waited for before a spawn failure is reported: none is left running.
+    let outputs: Vec<(Vec<String>, std::io::Result<Output>)> =
+        children.into_iter().map(|(args, c)| (args, c.and_then(|c| c.wait_with_output()))).collect();
+    outputs.into_iter().map(|(args, o)| o.unwrap_or_else(|e| panic!("running {args:?}: {e}"))).collect()
 }
 
 pub fn parse_mac(s: &str) -> [u8; 6] {
@@ -154,11 +312,26 @@ impl Lab {
 
     /// A lab whose parent (eth1) has `queues` receive and transmit queues, for multi-worker daemons.
     pub fn with_parent_queues(queues: u32) -> Self {
+        Self::build(queues, 3, std::env::temp_dir())
+    }
+
+    /// A lab with `n` empty container namespaces `c1…cn` instead of three, made in one batch
+    /// ([`Netns::many`]) and removed in one when the lab is dropped: for hundreds of endpoints.
+    /// The lab's files (the daemon's state, socket and log) are on tmpfs (`/dev/shm`, else the temp
+    /// dir): the daemon rewrites and fsyncs its whole state file on every connect and disconnect,
+    /// which with hundreds of endpoints on a shared disk costs more than the rest of the connect.
+    pub fn with_containers(n: usize) -> Self {
+        let shm = std::path::Path::new("/dev/shm");
+        Self::build(1, n, if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() })
+    }
+
+    /// `queues` on the parent, `n` containers, the lab's files in a directory of its own in `base`.
+    fn build(queues: u32, n: usize, base: PathBuf) -> Self {
         let tag = format!("xmvt{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let tmp = base.join(&tag);
         let wire = Netns::new(format!("{tag}-wire"));
         let dp = Netns::new(format!("{tag}-dp"));
-        let containers = (1..=3).map(|i| Netns::new(format!("{tag}-c{i}"))).collect();
-        let tmp = std::env::temp_dir().join(&tag);
+        let containers = Netns::many((1..=n).map(|i| format!("{tag}-c{i}")));
         std::fs::create_dir_all(&tmp).unwrap();
         let end = |name: &str, ns: &str| {
             format!("{name} netns {ns} mtu {PARENT_MTU} numtxqueues {queues} numrxqueues {queues}")
@@ -214,7 +387,8 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.tmp);
-        // Namespaces are removed by their own guards (containers first, by field order).
+        // The containers go first, in one batch; dp and wire by their own guards.
+        Netns::remove_all(std::mem::take(&mut self.containers));
     }
 }
 
@@ -400,35 +574,40 @@ impl RawSocket {
     /// runs after rx_handlers and XDP, so this sees what the host receives on that interface.
     pub fn open_protocol(ns: &Netns, ifname: &str, ethertype: u16) -> Self {
         let path = ns.path();
-        let ifname = ifname.to_string();
-        std::thread::spawn(move || {
-            let nsf = File::open(&path).expect("netns file");
-            // SAFETY: setns on this short-lived thread only; the socket created after it lives in
-            // the namespace for good.
-            assert_eq!(unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-            let cname = std::ffi::CString::new(ifname.clone()).unwrap();
-            // SAFETY: plain libc calls with valid arguments; results checked.
-            unsafe {
-                let ifindex = libc::if_nametoindex(cname.as_ptr()) as i32;
-                assert!(ifindex > 0, "no interface {ifname} in {path}");
-                let raw = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, ethertype.to_be() as i32);
-                assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
-                let fd = OwnedFd::from_raw_fd(raw);
-                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-                sll.sll_family = libc::AF_PACKET as u16;
-                sll.sll_protocol = ethertype.to_be();
-                sll.sll_ifindex = ifindex;
-                let rc = libc::bind(
-                    fd.as_raw_fd(),
-                    (&sll as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of_val(&sll) as u32,
-                );
-                assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-                RawSocket { fd, ifindex }
-            }
-        })
-        .join()
-        .expect("raw socket thread")
+        in_netns(&path, || Self::open_here(ifname, ethertype, &path))
+    }
+
+    /// [`RawSocket::open_protocol`] on interface `ifname` of every namespace, from one thread
+    /// ([`in_each_netns`]): hundreds of sockets in milliseconds. In the order given.
+    pub fn open_each<'a>(namespaces: impl IntoIterator<Item = &'a Netns>, ifname: &str, ethertype: u16) -> Vec<Self> {
+        in_each_netns(namespaces, |ns| Self::open_here(ifname, ethertype, &ns.path()))
+    }
+
+    /// Opens the socket in the calling thread's namespace (`path` names it in messages).
+    fn open_here(ifname: &str, ethertype: u16, path: &str) -> Self {
+        let cname = std::ffi::CString::new(ifname).unwrap();
+        // SAFETY: plain libc calls with valid arguments; results checked.
+        unsafe {
+            let ifindex = libc::if_nametoindex(cname.as_ptr()) as i32;
+            assert!(ifindex > 0, "no interface {ifname} in {path}");
+            // Protocol 0 at creation: the socket receives nothing until bound to the interface.
+            // (Created with the protocol, its hook would be live at once and bind would replace
+            // it with a synchronize_net(): a grace period per socket, seconds for hundreds.)
+            let raw = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
+            assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+            let fd = OwnedFd::from_raw_fd(raw);
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = ethertype.to_be();
+            sll.sll_ifindex = ifindex;
+            let rc = libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of_val(&sll) as u32,
+            );
+            assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+            RawSocket { fd, ifindex }
+        }
     }
 
     pub fn send(&self, frame: &[u8]) {
@@ -474,6 +653,65 @@ impl RawSocket {
             }
         }
     }
+
+    /// How many received frames carrying `marker` are queued now; reads everything queued and
+    /// never blocks.
+    pub fn count_queued(&self, marker: &[u8; 8]) -> usize {
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; a zero timeout only asks.
+        if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 {
+            return 0;
+        }
+        let mut buf = vec![0u8; 65536];
+        let mut n_marked = 0;
+        loop {
+            // SAFETY: a zeroed sockaddr_ll and buffers that live across the call.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut flen = std::mem::size_of_val(&from) as u32;
+            // SAFETY: as above.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut flen,
+                )
+            };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return n_marked;
+            }
+            if from.sll_pkttype != libc::PACKET_OUTGOING && buf[..n as usize].windows(8).any(|w| w == marker) {
+                n_marked += 1;
+            }
+        }
+    }
+}
+
+/// How many frames carrying `marker` each socket receives: reads all of them (without blocking)
+/// until every socket has at least one or `wait` has passed, then once more after `linger`, so
+/// that copies arriving late and duplicates are counted too. One count per socket, in order.
+pub fn count_marked_each(sockets: &[RawSocket], marker: &[u8; 8], wait: Duration, linger: Duration) -> Vec<usize> {
+    let deadline = Instant::now() + wait;
+    let mut counts = vec![0usize; sockets.len()];
+    loop {
+        for (c, s) in counts.iter_mut().zip(sockets) {
+            *c += s.count_queued(marker);
+        }
+        if counts.iter().all(|&c| c > 0) || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(linger);
+    for (c, s) in counts.iter_mut().zip(sockets) {
+        *c += s.count_queued(marker);
+    }
+    counts
 }
 
 /// A marked test frame: dst, src, EtherType 0x88b5 (or `ethertype`), marker, padding to `len`.

@@ -21,7 +21,6 @@
 //! from a failed assertion).
 #![allow(dead_code)]
 
-use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use xmacvlan_datapath::flood::TpacketAuxdata;
 
-use super::{frame, mac_str, ok, ok_words, Netns};
+use super::{frame, in_netns, mac_str, ok, ok_words, Netns};
 
 pub const TPID_8021Q: u16 = 0x8100;
 pub const TPID_8021AD: u16 = 0x88a8;
@@ -243,10 +242,7 @@ impl VlanSocket {
     pub fn open_in(netns_path: &str, ifname: &str) -> Self {
         let path = netns_path.to_string();
         let name = ifname.to_string();
-        std::thread::spawn(move || {
-            let nsf = File::open(&path).unwrap_or_else(|e| panic!("netns {path}: {e}"));
-            // SAFETY: setns on this thread only.
-            assert_eq!(unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns {path}");
+        in_netns(netns_path, move || {
             let cname = std::ffi::CString::new(name.clone()).unwrap();
             // SAFETY: plain libc calls with valid arguments; results checked.
             unsafe {
@@ -274,8 +270,6 @@ impl VlanSocket {
                 VlanSocket { fd, ifname: name, ns: path }
             }
         })
-        .join()
-        .expect("packet socket thread")
     }
 
     fn raw(&self) -> RawFd {
