@@ -1158,14 +1158,16 @@ impl Daemon {
         let fast_path = self.fast_path;
         let steps = async {
             netlink::disable_ipv6(&host)?;
-            // The XDP fast path redirects into the veth, which the container end only accepts with
-            // NAPI on: GRO on there (for created and adopted endpoints alike).
-            let fast = fast_path == FastPath::Xdp && {
+            // NAPI on the container end (GRO on: for created and adopted endpoints alike). The XDP
+            // fast path redirects into the veth, which the container end only accepts with NAPI;
+            // the tc flood's clones then queue on that end's own ring, not on the CPU's shared
+            // backlog (1000 frames: a broadcast to more endpoints than that overflowed it).
+            let fast = fast_path != FastPath::Off && {
                 let ifname = v.ifname.to_string();
                 match netlink::in_netns(v.ns.try_clone()?, move |_| async move { netlink::enable_gro(&ifname) }).await {
                     Ok(()) => true,
                     Err(e) => {
-                        eprintln!("xmacvlan: {}: no XDP fast path: {e:#}", v.ifname);
+                        eprintln!("xmacvlan: {}: NAPI (GRO) could not be turned on, no XDP fast path: {e:#}", v.ifname);
                         false
                     }
                 }

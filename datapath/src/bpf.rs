@@ -306,7 +306,12 @@ impl Bpf {
 
     /// Id of the program attached to `ifindex` in `mode` (0 = none).
     pub fn attached_id(&self, ifindex: u32, mode: XdpMode) -> u32 {
-        Xdp::new(self.prog(Prog::Parent)).query_id(ifindex as i32, mode.flags()).unwrap_or(0)
+        let ids = xdp_ids(ifindex).unwrap_or_default();
+        match mode {
+            XdpMode::Native => ids.native,
+            XdpMode::Generic => ids.generic,
+            XdpMode::None => 0,
+        }
     }
 
     /// The kernel's id of our program `p` (what [`Bpf::attached_id`] shows when it is attached).
@@ -473,6 +478,107 @@ impl Bpf {
     }
 }
 
+/// The XDP programs attached to one interface, per mode (0 = none).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct XdpIds {
+    native: u32,
+    generic: u32,
+}
+
+/// Asks the kernel for one link's XDP attachment (RTM_GETLINK for that ifindex). libbpf's
+/// bpf_xdp_query dumps every link of the namespace and picks one: with thousands of endpoint
+/// veths each attach paid for a dump of all of them.
+fn xdp_ids(ifindex: u32) -> std::io::Result<XdpIds> {
+    const RTM_GETLINK: u16 = 18;
+    const RTM_NEWLINK: u16 = 16;
+    const NLMSG_ERROR: u16 = 2;
+    const IFLA_EXT_MASK: u16 = 29;
+    const IFLA_XDP: u16 = 43;
+    const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+    const XDP_ATTACHED_DRV: u8 = 1;
+    const XDP_ATTACHED_SKB: u8 = 2;
+    const XDP_ATTACHED_MULTI: u8 = 4;
+    const IFLA_XDP_ATTACHED: u16 = 2;
+    const IFLA_XDP_PROG_ID: u16 = 4;
+    const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+    const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+
+    // SAFETY: plain socket(2); owned below.
+    let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // nlmsghdr (16) + ifinfomsg (16) + IFLA_EXT_MASK attribute (8).
+    let mut req = [0u8; 40];
+    req[0..4].copy_from_slice(&40u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
+    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[20..24].copy_from_slice(&(ifindex as i32).to_ne_bytes()); // ifinfomsg.ifi_index
+    req[32..34].copy_from_slice(&8u16.to_ne_bytes());
+    req[34..36].copy_from_slice(&IFLA_EXT_MASK.to_ne_bytes());
+    req[36..40].copy_from_slice(&RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
+    // SAFETY: sends our buffer of its length on our socket (to the kernel: no address needed).
+    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 32 << 10];
+    // SAFETY: receives into our buffer of its length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let msg = &buf[..n as usize];
+    let u16_at = |b: &[u8], i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+    let u32_at = |b: &[u8], i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    if msg.len() < 32 {
+        return Err(std::io::Error::other("short netlink reply"));
+    }
+    match u16_at(msg, 4) {
+        RTM_NEWLINK => {}
+        NLMSG_ERROR => return Err(std::io::Error::from_raw_os_error(-(u32_at(msg, 16) as i32))),
+        t => return Err(std::io::Error::other(format!("unexpected netlink reply type {t}"))),
+    }
+    let end = (u32_at(msg, 0) as usize).min(msg.len());
+    let mut ids = XdpIds::default();
+    let Some((_, xdp)) = attrs(&msg[32..end]).find(|&(t, _)| t == IFLA_XDP) else { return Ok(ids) };
+    let (mut attached, mut prog) = (0u8, 0u32);
+    for (t, p) in attrs(xdp) {
+        match (t, p.len()) {
+            (IFLA_XDP_ATTACHED, 1..) => attached = p[0],
+            (IFLA_XDP_PROG_ID, 4..) => prog = u32_at(p, 0),
+            (IFLA_XDP_DRV_PROG_ID, 4..) => ids.native = u32_at(p, 0),
+            (IFLA_XDP_SKB_PROG_ID, 4..) => ids.generic = u32_at(p, 0),
+            _ => {}
+        }
+    }
+    match attached {
+        XDP_ATTACHED_DRV => ids.native = prog,
+        XDP_ATTACHED_SKB => ids.generic = prog,
+        XDP_ATTACHED_MULTI => {}
+        _ => {}
+    }
+    Ok(ids)
+}
+
+/// Netlink attributes as (type, payload), each padded to 4 bytes; stops at a malformed one.
+fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let (len, ty) = (u16::from_ne_bytes([b[0], b[1]]) as usize, u16::from_ne_bytes([b[2], b[3]]) & 0x3fff);
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let payload = &b[4..len];
+        b = &b[len.next_multiple_of(4).min(b.len())..];
+        Some((ty, payload))
+    })
+}
+
 /// Sums a per-CPU array entry of N u64 counters over CPUs.
 fn percpu_sum<const N: usize>(map: &MapHandle, key: u32) -> [u64; N] {
     let mut out = [0u64; N];
@@ -512,4 +618,18 @@ fn as_bytes<T: Pod>(k: &T) -> &[u8] {
     // SAFETY: T is one of our repr(C) structs of u32/u16/u8 fields without padding (sizes
     // asserted above), so every byte is initialised plain data.
     unsafe { std::slice::from_raw_parts((k as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netlink_attributes_are_walked_with_their_padding_and_a_bad_length_stops_the_walk() {
+        // (len 5, type 2, one byte + 3 padding), (len 8, type 4 | NLA_F_NESTED, u32 7), (len 2: bad)
+        let b = [5, 0, 2, 0, 1, 0, 0, 0, 8, 0, 4, 0x80, 7, 0, 0, 0, 2, 0, 9, 0];
+        let got: Vec<(u16, Vec<u8>)> = attrs(&b).map(|(t, p)| (t, p.to_vec())).collect();
+        assert_eq!(got, vec![(2, vec![1]), (4, vec![7, 0, 0, 0])]);
+        assert_eq!(attrs(&[]).count(), 0);
+    }
 }
