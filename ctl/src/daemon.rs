@@ -144,7 +144,7 @@ pub async fn run(opts: Options) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the daemon needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN): run it with sudo");
     }
-    let store = Store::new(&opts.state_dir)?;
+    let mut store = Store::new(&opts.state_dir)?;
     // Everything the file says is checked before anything is set up, so a bad file stops the start
     // (or, with --start-empty, is moved aside) with nothing attached or created.
     let checked = store.load().and_then(|st| {
@@ -443,6 +443,8 @@ impl Daemon {
         State {
             rx_vlan_off: self.domains.values().filter(|d| d.rx_vlan_was_on).map(|d| d.link.name.clone()).collect(),
             version: STATE_VERSION,
+            // The store's business.
+            generation: 0,
             next_id: self.next_id,
             networks: self
                 .nets
@@ -463,9 +465,11 @@ impl Daemon {
         }
     }
 
-    /// Writes the state file; every successful change goes through here before it is reported.
-    fn persist(&self) -> Result<()> {
-        self.store.save(&self.snapshot()).context("saving the state file")
+    /// Saves the state (durably: see `state.rs`); every successful change goes through here
+    /// before it is reported.
+    fn persist(&mut self) -> Result<()> {
+        let snapshot = self.snapshot();
+        self.store.save(snapshot).context("saving the state file")
     }
 
     fn view(&self, n: &Network) -> NetworkView {

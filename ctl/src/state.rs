@@ -1,22 +1,39 @@
 //! The daemon's persisted state: what networks and endpoints exist, so a restarted daemon (after a
-//! clean stop or a crash) re-adopts them. Written atomically: temp file, fsync, rename, fsync dir.
+//! clean stop or a crash) re-adopts them.
+//!
+//! Two files in the state directory. `state.json` holds the whole state and is only ever replaced
+//! atomically (temp file, fsync, rename, fsync of the directory). `state.journal` holds what changed
+//! since (see [`journal`]): a command appends its records — one line, so that a crash keeps all of
+//! them or none — and fsyncs before it reports success, so a command costs the size of its change,
+//! not of every network and endpoint. A line torn by a crash was never acknowledged and is dropped;
+//! once the journal outgrows the state file, the state file is rewritten and the journal started
+//! again. Each state file has a generation and the journal
+//! names the one it continues, so a journal left over from before a rewrite is never replayed.
+
+mod journal;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use self::journal::Record;
 use crate::api::{Attachment, CniRoute};
 use crate::ipam::IpamSpec;
 
-/// Bumped on incompatible changes of the file's layout.
-pub const STATE_VERSION: u32 = 1;
+/// Bumped on incompatible changes of the file's layout. 2: the journal (a daemon that reads only
+/// version 1 would not replay it, so it refuses the file instead). Version 1 files are read.
+pub const STATE_VERSION: u32 = 2;
 const FILE: &str = "state.json";
+const JOURNAL: &str = "state.journal";
+/// The journal is compacted into the state file once it is larger than the state file, and not
+/// before it reaches this size.
+const JOURNAL_MIN: u64 = 64 * 1024;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
     pub next_id: u32,
@@ -25,9 +42,12 @@ pub struct State {
     /// restarted daemon finds it off and could not tell otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rx_vlan_off: Vec<String>,
+    /// Which journal continues this file (see the module doc).
+    #[serde(default)]
+    pub generation: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetworkState {
     pub name: String,
     pub id: u32,
@@ -66,7 +86,7 @@ pub enum EndpointKind {
     Tap { owner: Option<u32> },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointState {
     #[serde(flatten)]
     pub kind: EndpointKind,
@@ -89,58 +109,132 @@ pub struct EndpointState {
 
 pub struct Store {
     dir: PathBuf,
+    /// What the two files hold, once this store wrote them: None until the first save (which
+    /// rewrites the state file) and after a failed one.
+    saved: Option<Saved>,
+    /// The generation of the state file on disk.
+    generation: u64,
+}
+
+/// The files as this store last wrote them.
+struct Saved {
+    state: State,
+    journal: File,
+    journal_len: u64,
+    file_len: u64,
 }
 
 impl Store {
     pub fn new(dir: &Path) -> Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating state dir {}", dir.display()))?;
-        Ok(Store { dir: dir.to_path_buf() })
+        Ok(Store { dir: dir.to_path_buf(), saved: None, generation: 0 })
     }
 
     pub fn path(&self) -> PathBuf {
         self.dir.join(FILE)
     }
 
-    /// The saved state; an empty one when there is no file yet. A file that cannot be read or
-    /// parsed is an error naming it, and is left alone.
-    pub fn load(&self) -> Result<State> {
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.join(JOURNAL)
+    }
+
+    /// The saved state (the state file and the journal's records for it); an empty one when there
+    /// is no file yet. A file that cannot be read or parsed is an error naming it, and is left alone.
+    pub fn load(&mut self) -> Result<State> {
         let path = self.path();
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(State { version: STATE_VERSION, next_id: 1, networks: Vec::new(), rx_vlan_off: Vec::new() })
+                return Ok(State { version: STATE_VERSION, next_id: 1, ..State::default() })
             }
             Err(e) => bail!("state file {} is unreadable: {e}", path.display()),
         };
-        let state: State = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("state file {} is corrupt ({e}); it was left as it is", path.display()))?;
-        if state.version != STATE_VERSION {
+        let mut state: State = serde_json::from_str(&text)
+            .map_err(|e| anyhow!("state file {} is corrupt ({e}); it was left as it is", path.display()))?;
+        if !(1..=STATE_VERSION).contains(&state.version) {
             bail!(
-                "state file {} has layout version {}, this daemon reads version {STATE_VERSION}",
+                "state file {} has layout version {}, this daemon reads versions 1 to {STATE_VERSION}",
                 path.display(),
                 state.version
             );
         }
+        self.generation = state.generation;
+        let jpath = self.journal_path();
+        let journal = match fs::read(&jpath) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
+            Err(e) => bail!("state journal {} is unreadable: {e}", jpath.display()),
+        };
+        replay(&mut state, &journal)
+            .map_err(|e| anyhow!("state journal {} is corrupt ({e}); it was left as it is", jpath.display()))?;
         Ok(state)
     }
 
-    /// Moves an unusable state file aside (for --start-empty) and says where it went.
+    /// Moves an unusable state file and its journal aside (for --start-empty) and says where the
+    /// state file went.
     pub fn set_aside(&self) -> Result<Option<PathBuf>> {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let jpath = self.journal_path();
+        if jpath.exists() {
+            let aside = self.dir.join(format!("{JOURNAL}.unusable-{secs}"));
+            fs::rename(&jpath, &aside).with_context(|| format!("moving {} to {}", jpath.display(), aside.display()))?;
+        }
         let path = self.path();
         if !path.exists() {
             return Ok(None);
         }
-        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let aside = self.dir.join(format!("{FILE}.unusable-{secs}"));
         fs::rename(&path, &aside).with_context(|| format!("moving {} to {}", path.display(), aside.display()))?;
         Ok(Some(aside))
     }
 
-    /// Replaces the state file atomically and durably.
-    pub fn save(&self, state: &State) -> Result<()> {
+    /// Makes `state` the saved state, durably, before returning: as journal records when the
+    /// change since the last save can be expressed so, else by rewriting the state file.
+    pub fn save(&mut self, mut state: State) -> Result<()> {
+        state.version = STATE_VERSION;
+        let Some(mut saved) = self.saved.take() else { return self.rewrite(state) };
+        if saved.journal_len > saved.file_len.max(JOURNAL_MIN) {
+            return self.rewrite(state);
+        }
+        state.generation = self.generation;
+        let records = journal::diff(&saved.state, &state);
+        if records.is_empty() {
+            self.saved = Some(saved);
+            return Ok(());
+        }
+        let mut line = serde_json::to_vec(&records)?;
+        line.push(b'\n');
+        // What a restart would read back must be `state` itself; if the records cannot say it (they
+        // never reorder), the whole file says it.
+        for r in records {
+            if journal::apply(&mut saved.state, r).is_err() {
+                return self.rewrite(state);
+            }
+        }
+        if saved.state != state {
+            return self.rewrite(state);
+        }
+        let jpath = self.journal_path();
+        // On failure `saved` is dropped: the next save rewrites everything, so a partly written
+        // record is never followed by others.
+        saved
+            .journal
+            .write_all(&line)
+            .and_then(|()| saved.journal.sync_data())
+            .with_context(|| format!("appending to {}", jpath.display()))?;
+        saved.journal_len += line.len() as u64;
+        self.saved = Some(saved);
+        Ok(())
+    }
+
+    /// Replaces the state file with `state` (the next generation) and starts an empty journal
+    /// for it.
+    fn rewrite(&mut self, mut state: State) -> Result<()> {
+        self.saved = None;
+        state.generation = self.generation + 1;
+        let data = serde_json::to_vec_pretty(&state)?;
         let path = self.path();
         let tmp = self.dir.join(format!(".{FILE}.tmp"));
-        let data = serde_json::to_vec_pretty(state)?;
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
@@ -151,11 +245,57 @@ impl Store {
         f.write_all(&data).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
         drop(f);
         fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing directory {}", self.dir.display()))?;
+        self.sync_dir()?;
+        self.generation = state.generation;
+        // A crash from here until the journal's first line is on disk leaves a journal that names
+        // an older generation, or none: either way it is not replayed, and the file says it all.
+        let jpath = self.journal_path();
+        let mut start = serde_json::to_vec(&Record::Start { generation: state.generation })?;
+        start.push(b'\n');
+        let mut journal = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&jpath)
+            .with_context(|| format!("writing {}", jpath.display()))?;
+        journal
+            .write_all(&start)
+            .and_then(|()| journal.sync_all())
+            .with_context(|| format!("writing {}", jpath.display()))?;
+        self.sync_dir()?;
+        self.saved = Some(Saved { state, journal, journal_len: start.len() as u64, file_len: data.len() as u64 });
         Ok(())
     }
+
+    fn sync_dir(&self) -> Result<()> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing directory {}", self.dir.display()))
+    }
+}
+
+/// Applies a journal to the state file it continues: after its start line, one line per save,
+/// each a JSON array of records. A last line without its newline was torn by a crash before the
+/// command was acknowledged and is ignored (all of it); a journal for another generation of the
+/// file is left over from before a rewrite and ignored whole.
+fn replay(state: &mut State, journal: &[u8]) -> Result<(), String> {
+    let Some(end) = journal.iter().rposition(|&b| b == b'\n') else { return Ok(()) };
+    let complete = std::str::from_utf8(&journal[..end]).map_err(|e| format!("not UTF-8: {e}"))?;
+    let mut lines = complete.split('\n').enumerate().map(|(i, l)| (i + 1, l));
+    let Some((_, first)) = lines.next() else { return Ok(()) };
+    match serde_json::from_str::<Record>(first).map_err(|e| format!("line 1: {e}"))? {
+        Record::Start { generation } if generation == state.generation => {}
+        Record::Start { .. } => return Ok(()),
+        _ => return Err("line 1: not a start record".into()),
+    }
+    for (n, line) in lines {
+        let records: Vec<Record> = serde_json::from_str(line).map_err(|e| format!("line {n}: {e}"))?;
+        for r in records {
+            journal::apply(state, r).map_err(|e| format!("line {n}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -166,10 +306,11 @@ mod tests {
     fn round_trip_and_corruption_is_reported_and_kept() {
         let dir = std::env::temp_dir().join(format!("xmv-state-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let store = Store::new(&dir).unwrap();
+        let mut store = Store::new(&dir).unwrap();
         assert!(store.load().unwrap().networks.is_empty());
         let st = State {
             version: STATE_VERSION,
+            generation: 0,
             next_id: 3,
             rx_vlan_off: vec!["eth9".into()],
             networks: vec![NetworkState {
@@ -198,7 +339,7 @@ mod tests {
                 }],
             }],
         };
-        store.save(&st).unwrap();
+        store.save(st.clone()).unwrap();
         let back = store.load().unwrap();
         assert_eq!(back.next_id, 3);
         assert_eq!(back.networks[0].endpoints[0].kind, st.networks[0].endpoints[0].kind);
@@ -214,5 +355,222 @@ mod tests {
         let aside = store.set_aside().unwrap().unwrap();
         assert!(aside.exists() && !store.path().exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    use self::journal::tests::{endpoint, network};
+
+    /// A directory of its own, removed when the test ends.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Self {
+            let d = std::env::temp_dir().join(format!("xmv-state-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&d);
+            Dir(d)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// What a restarted daemon reads, compared without the file's own bookkeeping.
+    fn reread(dir: &Path) -> State {
+        let mut s = Store::new(dir).unwrap().load().unwrap();
+        s.generation = 0;
+        s
+    }
+
+    fn plain(mut s: State) -> State {
+        s.version = STATE_VERSION;
+        s.generation = 0;
+        s
+    }
+
+    /// xorshift64: the same "random" commands on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn every_save_reads_back_and_a_command_appends_only_its_change() {
+        let dir = Dir::new("journal");
+        let mut store = Store::new(&dir.0).unwrap();
+        let mut st = State { version: STATE_VERSION, next_id: 1, ..State::default() };
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut hosts, mut appends) = (0, 0);
+        for step in 0..1000 {
+            let before = fs::metadata(store.journal_path()).map(|m| m.len()).ok();
+            let generation = store.generation;
+            let n = st.networks.len();
+            match rng.below(100) {
+                // Mostly connects and disconnects, as at scale.
+                0..=59 if n > 0 => {
+                    hosts += 1;
+                    st.networks[rng.below(n)].endpoints.push(endpoint(&format!("xmv{hosts}")));
+                }
+                60..=84 if n > 0 => {
+                    let net = &mut st.networks[rng.below(n)];
+                    if !net.endpoints.is_empty() {
+                        let i = rng.below(net.endpoints.len());
+                        net.endpoints.remove(i);
+                    }
+                }
+                85..=89 if n > 0 => {
+                    let net = &mut st.networks[rng.below(n)];
+                    if let Some(e) = net.endpoints.last_mut() {
+                        e.source_macs.push(format!("02:77:00:00:00:{:02x}", step % 256));
+                    }
+                }
+                90..=92 if n > 0 => {
+                    let i = rng.below(n);
+                    st.networks[i].passthru = Some(PassthruSaved { mac: None, promisc: step % 2 == 0 });
+                }
+                93 if n > 3 => {
+                    let i = rng.below(n);
+                    st.networks.remove(i);
+                }
+                94..=95 => st.rx_vlan_off = vec![format!("eth{}", step % 3)],
+                _ => {
+                    st.next_id += 1;
+                    let name = format!("net{:03}", rng.below(1000));
+                    if !st.networks.iter().any(|x| x.name == name) {
+                        let at = st.networks.iter().position(|x| x.name > name).unwrap_or(st.networks.len());
+                        st.networks.insert(at, network(&name, &[]));
+                    }
+                }
+            }
+            store.save(st.clone()).unwrap();
+            assert_eq!(reread(&dir.0), plain(st.clone()), "step {step}: what a restart reads");
+            let after = fs::metadata(store.journal_path()).unwrap().len();
+            if let (Some(b), true) = (before, store.generation == generation) {
+                appends += 1;
+                assert!(after - b < 1024, "step {step}: one command, one short record ({} bytes)", after - b);
+            }
+        }
+        let endpoints: usize = st.networks.iter().map(|n| n.endpoints.len()).sum();
+        assert!(endpoints > 200, "a state of some size ({endpoints} endpoints)");
+        assert!(store.generation > 2, "the journal was compacted into the file ({} times)", store.generation - 1);
+        assert!(appends > 950, "nearly every save was an append ({appends})");
+    }
+
+    #[test]
+    fn a_torn_record_is_dropped_and_a_journal_older_than_the_file_is_ignored() {
+        let dir = Dir::new("torn");
+        let mut store = Store::new(&dir.0).unwrap();
+        let one =
+            State { version: STATE_VERSION, next_id: 2, networks: vec![network("a", &["x1"])], ..State::default() };
+        store.save(one.clone()).unwrap();
+        let mut two = one.clone();
+        two.networks[0].endpoints.push(endpoint("x2"));
+        store.save(two.clone()).unwrap();
+        // A crash in the middle of the next append: the command was never acknowledged.
+        let mut j = OpenOptions::new().append(true).open(store.journal_path()).unwrap();
+        j.write_all(br#"[{"op":"endpoint","network":"a","endpoint":{"kind":"ve"#).unwrap();
+        assert_eq!(reread(&dir.0), plain(two.clone()));
+        // The restarted daemon's first save rewrites the file and starts a clean journal.
+        let mut restarted = Store::new(&dir.0).unwrap();
+        let loaded = restarted.load().unwrap();
+        let mut three = loaded.clone();
+        three.networks[0].endpoints.push(endpoint("x3"));
+        restarted.save(three.clone()).unwrap();
+        let mut four = three.clone();
+        four.networks[0].endpoints.remove(0);
+        restarted.save(four.clone()).unwrap();
+        assert_eq!(reread(&dir.0), plain(four.clone()));
+
+        // A crash after a rewrite of the file but before the journal was started again: the old
+        // journal (for the previous generation) must not be replayed on the new file.
+        let old_journal = fs::read(restarted.journal_path()).unwrap();
+        let mut five = four.clone();
+        five.networks[0].endpoints.clear();
+        restarted.rewrite(five.clone()).unwrap();
+        fs::write(restarted.journal_path(), &old_journal).unwrap();
+        assert_eq!(reread(&dir.0), plain(five));
+        // An empty journal (truncated, its first line not yet written) is no journal.
+        fs::write(restarted.journal_path(), b"").unwrap();
+        assert_eq!(reread(&dir.0).networks[0].endpoints.len(), 0);
+    }
+
+    #[test]
+    fn a_commands_records_are_kept_all_or_none() {
+        let dir = Dir::new("all-or-none");
+        let mut store = Store::new(&dir.0).unwrap();
+        let one =
+            State { version: STATE_VERSION, next_id: 2, networks: vec![network("a", &["x1"])], ..State::default() };
+        store.save(one.clone()).unwrap();
+        // `network create`: the network and the next id, two records in one line.
+        let mut two = one.clone();
+        two.networks.push(network("b", &[]));
+        two.next_id = 3;
+        store.save(two.clone()).unwrap();
+        let text = fs::read(store.journal_path()).unwrap();
+        assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 2, "the start line and one line for the command");
+        assert_eq!(reread(&dir.0), plain(two));
+        // Torn anywhere before its newline (here: just before it), the line is dropped whole.
+        fs::write(store.journal_path(), &text[..text.len() - 1]).unwrap();
+        assert_eq!(reread(&dir.0), plain(one));
+    }
+
+    #[test]
+    fn a_corrupt_journal_is_reported_and_kept_and_set_aside_with_the_file() {
+        let dir = Dir::new("corrupt-journal");
+        let mut store = Store::new(&dir.0).unwrap();
+        let one =
+            State { version: STATE_VERSION, next_id: 2, networks: vec![network("a", &["x1"])], ..State::default() };
+        store.save(one.clone()).unwrap();
+        let mut two = one.clone();
+        two.networks[0].endpoints.push(endpoint("x2"));
+        store.save(two).unwrap();
+        let mut text = fs::read_to_string(store.journal_path()).unwrap();
+        text.push_str("{ not a record }\n");
+        fs::write(store.journal_path(), &text).unwrap();
+        let e = format!("{:#}", Store::new(&dir.0).unwrap().load().unwrap_err());
+        assert!(e.contains("state.journal") && e.contains("corrupt") && e.contains("line 3"), "{e}");
+        assert_eq!(fs::read_to_string(store.journal_path()).unwrap(), text, "left in place");
+        // A record for something the file does not have is corrupt too.
+        fs::write(
+            store.journal_path(),
+            format!("{}\n{}\n", text.lines().next().unwrap(), r#"[{"op":"network_gone","name":"zz"}]"#),
+        )
+        .unwrap();
+        let e = format!("{:#}", Store::new(&dir.0).unwrap().load().unwrap_err());
+        assert!(e.contains("line 2") && e.contains("zz"), "{e}");
+        let aside = store.set_aside().unwrap().unwrap();
+        assert!(aside.exists() && !store.path().exists() && !store.journal_path().exists());
+        let moved: Vec<String> = fs::read_dir(&dir.0)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with("state.journal.unusable-"))
+            .collect();
+        assert_eq!(moved.len(), 1, "the journal went aside with the file");
+    }
+
+    #[test]
+    fn files_of_layout_version_1_are_read_and_later_versions_refused() {
+        let dir = Dir::new("v1");
+        fs::create_dir_all(&dir.0).unwrap();
+        let v1 = r#"{"version":1,"next_id":2,"networks":[{"name":"n","id":1,"parent":"eth1","internal":false,
+            "mode":"bridge","ipam":{"subnets":["198.18.0.0/24"],"gateways":[],"ip_ranges":[],"aux_addresses":[],
+            "ipv6":false},"endpoints":[]}]}"#;
+        fs::write(dir.0.join(FILE), v1).unwrap();
+        let mut store = Store::new(&dir.0).unwrap();
+        let st = store.load().unwrap();
+        assert_eq!(st.networks[0].name, "n");
+        store.save(st).unwrap();
+        let text = fs::read_to_string(store.path()).unwrap();
+        assert!(text.contains(&format!("\"version\": {STATE_VERSION}")), "{text}");
+        fs::write(store.path(), text.replace(&format!("\"version\": {STATE_VERSION}"), "\"version\": 99")).unwrap();
+        let e = Store::new(&dir.0).unwrap().load().unwrap_err().to_string();
+        assert!(e.contains("version 99"), "{e}");
     }
 }
