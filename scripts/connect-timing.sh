@@ -14,7 +14,9 @@
 #
 # PERF_OUT=FILE also records the daemon during the connects (perf record -e cpu-clock -g);
 # TIMES_OUT=FILE writes every call's time (verb, index, µs) for plotting; DAEMON_LOG=FILE keeps
-# the daemon's stderr.
+# the daemon's stderr. NO_IPV6=1 turns IPv6 off in the containers before they are connected: no
+# container then sends the MLD and neighbour discovery multicast that every other endpoint gets a
+# copy of, which leaves the control plane's own cost.
 set -euo pipefail
 
 BIN=${XMACVLAN_BIN_DIR:-$(dirname "$0")/../target/release}
@@ -53,7 +55,12 @@ for _ in $(seq 200); do [ -S "$TMP/sock" ] && break; sleep 0.05; done
 [ -S "$TMP/sock" ] || { echo "the daemon did not start:" >&2; cat "$TMP/daemon.log" >&2; exit 1; }
 
 xmv() { "$BIN/xmacvlan" --socket "$TMP/sock" "$@"; }
-for i in $(seq "$N"); do ip netns add "$TAG-c$i"; MADE=$i; done
+for i in $(seq "$N"); do
+    ip netns add "$TAG-c$i"; MADE=$i
+    if [ -n "${NO_IPV6:-}" ]; then
+        ip netns exec "$TAG-c$i" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    fi
+done
 xmv network create --subnet 198.18.0.0/20 --gateway 198.18.0.1 -o parent=eth1 timing >/dev/null
 
 us() { local t=${EPOCHREALTIME/./}; echo "${t#0}"; }  # microseconds, without a fork of date
@@ -98,7 +105,7 @@ if [ -n "${TIMES_OUT:-}" ]; then
     { for i in "${!CONNECT[@]}"; do echo "connect $((i + 1)) ${CONNECT[$i]}"; done
       for i in "${!DISCONNECT[@]}"; do echo "disconnect $((i + 1)) ${DISCONNECT[$i]}"; done; } >"$TIMES_OUT"
 fi
-echo "xmacvlan network connect/disconnect, $N endpoints on one network, one worker, $(nproc) CPUs, $(uname -r), $(date -u +%F)"
+echo "xmacvlan network connect/disconnect, $N endpoints on one network, one worker${NO_IPV6:+, IPv6 off in the containers}, $(nproc) CPUs, $(uname -r), $(date -u +%F)"
 summary connect "${CONNECT[@]}"
 summary disconnect "${DISCONNECT[@]}"
 echo "with $N endpoints (median of 5): $QUERIES"
