@@ -133,8 +133,6 @@ struct Daemon {
     /// Parents the state file says we turned receive VLAN offload off on (see Domain).
     rx_vlan_off: Vec<String>,
     rates: Rates,
-    /// Which fast path endpoints get (daemon --fast-path).
-    fast_path: FastPath,
 }
 
 type Shared = Arc<Mutex<Daemon>>;
@@ -182,7 +180,6 @@ pub async fn run(opts: Options) -> Result<()> {
         next_dp: 1,
         rx_vlan_off: Vec::new(),
         rates: Rates { at: Instant::now(), per_sec: vec![(0.0, 0.0, 0.0); workers.len()], workers },
-        fast_path: opts.fast_path,
     };
     d.restore(saved).await?;
     // Listening only now: a client that can connect finds the restored networks in place.
@@ -1159,14 +1156,15 @@ impl Daemon {
             .await?
             .ok_or_else(|| anyhow!("veth {host} vanished right after creation"))?;
         let mut port = None;
-        let fast_path = self.fast_path;
         let steps = async {
             netlink::disable_ipv6(&host)?;
-            // NAPI on the container end (GRO on: for created and adopted endpoints alike). The XDP
-            // fast path redirects into the veth, which the container end only accepts with NAPI;
-            // the tc flood's clones then queue on that end's own ring, not on the CPU's shared
-            // backlog (1000 frames: a broadcast to more endpoints than that overflowed it).
-            let fast = fast_path != FastPath::Off && {
+            // NAPI on the container end (GRO on, for created and adopted endpoints alike), TSO off
+            // on ours: the XDP fast path redirects into the veth, which the container end only
+            // accepts with NAPI, and what we transmit to it (the workers' copies, the tc flood's
+            // clones) then queues on that end's own ring instead of the CPU's shared backlog of
+            // 1000 frames, which a broadcast to more endpoints than that overflowed.
+            netlink::disable_tso(&host)?;
+            let fast = {
                 let ifname = v.ifname.to_string();
                 match netlink::in_netns(v.ns.try_clone()?, move |_| async move { netlink::enable_gro(&ifname) }).await {
                     Ok(()) => true,

@@ -417,6 +417,14 @@ pub fn disable_tx_checksum(ifname: &str) -> Result<()> {
     ethtool_set(ifname, ETHTOOL_STXCSUM, 0).with_context(|| format!("turning TX checksum offload off on {ifname}"))
 }
 
+/// Turns TSO off on `ifname` in the calling thread's namespace (ETHTOOL_STSO). Frames an
+/// endpoint's daemon-side end transmits (the workers' copies, the tc flood's clones) reach the
+/// container end's NAPI ring only when the sending end has no TSO (veth_skb_is_eligible_for_gro);
+/// otherwise they queue on the CPU's shared backlog, which a flood to a thousand endpoints overflows.
+pub fn disable_tso(ifname: &str) -> Result<()> {
+    ethtool_set(ifname, ETHTOOL_STSO, 0).with_context(|| format!("turning TSO off on {ifname}"))
+}
+
 /// Turns GRO on for `ifname` in the calling thread's namespace (ETHTOOL_SGRO): a veth end with GRO
 /// has NAPI, and only then accepts frames redirected to its peer in XDP.
 pub fn enable_gro(ifname: &str) -> Result<()> {
@@ -447,6 +455,7 @@ pub fn enable_rx_vlan_offload(ifname: &str) -> Result<()> {
 }
 
 const ETHTOOL_STXCSUM: u32 = 0x17;
+const ETHTOOL_STSO: u32 = 0x1f;
 const ETHTOOL_GFLAGS: u32 = 0x25;
 const ETHTOOL_SFLAGS: u32 = 0x26;
 const ETHTOOL_SGRO: u32 = 0x2c;

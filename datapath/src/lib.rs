@@ -279,7 +279,7 @@ struct Network {
     endpoints: BTreeMap<PortId, EndpointRec>,
     /// Kernel-side outcomes of endpoints that left: their frames were still received from the parent.
     fast_departed: bpf::FastCount,
-    /// The tc flood fans out the parent's wire floods (tc fast path, not internal).
+    /// The tc flood fans out the parent's wire floods (every parent but an internal anchor).
     tc_flood: bool,
     /// The parent slot's tc flood counters when this network got it (slots are reused).
     flood_base: bpf::FloodCount,
@@ -426,7 +426,8 @@ impl Datapath {
             }
         };
         let mut iface = Iface { ifindex: parent.ifindex, name: parent.name.clone(), slot, xdp, tc: false };
-        if self.cfg.fast_path == FastPath::Tc && !parent.internal {
+        // The tc program fans wire floods out in every mode; in tc mode it also takes unicast.
+        if !parent.internal {
             if let Err(e) = self.bpf.attach_tc(parent.ifindex, &parent.name) {
                 self.undo_iface(&iface);
                 return Err(e);
