@@ -1336,7 +1336,14 @@ impl Daemon {
                 eprintln!("xmacvlan daemon: {e:#}");
             }
         } else {
-            self.dp.set_endpoint_up(dp, port, link.lower_up);
+            // Events arrive late and in bursts (a connect sets the host end up before the
+            // container end, and the carrier-off event of the first step can come after connect
+            // already read carrier on): follow the link as it is now, not as the event saw it.
+            let up = match netlink::link_by_index(&self.h, link.index).await {
+                Ok(Some(now)) => now.lower_up,
+                _ => link.lower_up,
+            };
+            self.dp.set_endpoint_up(dp, port, up);
         }
     }
 
