@@ -21,14 +21,16 @@
 //!   last [`PARENT_COPY_RESERVE`] frames, which carry endpoint frames towards the wire; the flood
 //!   socket lands in a reserved area of that UMEM ([`FLOOD_FRAMES`]) that nothing else touches.
 
-/// Endpoints per worker that share one UMEM.
-pub const GROUP_SIZE: u32 = 64;
+/// Endpoints per worker that share one UMEM. Not more: the kernel gives every socket of a UMEM a
+/// buffer pool with a descriptor per frame of it (≈ 128 bytes each), so a bigger group costs every
+/// member more kernel memory.
+pub const GROUP_SIZE: u32 = 32;
 /// Frames an endpoint's fill ring is always topped up to.
 pub const FLOOR: u32 = 16;
 /// The reserve a new endpoint starts with (as far as spare frames allow).
 pub const INITIAL: u32 = 64;
 /// Frames per group beyond the floors, for endpoints that receive traffic.
-pub const GROUP_GROWTH: u32 = 1024;
+pub const GROUP_GROWTH: u32 = 512;
 /// The most frames one endpoint may hold.
 pub const ENDPOINT_CAP: u32 = 512;
 /// Fill level of each parent socket: deep, so the parent's NAPI can fill a whole scheduler slice
@@ -122,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_group_holds_every_floor_and_its_growth() {
-        assert_eq!(group_frames(), 64 * 16 + 1024);
+        assert_eq!(group_frames(), 32 * 16 + 512);
         assert_eq!(umem_bytes_per_endpoint(2048), 32 * 2048);
         assert_eq!(chunk_for_mtu(1500), 2048);
         assert_eq!(chunk_for_mtu(1774), 2048);
