@@ -1,0 +1,360 @@
+//! Endpoints in the datapath: adding one (XDP on its daemon-side end, a socket per worker in a
+//! UMEM of its group, the steering entry last), taking one out (detach, then close once its link is
+//! gone), the groups whose UMEMs they share (budget.rs), and the tc flood's list.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::bpf::{self, Prog};
+use crate::budget::{group_frames, GROUP_SIZE};
+use crate::control::{Iface, ENDPOINT_RINGS};
+use crate::counters::{PortStats, SharedPortCounters};
+use crate::domain::Port;
+use crate::frame::MacAddr;
+use crate::fwd::{Mode, PortId, PortInfo, MAX_PORTS};
+use crate::report::add_fast;
+use crate::worker::{Command, Reply};
+use crate::xsk::{Area, Umem, Xsk, XskMode};
+use crate::{control::sync_sources, Datapath, EndpointSpec, Error, FastPath, NetId};
+
+pub(crate) struct EndpointRec {
+    pub iface: Iface,
+    pub info: PortInfo,
+    pub counters: Vec<SharedPortCounters>,
+    pub xsk_mode: XskMode,
+    /// Its endpoint group (UMEM id − 1).
+    pub group: usize,
+    /// Served by this fast path while up.
+    pub fast: Option<FastPath>,
+    /// The slot's fast-path counters when this endpoint got it (slots are reused).
+    pub fast_base: bpf::FastCount,
+}
+
+impl EndpointRec {
+    pub(crate) fn mac_val(&self) -> bpf::MacVal {
+        let mut flags = match self.info.mode {
+            Mode::Source => bpf::MAC_NO_DST | bpf::MAC_REFLECT,
+            Mode::Private | Mode::Passthru => bpf::MAC_REFLECT,
+            Mode::Vepa | Mode::Bridge => 0,
+        };
+        if self.fast == Some(FastPath::Tc) {
+            flags |= bpf::MAC_FAST_TC;
+        }
+        bpf::MacVal {
+            fast_ifindex: if self.fast.is_some() && self.info.up { self.iface.ifindex } else { 0 },
+            max_len: self.info.mtu + 14,
+            slot: self.iface.slot,
+            flags,
+        }
+    }
+
+    /// The `macs` keys of this endpoint: its MAC, and for passthru the all-zero "any unicast" key.
+    pub(crate) fn mac_keys(&self, parent_ifindex: u32) -> impl Iterator<Item = bpf::MacKey> {
+        let own = bpf::mac_key(parent_ifindex, self.info.vlan, self.info.mac);
+        let any = (self.info.mode == Mode::Passthru)
+            .then(|| bpf::mac_key(parent_ifindex, self.info.vlan, MacAddr::default()));
+        std::iter::once(own).chain(any)
+    }
+}
+
+/// An endpoint's socket on one worker, and the UMEM it registered when it was its group's first
+/// member there.
+type NewSocket = (Xsk, Option<Arc<Area>>);
+
+/// Up to [`GROUP_SIZE`] endpoints whose sockets share one UMEM per worker (see budget.rs).
+pub(crate) struct Group {
+    members: Vec<PortId>,
+    /// Per worker: the UMEM and the member sockets bound to it; None while no member has a
+    /// socket on that worker (its UMEM went with the last one).
+    workers: Vec<Option<GroupUmem>>,
+}
+
+pub(crate) struct GroupUmem {
+    area: Arc<Area>,
+    socks: Vec<(PortId, Arc<OwnedFd>)>,
+}
+
+impl Datapath {
+    /// Adds an endpoint: XDP on its daemon-side veth, a socket per worker in a UMEM of its group,
+    /// then the MAC in the steering map (last, so the wire never steers to a half-built endpoint).
+    pub fn add_endpoint(&mut self, net: NetId, spec: &EndpointSpec) -> Result<PortId, Error> {
+        let workers = self.workers.len();
+        let network =
+            self.networks.get(&net).ok_or_else(|| Error::Invalid(format!("no network {net} in the datapath")))?;
+        let id = (1..MAX_PORTS as PortId).find(|p| !network.endpoints.contains_key(p)).ok_or_else(|| {
+            Error::Invalid(format!(
+                "parent {} serves {} endpoints, the datapath's limit per parent",
+                network.parent.name,
+                MAX_PORTS - 1
+            ))
+        })?;
+        let info = PortInfo {
+            mac: spec.mac,
+            mtu: spec.mtu,
+            vlan: spec.vlan,
+            up: spec.up,
+            mode: spec.mode,
+            nodst: spec.nodst,
+            keep_pcp: spec.keep_pcp,
+        };
+        network.table.check_endpoint(id, &info).map_err(|e| Error::Invalid(e.to_string()))?;
+        let parent_ifindex = network.parent.ifindex;
+        let group = network
+            .groups
+            .iter()
+            .position(|g| g.as_ref().is_some_and(|g| (g.members.len() as u32) < GROUP_SIZE))
+            .or_else(|| network.groups.iter().position(Option::is_none))
+            .unwrap_or(network.groups.len());
+
+        let slot = self.alloc_slot()?;
+        let xdp = match self.bpf.attach(Prog::Endpoint, spec.ifindex, &spec.name) {
+            Ok(m) => m,
+            Err(e) => {
+                self.free_slot(slot);
+                return Err(e);
+            }
+        };
+        let iface = Iface { ifindex: spec.ifindex, name: spec.name.clone(), slot, xdp, tc: false };
+        let nsock = workers.min(spec.queues.max(1) as usize);
+        // Sockets first (all or nothing), then the workers.
+        let built = (|| -> Result<Vec<NewSocket>, Error> {
+            self.bpf.set_slot(spec.ifindex, slot)?;
+            let network = &self.networks[&net];
+            let mut socks = Vec::new();
+            for w in 0..nsock {
+                let umem = network.groups.get(group).and_then(Option::as_ref).and_then(|g| g.workers[w].as_ref());
+                let (xsk, new) = match umem {
+                    Some(gu) => {
+                        let with = gu.socks[0].1.clone();
+                        let umem = Umem::Share { with: with.as_fd(), area: &gu.area };
+                        (Xsk::open(umem, spec.ifindex, w as u32, &spec.name, ENDPOINT_RINGS)?, None)
+                    }
+                    None => {
+                        let area = Arc::new(Area::new(group_frames(), network.chunk).map_err(|e| {
+                            Error::Invalid(format!(
+                                "{}: no memory for the UMEM of endpoints {}-{} of parent {} ({} KiB): {e}",
+                                spec.name,
+                                group as u32 * GROUP_SIZE + 1,
+                                (group as u32 + 1) * GROUP_SIZE,
+                                network.parent.name,
+                                group_frames() as usize * network.chunk as usize / 1024
+                            ))
+                        })?);
+                        (
+                            Xsk::open(Umem::Register(&area), spec.ifindex, w as u32, &spec.name, ENDPOINT_RINGS)?,
+                            Some(area),
+                        )
+                    }
+                };
+                self.bpf.set_xsk(slot, w as u32, xsk.fd().as_fd())?;
+                socks.push((xsk, new));
+            }
+            Ok(socks)
+        })();
+        let socks = match built {
+            Ok(s) => s,
+            Err(e) => {
+                self.undo_iface(&iface);
+                return Err(e);
+            }
+        };
+        let umem_id = group as u16 + 1;
+        let xsk_mode = socks.first().map_or(XskMode::Copy, |(x, _)| x.mode);
+        let mut fds: Vec<Option<Arc<OwnedFd>>> = socks.iter().map(|(x, _)| Some(x.fd().clone())).collect();
+        fds.resize(workers, None);
+        let mut news: Vec<Option<Arc<Area>>> = socks.iter().map(|(_, a)| a.clone()).collect();
+        news.resize(workers, None);
+        let mut socks = socks.into_iter().map(|(x, _)| Some(x)).collect::<Vec<_>>();
+        socks.resize_with(workers, || None);
+        let counters: Vec<SharedPortCounters> = (0..workers).map(|_| SharedPortCounters::default()).collect();
+        for (w, sock) in socks.into_iter().enumerate() {
+            let port = Port::endpoint(sock, umem_id, spec.ifindex, counters[w].clone());
+            let pool = news[w].clone().map(|a| (umem_id, a));
+            if let Err(e) = self.workers[w].send(w, Command::AddPort { net, id, info, port: Box::new(port), pool }) {
+                self.unwind_port(net, id, umem_id, (0..=w).map(|v| news[v].is_some()).collect());
+                self.undo_iface(&iface);
+                return Err(e);
+            }
+        }
+        let network = self.networks.get_mut(&net).expect("checked above");
+        if group == network.groups.len() {
+            network.groups.push(None);
+        }
+        let g = network.groups[group].get_or_insert_with(|| Group { members: Vec::new(), workers: Vec::new() });
+        g.workers.resize_with(workers, || None);
+        g.members.push(id);
+        for w in 0..workers {
+            if let Some(fd) = &fds[w] {
+                match (&mut g.workers[w], &news[w]) {
+                    (Some(gu), _) => gu.socks.push((id, fd.clone())),
+                    (slot @ None, Some(area)) => {
+                        *slot = Some(GroupUmem { area: area.clone(), socks: vec![(id, fd.clone())] })
+                    }
+                    (None, None) => unreachable!("a socket without a UMEM"),
+                }
+            }
+        }
+        network.table.add_endpoint(id, info).expect("checked above");
+        let fast_base = self.bpf.fast_counts(slot);
+        let fast = match self.cfg.fast_path {
+            FastPath::Tc if spec.veth && spec.vlan == 0 => Some(FastPath::Tc),
+            FastPath::Xdp if spec.fast && spec.vlan == 0 => Some(FastPath::Xdp),
+            _ => None,
+        };
+        let rec = EndpointRec { iface, info, counters, xsk_mode, group, fast, fast_base };
+        if let Err(e) = rec.mac_keys(parent_ifindex).try_for_each(|k| self.bpf.set_mac(k, rec.mac_val())) {
+            for k in rec.mac_keys(parent_ifindex) {
+                self.bpf.del_mac(k);
+            }
+            self.networks.get_mut(&net).expect("exists").endpoints.insert(id, rec);
+            self.remove_endpoint(net, id);
+            return Err(e);
+        }
+        self.networks.get_mut(&net).expect("checked above").endpoints.insert(id, rec);
+        if let Err(e) = self.sync_floods(net) {
+            self.remove_endpoint(net, id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Rewrites the tc flood's list of `net` from its endpoints (untagged, every mode but source).
+    pub(crate) fn sync_floods(&self, net: NetId) -> Result<(), Error> {
+        let Some(n) = self.networks.get(&net) else { return Ok(()) };
+        if !n.tc_flood {
+            return Ok(());
+        }
+        let members: Vec<bpf::FloodMember> = n
+            .endpoints
+            .values()
+            .filter(|ep| ep.info.vlan == 0 && ep.info.mode != Mode::Source)
+            .map(|ep| bpf::FloodMember {
+                ifindex: ep.iface.ifindex,
+                max_len: ep.info.mtu + 14,
+                slot: ep.iface.slot,
+                up: u32::from(ep.info.up),
+            })
+            .collect();
+        self.bpf.set_flood_list(n.parent.ifindex, &members)
+    }
+
+    /// Takes a half-added port back out of the first workers (sockets closed by the drop of what
+    /// they return, then their frames reclaimed).
+    fn unwind_port(&mut self, net: NetId, id: PortId, umem: u16, new_umem: Vec<bool>) {
+        let mut back = Vec::new();
+        for (w, h) in self.workers.iter().enumerate().take(new_umem.len()) {
+            back.push(h.send(w, Command::RemovePort { net, id }));
+        }
+        drop(back);
+        for (w, h) in self.workers.iter().enumerate().take(new_umem.len()) {
+            drop(h.send(w, Command::Reclaim { net, id, umem, drop_umem: new_umem[w] }));
+        }
+    }
+
+    /// Removes an endpoint; its veth may already be gone.
+    pub fn remove_endpoint(&mut self, net: NetId, id: PortId) {
+        if let Some(c) = self.detach_endpoint(net, id) {
+            self.close(vec![c]);
+        }
+    }
+
+    /// Takes an endpoint out of service: out of the steering and forwarding tables, its XDP
+    /// program detached, the workers no longer serving its sockets. The sockets stay open in the
+    /// returned [`Detached`] until [`Datapath::close`]: closing a socket still bound to its veth
+    /// waits for an RCU grace period, while deleting the veth first unbinds it on the way (so a
+    /// caller that deletes the link closes after that, for free).
+    pub fn detach_endpoint(&mut self, net: NetId, id: PortId) -> Option<Detached> {
+        let network = self.networks.get_mut(&net)?;
+        let ep = network.endpoints.remove(&id)?;
+        let listed = network.table.sources_of_port(id);
+        network.table.remove_endpoint(id);
+        for k in ep.mac_keys(network.parent.ifindex) {
+            self.bpf.del_mac(k);
+        }
+        sync_sources(&self.bpf, network.parent.ifindex, ep.info.vlan, &listed, &network.table);
+        // Nothing steers to its sockets any more; the workers stop serving them and hand them back.
+        self.undo_iface(&ep.iface);
+        let mut sockets = Vec::new();
+        for (w, h) in self.workers.iter().enumerate() {
+            sockets.push(h.send(w, Command::RemovePort { net, id }).ok());
+        }
+        let mut stats = PortStats::default();
+        for c in &ep.counters {
+            stats.add(c);
+        }
+        let f = self.fast_delta(&ep);
+        add_fast(&mut stats, &f);
+        self.departed.absorb(&stats);
+        if let Err(e) = self.sync_floods(net) {
+            eprintln!("xmacvlan datapath: {e}");
+        }
+        let network = self.networks.get_mut(&net).expect("exists");
+        network.fast_departed.add(&f);
+        let mut refs = Vec::new();
+        let mut drop_umem = vec![false; self.workers.len()];
+        if let Some(g) = network.groups.get_mut(ep.group).and_then(Option::as_mut) {
+            g.members.retain(|&m| m != id);
+            for (w, gu) in g.workers.iter_mut().enumerate() {
+                if let Some(u) = gu {
+                    refs.extend(u.socks.iter().filter(|&&(m, _)| m == id).map(|(_, fd)| fd.clone()));
+                    u.socks.retain(|&(m, _)| m != id);
+                    if u.socks.is_empty() {
+                        *gu = None;
+                        drop_umem[w] = true;
+                    }
+                }
+            }
+            if g.members.is_empty() {
+                network.groups[ep.group] = None;
+            }
+        }
+        Some(Detached { net, id, umem: ep.group as u16 + 1, drop_umem, sockets, refs })
+    }
+
+    /// Closes detached endpoints' sockets — many at once, so their RCU grace periods overlap —
+    /// and then lets the workers take back the frames the kernel held for them.
+    pub fn close(&mut self, detached: Vec<Detached>) {
+        let mut reclaims = Vec::new();
+        let mut holders = Vec::new();
+        for d in detached {
+            reclaims.push((d.net, d.id, d.umem, d.drop_umem));
+            holders.push((d.sockets, d.refs));
+        }
+        close_in_parallel(holders);
+        for (net, id, umem, drop_umem) in reclaims {
+            for (w, h) in self.workers.iter().enumerate() {
+                drop(h.send(w, Command::Reclaim { net, id, umem, drop_umem: drop_umem[w] }));
+            }
+        }
+    }
+}
+
+/// An endpoint out of service whose sockets are still open (see [`Datapath::detach_endpoint`]).
+pub struct Detached {
+    net: NetId,
+    id: PortId,
+    umem: u16,
+    drop_umem: Vec<bool>,
+    /// What the workers handed back (their halves of the sockets).
+    sockets: Vec<Option<Reply>>,
+    /// The control plane's references to the same sockets.
+    refs: Vec<Arc<OwnedFd>>,
+}
+
+/// Drops `items` (closing the sockets they hold) on several threads at once: each close of a
+/// bound AF_XDP socket waits for an RCU grace period, and concurrent waits share one.
+fn close_in_parallel<T: Send>(items: Vec<T>) {
+    const THREADS: usize = 32;
+    if items.len() <= 1 {
+        drop(items);
+        return;
+    }
+    let per = items.len().div_ceil(THREADS);
+    let mut items = items;
+    std::thread::scope(|s| {
+        while !items.is_empty() {
+            let chunk: Vec<T> = items.drain(..per.min(items.len())).collect();
+            s.spawn(move || drop(chunk));
+        }
+    });
+}
