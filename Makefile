@@ -34,7 +34,7 @@ unit:
 bench: build
 	$(CURDIR)/target/release/xmacvlan bench $(BENCH_ARGS)
 
-# Under 30 s: every test once at 64 B, all three backends (CI runs it so the harness cannot rot).
+# About a minute: every test once at 64 B, all four backends (CI runs it so the harness cannot rot).
 bench-smoke: build
 	$(CURDIR)/target/release/xmacvlan bench --smoke
 

@@ -192,7 +192,7 @@ pub struct Cli {
     /// Keep the xmacvlan daemon's output in FILE (default: a temporary file, shown on failure).
     #[arg(long, value_name = "FILE")]
     pub daemon_log: Option<PathBuf>,
-    /// CI smoke run (< 30 s): 64 B only, short trials, every test once; fails if a backend errs or
+    /// CI smoke run (about a minute): 64 B only, short trials, every test once; fails if a backend errs or
     /// delivers nothing.
     #[arg(long)]
     pub smoke: bool,
