@@ -68,12 +68,20 @@ impl<T> Mapped<T> {
         if map == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        let at = |o: u64| {
-            // SAFETY: every offset the kernel reports lies inside the mapping.
-            NonNull::new(unsafe { map.cast::<u8>().add(o as usize) }).expect("inside a non-null mapping")
-        };
-        Ok(Mapped {
-            map: NonNull::new(map).expect("mmap never returns NULL on success"),
+        // SAFETY: the mapping holds the whole ring at the offsets the kernel reported.
+        Ok(unsafe { Self::at(map.cast(), map_len, off, size) })
+    }
+
+    /// Views a ring laid out at `base` as `off` says.
+    ///
+    /// # Safety
+    /// `base + off.*` must point into memory that holds the ring's indices, flags and `size`
+    /// entries for as long as the view lives; `map_len` is what Drop unmaps (0: nothing).
+    unsafe fn at(base: *mut u8, map_len: usize, off: &RingOffset, size: u32) -> Self {
+        // SAFETY: per this function's contract, every offset lies inside the memory at `base`.
+        let at = |o: u64| NonNull::new(unsafe { base.add(o as usize) }).expect("inside a non-null mapping");
+        Mapped {
+            map: at(0).cast(),
             map_len,
             producer: at(off.producer).cast(),
             consumer: at(off.consumer).cast(),
@@ -82,7 +90,7 @@ impl<T> Mapped<T> {
             mask: size - 1,
             size,
             _t: PhantomData,
-        })
+        }
     }
 
     #[inline]
@@ -106,8 +114,10 @@ impl<T> Mapped<T> {
 
 impl<T> Drop for Mapped<T> {
     fn drop(&mut self) {
-        // SAFETY: exactly the mapping created in `new`; nothing points into it any more.
-        unsafe { libc::munmap(self.map.as_ptr(), self.map_len) };
+        if self.map_len > 0 {
+            // SAFETY: exactly the mapping created in `new`; nothing points into it any more.
+            unsafe { libc::munmap(self.map.as_ptr(), self.map_len) };
+        }
     }
 }
 
@@ -239,20 +249,9 @@ mod tests {
     }
 
     fn view<T>(mem: &mut [u64], off: &RingOffset, size: u32) -> Mapped<T> {
-        let base = mem.as_mut_ptr().cast::<u8>();
-        // SAFETY: offsets lie inside `mem`, which outlives the view in each test.
-        let at = |o: u64| NonNull::new(unsafe { base.add(o as usize) }).unwrap();
-        Mapped {
-            map: at(0).cast(),
-            map_len: 0,
-            producer: at(off.producer).cast(),
-            consumer: at(off.consumer).cast(),
-            flags: at(off.flags).cast(),
-            entries: at(off.desc).cast(),
-            mask: size - 1,
-            size,
-            _t: PhantomData,
-        }
+        // SAFETY: `fake` sized `mem` for the ring; it outlives the view in each test; map_len 0:
+        // nothing to unmap.
+        unsafe { Mapped::at(mem.as_mut_ptr().cast(), 0, off, size) }
     }
 
     #[test]
@@ -271,7 +270,6 @@ mod tests {
         assert_eq!(p.queued(), 2);
         assert_eq!(p.produce(&[5, 6, 7]), 2);
         assert_eq!(p.unconsumed().collect::<Vec<_>>(), vec![3, 4, 5, 6]);
-        std::mem::forget(p); // not a real mapping
     }
 
     #[test]
@@ -290,6 +288,5 @@ mod tests {
         assert_eq!(c.consume(64, |d| got.push(d.len)), 1);
         assert_eq!(got, vec![60, 61, 62]);
         assert_eq!(c.consume(64, |_| unreachable!()), 0);
-        std::mem::forget(c);
     }
 }
