@@ -1243,7 +1243,7 @@ impl Daemon {
         let steps = async {
             netlink::set_mtu(&self.h, link.index, mtu).await?;
             netlink::disable_ipv6(name)?;
-            // A tap has one queue: worker 0 binds it, the others transmit by copy (datapath::copytx).
+            // A tap has one queue: worker 0 receives from it; every worker transmits to it (datapath::txbatch).
             let spec = EndpointSpec {
                 ifindex: link.index,
                 name: name.to_string(),
