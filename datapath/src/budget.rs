@@ -61,12 +61,6 @@ pub fn umem_bytes_per_endpoint(chunk: u32) -> u32 {
     group_frames() / GROUP_SIZE * chunk
 }
 
-/// Frames the parent's UMEM needs at least (fill of every socket, the copy reserve, the flood
-/// area), so that a configuration that cannot be served is refused up front.
-pub fn parent_frames_needed(sockets: u32) -> u32 {
-    sockets * PARENT_FILL.min(1024) + PARENT_COPY_RESERVE + FLOOD_FRAMES
-}
-
 /// The fill reserve of one endpoint socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reserve {

@@ -11,8 +11,6 @@
 //! A flood takes one frame per distinct tag edit among its targets, not one per target: every
 //! target of an edit shares the frame, holding a reference each (pool.rs).
 
-use std::sync::Arc;
-
 use crate::counters::{SharedPortCounters, WorkerCounters};
 use crate::frame::VLAN_HLEN;
 use crate::fwd::{decide, Action, DropReason, Edit, Flood, PortId, Table, PARENT};
@@ -351,12 +349,10 @@ fn tag_of(frame: &[u8]) -> Option<u16> {
     }
 }
 
-/// Keeps `Arc` in scope for the tests' helpers.
-#[allow(dead_code)]
-type _Arc<T> = Arc<T>;
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::counters::Counter;
     use crate::frame::MacAddr;

@@ -631,23 +631,8 @@ impl RawSocket {
             if unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) } <= 0 {
                 continue;
             }
-            // SAFETY: a zeroed sockaddr_ll and buffers that live across the call.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut flen = std::mem::size_of_val(&from) as u32;
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    (&mut from as *mut libc::sockaddr_ll).cast(),
-                    &mut flen,
-                )
-            };
-            if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            let f = &buf[..n as usize];
+            let Ok(Some(n)) = self.recv_incoming(&mut buf) else { continue };
+            let f = &buf[..n];
             if f.windows(8).any(|w| w == marker) {
                 got.push(f.to_vec());
             }
@@ -665,30 +650,36 @@ impl RawSocket {
         let mut buf = vec![0u8; 65536];
         let mut n_marked = 0;
         loop {
-            // SAFETY: a zeroed sockaddr_ll and buffers that live across the call.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut flen = std::mem::size_of_val(&from) as u32;
-            // SAFETY: as above.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    (&mut from as *mut libc::sockaddr_ll).cast(),
-                    &mut flen,
-                )
-            };
-            if n < 0 {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return n_marked;
-            }
-            if from.sll_pkttype != libc::PACKET_OUTGOING && buf[..n as usize].windows(8).any(|w| w == marker) {
-                n_marked += 1;
+            match self.recv_incoming(&mut buf) {
+                Ok(Some(n)) if buf[..n].windows(8).any(|w| w == marker) => n_marked += 1,
+                Ok(_) => {}
+                Err(_) => return n_marked,
             }
         }
+    }
+
+    /// Reads one queued frame without blocking: Ok(Some(len)) for a received frame, Ok(None) for
+    /// our own outgoing one or an interrupted call, Err when nothing is queued.
+    fn recv_incoming(&self, buf: &mut [u8]) -> Result<Option<usize>, std::io::Error> {
+        // SAFETY: a zeroed sockaddr_ll is valid.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut flen = std::mem::size_of_val(&from) as u32;
+        // SAFETY: the buffer and the address live across the call, with the lengths given.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                (&mut from as *mut libc::sockaddr_ll).cast(),
+                &mut flen,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.kind() == std::io::ErrorKind::Interrupted { Ok(None) } else { Err(e) };
+        }
+        Ok((from.sll_pkttype != libc::PACKET_OUTGOING).then_some(n as usize))
     }
 }
 
