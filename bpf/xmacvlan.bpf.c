@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
-/* xmacvlan XDP programs.
+/* xmacvlan's XDP and tc programs.
  *
  * xmv_parent runs on a network's parent interface. It steers frames whose (parent, VLAN, destination
  * MAC) belongs to an endpoint into the AF_XDP socket of the receive queue. Everything else —
  * broadcast/multicast, unknown unicast, frames too short to parse — goes to the host stack
- * untouched (XDP_PASS); broadcast/multicast is picked up again there by the daemon's flood socket,
- * so that both the host and the endpoints get it, as with kernel macvlan.
+ * untouched (XDP_PASS); broadcast/multicast is picked up again there by xmv_parent_tc, which
+ * fans it out to the endpoints (or hands it to the workers), so that both the host and the
+ * endpoints get it, as with kernel macvlan.
  *
  * Fast paths: an untagged known unicast frame for an endpoint that is up and whose MTU it fits goes
  * to the container without the trip through AF_XDP and a worker — the same decision fwd::decide
@@ -24,10 +25,12 @@
  *   back to that endpoint only: AF_XDP;
  * - a passthru endpoint takes every unicast frame of its (parent, VLAN): the all-zero MAC key;
  * - a source-mode endpoint is never a unicast destination: its MAC is passed as unknown.
- * A listed source without nodst needs both the host and the copies: the frame is passed, and the
- * flood socket's filter (xmv_flood_filter) picks it up again.
+ * A listed source without nodst needs both the host and the copies: the frame is passed, and
+ * xmv_parent_tc hands the workers a clone of it (collect).
  *
  * xmv_endpoint runs on the host side of every endpoint veth: all a container sends goes to AF_XDP.
+ * xmv_relay_tc, on the daemon's relay veth pair (xmacvlan0/xmacvlan1), hands containers the wire
+ * floods' copies, and ends the frames collected for the workers after their packet socket saw them.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -63,7 +66,7 @@ struct {
 	__type(value, struct fast_count);
 } fast_stats SEC(".maps");
 
-/* Parent ifindex -> the endpoints its wire floods reach (only where the tc flood is on). */
+/* Parent slot -> the endpoints its wire floods reach (only where the tc flood is on). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
@@ -192,52 +195,86 @@ int xmv_parent(struct xdp_md *ctx)
 	return to_xsk(ctx, XDP_PASS);
 }
 
-/* Whether the tc flood fans this group frame out itself: untagged, on a parent where the tc flood
- * is on, from a sender that is neither one of our endpoints (reflected frames have rules of their
- * own) nor listed by a source-mode endpoint. Everything else goes to the workers through the flood
- * socket, whose filter asks the same question of the same maps. */
-static __always_inline struct flood_list *tc_floods(__u32 parent, const __u8 *src, int tagged)
+/* The flood list of `parent` (its slot in *slot): there while the parent has our tc program. */
+static __always_inline struct flood_list *parent_list(__u32 parent, __u32 *slot)
+{
+	__u32 *s = bpf_map_lookup_elem(&slots, &parent);
+
+	if (!s)
+		return 0;
+	*slot = *s;
+	return bpf_map_lookup_elem(&floods, s);
+}
+
+/* Whether the tc flood fans this group frame out itself: untagged, from a sender that is neither
+ * one of our endpoints (reflected frames have rules of their own) nor listed by a source-mode
+ * endpoint. The rest goes to the workers (collect). */
+static __always_inline int tc_floods(__u32 parent, const __u8 *src, int tagged)
 {
 	struct mac_key key = { .parent_ifindex = parent };
-	struct flood_list *fl;
 
 	if (tagged)
 		return 0;
-	fl = bpf_map_lookup_elem(&floods, &parent);
-	if (!fl)
-		return 0;
 	__builtin_memcpy(key.mac, src, ETH_ALEN);
-	if (bpf_map_lookup_elem(&macs, &key) || bpf_map_lookup_elem(&sources, &key))
-		return 0;
-	return fl;
+	return !bpf_map_lookup_elem(&macs, &key) && !bpf_map_lookup_elem(&sources, &key);
+}
+
+/* Hands the workers a frame the host stack gets too: a clone into the collector's ingress, where
+ * the packet socket of the parent in `slot` (the worker's flood socket, whose filter matches the
+ * mark) receives it — as a tap on the parent would, without making every other frame of the
+ * parent pass a tap. A clone the collector's backlog refuses is counted. */
+static __always_inline void collect(struct __sk_buff *skb, struct flood_list *fl, __u32 slot)
+{
+	__u32 mark = skb->mark;
+	struct flood_count *fs;
+
+	skb->mark = XMV_MARK_MAGIC | XMV_MARK_COLLECT | slot << XMV_MARK_SLOT_SHIFT;
+	if (bpf_clone_redirect(skb, fl->collector, BPF_F_INGRESS)) {
+		fs = bpf_map_lookup_elem(&flood_stats, &slot);
+		if (fs)
+			fs->lost += 1;
+	}
+	skb->mark = mark;
 }
 
 struct flood_ctx {
 	struct __sk_buff *skb;
 	struct flood_list *fl;
 	__u32 len;
+	__u32 first;   /* the member of the loop's first round */
+	__u32 mark;    /* veths: the copies' mark but the member index; 0 = taps */
 };
 
+/* One member's copy. A veth's is queued to the relay, which counts it when it hands it over; a
+ * tap's is transmitted and counted here. */
 static long flood_one(__u32 i, void *data)
 {
 	struct flood_ctx *c = data;
+	__u32 idx = c->first + i;
 	struct flood_member *m;
 	struct fast_count *fc;
 	__u32 slot;
 
-	if (i >= XMV_FLOOD_MAX)
+	if (idx >= XMV_FLOOD_MAX)
 		return 1;
-	m = &c->fl->m[i];
+	m = &c->fl->m[idx];
 	slot = m->slot;
 	fc = bpf_map_lookup_elem(&fast_stats, &slot);
 	if (!fc)
 		return 0;
-	if (!m->up) {
+	if (!(m->flags & XMV_FLOOD_UP)) {
 		fc->down += 1;
 		return 0;
 	}
 	if (c->len > m->max_len) {
 		fc->oversize += 1;
+		return 0;
+	}
+	if (c->mark) {
+		c->skb->mark = c->mark | idx;
+		c->skb->tc_index = slot;
+		if (bpf_clone_redirect(c->skb, c->fl->relay, BPF_F_INGRESS))
+			fc->errors += 1;
 		return 0;
 	}
 	if (bpf_clone_redirect(c->skb, m->ifindex, 0)) {
@@ -249,14 +286,77 @@ static long flood_one(__u32 i, void *data)
 	return 0;
 }
 
+/* A carrier the backlog refused: the members of the chunks it was to make count an error. */
+static long flood_lost(__u32 i, void *data)
+{
+	struct flood_ctx *c = data;
+	__u32 idx = c->first + i, slot;
+	struct fast_count *fc;
+
+	if (idx >= XMV_FLOOD_MAX)
+		return 1;
+	slot = c->fl->m[idx].slot;
+	fc = bpf_map_lookup_elem(&fast_stats, &slot);
+	if (fc)
+		fc->errors += 1;
+	return 0;
+}
+
+/* Queues the copies of veth members [first, first + XMV_FLOOD_CHUNK) and, when members remain, the
+ * next member's copy as the carrier that makes the following chunk. Changes skb->mark and
+ * skb->tc_index (the caller restores them where they matter). */
+static __always_inline void flood_chunk(struct __sk_buff *skb, struct flood_list *fl, __u32 slot, __u32 first)
+{
+	__u32 base = XMV_MARK_MAGIC | slot << XMV_MARK_SLOT_SHIFT;
+	struct flood_ctx c = { .skb = skb, .fl = fl, .len = skb->len, .first = first, .mark = base | XMV_MARK_COPY };
+	__u32 peers = fl->peers, end, copy, mslot;
+	struct flood_member *m;
+	struct fast_count *fc;
+
+	if (peers > XMV_FLOOD_MAX)
+		peers = XMV_FLOOD_MAX;
+	if (first >= peers)
+		return;
+	end = first + XMV_FLOOD_CHUNK;
+	if (end > peers)
+		end = peers;
+	bpf_loop(end - first, flood_one, &c, 0);
+	if (end >= peers || end >= XMV_FLOOD_MAX)
+		return;
+	m = &fl->m[end];
+	mslot = m->slot;
+	fc = bpf_map_lookup_elem(&fast_stats, &mslot);
+	if (!fc)
+		return;
+	copy = 0;
+	if (!(m->flags & XMV_FLOOD_UP))
+		fc->down += 1;
+	else if (c.len > m->max_len)
+		fc->oversize += 1;
+	else
+		copy = XMV_MARK_COPY;
+	skb->mark = base | XMV_MARK_CARRIER | copy | end;
+	skb->tc_index = mslot;
+	if (bpf_clone_redirect(skb, fl->relay, BPF_F_INGRESS)) {
+		if (copy)
+			fc->errors += 1;
+		c.first = end + 1;
+		if (end + 1 < peers)
+			bpf_loop(peers - end - 1, flood_lost, &c, 0);
+	}
+}
+
 /* The tc program on the parent's tcx ingress (the default fast path, `--fast-path tc`):
  * - unicast that xmv_parent passed for an endpoint on the tc fast path goes straight to the
  *   container's end of its veth (bpf_redirect_peer). xmv_parent checked tag, size, sources and
  *   state on the frame as received; the skb here may be several such frames merged by GRO. An
  *   endpoint that went down since xmv_parent saw the frame gets nothing, counted.
  * - a broadcast/multicast frame that tc_floods() accepts gets a clone per endpoint of its list
- *   (bpf_clone_redirect out of the endpoint's daemon-side interface), and the host stack the
- *   original — macvlan_broadcast's clone per child, without a trip to userspace.
+ *   (taps: transmitted out of the tap; veths: queued chunk by chunk to the relay, see
+ *   XMV_FLOOD_CHUNK and xmv_relay_tc), and the host stack the original — macvlan_broadcast's
+ *   clone per child, without a trip to userspace.
+ * - what the workers must see as well — group frames the tc flood leaves to them (tagged, from one
+ *   of our endpoints, from a listed source) and unicast from a listed source — is cloned to them.
  * Anything else continues to the host stack untouched. */
 SEC("tc")
 int xmv_parent_tc(struct __sk_buff *skb)
@@ -267,7 +367,7 @@ int xmv_parent_tc(struct __sk_buff *skb)
 	struct mac_key key = {};
 	struct fast_count *c;
 	struct mac_val *v;
-	__u32 slot;
+	__u32 slot = 0;
 
 	/* The stack has moved an 802.1Q tag out of the frame by now (vlan_present). */
 	if ((void *)(eth + 1) > data_end)
@@ -275,20 +375,25 @@ int xmv_parent_tc(struct __sk_buff *skb)
 	key.parent_ifindex = skb->ingress_ifindex;
 	if (eth->h_dest[0] & 1) {
 		struct flood_ctx fc = { .skb = skb, .len = skb->len };
+		__u32 n, mark = skb->mark, tc_index = skb->tc_index;
 		struct flood_count *fs;
-		__u32 *pslot, n;
 
-		fc.fl = tc_floods(key.parent_ifindex, eth->h_source, skb->vlan_present);
+		fc.fl = parent_list(key.parent_ifindex, &slot);
 		if (!fc.fl)
 			return TC_ACT_OK;
-		pslot = bpf_map_lookup_elem(&slots, &key.parent_ifindex);
-		if (!pslot)
+		if (!tc_floods(key.parent_ifindex, eth->h_source, skb->vlan_present)) {
+			collect(skb, fc.fl, slot);
 			return TC_ACT_OK;
-		slot = *pslot;
+		}
 		n = fc.fl->count;
 		if (n > XMV_FLOOD_MAX)
 			n = XMV_FLOOD_MAX;
-		bpf_loop(n, flood_one, &fc, 0);
+		fc.first = fc.fl->peers;
+		if (fc.first < n)
+			bpf_loop(n - fc.first, flood_one, &fc, 0);
+		flood_chunk(skb, fc.fl, slot, 0);
+		skb->mark = mark;
+		skb->tc_index = tc_index;
 		fs = bpf_map_lookup_elem(&flood_stats, &slot);
 		if (fs) {
 			fs->frames += 1;
@@ -299,16 +404,28 @@ int xmv_parent_tc(struct __sk_buff *skb)
 		}
 		return TC_ACT_OK;
 	}
-	if (skb->vlan_present)
-		return TC_ACT_OK;
-	__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
-	v = bpf_map_lookup_elem(&macs, &key);
-	if (!v || (v->flags & XMV_MAC_NO_DST)) {
-		__builtin_memset(key.mac, 0, ETH_ALEN);
+	if (!skb->vlan_present) {
+		__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
 		v = bpf_map_lookup_elem(&macs, &key);
+		if (!v || (v->flags & XMV_MAC_NO_DST)) {
+			__builtin_memset(key.mac, 0, ETH_ALEN);
+			v = bpf_map_lookup_elem(&macs, &key);
+		}
+		if (v && (v->flags & XMV_MAC_FAST_TC))
+			goto fast;
 	}
-	if (!v || !(v->flags & XMV_MAC_FAST_TC))
-		return TC_ACT_OK;
+	/* The host's frame; the workers' too when a source-mode endpoint lists its sender (passed
+	 * by xmv_parent: a listed sender without nodst). */
+	key.vlan = skb->vlan_present ? (skb->vlan_tci & 0x0fff) : 0;
+	__builtin_memcpy(key.mac, eth->h_source, ETH_ALEN);
+	if (bpf_map_lookup_elem(&sources, &key)) {
+		struct flood_list *fl = parent_list(key.parent_ifindex, &slot);
+
+		if (fl)
+			collect(skb, fl, slot);
+	}
+	return TC_ACT_OK;
+fast:
 	slot = v->slot;
 	c = bpf_map_lookup_elem(&fast_stats, &slot);
 	if (!v->fast_ifindex) {
@@ -323,32 +440,54 @@ int xmv_parent_tc(struct __sk_buff *skb)
 	return bpf_redirect_peer(v->fast_ifindex, 0);
 }
 
+/* The tc program on the tcx ingress of the relay pair, a veth pair of the daemon's own:
+ * - xmacvlan0: the tc flood queues its veth copies here, and this hands each to its container end
+ *   (bpf_redirect_peer), after making the flood's next chunk when the copy is a chunk's carrier (a
+ *   carrier whose own endpoint is down or too small only does that);
+ * - xmacvlan1, the collector: frames for the workers, which their packet sockets (taps, before tc)
+ *   have seen by now, end here.
+ * Nothing else is expected on either; it is dropped. */
+SEC("tc")
+int xmv_relay_tc(struct __sk_buff *skb)
+{
+	__u32 mark = skb->mark, mslot = skb->tc_index, slot, idx, ifindex;
+	struct flood_member *m;
+	struct flood_list *fl;
+	struct fast_count *fc;
+
+	if ((mark & XMV_MARK_MAGIC_MASK) != XMV_MARK_MAGIC || (mark & XMV_MARK_COLLECT))
+		return TC_ACT_SHOT;
+	slot = (mark >> XMV_MARK_SLOT_SHIFT) & (XMV_MAX_SLOTS - 1);
+	idx = mark & XMV_MARK_IDX_MASK;
+	fl = bpf_map_lookup_elem(&floods, &slot);
+	if (!fl || idx >= XMV_FLOOD_MAX)
+		return TC_ACT_SHOT;
+	m = &fl->m[idx];
+	ifindex = m->ifindex;
+	if (mark & XMV_MARK_CARRIER)
+		flood_chunk(skb, fl, slot, idx + 1);
+	if (!(mark & XMV_MARK_COPY))
+		return TC_ACT_SHOT;
+	fc = bpf_map_lookup_elem(&fast_stats, &mslot);
+	if (!fc)
+		return TC_ACT_SHOT;
+	if (m->slot != mslot) {
+		fc->errors += 1;
+		return TC_ACT_SHOT;
+	}
+	fc->frames += 1;
+	fc->bytes += skb->len;
+	skb->mark = 0;
+	skb->tc_index = 0;
+	return bpf_redirect_peer(ifindex, 0);
+}
+
 SEC("xdp")
 int xmv_endpoint(struct xdp_md *ctx)
 {
 	/* Nothing a container sends may leak into the daemon's namespace. */
 	count(XMV_STAT_EP_TO_XSK);
 	return to_xsk(ctx, XDP_DROP);
-}
-
-/* Filter of the daemon's flood socket on the parent (SO_ATTACH_BPF): group-addressed frames the tc
- * flood does not fan out itself, and unicast from a source MAC a source-mode endpoint lists
- * (passed to the host by xmv_parent, copied to the listing endpoints by the worker). The kernel
- * has moved an 802.1Q tag to metadata here. */
-SEC("socket")
-int xmv_flood_filter(struct __sk_buff *skb)
-{
-	struct mac_key key = {};
-	__u8 hdr[12];
-
-	if (bpf_skb_load_bytes(skb, 0, hdr, sizeof(hdr)))
-		return 0;
-	if (hdr[0] & 1)
-		return tc_floods(skb->ifindex, hdr + 6, skb->vlan_present) ? 0 : skb->len;
-	key.parent_ifindex = skb->ifindex;
-	key.vlan = skb->vlan_present ? (skb->vlan_tci & 0x0fff) : 0;
-	__builtin_memcpy(key.mac, hdr + 6, ETH_ALEN);
-	return bpf_map_lookup_elem(&sources, &key) ? skb->len : 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -43,28 +43,58 @@ struct fast_count {
 	__u64 errors;
 };
 
-/* The endpoints a broadcast/multicast frame from the wire reaches (tc flood), per parent: every
- * untagged private/vepa/bridge/passthru endpoint (kernel macvlan's macvlan_broadcast to children of
- * a parent, MACVLAN_MODE_ALL but source). Rewritten whole by the control plane on every change. */
+/* The endpoints a broadcast/multicast frame from the wire reaches (tc flood), per parent slot:
+ * every untagged private/vepa/bridge/passthru endpoint (kernel macvlan's macvlan_broadcast to
+ * children of a parent, MACVLAN_MODE_ALL but source). Rewritten whole by the control plane on
+ * every change. The first `peers` members are veths: their copies are queued to the relay's
+ * ingress, whose program (xmv_relay_tc) hands each to its container end with bpf_redirect_peer.
+ * The rest (taps) get their copy transmitted out of the interface. */
 #define XMV_FLOOD_MAX 4096
 struct flood_member {
-	__u32 ifindex;  /* the endpoint's daemon-side interface: a clone leaves through it */
+	__u32 ifindex;  /* the endpoint's daemon-side interface */
 	__u32 max_len;  /* its MTU + 14 */
 	__u32 slot;
-	__u32 up;
+	__u32 flags;    /* XMV_FLOOD_* */
 };
+#define XMV_FLOOD_UP 1
 struct flood_list {
 	__u32 count;
-	__u32 pad;
+	__u32 peers;
+	__u32 relay;     /* the relay interface (the daemon's veth xmacvlan0) */
+	__u32 collector; /* where frames for the workers go (its peer xmacvlan1) */
 	struct flood_member m[XMV_FLOOD_MAX];
 };
 
+/* The veth copies of one wire flood are queued to the CPU's backlog (netif_rx into the relay),
+ * which holds net.core.netdev_max_backlog (1000 by default) frames, so a flood to thousands of
+ * endpoints cannot be queued at once. They go in chunks: XMV_FLOOD_CHUNK copies and a carrier,
+ * the next member's copy marked to make the following chunk when the backlog reaches it, i.e.
+ * when this chunk has been delivered. Kernel macvlan's broadcast work runs the backlog between its
+ * copies; this is the same, done with the queue's own order. A parent's NAPI poll of 64 broadcasts
+ * queues at most 64 * (XMV_FLOOD_CHUNK + 1) = 576. */
+#define XMV_FLOOD_CHUNK 8
+
+/* What a queued copy carries to xmv_relay_tc. skb->mark: magic | CARRIER (make the chunk after
+ * this member first) | COPY (hand it to this member) | parent slot << 12 | member index — or
+ * magic | COLLECT | parent slot << 12 on a frame for the workers, queued to the collector;
+ * skb->tc_index: the member's slot, checked against the list the relay reads (the list may
+ * have changed while the copy was queued: then the copy is counted as an error, never misdelivered). */
+#define XMV_MARK_MAGIC 0xb0000000u
+#define XMV_MARK_MAGIC_MASK 0xf8000000u
+#define XMV_MARK_COLLECT (1u << 26)
+#define XMV_MARK_CARRIER (1u << 25)
+#define XMV_MARK_COPY (1u << 24)
+#define XMV_MARK_SLOT_SHIFT 12
+#define XMV_MARK_IDX_MASK 0xfffu
+
 /* Per-CPU, indexed by the parent's slot: group frames the tc flood fanned out, the extra outcomes
- * (a flood of n targets has n; copies = n - 1) and floods without any target. */
+ * (a flood of n targets has n; copies = n - 1), floods without any target, and frames for the
+ * workers the collector's backlog refused. */
 struct flood_count {
 	__u64 frames;
 	__u64 copies;
 	__u64 empty;
+	__u64 lost;
 };
 
 /* Maximum queues per interface; XSKMAP index = slot * XMV_MAX_QUEUES + rx_queue_index. */

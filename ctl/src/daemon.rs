@@ -707,7 +707,16 @@ impl Daemon {
             rx_queues,
             internal: anchor,
         };
+        if !anchor {
+            if let Err(e) = self.ensure_relay().await {
+                if rx_vlan_was_on {
+                    let _ = netlink::enable_rx_vlan_offload(&link.name);
+                }
+                return Err(e);
+            }
+        }
         if let Err(e) = self.dp.add_network(dp, &spec) {
+            self.release_relay().await;
             if anchor {
                 let _ = netlink::del_link(&self.h, link.index).await;
             }
@@ -730,6 +739,7 @@ impl Daemon {
         }
         let d = self.domains.remove(&key).expect("present");
         self.dp.remove_network(d.dp);
+        self.release_relay().await;
         if d.rx_vlan_was_on {
             if let Err(e) = netlink::enable_rx_vlan_offload(&d.link.name) {
                 eprintln!("xmacvlan daemon: {e:#}");
@@ -738,6 +748,30 @@ impl Daemon {
         if d.anchor {
             if let Err(e) = netlink::del_link(&self.h, d.link.index).await {
                 eprintln!("xmacvlan daemon: removing anchor {}: {e:#}", d.link.name);
+            }
+        }
+    }
+
+    /// The tc flood's relay pair (netlink::create_relay) exists while a network on a wire does.
+    async fn ensure_relay(&mut self) -> Result<()> {
+        if self.dp.relay().is_some() {
+            return Ok(());
+        }
+        let (relay, collector) = netlink::create_relay(&self.h).await?;
+        if let Err(e) = self.dp.set_relay((relay.index, &relay.name), (collector.index, &collector.name)) {
+            let _ = netlink::del_link(&self.h, relay.index).await;
+            return Err(anyhow::Error::new(e).context("attaching the tc flood's relay"));
+        }
+        Ok(())
+    }
+
+    async fn release_relay(&mut self) {
+        if self.domains.values().any(|d| !d.anchor) {
+            return;
+        }
+        if let Some(r) = self.dp.clear_relay() {
+            if let Err(e) = netlink::del_link(&self.h, r.relay).await {
+                eprintln!("xmacvlan daemon: removing the flood relay {}: {e:#}", netlink::RELAY);
             }
         }
     }
@@ -1409,6 +1443,9 @@ impl Daemon {
     /// NO-CARRIER until the next start). Internal anchors hold nothing and go.
     async fn shutdown(&mut self) {
         self.dp.shutdown();
+        if let Ok(Some(relay)) = netlink::link_by_name(&self.h, netlink::RELAY).await {
+            let _ = netlink::del_link(&self.h, relay.index).await;
+        }
         for e in self.nets.values().flat_map(|n| n.endpoints.iter()) {
             if let Err(err) = netlink::set_down(&self.h, e.host_index).await {
                 eprintln!("xmacvlan daemon: setting {} down: {err:#}", e.st.host);

@@ -305,6 +305,40 @@ pub async fn create_anchor(h: &Handle, name: &str, queues: u32) -> Result<Link> 
     link_by_name(h, name).await?.ok_or_else(|| anyhow!("anchor {name} vanished right after creation"))
 }
 
+/// Name of the tc flood's relay pair (see bpf/xmacvlan.h and datapath/src/flood.rs): a veth pair
+/// of ours in the daemon's namespace, `xmacvlan0` (the relay) and `xmacvlan1` (the collector),
+/// named apart from the endpoints' `xmv…`.
+pub const RELAY: &str = "xmacvlan0";
+const COLLECTOR: &str = "xmacvlan1";
+
+/// Creates the relay pair afresh (one a killed daemon left behind is deleted first): up, IPv6 off
+/// (it has nothing to say on any link), the largest MTU a veth takes, so that any frame fits.
+/// Returns (relay, collector).
+pub async fn create_relay(h: &Handle) -> Result<(Link, Link)> {
+    if let Some(old) = link_by_name(h, RELAY).await? {
+        del_link(h, old.index).await?;
+    }
+    let peer_msg = LinkMessageBuilder::<LinkUnspec>::new().name(COLLECTOR.to_string()).mtu(RELAY_MTU).build();
+    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(RELAY.to_string())
+        .mtu(RELAY_MTU)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+        .build();
+    h.link().add(msg).execute().await.map_err(|e| anyhow!("creating the flood relay {RELAY}: {e}"))?;
+    let mut links = Vec::new();
+    for name in [RELAY, COLLECTOR] {
+        disable_ipv6(name)?;
+        let link = link_by_name(h, name).await?.ok_or_else(|| anyhow!("{name} vanished right after creation"))?;
+        set_up(h, link.index).await?;
+        links.push(link);
+    }
+    let collector = links.pop().expect("two links");
+    Ok((links.pop().expect("two links"), collector))
+}
+
+/// A veth's largest MTU (ETH_MAX_MTU).
+const RELAY_MTU: u32 = 65535;
+
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;

@@ -92,9 +92,13 @@ pub struct FloodMember {
     pub ifindex: u32,
     pub max_len: u32,
     pub slot: u32,
-    pub up: u32,
+    /// [`FLOOD_UP`].
+    pub flags: u32,
 }
 const _: () = assert!(std::mem::size_of::<FloodMember>() == 16);
+
+/// `flood_member.flags` (XMV_FLOOD_*): the endpoint is up.
+pub const FLOOD_UP: u32 = 1;
 
 /// Mirrors XMV_FLOOD_MAX.
 pub const FLOOD_MAX: usize = 4096;
@@ -103,10 +107,14 @@ pub const FLOOD_MAX: usize = 4096;
 #[repr(C)]
 pub struct FloodList {
     pub count: u32,
-    pub pad: u32,
+    /// The first `peers` members are veths, whose copies go through the relay; the rest are taps.
+    pub peers: u32,
+    /// The relay pair: where veth copies go, and where frames for the workers go.
+    pub relay: u32,
+    pub collector: u32,
     pub m: [FloodMember; FLOOD_MAX],
 }
-const _: () = assert!(std::mem::size_of::<FloodList>() == 8 + 16 * FLOOD_MAX);
+const _: () = assert!(std::mem::size_of::<FloodList>() == 16 + 16 * FLOOD_MAX);
 
 /// Twin of `struct flood_count` (one per CPU and parent slot).
 #[repr(C)]
@@ -118,8 +126,10 @@ pub struct FloodCount {
     pub copies: u64,
     /// Floods that had no target.
     pub empty: u64,
+    /// Frames for the workers that the collector's backlog refused.
+    pub lost: u64,
 }
-const _: () = assert!(std::mem::size_of::<FloodCount>() == 24);
+const _: () = assert!(std::mem::size_of::<FloodCount>() == 32);
 /// `sources` value (XMV_SRC_NODST): a listing endpoint has nodst.
 pub const SRC_NODST: u32 = 1;
 
@@ -143,8 +153,8 @@ pub const XDP_STAT_NAMES: [&str; 9] = [
 /// Names of our programs, as the kernel reports them: how a restarted daemon recognises what a
 /// previous one attached.
 const OURS: [&str; 2] = ["xmv_parent", "xmv_endpoint"];
-/// The tc program's name (the kernel keeps the first 15 characters).
-const OURS_TC: &str = "xmv_parent_tc";
+/// Names of our tc programs (the kernel keeps the first 15 characters).
+const OURS_TC: [&str; 2] = ["xmv_parent_tc", "xmv_relay_tc"];
 
 /// How an XDP program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,11 +182,37 @@ impl XdpMode {
     }
 }
 
-/// Which of the two programs.
+/// Which of the two XDP programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prog {
     Parent,
     Endpoint,
+}
+
+/// The daemon's relay veth pair (ifindexes): `relay` takes the tc flood's copies for veth
+/// endpoints, `collector` the frames for the workers (their flood sockets listen there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Relay {
+    pub relay: u32,
+    pub collector: u32,
+}
+
+/// skb->mark of a frame collected for the workers of the parent in `slot` (XMV_MARK_* in
+/// bpf/xmacvlan.h): what the parent's flood socket filters on.
+pub fn collect_mark(slot: u32) -> u32 {
+    const MAGIC: u32 = 0xb000_0000;
+    const COLLECT: u32 = 1 << 26;
+    MAGIC | COLLECT | (slot << 12)
+}
+
+/// Which of the two tc programs (tcx ingress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcProg {
+    /// xmv_parent_tc on a parent: the tc fast path and the tc flood.
+    Parent,
+    /// xmv_relay_tc on the daemon's relay pair: hands the tc flood's copies to container ends, and
+    /// ends the frames collected for the workers.
+    Relay,
 }
 
 /// BPF_PROG_RUN flag: run an XDP program on frames as if a device had received them, acting on its
@@ -200,7 +236,7 @@ pub struct Bpf {
     parent: OwnedFd,
     parent_tc: OwnedFd,
     endpoint: OwnedFd,
-    flood_filter: OwnedFd,
+    relay_tc: OwnedFd,
     macs: MapHandle,
     sources: MapHandle,
     slots: MapHandle,
@@ -225,7 +261,7 @@ impl Bpf {
             parent: dup(skel.progs.xmv_parent.as_fd())?,
             parent_tc: dup(skel.progs.xmv_parent_tc.as_fd())?,
             endpoint: dup(skel.progs.xmv_endpoint.as_fd())?,
-            flood_filter: dup(skel.progs.xmv_flood_filter.as_fd())?,
+            relay_tc: dup(skel.progs.xmv_relay_tc.as_fd())?,
             macs: MapHandle::try_from(&skel.maps.macs).map_err(bpf_err("map macs"))?,
             sources: MapHandle::try_from(&skel.maps.sources).map_err(bpf_err("map sources"))?,
             slots: MapHandle::try_from(&skel.maps.slots).map_err(bpf_err("map slots"))?,
@@ -241,6 +277,13 @@ impl Bpf {
         match p {
             Prog::Parent => self.parent.as_fd(),
             Prog::Endpoint => self.endpoint.as_fd(),
+        }
+    }
+
+    fn tc_prog(&self, p: TcProg) -> BorrowedFd<'_> {
+        match p {
+            TcProg::Parent => self.parent_tc.as_fd(),
+            TcProg::Relay => self.relay_tc.as_fd(),
         }
     }
 
@@ -332,32 +375,41 @@ impl Bpf {
 
     /// What the tc flood did on the parent in `slot`, summed over CPUs.
     pub fn flood_counts(&self, slot: u32) -> FloodCount {
-        let [frames, copies, empty] = percpu_sum(&self.flood_stats, slot);
-        FloodCount { frames, copies, empty }
+        let [frames, copies, empty, lost] = percpu_sum(&self.flood_stats, slot);
+        FloodCount { frames, copies, empty, lost }
     }
 
-    /// Sets the endpoints a wire flood on `parent` reaches through the tc flood (which is on for
-    /// a parent while it has a list), replacing the whole list at once.
-    pub fn set_flood_list(&self, parent: u32, members: &[FloodMember]) -> Result<(), Error> {
-        let mut list: Box<FloodList> = Box::new(FloodList { count: 0, pad: 0, m: [FloodMember::default(); FLOOD_MAX] });
+    /// Sets the endpoints a wire flood on the parent in `slot` reaches through the tc flood (which
+    /// is on for a parent while it has a list), replacing the whole list at once: `peers` veths
+    /// first, whose copies go through the relay, then the taps.
+    pub fn set_flood_list(&self, slot: u32, members: &[FloodMember], peers: usize, relay: Relay) -> Result<(), Error> {
+        let mut list: Box<FloodList> = Box::new(FloodList {
+            count: 0,
+            peers: 0,
+            relay: relay.relay,
+            collector: relay.collector,
+            m: [FloodMember::default(); FLOOD_MAX],
+        });
         let n = members.len().min(FLOOD_MAX);
         list.m[..n].copy_from_slice(&members[..n]);
         list.count = n as u32;
+        list.peers = peers.min(n) as u32;
         // SAFETY: FloodList is repr(C) plain data of u32 fields without padding (size asserted).
         let bytes = unsafe {
             std::slice::from_raw_parts((&*list as *const FloodList).cast::<u8>(), std::mem::size_of::<FloodList>())
         };
-        self.floods.update(&parent.to_ne_bytes(), bytes, MapFlags::ANY).map_err(bpf_err("update floods"))
+        self.floods.update(&slot.to_ne_bytes(), bytes, MapFlags::ANY).map_err(bpf_err("update floods"))
     }
 
-    pub fn del_flood_list(&self, parent: u32) {
-        let _ = self.floods.delete(&parent.to_ne_bytes());
+    pub fn del_flood_list(&self, slot: u32) {
+        let _ = self.floods.delete(&slot.to_ne_bytes());
     }
 
-    /// Attaches the tc fast path (xmv_parent_tc) to `ifindex`'s tcx ingress, after any program
-    /// already there, or atomically in place of ours that a previous daemon left (kill -9). The
-    /// attachment is not tied to this process, like the XDP one: the next start takes it over.
-    pub fn attach_tc(&self, ifindex: u32, ifname: &str) -> Result<(), Error> {
+    /// Attaches the tc program `p` to `ifindex`'s tcx ingress,
+    /// after any program already there, or atomically in place of ours that a previous daemon left
+    /// (kill -9). The attachment is not tied to this process, like the XDP one: the next start
+    /// takes it over.
+    pub fn attach_tc(&self, p: TcProg, ifindex: u32, ifname: &str) -> Result<(), Error> {
         use libbpf_rs::libbpf_sys as sys;
         let err = |rc: i32| Error::Attach {
             ifname: ifname.to_string(),
@@ -370,14 +422,14 @@ impl Bpf {
         let stale = self
             .tc_ids(ifindex)
             .into_iter()
-            .find_map(|id| ProgramHandle::from_prog_id(id).ok().filter(|p| p.name() == OURS_TC));
+            .find_map(|id| ProgramHandle::from_prog_id(id).ok().filter(|h| OURS_TC.iter().any(|n| h.name() == *n)));
         if let Some(old) = &stale {
             opts.flags = libbpf_rs::libbpf_sys::BPF_F_REPLACE;
             opts.__bindgen_anon_1.replace_prog_fd = old.as_fd().as_raw_fd();
         }
         // SAFETY: plain libbpf call with a live program fd and a sized opts struct.
         let rc = unsafe {
-            sys::bpf_prog_attach_opts(self.parent_tc.as_raw_fd(), ifindex as i32, sys::BPF_TCX_INGRESS, &opts)
+            sys::bpf_prog_attach_opts(self.tc_prog(p).as_raw_fd(), ifindex as i32, sys::BPF_TCX_INGRESS, &opts)
         };
         if rc != 0 {
             return Err(err(rc));
@@ -385,15 +437,15 @@ impl Bpf {
         Ok(())
     }
 
-    /// Detaches our tc program from `ifindex` (a link that is gone already is not an error).
-    pub fn detach_tc(&self, ifindex: u32) {
+    /// Detaches the tc program `p` from `ifindex` (a link that is gone already is not an error).
+    pub fn detach_tc(&self, p: TcProg, ifindex: u32) {
         use libbpf_rs::libbpf_sys as sys;
         let opts = sys::bpf_prog_detach_opts {
             sz: std::mem::size_of::<sys::bpf_prog_detach_opts>() as _,
             ..Default::default()
         };
         // SAFETY: plain libbpf call with a live program fd and a sized opts struct.
-        unsafe { sys::bpf_prog_detach_opts(self.parent_tc.as_raw_fd(), ifindex as i32, sys::BPF_TCX_INGRESS, &opts) };
+        unsafe { sys::bpf_prog_detach_opts(self.tc_prog(p).as_raw_fd(), ifindex as i32, sys::BPF_TCX_INGRESS, &opts) };
     }
 
     /// Ids of the programs on `ifindex`'s tcx ingress.
@@ -414,14 +466,10 @@ impl Bpf {
         ids[..n.min(ids.len())].to_vec()
     }
 
-    /// Whether our tc program is attached to `ifindex`.
-    pub fn tc_attached(&self, ifindex: u32) -> bool {
-        let ours = self.tc_prog_id();
+    /// Whether the tc program `p` is attached to `ifindex`.
+    pub fn tc_attached(&self, p: TcProg, ifindex: u32) -> bool {
+        let ours = prog_id(self.tc_prog(p));
         ours != 0 && self.tc_ids(ifindex).contains(&ours)
-    }
-
-    fn tc_prog_id(&self) -> u32 {
-        prog_id(self.parent_tc.as_fd())
     }
 
     pub fn del_mac(&self, key: MacKey) {
@@ -439,11 +487,6 @@ impl Bpf {
                 Ok(())
             }
         }
-    }
-
-    /// The flood socket's filter program (xmv_flood_filter), for SO_ATTACH_BPF.
-    pub fn flood_filter(&self) -> BorrowedFd<'_> {
-        self.flood_filter.as_fd()
     }
 
     pub fn set_slot(&self, ifindex: u32, slot: u32) -> Result<(), Error> {

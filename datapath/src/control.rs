@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
-use crate::bpf::{self, Bpf, Prog, XdpMode, MAX_QUEUES, MAX_SLOTS};
+use crate::bpf::{self, Bpf, Prog, TcProg, XdpMode, MAX_QUEUES, MAX_SLOTS};
 use crate::budget::chunk_for_mtu;
 use crate::counters::{PortStats, SharedPortCounters, UmemCounters, WorkerCounters};
 use crate::domain::{Domain, Port};
@@ -69,7 +69,7 @@ pub(crate) struct Iface {
     pub name: String,
     pub slot: u32,
     pub xdp: XdpMode,
-    /// Our tc program is attached.
+    /// Our tc program is attached (a parent's).
     pub tc: bool,
 }
 
@@ -98,6 +98,9 @@ pub struct Datapath {
     pub(crate) networks: BTreeMap<NetId, Network>,
     slots: Vec<bool>,
     pub(crate) departed: PortStats,
+    /// The relay pair (xmv_relay_tc on both): the tc flood hands veth endpoints their copies
+    /// through it, and the workers their frames. Networks on a wire need it.
+    pub(crate) relay: Option<bpf::Relay>,
 }
 
 impl Datapath {
@@ -117,6 +120,7 @@ impl Datapath {
             networks: BTreeMap::new(),
             slots: vec![false; MAX_SLOTS as usize],
             departed: PortStats::default(),
+            relay: None,
         };
         for (id, &cpu) in cfg.cpus.iter().enumerate() {
             // SAFETY: plain eventfd(2); checked below.
@@ -166,6 +170,11 @@ impl Datapath {
             return Err(Error::Invalid(format!("network {id} exists in the datapath")));
         }
         let workers = self.workers.len();
+        if !parent.internal && self.relay.is_none() {
+            return Err(Error::Invalid(
+                "the datapath has no relay (Datapath::set_relay) for a network on a wire".into(),
+            ));
+        }
         if (parent.rx_queues as usize) < workers || parent.rx_queues > MAX_QUEUES {
             return Err(Error::TooFewQueues { ifname: parent.name.clone(), queues: parent.rx_queues, workers });
         }
@@ -184,7 +193,7 @@ impl Datapath {
         let mut iface = Iface { ifindex: parent.ifindex, name: parent.name.clone(), slot, xdp, tc: false };
         // The tc program fans wire floods out in every mode; in tc mode it also takes unicast.
         if !parent.internal {
-            if let Err(e) = self.bpf.attach_tc(parent.ifindex, &parent.name) {
+            if let Err(e) = self.bpf.attach_tc(TcProg::Parent, parent.ifindex, &parent.name) {
                 self.undo_iface(&iface);
                 return Err(e);
             }
@@ -238,7 +247,8 @@ impl Datapath {
             let c: SharedPortCounters = Default::default();
             counters.push(c.clone());
             let flood = if w == 0 && !parent.internal {
-                Some(FloodSocket::open(parent.ifindex, self.bpf.flood_filter())?)
+                let collector = self.relay.map_or(0, |r| r.collector);
+                Some(FloodSocket::open(collector, bpf::collect_mark(iface.slot))?)
             } else {
                 None
             };
@@ -278,11 +288,41 @@ impl Datapath {
         }
         self.bpf.del_slot(iface.ifindex);
         if iface.tc {
-            self.bpf.detach_tc(iface.ifindex);
-            self.bpf.del_flood_list(iface.ifindex);
+            self.bpf.detach_tc(TcProg::Parent, iface.ifindex);
+            self.bpf.del_flood_list(iface.slot);
         }
         self.bpf.detach(iface.ifindex, iface.xdp);
         self.free_slot(iface.slot);
+    }
+
+    /// Sets the relay pair: two interfaces of the caller's own (the daemon's veth pair
+    /// xmacvlan0/xmacvlan1) that nothing else uses, up, with an MTU no frame exceeds.
+    /// xmv_relay_tc goes on the tcx ingress of both. Needed before a network on a wire is added.
+    pub fn set_relay(&mut self, relay: (u32, &str), collector: (u32, &str)) -> Result<(), Error> {
+        self.bpf.attach_tc(TcProg::Relay, relay.0, relay.1)?;
+        if let Err(e) = self.bpf.attach_tc(TcProg::Relay, collector.0, collector.1) {
+            self.bpf.detach_tc(TcProg::Relay, relay.0);
+            return Err(e);
+        }
+        self.relay = Some(bpf::Relay { relay: relay.0, collector: collector.0 });
+        let nets: Vec<NetId> = self.networks.keys().copied().collect();
+        for net in nets {
+            self.sync_floods(net)?;
+        }
+        Ok(())
+    }
+
+    pub fn relay(&self) -> Option<bpf::Relay> {
+        self.relay
+    }
+
+    /// Forgets the relay pair once no network on a wire is left (None otherwise); the caller
+    /// deletes the pair, and the tc programs on it with it.
+    pub fn clear_relay(&mut self) -> Option<bpf::Relay> {
+        if self.networks.values().any(|n| n.parent.tc) {
+            return None;
+        }
+        self.relay.take()
     }
 
     /// Removes a network and all its endpoints from the datapath (their links are the caller's).
@@ -360,7 +400,7 @@ impl Datapath {
                 n.parent.name
             )));
         }
-        if n.parent.tc && !self.bpf.tc_attached(n.parent.ifindex) {
+        if n.parent.tc && !self.bpf.tc_attached(TcProg::Parent, n.parent.ifindex) {
             return Err(Error::Invalid(format!("xmacvlan's tc program is no longer attached to {}", n.parent.name)));
         }
         probe::run(self.bpf.prog(Prog::Parent), n.parent.ifindex, info.mac, vlan, ns, ifname, Duration::from_secs(1))
@@ -375,6 +415,10 @@ impl Datapath {
         let nets: Vec<NetId> = self.networks.keys().copied().collect();
         for id in nets {
             self.remove_network(id);
+        }
+        if let Some(r) = self.relay.take() {
+            self.bpf.detach_tc(TcProg::Relay, r.relay);
+            self.bpf.detach_tc(TcProg::Relay, r.collector);
         }
         for (w, h) in self.workers.iter_mut().enumerate() {
             let _ = h.send(w, Command::Stop);

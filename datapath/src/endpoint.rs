@@ -28,6 +28,8 @@ pub(crate) struct EndpointRec {
     pub fast: Option<FastPath>,
     /// The slot's fast-path counters when this endpoint got it (slots are reused).
     pub fast_base: bpf::FastCount,
+    /// A veth (a tap is not): the relay can hand it the tc flood's copies.
+    pub veth: bool,
 }
 
 impl EndpointRec {
@@ -201,7 +203,7 @@ impl Datapath {
             FastPath::Xdp if spec.fast && spec.vlan == 0 => Some(FastPath::Xdp),
             _ => None,
         };
-        let rec = EndpointRec { iface, info, counters, xsk_mode, group, fast, fast_base };
+        let rec = EndpointRec { iface, info, counters, xsk_mode, group, fast, fast_base, veth: spec.veth };
         if let Err(e) = rec.mac_keys(parent_ifindex).try_for_each(|k| self.bpf.set_mac(k, rec.mac_val())) {
             for k in rec.mac_keys(parent_ifindex) {
                 self.bpf.del_mac(k);
@@ -224,18 +226,8 @@ impl Datapath {
         if !n.tc_flood {
             return Ok(());
         }
-        let members: Vec<bpf::FloodMember> = n
-            .endpoints
-            .values()
-            .filter(|ep| ep.info.vlan == 0 && ep.info.mode != Mode::Source)
-            .map(|ep| bpf::FloodMember {
-                ifindex: ep.iface.ifindex,
-                max_len: ep.info.mtu + 14,
-                slot: ep.iface.slot,
-                up: u32::from(ep.info.up),
-            })
-            .collect();
-        self.bpf.set_flood_list(n.parent.ifindex, &members)
+        let (members, peers) = flood_members(n.endpoints.values(), self.relay.is_some());
+        self.bpf.set_flood_list(n.parent.slot, &members, peers, self.relay.unwrap_or_default())
     }
 
     /// Takes a half-added port back out of the first workers (sockets closed by the drop of what
@@ -272,6 +264,10 @@ impl Datapath {
             self.bpf.del_mac(k);
         }
         sync_sources(&self.bpf, network.parent.ifindex, ep.info.vlan, &listed, &network.table);
+        // No flood copy is made for it any more.
+        if let Err(e) = self.sync_floods(net) {
+            eprintln!("xmacvlan datapath: {e}");
+        }
         // Nothing steers to its sockets any more; the workers stop serving them and hand them back.
         self.undo_iface(&ep.iface);
         let mut sockets = Vec::new();
@@ -285,9 +281,6 @@ impl Datapath {
         let f = self.fast_delta(&ep);
         add_fast(&mut stats, &f);
         self.departed.absorb(&stats);
-        if let Err(e) = self.sync_floods(net) {
-            eprintln!("xmacvlan datapath: {e}");
-        }
         let network = self.networks.get_mut(&net).expect("exists");
         network.fast_departed.add(&f);
         let mut refs = Vec::new();
@@ -357,4 +350,88 @@ fn close_in_parallel<T: Send>(items: Vec<T>) {
             s.spawn(move || drop(chunk));
         }
     });
+}
+
+/// The tc flood's list for a parent's endpoints: every untagged one but source mode; with a relay,
+/// the veths first (their count is the second value), then the rest (taps).
+fn flood_members<'a>(endpoints: impl Iterator<Item = &'a EndpointRec>, relay: bool) -> (Vec<bpf::FloodMember>, usize) {
+    let member = |ep: &EndpointRec| bpf::FloodMember {
+        ifindex: ep.iface.ifindex,
+        max_len: ep.info.mtu + 14,
+        slot: ep.iface.slot,
+        flags: if ep.info.up { bpf::FLOOD_UP } else { 0 },
+    };
+    let (peers, others): (Vec<&EndpointRec>, Vec<&EndpointRec>) =
+        endpoints.filter(|ep| ep.info.vlan == 0 && ep.info.mode != Mode::Source).partition(|ep| relay && ep.veth);
+    let n = peers.len();
+    (peers.into_iter().chain(others).map(member).collect(), n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(ifindex: u32, veth: bool, vlan: u16, mode: Mode, up: bool) -> EndpointRec {
+        EndpointRec {
+            iface: Iface {
+                ifindex,
+                name: format!("if{ifindex}"),
+                slot: ifindex + 100,
+                xdp: bpf::XdpMode::Native,
+                tc: false,
+            },
+            info: PortInfo {
+                mac: MacAddr([2, 0, 0, 0, 0, ifindex as u8]),
+                mtu: 1500,
+                vlan,
+                up,
+                mode,
+                nodst: false,
+                keep_pcp: false,
+            },
+            counters: Vec::new(),
+            xsk_mode: XskMode::Copy,
+            group: 0,
+            fast: None,
+            fast_base: bpf::FastCount::default(),
+            veth,
+        }
+    }
+
+    fn endpoints() -> Vec<EndpointRec> {
+        vec![
+            rec(1, false, 0, Mode::Bridge, true), // a tap
+            rec(2, true, 0, Mode::Bridge, true),
+            rec(3, true, 5, Mode::Bridge, true),   // tagged: the workers flood it
+            rec(4, true, 0, Mode::Source, true),   // source mode: never a flood target
+            rec(5, true, 0, Mode::Private, false), // down: listed, the program counts it
+            rec(6, false, 0, Mode::Vepa, true),    // a tap
+        ]
+    }
+
+    #[test]
+    fn flood_list_puts_veths_first_and_leaves_out_tagged_and_source() {
+        let eps = endpoints();
+        let (members, peers) = flood_members(eps.iter(), true);
+        let ifs: Vec<u32> = members.iter().map(|m| m.ifindex).collect();
+        assert_eq!(ifs, [2, 5, 1, 6]);
+        assert_eq!(peers, 2);
+        assert_eq!(members[0], bpf::FloodMember { ifindex: 2, max_len: 1514, slot: 102, flags: bpf::FLOOD_UP });
+        assert_eq!(members[1].flags, 0);
+    }
+
+    #[test]
+    fn without_a_relay_every_member_gets_its_copy_transmitted() {
+        let eps = endpoints();
+        let (members, peers) = flood_members(eps.iter(), false);
+        assert_eq!(members.iter().map(|m| m.ifindex).collect::<Vec<_>>(), [1, 2, 5, 6]);
+        assert_eq!(peers, 0);
+    }
+
+    #[test]
+    fn flood_list_of_no_endpoints_is_empty() {
+        let (members, peers) = flood_members(std::iter::empty(), true);
+        assert!(members.is_empty());
+        assert_eq!(peers, 0);
+    }
 }

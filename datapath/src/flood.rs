@@ -1,10 +1,14 @@
-//! The second receive path for broadcast/multicast from the wire.
+//! The second receive path for frames from the wire that both the host and the workers get.
 //!
 //! XDP cannot both pass a frame to the host stack and redirect it to AF_XDP. Kernel macvlan gives
-//! every child AND the host a copy, so the XDP program passes group-addressed frames, and this
-//! packet socket on the parent picks them up again after the stack's taps: the kernel clones the
-//! skb once for us; `recvmmsg` lands a whole batch directly in UMEM frames (one syscall per batch,
-//! none per frame); the worker then fans each frame out to the endpoints by descriptor.
+//! every child AND the host a copy of a broadcast, so the XDP program passes group-addressed
+//! frames; xmv_parent_tc fans most of them out itself and hands the rest (tagged, reflected, from
+//! listed sources, and unicast from listed sources) to the workers as a clone queued to the
+//! collector, the daemon's veth xmacvlan1, marked with the parent's slot. This packet socket on
+//! the collector takes its parent's (a classic BPF filter on the mark): `recvmmsg` lands a whole
+//! batch directly in UMEM frames (one syscall per batch, none per frame); the worker then fans
+//! each frame out to the endpoints by descriptor. Unlike a socket on the parent itself, it costs
+//! the parent's other frames nothing.
 
 use std::mem::{size_of, size_of_val, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -63,10 +67,9 @@ fn sys(call: &'static str) -> Error {
 }
 
 impl FloodSocket {
-    /// A non-blocking packet socket on `ifindex` that only sees what `filter` (the BPF program
-    /// xmv_flood_filter) accepts: incoming group-addressed frames, and unicast from source MACs a
-    /// source-mode endpoint lists.
-    pub fn open(ifindex: u32, filter: std::os::fd::BorrowedFd<'_>) -> Result<Self, Error> {
+    /// A non-blocking packet socket on `ifindex` (the collector) that only takes frames whose
+    /// skb->mark is `mark` (bpf::collect_mark of its parent's slot).
+    pub fn open(ifindex: u32, mark: u32) -> Result<Self, Error> {
         // Protocol 0 first: the socket receives nothing until the filter is in place and it is bound.
         // SAFETY: plain socket(2) call; the result is checked.
         let raw =
@@ -76,7 +79,9 @@ impl FloodSocket {
         }
         // SAFETY: `raw` is a fresh fd we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_BPF, &filter.as_raw_fd(), "SO_ATTACH_BPF")?;
+        let mut filter = mark_filter(mark);
+        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog, "SO_ATTACH_FILTER")?;
         setsockopt(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32, "PACKET_IGNORE_OUTGOING")?;
         setsockopt(&fd, libc::SOL_PACKET, PACKET_AUXDATA, &1i32, "PACKET_AUXDATA")?;
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &(8i32 << 20), "SO_RCVBUFFORCE")?;
@@ -183,6 +188,19 @@ impl FloodSocket {
         }
         got
     }
+}
+
+/// Classic BPF: accept the whole frame when skb->mark is `mark`, else nothing.
+fn mark_filter(mark: u32) -> [libc::sock_filter; 4] {
+    const SKF_AD_OFF: u32 = -0x1000i32 as u32;
+    const SKF_AD_MARK: u32 = 20;
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    [
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, SKF_AD_OFF + SKF_AD_MARK),
+        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, mark),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+    ]
 }
 
 /// Finds the PACKET_AUXDATA control message of a received message.

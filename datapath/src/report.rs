@@ -85,6 +85,10 @@ impl Datapath {
                         let k = self.kernel_rx(n);
                         s.rx += k.0;
                         s.rx_bytes += k.1;
+                        // Frames for the workers that never reached their flood socket.
+                        let lost = self.flood_delta(n).lost;
+                        s.rx += lost;
+                        s.drops[fwd::DropReason::SocketFull as usize] += lost;
                         s
                     },
                 },
@@ -142,6 +146,7 @@ impl Datapath {
             frames: now.frames.wrapping_sub(n.flood_base.frames),
             copies: now.copies.wrapping_sub(n.flood_base.copies),
             empty: now.empty.wrapping_sub(n.flood_base.empty),
+            lost: now.lost.wrapping_sub(n.flood_base.lost),
         }
     }
 
