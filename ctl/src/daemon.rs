@@ -30,6 +30,7 @@ use xmacvlan_datapath::{Config, Datapath, EndpointSpec, FastPath, NetId, ParentS
 
 mod cni;
 mod endpoints;
+mod relay;
 
 use self::cni::CniParts;
 use self::endpoints::{Endpoint, Endpoints, EpId, Key};
@@ -748,30 +749,6 @@ impl Daemon {
         if d.anchor {
             if let Err(e) = netlink::del_link(&self.h, d.link.index).await {
                 eprintln!("xmacvlan daemon: removing anchor {}: {e:#}", d.link.name);
-            }
-        }
-    }
-
-    /// The tc flood's relay pair (netlink::create_relay) exists while a network on a wire does.
-    async fn ensure_relay(&mut self) -> Result<()> {
-        if self.dp.relay().is_some() {
-            return Ok(());
-        }
-        let (relay, collector) = netlink::create_relay(&self.h).await?;
-        if let Err(e) = self.dp.set_relay((relay.index, &relay.name), (collector.index, &collector.name)) {
-            let _ = netlink::del_link(&self.h, relay.index).await;
-            return Err(anyhow::Error::new(e).context("attaching the tc flood's relay"));
-        }
-        Ok(())
-    }
-
-    async fn release_relay(&mut self) {
-        if self.domains.values().any(|d| !d.anchor) {
-            return;
-        }
-        if let Some(r) = self.dp.clear_relay() {
-            if let Err(e) = netlink::del_link(&self.h, r.relay).await {
-                eprintln!("xmacvlan daemon: removing the flood relay {}: {e:#}", netlink::RELAY);
             }
         }
     }

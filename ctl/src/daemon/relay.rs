@@ -1,0 +1,34 @@
+//! The tc flood's relay pair (`xmacvlan0`/`xmacvlan1`, see netlink::create_relay and
+//! bpf/xmacvlan.h): the datapath needs it for every network on a wire, so the daemon makes it with
+//! the first such network and removes it with the last.
+
+use anyhow::Result;
+
+use super::Daemon;
+use crate::netlink;
+
+impl Daemon {
+    /// The tc flood's relay pair (netlink::create_relay) exists while a network on a wire does.
+    pub(super) async fn ensure_relay(&mut self) -> Result<()> {
+        if self.dp.relay().is_some() {
+            return Ok(());
+        }
+        let (relay, collector) = netlink::create_relay(&self.h).await?;
+        if let Err(e) = self.dp.set_relay((relay.index, &relay.name), (collector.index, &collector.name)) {
+            let _ = netlink::del_link(&self.h, relay.index).await;
+            return Err(anyhow::Error::new(e).context("attaching the tc flood's relay"));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn release_relay(&mut self) {
+        if self.domains.values().any(|d| !d.anchor) {
+            return;
+        }
+        if let Some(r) = self.dp.clear_relay() {
+            if let Err(e) = netlink::del_link(&self.h, r.relay).await {
+                eprintln!("xmacvlan daemon: removing the flood relay {}: {e:#}", netlink::RELAY);
+            }
+        }
+    }
+}
