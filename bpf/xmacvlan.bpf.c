@@ -241,9 +241,18 @@ struct flood_ctx {
 	struct __sk_buff *skb;
 	struct flood_list *fl;
 	__u32 len;
-	__u32 first;   /* the member of the loop's first round */
-	__u32 mark;    /* veths: the copies' mark but the member index; 0 = taps */
+	__u32 first;    /* the member of the loop's first round */
+	__u32 mark;     /* veths: the copies' mark but the member index; 0 = taps */
+	__u32 outcomes; /* outcomes at members counted here (see struct flood_count) */
 };
+
+static __always_inline void add_outcomes(__u32 slot, __u32 n)
+{
+	struct flood_count *fs = bpf_map_lookup_elem(&flood_stats, &slot);
+
+	if (fs)
+		fs->outcomes += n;
+}
 
 /* One member's copy. A veth's is queued to the relay, which counts it when it hands it over; a
  * tap's is transmitted and counted here. */
@@ -264,19 +273,24 @@ static long flood_one(__u32 i, void *data)
 		return 0;
 	if (!(m->flags & XMV_FLOOD_UP)) {
 		fc->down += 1;
+		c->outcomes += 1;
 		return 0;
 	}
 	if (c->len > m->max_len) {
 		fc->oversize += 1;
+		c->outcomes += 1;
 		return 0;
 	}
 	if (c->mark) {
 		c->skb->mark = c->mark | idx;
 		c->skb->tc_index = slot;
-		if (bpf_clone_redirect(c->skb, c->fl->relay, BPF_F_INGRESS))
+		if (bpf_clone_redirect(c->skb, c->fl->relay, BPF_F_INGRESS)) {
 			fc->errors += 1;
+			c->outcomes += 1;
+		}
 		return 0;
 	}
+	c->outcomes += 1;
 	if (bpf_clone_redirect(c->skb, m->ifindex, 0)) {
 		fc->errors += 1;
 		return 0;
@@ -299,6 +313,7 @@ static long flood_lost(__u32 i, void *data)
 	fc = bpf_map_lookup_elem(&fast_stats, &slot);
 	if (fc)
 		fc->errors += 1;
+	c->outcomes += 1;
 	return 0;
 }
 
@@ -322,12 +337,12 @@ static __always_inline void flood_chunk(struct __sk_buff *skb, struct flood_list
 		end = peers;
 	bpf_loop(end - first, flood_one, &c, 0);
 	if (end >= peers || end >= XMV_FLOOD_MAX)
-		return;
+		goto out;
 	m = &fl->m[end];
 	mslot = m->slot;
 	fc = bpf_map_lookup_elem(&fast_stats, &mslot);
 	if (!fc)
-		return;
+		goto out;
 	copy = 0;
 	if (!(m->flags & XMV_FLOOD_UP))
 		fc->down += 1;
@@ -335,15 +350,22 @@ static __always_inline void flood_chunk(struct __sk_buff *skb, struct flood_list
 		fc->oversize += 1;
 	else
 		copy = XMV_MARK_COPY;
+	if (!copy)
+		c.outcomes += 1;
 	skb->mark = base | XMV_MARK_CARRIER | copy | end;
 	skb->tc_index = mslot;
 	if (bpf_clone_redirect(skb, fl->relay, BPF_F_INGRESS)) {
-		if (copy)
+		if (copy) {
 			fc->errors += 1;
+			c.outcomes += 1;
+		}
 		c.first = end + 1;
 		if (end + 1 < peers)
 			bpf_loop(peers - end - 1, flood_lost, &c, 0);
 	}
+out:
+	if (c.outcomes)
+		add_outcomes(slot, c.outcomes);
 }
 
 /* The tc program on the parent's tcx ingress (the default fast path, `--fast-path tc`):
@@ -397,9 +419,8 @@ int xmv_parent_tc(struct __sk_buff *skb)
 		fs = bpf_map_lookup_elem(&flood_stats, &slot);
 		if (fs) {
 			fs->frames += 1;
-			if (n)
-				fs->copies += n - 1;
-			else
+			fs->outcomes += fc.outcomes;
+			if (!n)
 				fs->empty += 1;
 		}
 		return TC_ACT_OK;
@@ -471,6 +492,7 @@ int xmv_relay_tc(struct __sk_buff *skb)
 	fc = bpf_map_lookup_elem(&fast_stats, &mslot);
 	if (!fc)
 		return TC_ACT_SHOT;
+	add_outcomes(slot, 1);
 	if (m->slot != mslot) {
 		fc->errors += 1;
 		return TC_ACT_SHOT;

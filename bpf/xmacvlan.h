@@ -87,12 +87,14 @@ struct flood_list {
 #define XMV_MARK_SLOT_SHIFT 12
 #define XMV_MARK_IDX_MASK 0xfffu
 
-/* Per-CPU, indexed by the parent's slot: group frames the tc flood fanned out, the extra outcomes
- * (a flood of n targets has n; copies = n - 1), floods without any target, and frames for the
- * workers the collector's backlog refused. */
+/* Per-CPU, indexed by the parent's slot: group frames the tc flood fanned out, the outcomes at
+ * members (each copy handed over, or counted as not, is one: a flood of n members has n, i.e. n - 1
+ * copies beyond the frame; counted where each outcome happens, so the books stay exact when the list
+ * changes under a flood in flight), floods without any member, and frames for the workers the
+ * collector's backlog refused. */
 struct flood_count {
 	__u64 frames;
-	__u64 copies;
+	__u64 outcomes;
 	__u64 empty;
 	__u64 lost;
 };

@@ -122,14 +122,22 @@ const _: () = assert!(std::mem::size_of::<FloodList>() == 16 + 16 * FLOOD_MAX);
 pub struct FloodCount {
     /// Group frames from the wire the tc flood fanned out.
     pub frames: u64,
-    /// Their outcomes beyond the first (a flood to n targets has n).
-    pub copies: u64,
-    /// Floods that had no target.
+    /// Outcomes at members: each copy handed over, or counted as not (a flood to n members has n).
+    pub outcomes: u64,
+    /// Floods that had no member.
     pub empty: u64,
     /// Frames for the workers that the collector's backlog refused.
     pub lost: u64,
 }
 const _: () = assert!(std::mem::size_of::<FloodCount>() == 32);
+
+impl FloodCount {
+    /// Outcomes beyond the frames themselves: a flood to n members makes n − 1 copies, an empty
+    /// flood none (wrapping: a delta may be taken while a flood's outcomes are still to come).
+    pub fn copies(&self) -> u64 {
+        self.outcomes.wrapping_add(self.empty).wrapping_sub(self.frames)
+    }
+}
 /// `sources` value (XMV_SRC_NODST): a listing endpoint has nodst.
 pub const SRC_NODST: u32 = 1;
 
@@ -375,8 +383,8 @@ impl Bpf {
 
     /// What the tc flood did on the parent in `slot`, summed over CPUs.
     pub fn flood_counts(&self, slot: u32) -> FloodCount {
-        let [frames, copies, empty, lost] = percpu_sum(&self.flood_stats, slot);
-        FloodCount { frames, copies, empty, lost }
+        let [frames, outcomes, empty, lost] = percpu_sum(&self.flood_stats, slot);
+        FloodCount { frames, outcomes, empty, lost }
     }
 
     /// Sets the endpoints a wire flood on the parent in `slot` reaches through the tc flood (which
@@ -674,5 +682,15 @@ mod tests {
         let got: Vec<(u16, Vec<u8>)> = attrs(&b).map(|(t, p)| (t, p.to_vec())).collect();
         assert_eq!(got, vec![(2, vec![1]), (4, vec![7, 0, 0, 0])]);
         assert_eq!(attrs(&[]).count(), 0);
+    }
+
+    #[test]
+    fn flood_copies_are_the_outcomes_beyond_the_frames() {
+        // Two floods to three members each, and one to none.
+        let c = FloodCount { frames: 3, outcomes: 6, empty: 1, lost: 0 };
+        assert_eq!(c.copies(), 4);
+        // Read while a flood's copies are still queued: it wraps, and the outcomes to come put it right.
+        let mid = FloodCount { frames: 1, outcomes: 0, empty: 0, lost: 0 };
+        assert_eq!(mid.copies().wrapping_add(3), 2);
     }
 }

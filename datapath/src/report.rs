@@ -127,7 +127,7 @@ impl Datapath {
             }
             let fl = self.flood_delta(n);
             kernel.flood_frames += fl.frames;
-            kernel.flood_copies += fl.copies;
+            kernel.flood_copies += fl.copies();
             kernel.flood_empty += fl.empty;
             kernel.rx += self.kernel_rx(n).0;
         }
@@ -144,7 +144,7 @@ impl Datapath {
         let now = self.bpf.flood_counts(n.parent.slot);
         bpf::FloodCount {
             frames: now.frames.wrapping_sub(n.flood_base.frames),
-            copies: now.copies.wrapping_sub(n.flood_base.copies),
+            outcomes: now.outcomes.wrapping_sub(n.flood_base.outcomes),
             empty: now.empty.wrapping_sub(n.flood_base.empty),
             lost: now.lost.wrapping_sub(n.flood_base.lost),
         }
@@ -159,7 +159,7 @@ impl Datapath {
             out.add(&f);
         }
         let fl = self.flood_delta(n);
-        ((out.frames + out.dropped() + fl.empty).wrapping_sub(fl.copies), out.bytes)
+        ((out.frames + out.dropped() + fl.empty).wrapping_sub(fl.copies()), out.bytes)
     }
 }
 
