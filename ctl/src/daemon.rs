@@ -1420,9 +1420,7 @@ impl Daemon {
     /// NO-CARRIER until the next start). Internal anchors hold nothing and go.
     async fn shutdown(&mut self) {
         self.dp.shutdown();
-        if let Ok(Some(relay)) = netlink::link_by_name(&self.h, netlink::RELAY).await {
-            let _ = netlink::del_link(&self.h, relay.index).await;
-        }
+        self.remove_relay().await;
         for e in self.nets.values().flat_map(|n| n.endpoints.iter()) {
             if let Err(err) = netlink::set_down(&self.h, e.host_index).await {
                 eprintln!("xmacvlan daemon: setting {} down: {err:#}", e.st.host);

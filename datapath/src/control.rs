@@ -247,8 +247,8 @@ impl Datapath {
             let c: SharedPortCounters = Default::default();
             counters.push(c.clone());
             let flood = if w == 0 && !parent.internal {
-                let collector = self.relay.map_or(0, |r| r.collector);
-                Some(FloodSocket::open(collector, bpf::collect_mark(iface.slot))?)
+                let relay = self.relay.expect("checked in add_network");
+                Some(FloodSocket::open(relay.collector, bpf::collect_mark(iface.slot))?)
             } else {
                 None
             };
@@ -305,10 +305,6 @@ impl Datapath {
             return Err(e);
         }
         self.relay = Some(bpf::Relay { relay: relay.0, collector: collector.0 });
-        let nets: Vec<NetId> = self.networks.keys().copied().collect();
-        for net in nets {
-            self.sync_floods(net)?;
-        }
         Ok(())
     }
 

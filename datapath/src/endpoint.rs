@@ -226,8 +226,9 @@ impl Datapath {
         if !n.tc_flood {
             return Ok(());
         }
-        let (members, peers) = flood_members(n.endpoints.values(), self.relay.is_some());
-        self.bpf.set_flood_list(n.parent.slot, &members, peers, self.relay.unwrap_or_default())
+        let relay = self.relay.expect("a network on a wire has the relay (add_network)");
+        let (members, peers) = flood_members(n.endpoints.values());
+        self.bpf.set_flood_list(n.parent.slot, &members, peers, relay)
     }
 
     /// Takes a half-added port back out of the first workers (sockets closed by the drop of what
@@ -352,9 +353,9 @@ fn close_in_parallel<T: Send>(items: Vec<T>) {
     });
 }
 
-/// The tc flood's list for a parent's endpoints: every untagged one but source mode; with a relay,
-/// the veths first (their count is the second value), then the rest (taps).
-fn flood_members<'a>(endpoints: impl Iterator<Item = &'a EndpointRec>, relay: bool) -> (Vec<bpf::FloodMember>, usize) {
+/// The tc flood's list for a parent's endpoints: every untagged one but source mode, the veths
+/// first (their count is the second value: the relay serves them), then the rest (taps).
+fn flood_members<'a>(endpoints: impl Iterator<Item = &'a EndpointRec>) -> (Vec<bpf::FloodMember>, usize) {
     let member = |ep: &EndpointRec| bpf::FloodMember {
         ifindex: ep.iface.ifindex,
         max_len: ep.info.mtu + 14,
@@ -362,7 +363,7 @@ fn flood_members<'a>(endpoints: impl Iterator<Item = &'a EndpointRec>, relay: bo
         flags: if ep.info.up { bpf::FLOOD_UP } else { 0 },
     };
     let (peers, others): (Vec<&EndpointRec>, Vec<&EndpointRec>) =
-        endpoints.filter(|ep| ep.info.vlan == 0 && ep.info.mode != Mode::Source).partition(|ep| relay && ep.veth);
+        endpoints.filter(|ep| ep.info.vlan == 0 && ep.info.mode != Mode::Source).partition(|ep| ep.veth);
     let n = peers.len();
     (peers.into_iter().chain(others).map(member).collect(), n)
 }
@@ -412,7 +413,7 @@ mod tests {
     #[test]
     fn flood_list_puts_veths_first_and_leaves_out_tagged_and_source() {
         let eps = endpoints();
-        let (members, peers) = flood_members(eps.iter(), true);
+        let (members, peers) = flood_members(eps.iter());
         let ifs: Vec<u32> = members.iter().map(|m| m.ifindex).collect();
         assert_eq!(ifs, [2, 5, 1, 6]);
         assert_eq!(peers, 2);
@@ -421,16 +422,8 @@ mod tests {
     }
 
     #[test]
-    fn without_a_relay_every_member_gets_its_copy_transmitted() {
-        let eps = endpoints();
-        let (members, peers) = flood_members(eps.iter(), false);
-        assert_eq!(members.iter().map(|m| m.ifindex).collect::<Vec<_>>(), [1, 2, 5, 6]);
-        assert_eq!(peers, 0);
-    }
-
-    #[test]
     fn flood_list_of_no_endpoints_is_empty() {
-        let (members, peers) = flood_members(std::iter::empty(), true);
+        let (members, peers) = flood_members(std::iter::empty());
         assert!(members.is_empty());
         assert_eq!(peers, 0);
     }

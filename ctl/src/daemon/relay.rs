@@ -21,6 +21,14 @@ impl Daemon {
         Ok(())
     }
 
+    /// At shutdown (the datapath has let go of it): the pair goes, the next start makes it again.
+    pub(super) async fn remove_relay(&self) {
+        if let Ok(Some(relay)) = netlink::link_by_name(&self.h, netlink::RELAY).await {
+            let _ = netlink::del_link(&self.h, relay.index).await;
+        }
+    }
+
+    /// After a network went: the pair goes with the last network on a wire.
     pub(super) async fn release_relay(&mut self) {
         if self.domains.values().any(|d| !d.anchor) {
             return;
