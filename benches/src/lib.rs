@@ -121,7 +121,7 @@ pub struct Cli {
     /// Seconds the generator runs before a trial's window opens.
     #[arg(long, default_value_t = 0.5)]
     pub warmup: f64,
-    /// Trials per overload point (`max`); the summary takes the median.
+    /// Trials per overload point (`max`, and `scaling`'s unicast spread); the summary takes the median.
     #[arg(long, default_value_t = 1)]
     pub trials: u32,
     /// Broadcast share of the generated frames, in percent, for the max and rfc2544 tests (e.g. `0,1,10`).
@@ -609,7 +609,7 @@ fn progress(cli: &Cli) -> ProgressBar {
                 2
             }
         }
-        Test::Scaling => cli.endpoints.len() * 2,
+        Test::Scaling => cli.endpoints.len() * (cli.trials as usize + 1),
     });
     pb.set_length((per_backend.sum::<usize>() * cli.backends.len()) as u64);
     pb
@@ -919,7 +919,9 @@ impl Bench<'_> {
                 bcast_per_mille: 0,
                 source: Source::Wire,
             };
-            self.trial(backend, &uni, &napi)?;
+            for _ in 0..cli.trials {
+                self.trial(backend, &uni, &napi)?;
+            }
             let bc = Load { rate: Rate(Some(cli.bcast_rate)), spread: 1, bcast_per_mille: 1000, ..uni };
             self.trial(backend, &bc, &napi)?;
         }
