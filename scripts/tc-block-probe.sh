@@ -9,8 +9,8 @@
 #   1. container -> container TCP (iperf3, one stream, client on CPU 0, server on CPU 1) through a
 #      minimal block program (bpf_redirect_peer to the other endpoint), against two kernel macvlan
 #      bridge children in the same run, both with TSO as the containers have it;
-#   2. what joining the block costs: N veth ends joined in one `tc -batch`, then one more timed
-#      alone (process start included), leaving it, and deleting a member.
+#   2. what the control plane pays with N veth ends in the namespace: joining the block, leaving
+#      it, and deleting a veth pair with and without membership (each measured as one batch).
 # A per-device tcx attachment, by contrast, waits for an RCU grace period (~16 ms each here: README,
 # Measured results, "The relay and the collector").
 #
@@ -21,7 +21,8 @@
 set -euo pipefail
 
 N=${1:-1000}
-case $N in '' | *[!0-9]* | 0) echo "tc-block-probe.sh: N must be a positive integer, got '$N'" >&2; exit 2 ;; esac
+case $N in '' | *[!0-9]*) echo "tc-block-probe.sh: N must be an integer of at least 4, got '$N'" >&2; exit 2 ;; esac
+[ "$N" -ge 4 ] || { echo "tc-block-probe.sh: N must be an integer of at least 4, got '$N'" >&2; exit 2; }
 for tool in clang tc ip iperf3 python3; do
     command -v "$tool" >/dev/null || { echo "tc-block-probe.sh: $tool not found" >&2; exit 2; }
 done
@@ -37,7 +38,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-ms() { python3 -c "import sys; print(f'{(float(sys.argv[2]) - float(sys.argv[1])) * 1000:.2f}')" "$1" "$2"; }
 in_ns() { local n=$1; shift; ip netns exec "$TAG-$n" "$@"; }
 
 # The block program: frames entering endpoint A's daemon-side end go to B's container end and
