@@ -66,6 +66,22 @@ struct {
 	__type(value, struct fast_count);
 } fast_stats SEC(".maps");
 
+/* Slot -> the daemon-side veth of an endpoint on the tc fast path while it is up, else 0: what
+ * xmv_parent_tc checks a frame's fast_meta against. Written with the endpoint's `macs` value. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XMV_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} fast_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xmv_config);
+} config SEC(".maps");
+
 /* Parent slot -> the endpoints its wire floods reach (only where the tc flood is on). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -129,8 +145,10 @@ int xmv_parent(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct mac_key key = {};
+	struct xmv_config *cfg;
 	struct mac_val *v;
-	__u32 *listed;
+	__u32 *listed = 0;
+	__u32 zero = 0;
 
 	if ((void *)(eth + 1) > data_end) {
 		count(XMV_STAT_PASS_SHORT);
@@ -148,7 +166,9 @@ int xmv_parent(struct xdp_md *ctx)
 
 	/* By source MAC: source-mode lists, and group frames reflected to their sender. */
 	__builtin_memcpy(key.mac, eth->h_source, ETH_ALEN);
-	listed = bpf_map_lookup_elem(&sources, &key);
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || cfg->listed_sources)
+		listed = bpf_map_lookup_elem(&sources, &key);
 	if (listed && (*listed & XMV_SRC_NODST)) {
 		count(XMV_STAT_SOURCE);
 		return to_xsk(ctx, XDP_PASS);
@@ -178,7 +198,20 @@ int xmv_parent(struct xdp_md *ctx)
 		__u32 slot = v->slot;
 
 		if (len <= v->max_len && (v->flags & XMV_MAC_FAST_TC)) {
+			__u32 ifindex = v->fast_ifindex;
+			struct fast_meta *m;
+
 			count(XMV_STAT_FAST_TC);
+			/* Without room for metadata (a driver that has none) tc looks it up itself. */
+			if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*m)))
+				return XDP_PASS;
+			m = (void *)(long)ctx->data_meta;
+			if ((void *)(m + 1) > (void *)(long)ctx->data)
+				return XDP_PASS;
+			m->magic = XMV_META_MAGIC;
+			m->slot = slot;
+			m->ifindex = ifindex;
+			m->pad = 0;
 			return XDP_PASS;
 		}
 		if (len <= v->max_len) {
@@ -368,6 +401,24 @@ out:
 		add_outcomes(slot, c.outcomes);
 }
 
+/* The tc fast path's last step: the frame (or GRO'd frames) for the endpoint in `slot`, whose
+ * daemon-side veth is `ifindex` (0: it is down), to the container's end, counted. */
+static __always_inline int fast_tc(struct __sk_buff *skb, __u32 slot, __u32 ifindex)
+{
+	struct fast_count *c = bpf_map_lookup_elem(&fast_stats, &slot);
+
+	if (!ifindex) {
+		if (c)
+			c->down += skb->gso_segs ? skb->gso_segs : 1;
+		return TC_ACT_SHOT;
+	}
+	if (c) {
+		c->frames += skb->gso_segs ? skb->gso_segs : 1;
+		c->bytes += skb->len;
+	}
+	return bpf_redirect_peer(ifindex, 0);
+}
+
 /* The tc program on the parent's tcx ingress (the default fast path, `--fast-path tc`):
  * - unicast that xmv_parent passed for an endpoint on the tc fast path goes straight to the
  *   container's end of its veth (bpf_redirect_peer). xmv_parent checked tag, size, sources and
@@ -387,7 +438,6 @@ int xmv_parent_tc(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct mac_key key = {};
-	struct fast_count *c;
 	struct mac_val *v;
 	__u32 slot = 0;
 
@@ -426,6 +476,15 @@ int xmv_parent_tc(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	if (!skb->vlan_present) {
+		struct fast_meta *m = (void *)(long)skb->data_meta;
+		__u32 *port;
+
+		if ((void *)(m + 1) <= data && m->magic == XMV_META_MAGIC) {
+			slot = m->slot;
+			port = bpf_map_lookup_elem(&fast_ports, &slot);
+			if (port && *port && *port == m->ifindex)
+				return fast_tc(skb, slot, *port);
+		}
 		__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
 		v = bpf_map_lookup_elem(&macs, &key);
 		if (!v || (v->flags & XMV_MAC_NO_DST)) {
@@ -447,18 +506,7 @@ int xmv_parent_tc(struct __sk_buff *skb)
 	}
 	return TC_ACT_OK;
 fast:
-	slot = v->slot;
-	c = bpf_map_lookup_elem(&fast_stats, &slot);
-	if (!v->fast_ifindex) {
-		if (c)
-			c->down += skb->gso_segs ? skb->gso_segs : 1;
-		return TC_ACT_SHOT;
-	}
-	if (c) {
-		c->frames += skb->gso_segs ? skb->gso_segs : 1;
-		c->bytes += skb->len;
-	}
-	return bpf_redirect_peer(v->fast_ifindex, 0);
+	return fast_tc(skb, v->slot, v->fast_ifindex);
 }
 
 /* The tc program on the tcx ingress of the relay pair, a veth pair of the daemon's own:

@@ -29,6 +29,23 @@ struct mac_val {
 /* Key of the `macs` map with an all-zero MAC: a passthru endpoint, which takes every unicast frame
  * of its (parent, VLAN). */
 
+/* XDP metadata xmv_parent puts in front of a frame it passes on to the tc fast path, so that
+ * xmv_parent_tc finds the endpoint without a second `macs` lookup. A hint, never trusted alone:
+ * tc uses it only while `fast_ports[slot]` still holds `ifindex` (the endpoint is up and on the tc
+ * fast path, and the slot has not changed hands), else it looks the destination up as before. */
+struct fast_meta {
+	__u32 magic;   /* XMV_META_MAGIC */
+	__u32 slot;
+	__u32 ifindex; /* the endpoint's daemon-side veth, as xmv_parent found it */
+	__u32 pad;
+};
+#define XMV_META_MAGIC 0x786d7631u /* "xmv1" */
+
+/* The one value of the `config` array: what lets the parent program skip a lookup. */
+struct xmv_config {
+	__u32 listed_sources; /* entries in `sources`: while 0, no frame's sender can be listed */
+};
+
 /* Value of the `sources` map (key: parent, VLAN, *source* MAC listed by a source-mode endpoint). */
 #define XMV_SRC_NODST 1   /* a listing endpoint has nodst: the frame is consumed by the copies */
 

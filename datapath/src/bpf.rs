@@ -7,6 +7,7 @@ mod skel {
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle, Xdp, XdpFlags};
@@ -37,6 +38,14 @@ pub struct MacVal {
     pub flags: u32,
 }
 const _: () = assert!(std::mem::size_of::<MacVal>() == 16);
+
+/// Twin of `struct xmv_config` in bpf/xmacvlan.h.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Config {
+    listed_sources: u32,
+}
+const _: () = assert!(std::mem::size_of::<Config>() == 4);
 
 /// `mac_val.flags` (XMV_MAC_*): a source-mode endpoint is never a unicast destination.
 pub const MAC_NO_DST: u32 = 1;
@@ -246,7 +255,12 @@ pub struct Bpf {
     endpoint: OwnedFd,
     relay_tc: OwnedFd,
     macs: MapHandle,
+    /// Slot → the tc fast path's veth (0 = none): what a frame's XDP metadata is checked against.
+    fast_ports: MapHandle,
     sources: MapHandle,
+    /// Entries in `sources`, mirrored into `config` (the parent program skips the lookup while 0).
+    listed_sources: AtomicU32,
+    config: MapHandle,
     slots: MapHandle,
     xsks: MapHandle,
     stats: MapHandle,
@@ -271,7 +285,10 @@ impl Bpf {
             endpoint: dup(skel.progs.xmv_endpoint.as_fd())?,
             relay_tc: dup(skel.progs.xmv_relay_tc.as_fd())?,
             macs: MapHandle::try_from(&skel.maps.macs).map_err(bpf_err("map macs"))?,
+            fast_ports: MapHandle::try_from(&skel.maps.fast_ports).map_err(bpf_err("map fast_ports"))?,
             sources: MapHandle::try_from(&skel.maps.sources).map_err(bpf_err("map sources"))?,
+            listed_sources: AtomicU32::new(0),
+            config: MapHandle::try_from(&skel.maps.config).map_err(bpf_err("map config"))?,
             slots: MapHandle::try_from(&skel.maps.slots).map_err(bpf_err("map slots"))?,
             xsks: MapHandle::try_from(&skel.maps.xsks).map_err(bpf_err("map xsks"))?,
             stats: MapHandle::try_from(&skel.maps.xdp_stats).map_err(bpf_err("map xdp_stats"))?,
@@ -370,7 +387,14 @@ impl Bpf {
         prog_id(self.prog(p))
     }
 
+    /// Writes an endpoint's `macs` entry, and first the `fast_ports` entry of its slot that the tc
+    /// fast path checks XDP's metadata against (the endpoint's veth while it is up on the tc fast
+    /// path, else 0).
     pub fn set_mac(&self, key: MacKey, val: MacVal) -> Result<(), Error> {
+        let port = if val.flags & MAC_FAST_TC != 0 { val.fast_ifindex } else { 0 };
+        self.fast_ports
+            .update(&val.slot.to_ne_bytes(), &port.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_err("update fast_ports"))?;
         self.macs.update(as_bytes(&key), as_bytes(&val), MapFlags::ANY).map_err(bpf_err("update macs"))
     }
 
@@ -480,21 +504,44 @@ impl Bpf {
         ours != 0 && self.tc_ids(ifindex).contains(&ours)
     }
 
-    pub fn del_mac(&self, key: MacKey) {
+    /// Removes an endpoint's `macs` entry, then clears its slot's `fast_ports` entry.
+    pub fn del_mac(&self, key: MacKey, slot: u32) {
         let _ = self.macs.delete(as_bytes(&key));
+        let _ = self.fast_ports.update(&slot.to_ne_bytes(), &0u32.to_ne_bytes(), MapFlags::ANY);
     }
 
-    /// Lists (`Some(flags)`) or unlists (`None`) a source MAC of a source-mode endpoint.
+    /// Lists (`Some(flags)`) or unlists (`None`) a source MAC of a source-mode endpoint, and keeps
+    /// `config.listed_sources` the number of entries (the first is counted before it is written,
+    /// the last uncounted after it is gone: the parent program never skips a listed sender).
     pub fn set_source(&self, key: MacKey, flags: Option<u32>) -> Result<(), Error> {
+        let present = matches!(self.sources.lookup(as_bytes(&key), MapFlags::ANY), Ok(Some(_)));
         match flags {
             Some(f) => {
-                self.sources.update(as_bytes(&key), &f.to_ne_bytes(), MapFlags::ANY).map_err(bpf_err("update sources"))
+                if !present {
+                    self.count_sources(1)?;
+                }
+                let r = self.sources.update(as_bytes(&key), &f.to_ne_bytes(), MapFlags::ANY);
+                if r.is_err() && !present {
+                    let _ = self.count_sources(-1);
+                }
+                r.map_err(bpf_err("update sources"))
             }
             None => {
-                let _ = self.sources.delete(as_bytes(&key));
+                if present && self.sources.delete(as_bytes(&key)).is_ok() {
+                    let _ = self.count_sources(-1);
+                }
                 Ok(())
             }
         }
+    }
+
+    fn count_sources(&self, delta: i32) -> Result<(), Error> {
+        let n = self.listed_sources.load(Ordering::Relaxed).saturating_add_signed(delta);
+        self.config
+            .update(&0u32.to_ne_bytes(), as_bytes(&Config { listed_sources: n }), MapFlags::ANY)
+            .map_err(bpf_err("update config"))?;
+        self.listed_sources.store(n, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn set_slot(&self, ifindex: u32, slot: u32) -> Result<(), Error> {
@@ -664,6 +711,7 @@ pub fn mac_key(parent_ifindex: u32, vlan: u16, mac: MacAddr) -> MacKey {
 trait Pod: Copy {}
 impl Pod for MacKey {}
 impl Pod for MacVal {}
+impl Pod for Config {}
 
 fn as_bytes<T: Pod>(k: &T) -> &[u8] {
     // SAFETY: T is one of our repr(C) structs of u32/u16/u8 fields without padding (sizes

@@ -206,7 +206,7 @@ impl Datapath {
         let rec = EndpointRec { iface, info, counters, xsk_mode, group, fast, fast_base, veth: spec.veth };
         if let Err(e) = rec.mac_keys(parent_ifindex).try_for_each(|k| self.bpf.set_mac(k, rec.mac_val())) {
             for k in rec.mac_keys(parent_ifindex) {
-                self.bpf.del_mac(k);
+                self.bpf.del_mac(k, rec.iface.slot);
             }
             self.networks.get_mut(&net).expect("exists").endpoints.insert(id, rec);
             self.remove_endpoint(net, id);
@@ -262,7 +262,7 @@ impl Datapath {
         let listed = network.table.sources_of_port(id);
         network.table.remove_endpoint(id);
         for k in ep.mac_keys(network.parent.ifindex) {
-            self.bpf.del_mac(k);
+            self.bpf.del_mac(k, ep.iface.slot);
         }
         sync_sources(&self.bpf, network.parent.ifindex, ep.info.vlan, &listed, &network.table);
         // No flood copy is made for it any more.
