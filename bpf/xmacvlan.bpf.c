@@ -34,6 +34,11 @@
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -401,6 +406,49 @@ out:
 		add_outcomes(slot, c.outcomes);
 }
 
+/* Whether a frame for the tc fast path is longer than the endpoint takes (`max_len`: MTU + 14),
+ * as it was received: the skb itself, or for one GRO merged, a segment (headers + gso_size; TCP
+ * and UDP over IPv4/IPv6, what GRO merges here). Only frames that did not pass the parent's XDP
+ * program can be: it steers long ones to the workers, and the parent carries it whenever an
+ * endpoint's MTU is below the parent's (EndpointRec::needs_steering). */
+static __always_inline int too_long(struct __sk_buff *skb, void *data, void *data_end, __u32 max_len)
+{
+	__u32 hdr = ETH_HLEN;
+	__u8 proto;
+
+	if (!skb->gso_size)
+		return skb->len > max_len;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + ETH_HLEN;
+
+		if ((void *)(ip + 1) > data_end)
+			return 0;
+		hdr += ip->ihl * 4;
+		proto = ip->protocol;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return 0;
+		hdr += sizeof(*ip6);
+		proto = ip6->nexthdr;
+	} else {
+		return 0;
+	}
+	if (proto == IPPROTO_UDP) {
+		hdr += sizeof(struct udphdr);
+	} else if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = data + (hdr & 0xff);
+
+		if ((void *)(th + 1) > data_end)
+			return 0;
+		hdr += th->doff * 4;
+	} else {
+		return 0;
+	}
+	return hdr + skb->gso_size > max_len;
+}
+
 /* The tc fast path's last step: the frame (or GRO'd frames) for the endpoint in `slot`, whose
  * daemon-side veth is `ifindex` (0: it is down), to the container's end, counted. */
 static __always_inline int fast_tc(struct __sk_buff *skb, __u32 slot, __u32 ifindex)
@@ -491,8 +539,16 @@ int xmv_parent_tc(struct __sk_buff *skb)
 			__builtin_memset(key.mac, 0, ETH_ALEN);
 			v = bpf_map_lookup_elem(&macs, &key);
 		}
-		if (v && (v->flags & XMV_MAC_FAST_TC))
+		if (v && (v->flags & XMV_MAC_FAST_TC)) {
+			if (too_long(skb, data, data_end, v->max_len)) {
+				struct fast_count *c = bpf_map_lookup_elem(&fast_stats, &v->slot);
+
+				if (c)
+					c->oversize += skb->gso_segs ? skb->gso_segs : 1;
+				return TC_ACT_SHOT;
+			}
 			goto fast;
+		}
 	}
 	/* The host's frame; the workers' too when a source-mode endpoint lists its sender (passed
 	 * by xmv_parent: a listed sender without nodst). */

@@ -262,21 +262,68 @@ fn semantics_xmacvlan_xdp_fast_path() {
 }
 
 #[test]
-fn xdp_attached_while_running_and_detached_after_sigterm_endpoints_kept() {
+fn xdp_on_the_parent_only_while_an_endpoint_needs_it_and_none_after_sigterm_endpoints_kept() {
     require_root!();
     let lab = Lab::new();
     let mut d = Daemon::start(&lab);
     lab.cli_ok(&["network", "create", "--subnet", SUBNET, "-o", "parent=eth1", "labnet"]);
     attach(&lab, Backend::Xmacvlan, 1, None);
+    // The tc fast path takes all the wire sends c1 by itself: XDP on its endpoint veth only.
+    let attached = lab.dp.xdp_links();
+    assert_eq!(attached.len(), 1, "one endpoint veth, not the parent: {attached:?}");
+    assert!(!attached.contains(&"eth1".to_string()), "no XDP on the parent: {attached:?}");
+    // An MTU below the parent's needs XDP on the parent, which measures each frame before GRO.
+    attach(&lab, Backend::Xmacvlan, 2, Some(1500));
     let attached = lab.dp.xdp_links();
     assert!(attached.contains(&"eth1".to_string()), "XDP on the parent: {attached:?}");
-    assert_eq!(attached.len(), 2, "parent and one endpoint veth: {attached:?}");
+    assert_eq!(attached.len(), 3, "parent and two endpoint veths: {attached:?}");
     let out = lab.cli_ok(&["network", "ls"]);
     assert!(out.contains("labnet") && out.contains("native"), "{out}");
+    lab.cli_ok(&["network", "disconnect", "labnet", &lab.c(2).name]);
+    let attached = lab.dp.xdp_links();
+    assert!(!attached.contains(&"eth1".to_string()), "gone with the endpoint that needed it: {attached:?}");
     assert!(d.stop(), "daemon exits 0 on SIGTERM: {}", std::fs::read_to_string(&d.stderr).unwrap_or_default());
     assert_eq!(lab.dp.xdp_links(), Vec::<String>::new(), "no XDP left after SIGTERM");
     // The endpoint stays for the next start (tests/control.rs re-adopts it).
     assert!(lab.dp.links().iter().any(|l| l.starts_with("xmv")), "endpoint veth kept: {:?}", lab.dp.links());
+}
+
+/// Where the parent has no XDP program (one endpoint with the parent's MTU on the tc fast path),
+/// tc itself drops and counts what it cannot deliver: a frame longer than the endpoint's MTU (the
+/// wire's MTU is 4 bytes above the parent's here; a veth takes frames of its MTU + 18) and a frame
+/// for an endpoint that is down. The books hold throughout.
+#[test]
+fn tc_alone_counts_oversize_and_down_endpoints() {
+    require_root!();
+    let lab = Lab::new();
+    let _d = Daemon::start(&lab);
+    lab.cli_ok(&["network", "create", "--subnet", SUBNET, "-o", "parent=eth1", "labnet"]);
+    attach(&lab, Backend::Xmacvlan, 1, None);
+    assert!(!lab.dp.xdp_links().contains(&"eth1".to_string()), "no XDP on the parent: {:?}", lab.dp.xdp_links());
+    let (wire, c1) = (RawSocket::open(&lab.wire, "wire0"), RawSocket::open(lab.c(1), "eth0"));
+    let (m1, wire_mac) = (container_mac(1), lab.wire.mac("wire0"));
+    let mtu = PARENT_MTU as usize;
+
+    let k = marker();
+    wire.send(&frame(m1, wire_mac, &k, mtu + 14));
+    assert_eq!(c1.collect(&k, SETTLE).len(), 1, "a frame of the endpoint's MTU arrives");
+
+    lab.wire.ok(&["ip", "link", "set", "wire0", "mtu", &(PARENT_MTU + 4).to_string()]);
+    let before = drops(&lab, m1, "oversize");
+    let k = marker();
+    wire.send(&frame(m1, wire_mac, &k, mtu + 18));
+    assert!(c1.collect(&k, SETTLE).is_empty(), "a frame 4 bytes over the MTU arrived");
+    assert_eq!(drops(&lab, m1, "oversize") - before, 1, "oversize counted: {}", lab.port_stats(m1));
+
+    lab.c(1).ok(&["ip", "link", "set", "eth0", "down"]);
+    std::thread::sleep(SETTLE);
+    let before = drops(&lab, m1, "dst_down");
+    wire.send(&frame(m1, wire_mac, &marker(), 60));
+    std::thread::sleep(SETTLE);
+    // At least ours: the wire host's own frames for c1 (neighbour discovery) count the same way.
+    assert!(drops(&lab, m1, "dst_down") - before >= 1, "dst_down counted: {}", lab.port_stats(m1));
+    let a = support::stats::accounting(&lab.stats()).expect("stats readable");
+    assert!(a.holds(), "{a}");
 }
 
 #[test]

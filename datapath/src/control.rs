@@ -19,10 +19,10 @@ use crate::domain::{Domain, Port};
 use crate::endpoint::{EndpointRec, Group};
 use crate::flood::FloodSocket;
 use crate::frame::MacAddr;
-use crate::fwd::{PortId, Table};
+use crate::fwd::{self, PortId, Table};
 use crate::worker::{Ack, Command, Reply, Worker};
 use crate::xsk::{Area, RingSizes, Umem, Xsk, XskMode};
-use crate::{probe, Config, Error, NetId, ParentSpec};
+use crate::{probe, Config, Error, FastPath, NetId, ParentSpec};
 
 /// Ring sizes: deep for the parent's sockets (its NAPI may fill a whole scheduler slice while it
 /// shares a core with the worker), shallow for endpoints (their fill ring never holds more than
@@ -179,7 +179,9 @@ impl Datapath {
             return Err(Error::TooFewQueues { ifname: parent.name.clone(), queues: parent.rx_queues, workers });
         }
         let slot = self.alloc_slot()?;
-        let xdp = if parent.internal {
+        // With the tc fast path the parent program comes with the first endpoint that needs it
+        // (steer_parent); the other modes steer every unicast frame with it from the start.
+        let xdp = if parent.internal || self.cfg.fast_path == FastPath::Tc {
             XdpMode::None
         } else {
             match self.bpf.attach(Prog::Parent, parent.ifindex, &parent.name) {
@@ -279,6 +281,34 @@ impl Datapath {
             tc_flood: iface.tc,
             flood_base: self.bpf.flood_counts(iface.slot),
         })
+    }
+
+    /// Attaches the parent program to `net`'s parent unless it is there: an endpoint whose frames
+    /// from the wire the tc path cannot take alone is coming (see [`EndpointRec::needs_steering`]).
+    pub(crate) fn steer_parent(&mut self, net: NetId) -> Result<(), Error> {
+        let Datapath { networks, bpf, .. } = self;
+        let n = networks.get_mut(&net).ok_or_else(|| Error::Invalid(format!("no network {net}")))?;
+        // An internal anchor receives nothing: its endpoints need no steering from it.
+        if n.parent.tc && n.parent.xdp == XdpMode::None {
+            n.parent.xdp = bpf.attach(Prog::Parent, n.parent.ifindex, &n.parent.name)?;
+        }
+        Ok(())
+    }
+
+    /// With the tc fast path, detaches the parent program once no endpoint of `net` needs it: an
+    /// XDP program on the parent costs every frame it receives (and takes TSO from a veth's peer).
+    pub(crate) fn unsteer_parent_if_idle(&mut self, net: NetId) {
+        let Datapath { networks, bpf, cfg, .. } = self;
+        let Some(n) = networks.get_mut(&net) else { return };
+        let parent_mtu = n.table.port(fwd::PARENT).map_or(0, |p| p.mtu);
+        if cfg.fast_path != FastPath::Tc
+            || n.parent.xdp == XdpMode::None
+            || n.endpoints.values().any(|e| e.needs_steering(parent_mtu))
+        {
+            return;
+        }
+        bpf.detach(n.parent.ifindex, n.parent.xdp);
+        n.parent.xdp = XdpMode::None;
     }
 
     /// Detaches XDP and clears the maps of an interface we set up.
@@ -389,8 +419,11 @@ impl Datapath {
         if !info.up {
             return Err(Error::Invalid("the endpoint is down in the forwarding table".into()));
         }
+        // The parent program is there while an endpoint needs it (always, but with the tc fast
+        // path); an internal anchor has neither program and nothing to probe.
         let attached = self.bpf.attached_id(n.parent.ifindex, n.parent.xdp);
-        if n.parent.xdp == XdpMode::None || attached != self.bpf.prog_id(Prog::Parent) {
+        let steered = n.parent.xdp != XdpMode::None;
+        if (steered && attached != self.bpf.prog_id(Prog::Parent)) || (!steered && !n.parent.tc) {
             return Err(Error::Invalid(format!(
                 "xmacvlan's XDP program is no longer attached to {} (attached: program id {attached})",
                 n.parent.name

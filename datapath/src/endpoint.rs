@@ -11,7 +11,7 @@ use crate::control::{Iface, ENDPOINT_RINGS};
 use crate::counters::{PortStats, SharedPortCounters};
 use crate::domain::Port;
 use crate::frame::MacAddr;
-use crate::fwd::{Mode, PortId, PortInfo, MAX_PORTS};
+use crate::fwd::{self, Mode, PortId, PortInfo, MAX_PORTS};
 use crate::report::add_fast;
 use crate::worker::{Command, Reply};
 use crate::xsk::{Area, Umem, Xsk, XskMode};
@@ -48,6 +48,19 @@ impl EndpointRec {
             slot: self.iface.slot,
             flags,
         }
+    }
+
+    /// Whether the parent program must run for this endpoint's frames from the wire (a parent of
+    /// `parent_mtu`): the tc fast path takes an up endpoint's untagged unicast alone, and counts
+    /// what it cannot deliver (down, longer than the MTU), but the workers must get tagged frames,
+    /// frames for an endpoint off the tc fast path (a tap, `--fast-path off|xdp`), the group frames
+    /// reflected to a private/passthru/source endpoint and what a source endpoint lists; and where
+    /// the endpoint's MTU is below the parent's, XDP measures each frame before GRO merges them.
+    pub(crate) fn needs_steering(&self, parent_mtu: u32) -> bool {
+        self.fast != Some(FastPath::Tc)
+            || self.info.vlan != 0
+            || matches!(self.info.mode, Mode::Source | Mode::Private | Mode::Passthru)
+            || self.info.mtu < parent_mtu
     }
 
     /// The `macs` keys of this endpoint: its MAC, and for passthru the all-zero "any unicast" key.
@@ -204,7 +217,11 @@ impl Datapath {
             _ => None,
         };
         let rec = EndpointRec { iface, info, counters, xsk_mode, group, fast, fast_base, veth: spec.veth };
-        if let Err(e) = rec.mac_keys(parent_ifindex).try_for_each(|k| self.bpf.set_mac(k, rec.mac_val())) {
+        let parent_mtu = self.networks[&net].table.port(fwd::PARENT).map_or(0, |p| p.mtu);
+        let steered = if rec.needs_steering(parent_mtu) { self.steer_parent(net) } else { Ok(()) };
+        if let Err(e) =
+            steered.and_then(|()| rec.mac_keys(parent_ifindex).try_for_each(|k| self.bpf.set_mac(k, rec.mac_val())))
+        {
             for k in rec.mac_keys(parent_ifindex) {
                 self.bpf.del_mac(k, rec.iface.slot);
             }
@@ -265,6 +282,7 @@ impl Datapath {
             self.bpf.del_mac(k, ep.iface.slot);
         }
         sync_sources(&self.bpf, network.parent.ifindex, ep.info.vlan, &listed, &network.table);
+        self.unsteer_parent_if_idle(net);
         // No flood copy is made for it any more.
         if let Err(e) = self.sync_floods(net) {
             eprintln!("xmacvlan datapath: {e}");
