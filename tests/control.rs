@@ -233,6 +233,26 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A parent program a killed daemon left behind goes when the restarted daemon needs none: it would
+/// steer by the dead daemon's maps.
+#[test]
+fn a_stale_parent_program_goes_when_nothing_needs_it() {
+    require_root!();
+    let lab = Lab::new();
+    let mut d = Daemon::start(&lab);
+    let (c1, c2) = (lab.c(1).name.clone(), lab.c(2).name.clone());
+    lab.cli_ok(&["network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "-o", "parent=eth1", "pub"]);
+    lab.cli_ok(&["network", "connect", "pub", &c1]);
+    lab.cli_ok(&["network", "connect", "--mtu", "1500", "pub", &c2]);
+    assert!(lab.dp.xdp_links().contains(&"eth1".to_string()), "{:?}", lab.dp.xdp_links());
+    d.kill9();
+    // The endpoint that needed it goes with its namespace while the daemon is down.
+    ok(&["ip", "netns", "del", &c2]);
+    let _d = Daemon::start(&lab);
+    assert!(!lab.dp.xdp_links().contains(&"eth1".to_string()), "stale program left: {:?}", lab.dp.xdp_links());
+    assert!(ping(lab.c(1), GATEWAY), "c1 forwards through tc alone");
+}
+
 #[test]
 fn corrupt_state_is_reported_and_kept() {
     require_root!();

@@ -333,6 +333,24 @@ impl Bpf {
         Err(Error::Attach { ifname: ifname.to_string(), cause: last.expect("tried at least once") })
     }
 
+    /// Makes sure no XDP program is on `ifindex` while we attach none: detaches one of ours that a
+    /// previous daemon left behind (it would steer by that daemon's maps), refuses one someone else
+    /// attached, as [`Bpf::attach`] does.
+    pub fn clear_stale(&self, ifindex: u32, ifname: &str) -> Result<(), Error> {
+        for mode in [XdpMode::Native, XdpMode::Generic] {
+            let id = self.attached_id(ifindex, mode);
+            if id == 0 {
+                continue;
+            }
+            let ours = ProgramHandle::from_prog_id(id).is_ok_and(|old| OURS.iter().any(|n| old.name() == *n));
+            if !ours {
+                return Err(Error::XdpBusy { ifname: ifname.to_string() });
+            }
+            self.detach(ifindex, mode);
+        }
+        Ok(())
+    }
+
     fn replace_stale(&self, p: Prog, ifindex: u32, ifname: &str) -> Result<XdpMode, Error> {
         let busy = || Error::XdpBusy { ifname: ifname.to_string() };
         for mode in [XdpMode::Native, XdpMode::Generic] {

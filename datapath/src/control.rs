@@ -181,7 +181,13 @@ impl Datapath {
         let slot = self.alloc_slot()?;
         // With the tc fast path the parent program comes with the first endpoint that needs it
         // (steer_parent); the other modes steer every unicast frame with it from the start.
-        let xdp = if parent.internal || self.cfg.fast_path == FastPath::Tc {
+        let xdp = if parent.internal {
+            XdpMode::None
+        } else if self.cfg.fast_path == FastPath::Tc {
+            if let Err(e) = self.bpf.clear_stale(parent.ifindex, &parent.name) {
+                self.free_slot(slot);
+                return Err(e);
+            }
             XdpMode::None
         } else {
             match self.bpf.attach(Prog::Parent, parent.ifindex, &parent.name) {
