@@ -425,8 +425,8 @@ impl Datapath {
         if !info.up {
             return Err(Error::Invalid("the endpoint is down in the forwarding table".into()));
         }
-        // The parent program is there while an endpoint needs it (always, but with the tc fast
-        // path); an internal anchor has neither program and nothing to probe.
+        // The parent program is there from the start, except with the tc fast path, which
+        // attaches it while an endpoint needs it; an internal anchor has neither program.
         let attached = self.bpf.attached_id(n.parent.ifindex, n.parent.xdp);
         let steered = n.parent.xdp != XdpMode::None;
         if (steered && attached != self.bpf.prog_id(Prog::Parent)) || (!steered && !n.parent.tc) {
