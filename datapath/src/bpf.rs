@@ -1,6 +1,9 @@
-//! The XDP programs of bpf/xmacvlan.bpf.c: loading, attaching, and the maps the control plane fills.
+//! The programs of bpf/xmacvlan.bpf.c: loading them, and the maps the control plane fills;
+//! attaching them is in `attach.rs`.
 
 #![allow(clippy::all)]
+mod attach;
+
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/xmacvlan.skel.rs"));
 }
@@ -10,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramHandle, Xdp, XdpFlags};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, XdpFlags};
 
 use crate::frame::MacAddr;
 use crate::Error;
@@ -167,12 +170,6 @@ pub const XDP_STAT_NAMES: [&str; 9] = [
     "fast_tc",
 ];
 
-/// Names of our programs, as the kernel reports them: how a restarted daemon recognises what a
-/// previous one attached.
-const OURS: [&str; 2] = ["xmv_parent", "xmv_endpoint"];
-/// Names of our tc programs (the kernel keeps the first 15 characters).
-const OURS_TC: [&str; 2] = ["xmv_parent_tc", "xmv_relay_tc"];
-
 /// How an XDP program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpMode {
@@ -312,99 +309,6 @@ impl Bpf {
         }
     }
 
-    /// Attaches `p` to `ifindex`, native mode first, generic when the driver has none. Refuses to
-    /// replace a program someone else attached; replaces (atomically) one of ours that a previous
-    /// daemon left behind, e.g. after `kill -9`, so there is never more than one.
-    pub fn attach(&self, p: Prog, ifindex: u32, ifname: &str) -> Result<XdpMode, Error> {
-        if [XdpMode::Native, XdpMode::Generic].iter().any(|&m| self.attached_id(ifindex, m) != 0) {
-            return self.replace_stale(p, ifindex, ifname);
-        }
-        let xdp = Xdp::new(self.prog(p));
-        let mut last = None;
-        for mode in [XdpMode::Native, XdpMode::Generic] {
-            match xdp.attach(ifindex as i32, mode.flags() | XdpFlags::UPDATE_IF_NOEXIST) {
-                Ok(()) => return Ok(mode),
-                Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => {
-                    return Err(Error::XdpBusy { ifname: ifname.to_string() })
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(Error::Attach { ifname: ifname.to_string(), cause: last.expect("tried at least once") })
-    }
-
-    /// Makes sure no XDP program is on `ifindex` while we attach none: detaches one of ours that a
-    /// previous daemon left behind (it would steer by that daemon's maps), refuses one someone else
-    /// attached, as [`Bpf::attach`] does.
-    pub fn clear_stale(&self, ifindex: u32, ifname: &str) -> Result<(), Error> {
-        for mode in [XdpMode::Native, XdpMode::Generic] {
-            let id = self.attached_id(ifindex, mode);
-            if id == 0 {
-                continue;
-            }
-            let ours = ProgramHandle::from_prog_id(id).is_ok_and(|old| OURS.iter().any(|n| old.name() == *n));
-            if !ours {
-                return Err(Error::XdpBusy { ifname: ifname.to_string() });
-            }
-            self.detach(ifindex, mode);
-        }
-        Ok(())
-    }
-
-    fn replace_stale(&self, p: Prog, ifindex: u32, ifname: &str) -> Result<XdpMode, Error> {
-        let busy = || Error::XdpBusy { ifname: ifname.to_string() };
-        for mode in [XdpMode::Native, XdpMode::Generic] {
-            let id = self.attached_id(ifindex, mode);
-            if id == 0 {
-                continue;
-            }
-            let old = ProgramHandle::from_prog_id(id).map_err(|_| busy())?;
-            if !OURS.iter().any(|n| old.name() == *n) {
-                return Err(busy());
-            }
-            let opts = libbpf_rs::libbpf_sys::bpf_xdp_attach_opts {
-                sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_xdp_attach_opts>() as _,
-                old_prog_fd: old.as_fd().as_raw_fd(),
-                ..Default::default()
-            };
-            let flags = (mode.flags() | XdpFlags::REPLACE).bits();
-            // SAFETY: plain libbpf call with live program fds and a sized opts struct.
-            let rc = unsafe {
-                libbpf_rs::libbpf_sys::bpf_xdp_attach(ifindex as i32, self.prog(p).as_raw_fd(), flags, &opts)
-            };
-            if rc != 0 {
-                let cause = libbpf_rs::Error::from(std::io::Error::from_raw_os_error(rc.abs()));
-                return Err(Error::Attach { ifname: ifname.to_string(), cause });
-            }
-            return Ok(mode);
-        }
-        Err(busy())
-    }
-
-    /// Detaches whatever we attached in `mode`; a link that is gone already is not an error.
-    pub fn detach(&self, ifindex: u32, mode: XdpMode) {
-        if mode == XdpMode::None {
-            return;
-        }
-        let xdp = Xdp::new(self.prog(Prog::Parent));
-        let _ = xdp.detach(ifindex as i32, mode.flags());
-    }
-
-    /// Id of the program attached to `ifindex` in `mode` (0 = none).
-    pub fn attached_id(&self, ifindex: u32, mode: XdpMode) -> u32 {
-        let ids = xdp_ids(ifindex).unwrap_or_default();
-        match mode {
-            XdpMode::Native => ids.native,
-            XdpMode::Generic => ids.generic,
-            XdpMode::None => 0,
-        }
-    }
-
-    /// The kernel's id of our program `p` (what [`Bpf::attached_id`] shows when it is attached).
-    pub fn prog_id(&self, p: Prog) -> u32 {
-        prog_id(self.prog(p))
-    }
-
     /// Writes an endpoint's `macs` entry, and first the `fast_ports` entry of its slot that the tc
     /// fast path checks XDP's metadata against (the endpoint's veth while it is up on the tc fast
     /// path, else 0).
@@ -453,73 +357,6 @@ impl Bpf {
 
     pub fn del_flood_list(&self, slot: u32) {
         let _ = self.floods.delete(&slot.to_ne_bytes());
-    }
-
-    /// Attaches the tc program `p` to `ifindex`'s tcx ingress,
-    /// after any program already there, or atomically in place of ours that a previous daemon left
-    /// (kill -9). The attachment is not tied to this process, like the XDP one: the next start
-    /// takes it over.
-    pub fn attach_tc(&self, p: TcProg, ifindex: u32, ifname: &str) -> Result<(), Error> {
-        use libbpf_rs::libbpf_sys as sys;
-        let err = |rc: i32| Error::Attach {
-            ifname: ifname.to_string(),
-            cause: libbpf_rs::Error::from(std::io::Error::from_raw_os_error(rc.abs())),
-        };
-        let mut opts = sys::bpf_prog_attach_opts {
-            sz: std::mem::size_of::<sys::bpf_prog_attach_opts>() as _,
-            ..Default::default()
-        };
-        let stale = self
-            .tc_ids(ifindex)
-            .into_iter()
-            .find_map(|id| ProgramHandle::from_prog_id(id).ok().filter(|h| OURS_TC.iter().any(|n| h.name() == *n)));
-        if let Some(old) = &stale {
-            opts.flags = libbpf_rs::libbpf_sys::BPF_F_REPLACE;
-            opts.__bindgen_anon_1.replace_prog_fd = old.as_fd().as_raw_fd();
-        }
-        // SAFETY: plain libbpf call with a live program fd and a sized opts struct.
-        let rc = unsafe {
-            sys::bpf_prog_attach_opts(self.tc_prog(p).as_raw_fd(), ifindex as i32, sys::BPF_TCX_INGRESS, &opts)
-        };
-        if rc != 0 {
-            return Err(err(rc));
-        }
-        Ok(())
-    }
-
-    /// Detaches the tc program `p` from `ifindex` (a link that is gone already is not an error).
-    pub fn detach_tc(&self, p: TcProg, ifindex: u32) {
-        use libbpf_rs::libbpf_sys as sys;
-        let opts = sys::bpf_prog_detach_opts {
-            sz: std::mem::size_of::<sys::bpf_prog_detach_opts>() as _,
-            ..Default::default()
-        };
-        // SAFETY: plain libbpf call with a live program fd and a sized opts struct.
-        unsafe { sys::bpf_prog_detach_opts(self.tc_prog(p).as_raw_fd(), ifindex as i32, sys::BPF_TCX_INGRESS, &opts) };
-    }
-
-    /// Ids of the programs on `ifindex`'s tcx ingress.
-    pub fn tc_ids(&self, ifindex: u32) -> Vec<u32> {
-        use libbpf_rs::libbpf_sys as sys;
-        let mut ids = [0u32; 64];
-        let mut opts =
-            sys::bpf_prog_query_opts { sz: std::mem::size_of::<sys::bpf_prog_query_opts>() as _, ..Default::default() };
-        opts.prog_ids = ids.as_mut_ptr();
-        opts.__bindgen_anon_1.count = ids.len() as u32;
-        // SAFETY: `ids` is a writable array whose length `count` states.
-        let rc = unsafe { sys::bpf_prog_query_opts(ifindex as i32, sys::BPF_TCX_INGRESS, &mut opts) };
-        if rc != 0 {
-            return Vec::new();
-        }
-        // SAFETY: the kernel wrote the count of ids it filled in.
-        let n = unsafe { opts.__bindgen_anon_1.count } as usize;
-        ids[..n.min(ids.len())].to_vec()
-    }
-
-    /// Whether the tc program `p` is attached to `ifindex`.
-    pub fn tc_attached(&self, p: TcProg, ifindex: u32) -> bool {
-        let ours = prog_id(self.tc_prog(p));
-        ours != 0 && self.tc_ids(ifindex).contains(&ours)
     }
 
     /// Removes an endpoint's `macs` entry, then clears its slot's `fast_ports` entry.
@@ -594,107 +431,6 @@ impl Bpf {
     }
 }
 
-/// The XDP programs attached to one interface, per mode (0 = none).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct XdpIds {
-    native: u32,
-    generic: u32,
-}
-
-/// Asks the kernel for one link's XDP attachment (RTM_GETLINK for that ifindex). libbpf's
-/// bpf_xdp_query dumps every link of the namespace and picks one: with thousands of endpoint
-/// veths each attach paid for a dump of all of them.
-fn xdp_ids(ifindex: u32) -> std::io::Result<XdpIds> {
-    const RTM_GETLINK: u16 = 18;
-    const RTM_NEWLINK: u16 = 16;
-    const NLMSG_ERROR: u16 = 2;
-    const IFLA_EXT_MASK: u16 = 29;
-    const IFLA_XDP: u16 = 43;
-    const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
-    const XDP_ATTACHED_DRV: u8 = 1;
-    const XDP_ATTACHED_SKB: u8 = 2;
-    const XDP_ATTACHED_MULTI: u8 = 4;
-    const IFLA_XDP_ATTACHED: u16 = 2;
-    const IFLA_XDP_PROG_ID: u16 = 4;
-    const IFLA_XDP_DRV_PROG_ID: u16 = 5;
-    const IFLA_XDP_SKB_PROG_ID: u16 = 6;
-
-    // SAFETY: plain socket(2); owned below.
-    let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd we own.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    // nlmsghdr (16) + ifinfomsg (16) + IFLA_EXT_MASK attribute (8).
-    let mut req = [0u8; 40];
-    req[0..4].copy_from_slice(&40u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
-    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    req[20..24].copy_from_slice(&(ifindex as i32).to_ne_bytes()); // ifinfomsg.ifi_index
-    req[32..34].copy_from_slice(&8u16.to_ne_bytes());
-    req[34..36].copy_from_slice(&IFLA_EXT_MASK.to_ne_bytes());
-    req[36..40].copy_from_slice(&RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
-    // SAFETY: sends our buffer of its length on our socket (to the kernel: no address needed).
-    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; 32 << 10];
-    // SAFETY: receives into our buffer of its length.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let msg = &buf[..n as usize];
-    let u16_at = |b: &[u8], i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-    let u32_at = |b: &[u8], i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    if msg.len() < 32 {
-        return Err(std::io::Error::other("short netlink reply"));
-    }
-    match u16_at(msg, 4) {
-        RTM_NEWLINK => {}
-        NLMSG_ERROR => return Err(std::io::Error::from_raw_os_error(-(u32_at(msg, 16) as i32))),
-        t => return Err(std::io::Error::other(format!("unexpected netlink reply type {t}"))),
-    }
-    let end = (u32_at(msg, 0) as usize).min(msg.len());
-    let mut ids = XdpIds::default();
-    let Some((_, xdp)) = attrs(&msg[32..end]).find(|&(t, _)| t == IFLA_XDP) else { return Ok(ids) };
-    let (mut attached, mut prog) = (0u8, 0u32);
-    for (t, p) in attrs(xdp) {
-        match (t, p.len()) {
-            (IFLA_XDP_ATTACHED, 1..) => attached = p[0],
-            (IFLA_XDP_PROG_ID, 4..) => prog = u32_at(p, 0),
-            (IFLA_XDP_DRV_PROG_ID, 4..) => ids.native = u32_at(p, 0),
-            (IFLA_XDP_SKB_PROG_ID, 4..) => ids.generic = u32_at(p, 0),
-            _ => {}
-        }
-    }
-    match attached {
-        XDP_ATTACHED_DRV => ids.native = prog,
-        XDP_ATTACHED_SKB => ids.generic = prog,
-        XDP_ATTACHED_MULTI => {}
-        _ => {}
-    }
-    Ok(ids)
-}
-
-/// Netlink attributes as (type, payload), each padded to 4 bytes; stops at a malformed one.
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if b.len() < 4 {
-            return None;
-        }
-        let (len, ty) = (u16::from_ne_bytes([b[0], b[1]]) as usize, u16::from_ne_bytes([b[2], b[3]]) & 0x3fff);
-        if len < 4 || len > b.len() {
-            return None;
-        }
-        let payload = &b[4..len];
-        b = &b[len.next_multiple_of(4).min(b.len())..];
-        Some((ty, payload))
-    })
-}
-
 /// Sums a per-CPU array entry of N u64 counters over CPUs.
 fn percpu_sum<const N: usize>(map: &MapHandle, key: u32) -> [u64; N] {
     let mut out = [0u64; N];
@@ -706,19 +442,6 @@ fn percpu_sum<const N: usize>(map: &MapHandle, key: u32) -> [u64; N] {
         }
     }
     out
-}
-
-/// The kernel's id of a loaded program.
-fn prog_id(fd: BorrowedFd<'_>) -> u32 {
-    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of_val(&info) as u32;
-    // SAFETY: info is a writable bpf_prog_info of `len` bytes; the fd is a live program.
-    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
-    if rc == 0 {
-        info.id
-    } else {
-        0
-    }
 }
 
 pub fn mac_key(parent_ifindex: u32, vlan: u16, mac: MacAddr) -> MacKey {
@@ -740,15 +463,6 @@ fn as_bytes<T: Pod>(k: &T) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn netlink_attributes_are_walked_with_their_padding_and_a_bad_length_stops_the_walk() {
-        // (len 5, type 2, one byte + 3 padding), (len 8, type 4 | NLA_F_NESTED, u32 7), (len 2: bad)
-        let b = [5, 0, 2, 0, 1, 0, 0, 0, 8, 0, 4, 0x80, 7, 0, 0, 0, 2, 0, 9, 0];
-        let got: Vec<(u16, Vec<u8>)> = attrs(&b).map(|(t, p)| (t, p.to_vec())).collect();
-        assert_eq!(got, vec![(2, vec![1]), (4, vec![7, 0, 0, 0])]);
-        assert_eq!(attrs(&[]).count(), 0);
-    }
 
     #[test]
     fn flood_copies_are_the_outcomes_beyond_the_frames() {
