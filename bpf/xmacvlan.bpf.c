@@ -28,7 +28,14 @@
  * A listed source without nodst needs both the host and the copies: the frame is passed, and
  * xmv_parent_tc hands the workers a clone of it (collect).
  *
- * xmv_endpoint runs on the host side of every endpoint veth: all a container sends goes to AF_XDP.
+ * A container's frames: with the tc fast path, xmv_endpoint_tc on the tcx ingress of the endpoint
+ * veth's host side decides what fwd::decide would for the common cases — a bridge endpoint's unicast
+ * to another bridge endpoint goes to that container's end (bpf_redirect_peer), everything a
+ * container sends towards the wire to the parent's egress — and hands the rest (a bridge endpoint's
+ * broadcast/multicast, tagged frames, endpoints the workers serve) to the workers through the
+ * collector. No XDP program on the endpoint: the container keeps its TSO and checksum offload.
+ * Otherwise (--fast-path xdp|off, taps, tagged networks) xmv_endpoint on the host side sends all
+ * a container sends to AF_XDP.
  * xmv_relay_tc, on the daemon's relay veth pair (xmacvlan0/xmacvlan1), hands containers the wire
  * floods' copies, and ends the frames collected for the workers after their packet socket saw them.
  */
@@ -86,6 +93,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct xmv_config);
 } config SEC(".maps");
+
+/* An endpoint's daemon-side veth -> what xmv_endpoint_tc needs to decide its container's frames. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XMV_MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct ep_port);
+} ep_ports SEC(".maps");
 
 /* Parent slot -> the endpoints its wire floods reach (only where the tc flood is on). */
 struct {
@@ -606,6 +621,112 @@ int xmv_relay_tc(struct __sk_buff *skb)
 	skb->mark = 0;
 	skb->tc_index = 0;
 	return bpf_redirect_peer(ifindex, 0);
+}
+
+/* A container's frame for the workers: a clone into the collector's ingress marked with the parent's
+ * and the endpoint's slot, where the parent's flood socket takes it as received from the endpoint.
+ * A clone the collector's backlog refuses is counted at the endpoint. */
+static __always_inline int ep_to_workers(struct __sk_buff *skb, struct ep_port *ep, struct fast_count *c)
+{
+	/* Several frames in one (the container's TSO/GSO): the workers take frames, not these, and
+	 * there is nothing to segment them with here. Counted at the sender as too long. */
+	if (skb->gso_size) {
+		__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
+
+		c->rx += segs;
+		c->rx_bytes += skb->len;
+		c->oversize += segs;
+		return TC_ACT_SHOT;
+	}
+	skb->mark = XMV_MARK_MAGIC | XMV_MARK_COLLECT | XMV_MARK_FROM_EP |
+		    (ep->parent_slot & (XMV_MAX_SLOTS - 1)) << XMV_MARK_SLOT_SHIFT | (ep->slot & XMV_MARK_IDX_MASK);
+	count(XMV_STAT_EP_TO_WORKERS);
+	if (bpf_clone_redirect(skb, ep->collector, BPF_F_INGRESS))
+		c->lost += 1;
+	return TC_ACT_SHOT;
+}
+
+/* The tc program on the tcx ingress of an endpoint veth's host side (the tc fast path): a
+ * container's frame, as fwd::decide rules for an untagged network —
+ * - a bridge endpoint's unicast to a bridge endpoint: to that container's end (bpf_redirect_peer),
+ *   or counted there as down / too long;
+ * - a bridge endpoint's unicast to anyone else, and everything the other modes send: to the
+ *   parent's egress, or counted at the parent's slot as too long;
+ * - the rest goes to the workers: a bridge endpoint's broadcast/multicast (the copies to the other
+ *   bridge endpoints), tagged frames, frames for endpoints the workers serve, and everything on
+ *   an internal network but local unicast.
+ * Nothing a container sends reaches the daemon's namespace. */
+SEC("tc")
+int xmv_endpoint_tc(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	__u32 ifindex = skb->ingress_ifindex, slot, segs = skb->gso_segs ? skb->gso_segs : 1, len = skb->len;
+	struct fast_count *c, *dc;
+	struct mac_key key = {};
+	struct mac_val *v;
+	struct ep_port *ep;
+
+	ep = bpf_map_lookup_elem(&ep_ports, &ifindex);
+	if (!ep) {
+		count(XMV_STAT_NO_SOCKET);
+		return TC_ACT_SHOT;
+	}
+	slot = ep->slot;
+	c = bpf_map_lookup_elem(&fast_stats, &slot);
+	if (!c)
+		return TC_ACT_SHOT;
+	if ((void *)(eth + 1) > data_end || skb->vlan_present || eth->h_proto == bpf_htons(ETH_P_8021Q) ||
+	    eth->h_proto == bpf_htons(ETH_P_8021AD))
+		return ep_to_workers(skb, ep, c);
+	if (ep->flags & XMV_EP_BRIDGE) {
+		if (eth->h_dest[0] & 1)
+			return ep_to_workers(skb, ep, c);
+		key.parent_ifindex = ep->parent_ifindex;
+		__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
+		v = bpf_map_lookup_elem(&macs, &key);
+		if (v && (v->flags & XMV_MAC_BRIDGE)) {
+			__u32 dslot = v->slot;
+
+			if (!(v->flags & XMV_MAC_FAST_TC))
+				return ep_to_workers(skb, ep, c);
+			dc = bpf_map_lookup_elem(&fast_stats, &dslot);
+			if (!dc)
+				return TC_ACT_SHOT;
+			count(XMV_STAT_EP_TC);
+			c->rx += segs;
+			c->rx_bytes += len;
+			if (!v->fast_ifindex) {
+				dc->down += segs;
+				return TC_ACT_SHOT;
+			}
+			if (too_long(skb, data, data_end, v->max_len)) {
+				dc->oversize += segs;
+				return TC_ACT_SHOT;
+			}
+			dc->frames += segs;
+			dc->bytes += len;
+			c->local_bytes += len;
+			return bpf_redirect_peer(v->fast_ifindex, 0);
+		}
+	}
+	if (!(ep->flags & XMV_EP_WIRE))
+		return ep_to_workers(skb, ep, c);
+	slot = ep->parent_slot;
+	dc = bpf_map_lookup_elem(&fast_stats, &slot);
+	if (!dc)
+		return TC_ACT_SHOT;
+	count(XMV_STAT_EP_TC);
+	c->rx += segs;
+	c->rx_bytes += len;
+	if (too_long(skb, data, data_end, ep->wire_max_len)) {
+		dc->oversize += segs;
+		return TC_ACT_SHOT;
+	}
+	dc->frames += segs;
+	dc->bytes += len;
+	return bpf_redirect(ep->parent_ifindex, 0);
 }
 
 SEC("xdp")

@@ -25,6 +25,7 @@ struct mac_val {
                            * the wire goes back to it alone, never to the host (macvlan_handle_frame) */
 #define XMV_MAC_FAST_TC 4 /* the fast path is the tc one: xmv_parent passes the frame and
                            * xmv_parent_tc hands it to the container with bpf_redirect_peer */
+#define XMV_MAC_BRIDGE  8 /* bridge mode: a bridge endpoint's unicast to it stays local */
 
 /* Key of the `macs` map with an all-zero MAC: a passthru endpoint, which takes every unicast frame
  * of its (parent, VLAN). */
@@ -51,14 +52,37 @@ struct xmv_config {
 
 /* Per-CPU, indexed by the endpoint's slot: frames and bytes the kernel-side paths (the fast paths,
  * the tc flood) handed to an endpoint, and the ones they did not: the endpoint was down, the frame
- * longer than its MTU allows, or the kernel refused the copy. */
+ * longer than its MTU allows, or the kernel refused the copy. At a network's parent slot the same
+ * five count what xmv_endpoint_tc sent to the wire (and could not).
+ * The last four count what xmv_endpoint_tc took from the endpoint's container: frames it decided
+ * itself (each has one outcome above, at another endpoint or at the parent slot), the bytes of
+ * those, the bytes of those it delivered to another endpoint (what the parent's books subtract),
+ * and frames for the workers the collector's backlog refused. */
 struct fast_count {
 	__u64 frames;
 	__u64 bytes;
 	__u64 down;
 	__u64 oversize;
 	__u64 errors;
+	__u64 rx;
+	__u64 rx_bytes;
+	__u64 local_bytes;
+	__u64 lost;
 };
+
+/* Value of the `ep_ports` map, keyed by the daemon-side veth of an endpoint whose container's
+ * frames xmv_endpoint_tc decides (the tc fast path's veths): what it needs to know of the endpoint
+ * and its network. */
+struct ep_port {
+	__u32 slot;
+	__u32 parent_ifindex; /* the network's parent (an internal network's anchor): `macs` keys */
+	__u32 parent_slot;    /* the parent's slot: its wire counters, and the workers' mark */
+	__u32 wire_max_len;   /* longest untagged frame the wire takes: the parent's MTU + 14 */
+	__u32 collector;      /* where frames for the workers go (the relay pair's xmacvlan1) */
+	__u32 flags;          /* XMV_EP_* */
+};
+#define XMV_EP_BRIDGE 1 /* bridge mode: unicast to a bridge endpoint stays local, floods need the workers */
+#define XMV_EP_WIRE   2 /* the network has a wire (not internal) */
 
 /* The endpoints a broadcast/multicast frame from the wire reaches (tc flood), per parent slot:
  * every untagged private/vepa/bridge/passthru endpoint (kernel macvlan's macvlan_broadcast to
@@ -93,13 +117,15 @@ struct flood_list {
 
 /* What a queued copy carries to xmv_relay_tc. skb->mark: magic | CARRIER (make the chunk after
  * this member first) | COPY (hand it to this member) | parent slot << 12 | member index — or
- * magic | COLLECT | parent slot << 12 on a frame for the workers, queued to the collector;
+ * magic | COLLECT | parent slot << 12 on a frame for the workers, queued to the collector
+ * (| FROM_EP | the sending endpoint's slot on a container's frame, xmv_endpoint_tc);
  * skb->tc_index: the member's slot, checked against the list the relay reads (the list may
  * have changed while the copy was queued: then the copy is counted as an error, never misdelivered). */
 #define XMV_MARK_MAGIC 0xb0000000u
 #define XMV_MARK_MAGIC_MASK 0xf8000000u
 #define XMV_MARK_COLLECT (1u << 26)
 #define XMV_MARK_CARRIER (1u << 25)
+#define XMV_MARK_FROM_EP (1u << 25) /* with COLLECT only */
 #define XMV_MARK_COPY (1u << 24)
 #define XMV_MARK_SLOT_SHIFT 12
 #define XMV_MARK_IDX_MASK 0xfffu
@@ -131,6 +157,8 @@ enum xmv_stat {
 	XMV_STAT_FAST,              /* parent: known unicast redirected to the endpoint veth in XDP */
 	XMV_STAT_SOURCE,            /* parent: listed source (nodst) or reflected group frame to AF_XDP */
 	XMV_STAT_FAST_TC,           /* parent: known unicast passed on to the tc fast path */
+	XMV_STAT_EP_TC,             /* endpoint tc: a container's frame decided in the kernel */
+	XMV_STAT_EP_TO_WORKERS,     /* endpoint tc: a container's frame handed to the workers */
 	XMV_STAT_MAX,
 };
 

@@ -114,12 +114,16 @@ fn networks_share_a_parent_and_internal_networks_stay_internal() {
     // ...and nothing of it reaches the wire: a broadcast ARP for the wire's address stays unanswered.
     let arp = lab.c(3).exec(&["arping", "-c", "2", "-w", "2", "-i", "eth0", GATEWAY]);
     assert!(!arp.status.success(), "an internal endpoint got an answer from the wire");
-    // XDP is on the endpoints' host ends, never on the internal anchor, and on the parent only
-    // while an endpoint needs it (none here: the tc fast path takes all their unicast alone).
+    // The endpoints on the wire's networks meet tc (xmv_endpoint_tc), the internal network's XDP;
+    // never is a program on the internal anchor, and XDP on the parent only while an endpoint
+    // needs it (none here: the tc fast path takes all their unicast alone).
     let xdp = lab.dp.xdp_links();
     assert!(!xdp.contains(&"eth1".to_string()), "{xdp:?}");
     assert!(!xdp.iter().any(|l| l.starts_with("xmvi")), "an internal anchor has XDP: {xdp:?}");
-    assert_eq!(xdp.len(), 4, "four endpoints: {xdp:?}");
+    assert_eq!(xdp.len(), 2, "the internal network's two endpoints: {xdp:?}");
+    let tc = lab.dp.tcx_links("xmv_endpoint_tc");
+    assert_eq!(tc.len(), 2, "the wire networks' two endpoints: {tc:?}");
+    assert!(tc.iter().all(|l| !xdp.contains(l)), "one program per endpoint: {tc:?} {xdp:?}");
     let v = inspect(&lab, "priv");
     assert_eq!(v["internal"], true);
     assert_eq!(v["parent"], Value::Null);
@@ -178,7 +182,9 @@ fn state_survives_kill9_and_clean_stop() {
     let flood = ChildGuard(flood);
     std::thread::sleep(Duration::from_millis(300));
     d.kill9();
-    assert_eq!(lab.dp.xdp_links().len(), 5, "kill -9 leaves the programs attached (parent + 4 endpoints)");
+    // (parent and the internal network's two endpoints: XDP; the wire network's two: tc)
+    assert_eq!(lab.dp.xdp_links().len(), 3, "kill -9 leaves the XDP programs attached");
+    assert_eq!(lab.dp.tcx_links("xmv_endpoint_tc").len(), 2, "kill -9 leaves the tc programs attached");
     let restarted = Instant::now();
     let mut d = Daemon::start(&lab);
     let back = within(Duration::from_secs(2).saturating_sub(restarted.elapsed()), || {
@@ -190,7 +196,10 @@ fn state_survives_kill9_and_clean_stop() {
     assert!(ping(lab.c(3), "198.19.0.2"), "the internal network works again (c3 to c1)");
     let xdp = lab.dp.xdp_links();
     assert_eq!(xdp.iter().filter(|l| *l == "eth1").count(), 1, "exactly one XDP program on the parent");
-    assert_eq!(xdp.len(), 5, "one program per parent and endpoint, no more: {xdp:?}");
+    assert_eq!(xdp.len(), 3, "one XDP program per parent and XDP-fed endpoint, no more: {xdp:?}");
+    let tc = lab.dp.tcx_links("xmv_endpoint_tc");
+    assert_eq!(tc.len(), 2, "one tc program per tc-fed endpoint, no more: {tc:?}");
+    assert!(tc.iter().all(|l| !xdp.contains(l)), "never both on one endpoint: {tc:?} {xdp:?}");
     assert_eq!(sorted(lab.dp.links()), links_before, "endpoints re-adopted: no extra or missing links");
     assert_eq!(lab.cli_ok(&["network", "ls", "--format", "json"]), ls_before, "same networks and endpoints");
     drop(flood);
@@ -200,6 +209,8 @@ fn state_survives_kill9_and_clean_stop() {
     lab.cli_ok(&["network", "connect", "pub", &gone.name]);
     assert!(d.stop(), "exit 0 on SIGTERM");
     assert!(lab.dp.xdp_links().is_empty(), "no XDP after a clean stop: {:?}", lab.dp.xdp_links());
+    let tc = lab.dp.tcx_links("xmv_endpoint_tc");
+    assert!(tc.is_empty(), "no tc program after a clean stop: {tc:?}");
     assert!(lab.c(1).links().contains(&"eth0".to_string()), "endpoints stay after a clean stop");
     let up: Vec<String> = serde_json::from_str::<Value>(&lab.dp.ok(&["ip", "-j", "link", "show", "up"]))
         .unwrap()
@@ -368,11 +379,13 @@ fn tap_endpoint_for_a_vm_answers_arp_and_ping() {
 
 /// With two workers the tap's single queue belongs to worker 0; the container's replies are made to
 /// leave on its queue 1 (XPS), so worker 1 must reach the tap through its copy-transmit socket.
+/// With every frame through AF_XDP (`--fast-path off`): by default a container's frames for a tap
+/// reach the workers through the collector, which worker 0 serves.
 #[test]
 fn tap_endpoint_with_two_workers() {
     require_root!();
     let lab = Lab::with_parent_queues(2);
-    let _d = Daemon::start_with(&lab, &["--cpus", "0,1"]);
+    let _d = Daemon::start_with(&lab, &["--cpus", "0,1", "--fast-path", "off"]);
     tap_scenario(&lab);
 }
 

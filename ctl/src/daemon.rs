@@ -1185,8 +1185,8 @@ impl Daemon {
                     }
                 }
             };
-            // XDP first, then up: an adopted link (down since a clean stop) never passes a frame to
-            // the host stack.
+            // Our program first (XDP, or tc for the tc fast path), then up: an adopted link (down
+            // since a clean stop) never passes a frame to the host stack.
             let spec = EndpointSpec {
                 ifindex: link.index,
                 name: host.clone(),
@@ -1201,15 +1201,19 @@ impl Daemon {
                 nodst: o.nodst,
                 keep_pcp: o.keep_pcp,
             };
-            port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?);
+            let id = self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?;
+            port = Some(id);
             netlink::set_up(&self.h, link.index).await?;
             if create {
                 let (ifname, addrs, routes) = (v.ifname.to_string(), addrs.to_vec(), routes.to_vec());
+                let offloads = self.dp.keeps_offloads(dp, id);
                 netlink::in_netns(v.ns.try_clone()?, move |h| async move {
                     let l = netlink::link_by_name(&h, &ifname)
                         .await?
                         .ok_or_else(|| anyhow!("{ifname} is missing in the namespace"))?;
-                    netlink::disable_tx_checksum(&ifname)?;
+                    if !offloads {
+                        netlink::disable_tx_checksum(&ifname)?;
+                    }
                     for a in &addrs {
                         netlink::add_addr(&h, l.index, a.ip, a.prefix).await?;
                     }
@@ -1379,9 +1383,13 @@ impl Daemon {
             DropReason::ALL.iter().map(|r| (r.name().to_string(), json!(d.drops[*r as usize]))).collect();
         let departed = json!({ "rx": d.rx, "tx": d.tx, "drops": drops, "drops_total": d.drops_total() });
         let k = &report.kernel;
-        let fast = json!({ "mode": report.fast_path.name(), "rx": k.rx, "delivered": k.to_endpoints.frames,
-            "bytes": k.to_endpoints.bytes, "dropped": k.to_endpoints.dropped(), "flood_frames": k.flood_frames,
-            "flood_copies": k.flood_copies, "flood_empty": k.flood_empty });
+        // Received by the kernel-side paths: from the wire, and from containers (xmv_endpoint_tc,
+        // the frames its collector refused included).
+        let (e, wire) = (&k.to_endpoints, &k.to_wire);
+        let fast = json!({ "mode": report.fast_path.name(), "rx": k.rx + e.rx + e.lost,
+            "from_containers": e.rx + e.lost, "delivered": e.frames + wire.frames, "to_wire": wire.frames,
+            "bytes": e.bytes + wire.bytes, "dropped": e.dropped() + wire.dropped() + e.lost,
+            "flood_frames": k.flood_frames, "flood_copies": k.flood_copies, "flood_empty": k.flood_empty });
         json!({ "workers": workers, "xdp": xdp, "networks": networks, "departed": departed, "fast_path": fast })
     }
 

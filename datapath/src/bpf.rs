@@ -3,6 +3,7 @@
 
 #![allow(clippy::all)]
 mod attach;
+pub use attach::tcx_ingress_names;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/xmacvlan.skel.rs"));
@@ -42,6 +43,24 @@ pub struct MacVal {
 }
 const _: () = assert!(std::mem::size_of::<MacVal>() == 16);
 
+/// Twin of `struct ep_port` in bpf/xmacvlan.h: a tc-fed endpoint, for xmv_endpoint_tc.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpPort {
+    pub slot: u32,
+    /// The network's parent (an internal network's anchor).
+    pub parent_ifindex: u32,
+    pub parent_slot: u32,
+    /// The parent's MTU + 14.
+    pub wire_max_len: u32,
+    pub collector: u32,
+    /// [`EP_BRIDGE`] | [`EP_WIRE`].
+    pub flags: u32,
+}
+const _: () = assert!(std::mem::size_of::<EpPort>() == 24);
+pub const EP_BRIDGE: u32 = 1;
+pub const EP_WIRE: u32 = 2;
+
 /// Twin of `struct xmv_config` in bpf/xmacvlan.h.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,6 +75,8 @@ pub const MAC_NO_DST: u32 = 1;
 pub const MAC_REFLECT: u32 = 2;
 /// The endpoint's fast path is the tc one (xmv_parent passes, xmv_parent_tc redirects to the peer).
 pub const MAC_FAST_TC: u32 = 4;
+/// A bridge-mode endpoint (a bridge endpoint's unicast to it stays local).
+pub const MAC_BRIDGE: u32 = 8;
 
 /// Twin of `struct fast_count` in bpf/xmacvlan.h (one per CPU and slot): what the kernel-side
 /// paths (fast paths, tc flood) did for an endpoint.
@@ -70,9 +91,15 @@ pub struct FastCount {
     pub oversize: u64,
     /// Not delivered: the kernel refused the copy.
     pub errors: u64,
+    /// Frames (and their bytes) xmv_endpoint_tc took from the endpoint's container and decided
+    /// itself: each has one outcome above, at another endpoint or at the network's parent slot.
+    pub rx: u64,
+    pub rx_bytes: u64,
+    /// The bytes of those it delivered to another endpoint.
+    pub local_bytes: u64,
+    /// Frames of the container for the workers that the collector's backlog refused.
+    pub lost: u64,
 }
-const _: () = assert!(std::mem::size_of::<FastCount>() == 40);
-
 impl FastCount {
     pub fn since(&self, base: &FastCount) -> FastCount {
         FastCount {
@@ -81,6 +108,10 @@ impl FastCount {
             down: self.down.wrapping_sub(base.down),
             oversize: self.oversize.wrapping_sub(base.oversize),
             errors: self.errors.wrapping_sub(base.errors),
+            rx: self.rx.wrapping_sub(base.rx),
+            rx_bytes: self.rx_bytes.wrapping_sub(base.rx_bytes),
+            local_bytes: self.local_bytes.wrapping_sub(base.local_bytes),
+            lost: self.lost.wrapping_sub(base.lost),
         }
     }
 
@@ -90,6 +121,15 @@ impl FastCount {
         self.down += o.down;
         self.oversize += o.oversize;
         self.errors += o.errors;
+        self.rx += o.rx;
+        self.rx_bytes += o.rx_bytes;
+        self.local_bytes += o.local_bytes;
+        self.lost += o.lost;
+    }
+
+    /// Outcomes: delivered or not.
+    pub fn outcomes(&self) -> u64 {
+        self.frames + self.dropped()
     }
 
     pub fn dropped(&self) -> u64 {
@@ -158,7 +198,7 @@ pub const MAX_QUEUES: u32 = 64;
 pub const MAX_SLOTS: u32 = 4096;
 
 /// Indexes of the `xdp_stats` per-CPU array (enum xmv_stat).
-pub const XDP_STAT_NAMES: [&str; 9] = [
+pub const XDP_STAT_NAMES: [&str; 11] = [
     "to_xsk",
     "pass_multicast",
     "pass_unknown",
@@ -168,6 +208,8 @@ pub const XDP_STAT_NAMES: [&str; 9] = [
     "fast_path",
     "source_or_reflected",
     "fast_tc",
+    "endpoint_tc",
+    "endpoint_to_workers",
 ];
 
 /// How an XDP program is attached.
@@ -219,6 +261,12 @@ pub fn collect_mark(slot: u32) -> u32 {
     MAGIC | COLLECT | (slot << 12)
 }
 
+/// XMV_MARK_FROM_EP: with [`collect_mark`] of the parent's slot and the sending endpoint's slot in
+/// the low 12 bits, a container's frame xmv_endpoint_tc collected for the workers.
+pub const MARK_FROM_EP: u32 = 1 << 25;
+/// Where the sending endpoint's slot is in such a mark.
+pub const MARK_SLOT_MASK: u32 = 0xfff;
+
 /// Which of the two tc programs (tcx ingress).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcProg {
@@ -227,6 +275,8 @@ pub enum TcProg {
     /// xmv_relay_tc on the daemon's relay pair: hands the tc flood's copies to container ends, and
     /// ends the frames collected for the workers.
     Relay,
+    /// xmv_endpoint_tc on an endpoint veth's host side (the tc fast path): its container's frames.
+    Endpoint,
 }
 
 /// BPF_PROG_RUN flag: run an XDP program on frames as if a device had received them, acting on its
@@ -251,7 +301,9 @@ pub struct Bpf {
     parent_tc: OwnedFd,
     endpoint: OwnedFd,
     relay_tc: OwnedFd,
+    endpoint_tc: OwnedFd,
     macs: MapHandle,
+    ep_ports: MapHandle,
     /// Slot → the tc fast path's veth (0 = none): what a frame's XDP metadata is checked against.
     fast_ports: MapHandle,
     sources: MapHandle,
@@ -281,7 +333,9 @@ impl Bpf {
             parent_tc: dup(skel.progs.xmv_parent_tc.as_fd())?,
             endpoint: dup(skel.progs.xmv_endpoint.as_fd())?,
             relay_tc: dup(skel.progs.xmv_relay_tc.as_fd())?,
+            endpoint_tc: dup(skel.progs.xmv_endpoint_tc.as_fd())?,
             macs: MapHandle::try_from(&skel.maps.macs).map_err(bpf_err("map macs"))?,
+            ep_ports: MapHandle::try_from(&skel.maps.ep_ports).map_err(bpf_err("map ep_ports"))?,
             fast_ports: MapHandle::try_from(&skel.maps.fast_ports).map_err(bpf_err("map fast_ports"))?,
             sources: MapHandle::try_from(&skel.maps.sources).map_err(bpf_err("map sources"))?,
             listed_sources: AtomicU32::new(0),
@@ -306,6 +360,7 @@ impl Bpf {
         match p {
             TcProg::Parent => self.parent_tc.as_fd(),
             TcProg::Relay => self.relay_tc.as_fd(),
+            TcProg::Endpoint => self.endpoint_tc.as_fd(),
         }
     }
 
@@ -323,8 +378,9 @@ impl Bpf {
     /// What the kernel-side paths did for the endpoint in `slot`, summed over CPUs (cumulative
     /// since the slot was first used).
     pub fn fast_counts(&self, slot: u32) -> FastCount {
-        let [frames, bytes, down, oversize, errors] = percpu_sum(&self.fast_stats, slot);
-        FastCount { frames, bytes, down, oversize, errors }
+        let [frames, bytes, down, oversize, errors, rx, rx_bytes, local_bytes, lost] =
+            percpu_sum(&self.fast_stats, slot);
+        FastCount { frames, bytes, down, oversize, errors, rx, rx_bytes, local_bytes, lost }
     }
 
     /// What the tc flood did on the parent in `slot`, summed over CPUs.
@@ -399,6 +455,15 @@ impl Bpf {
         Ok(())
     }
 
+    /// Writes (or rewrites) the `ep_ports` entry of a tc-fed endpoint's daemon-side veth.
+    pub fn set_ep_port(&self, ifindex: u32, port: EpPort) -> Result<(), Error> {
+        self.ep_ports.update(&ifindex.to_ne_bytes(), as_bytes(&port), MapFlags::ANY).map_err(bpf_err("update ep_ports"))
+    }
+
+    pub fn del_ep_port(&self, ifindex: u32) {
+        let _ = self.ep_ports.delete(&ifindex.to_ne_bytes());
+    }
+
     pub fn set_slot(&self, ifindex: u32, slot: u32) -> Result<(), Error> {
         self.slots.update(&ifindex.to_ne_bytes(), &slot.to_ne_bytes(), MapFlags::ANY).map_err(bpf_err("update slots"))
     }
@@ -453,6 +518,7 @@ trait Pod: Copy {}
 impl Pod for MacKey {}
 impl Pod for MacVal {}
 impl Pod for Config {}
+impl Pod for EpPort {}
 
 fn as_bytes<T: Pod>(k: &T) -> &[u8] {
     // SAFETY: T is one of our repr(C) structs of u32/u16/u8 fields without padding (sizes

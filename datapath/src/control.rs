@@ -69,8 +69,9 @@ pub(crate) struct Iface {
     pub name: String,
     pub slot: u32,
     pub xdp: XdpMode,
-    /// Our tc program is attached (a parent's).
-    pub tc: bool,
+    /// Our tc program on its tcx ingress: a parent's (xmv_parent_tc), or a tc-fed endpoint's
+    /// (xmv_endpoint_tc).
+    pub tc: Option<TcProg>,
 }
 
 pub(crate) struct Network {
@@ -88,6 +89,9 @@ pub(crate) struct Network {
     pub tc_flood: bool,
     /// The parent slot's tc flood counters when this network got it (slots are reused).
     pub flood_base: bpf::FloodCount,
+    /// The parent slot's fast-path counters when this network got it: what xmv_endpoint_tc sent
+    /// to the wire.
+    pub parent_fast_base: bpf::FastCount,
 }
 
 /// The running datapath.
@@ -198,14 +202,14 @@ impl Datapath {
                 }
             }
         };
-        let mut iface = Iface { ifindex: parent.ifindex, name: parent.name.clone(), slot, xdp, tc: false };
+        let mut iface = Iface { ifindex: parent.ifindex, name: parent.name.clone(), slot, xdp, tc: None };
         // The tc program fans wire floods out in every mode; in tc mode it also takes unicast.
         if !parent.internal {
             if let Err(e) = self.bpf.attach_tc(TcProg::Parent, parent.ifindex, &parent.name) {
                 self.undo_iface(&iface);
                 return Err(e);
             }
-            iface.tc = true;
+            iface.tc = Some(TcProg::Parent);
         }
         match self.build_network(id, parent, &iface) {
             Ok(net) => {
@@ -284,8 +288,9 @@ impl Datapath {
             table,
             endpoints: BTreeMap::new(),
             fast_departed: bpf::FastCount::default(),
-            tc_flood: iface.tc,
+            tc_flood: iface.tc.is_some(),
             flood_base: self.bpf.flood_counts(iface.slot),
+            parent_fast_base: self.bpf.fast_counts(iface.slot),
         })
     }
 
@@ -295,7 +300,7 @@ impl Datapath {
         let Datapath { networks, bpf, .. } = self;
         let n = networks.get_mut(&net).ok_or_else(|| Error::Invalid(format!("no network {net}")))?;
         // An internal anchor receives nothing: its endpoints need no steering from it.
-        if n.parent.tc && n.parent.xdp == XdpMode::None {
+        if n.parent.tc.is_some() && n.parent.xdp == XdpMode::None {
             n.parent.xdp = bpf.attach(Prog::Parent, n.parent.ifindex, &n.parent.name)?;
         }
         Ok(())
@@ -323,9 +328,16 @@ impl Datapath {
             self.bpf.del_xsk(iface.slot, q);
         }
         self.bpf.del_slot(iface.ifindex);
-        if iface.tc {
-            self.bpf.detach_tc(TcProg::Parent, iface.ifindex);
-            self.bpf.del_flood_list(iface.slot);
+        match iface.tc {
+            Some(TcProg::Parent) => {
+                self.bpf.detach_tc(TcProg::Parent, iface.ifindex);
+                self.bpf.del_flood_list(iface.slot);
+            }
+            Some(p) => {
+                self.bpf.detach_tc(p, iface.ifindex);
+                self.bpf.del_ep_port(iface.ifindex);
+            }
+            None => {}
         }
         self.bpf.detach(iface.ifindex, iface.xdp);
         self.free_slot(iface.slot);
@@ -351,7 +363,7 @@ impl Datapath {
     /// Forgets the relay pair once no network on a wire is left (None otherwise); the caller
     /// deletes the pair, and the tc programs on it with it.
     pub fn clear_relay(&mut self) -> Option<bpf::Relay> {
-        if self.networks.values().any(|n| n.parent.tc) {
+        if self.networks.values().any(|n| n.parent.tc.is_some()) {
             return None;
         }
         self.relay.take()
@@ -415,6 +427,17 @@ impl Datapath {
         }
     }
 
+    /// Whether endpoint `id`'s container may keep its transmit offloads (checksum, TSO): its frames
+    /// go through xmv_endpoint_tc, which hands the kernel's skbs on as they are, and the frames it
+    /// leaves to the workers get their checksums completed on the way (flood.rs). Otherwise they
+    /// reach AF_XDP as bytes and the container must finish its checksums itself.
+    pub fn keeps_offloads(&self, net: NetId, id: PortId) -> bool {
+        self.networks
+            .get(&net)
+            .and_then(|n| n.endpoints.get(&id))
+            .is_some_and(|ep| ep.iface.tc == Some(TcProg::Endpoint))
+    }
+
     /// XDP attach mode of a network's parent.
     /// Proves that network `net` forwards to endpoint `port`: a frame for its MAC, injected at the
     /// parent's XDP hook, must arrive on `ifname` in `ns` within a second (see [`probe`]).
@@ -429,13 +452,13 @@ impl Datapath {
         // attaches it while an endpoint needs it; an internal anchor has neither program.
         let attached = self.bpf.attached_id(n.parent.ifindex, n.parent.xdp);
         let steered = n.parent.xdp != XdpMode::None;
-        if (steered && attached != self.bpf.prog_id(Prog::Parent)) || (!steered && !n.parent.tc) {
+        if (steered && attached != self.bpf.prog_id(Prog::Parent)) || (!steered && n.parent.tc.is_none()) {
             return Err(Error::Invalid(format!(
                 "xmacvlan's XDP program is no longer attached to {} (attached: program id {attached})",
                 n.parent.name
             )));
         }
-        if n.parent.tc && !self.bpf.tc_attached(TcProg::Parent, n.parent.ifindex) {
+        if n.parent.tc.is_some() && !self.bpf.tc_attached(TcProg::Parent, n.parent.ifindex) {
             return Err(Error::Invalid(format!("xmacvlan's tc program is no longer attached to {}", n.parent.name)));
         }
         probe::run(self.bpf.prog(Prog::Parent), n.parent.ifindex, info.mac, vlan, ns, ifname, Duration::from_secs(1))

@@ -56,6 +56,8 @@ pub(crate) struct Port {
     pub socks: Vec<Sock>,
     pub umem: u16,
     pub ifindex: u32,
+    /// Its datapath slot (an endpoint's: how a container frame collected for the workers names it).
+    slot: u32,
     pub counters: SharedPortCounters,
     reserve: Reserve,
     parent: bool,
@@ -66,12 +68,12 @@ pub(crate) struct Port {
 impl Port {
     pub fn parent(socks: Vec<Xsk>, ifindex: u32, counters: SharedPortCounters) -> Self {
         let socks = socks.into_iter().map(Sock::new).collect();
-        Port { socks, umem: 0, ifindex, counters, reserve: Reserve::default(), parent: true, short: false }
+        Port { socks, umem: 0, ifindex, slot: 0, counters, reserve: Reserve::default(), parent: true, short: false }
     }
 
-    pub fn endpoint(sock: Option<Xsk>, umem: u16, ifindex: u32, counters: SharedPortCounters) -> Self {
+    pub fn endpoint(sock: Option<Xsk>, umem: u16, ifindex: u32, slot: u32, counters: SharedPortCounters) -> Self {
         let socks = sock.into_iter().map(Sock::new).collect();
-        Port { socks, umem, ifindex, counters, reserve: Reserve::default(), parent: false, short: false }
+        Port { socks, umem, ifindex, slot, counters, reserve: Reserve::default(), parent: false, short: false }
     }
 
     fn floor(&self) -> u32 {
@@ -99,6 +101,9 @@ pub(crate) struct Domain {
     pub(crate) plane: Plane,
     /// By PortId: where `sendmmsg` addresses the port's frames.
     ifindex: Vec<u32>,
+    /// By datapath slot: the endpoint that has it (PARENT: none), for the container frames
+    /// xmv_endpoint_tc collects for the workers.
+    by_slot: Vec<PortId>,
     /// By UMEM id: frames owed to floors — members' shortfall below their floor, and a whole
     /// floor for every vacant place of an endpoint group (so early members cannot grow into the
     /// floors of later ones).
@@ -139,6 +144,7 @@ impl Domain {
             flood,
             plane,
             ifindex: vec![parent.ifindex],
+            by_slot: Vec::new(),
             deficit: vec![0],
             active: Vec::with_capacity(64),
             short: Vec::new(),
@@ -167,6 +173,13 @@ impl Domain {
             self.deficit.resize(usize::from(port.umem) + 1, 0);
         }
         self.ifindex[idx] = port.ifindex;
+        if !port.parent {
+            let slot = port.slot as usize;
+            if self.by_slot.len() <= slot {
+                self.by_slot.resize(slot + 1, PARENT);
+            }
+            self.by_slot[slot] = id;
+        }
         self.plane.set_counters(id, Some(port.counters.clone()));
         // A new member takes a vacant place, whose floor was owed already.
         let n = port.socks.len();
@@ -223,6 +236,9 @@ impl Domain {
         }
         self.plane.set_counters(id, None);
         self.ifindex[usize::from(id)] = 0;
+        if let Some(p) = self.by_slot.get_mut(port.slot as usize).filter(|p| **p == id) {
+            *p = PARENT;
+        }
         Some(port)
     }
 
@@ -387,14 +403,28 @@ impl Domain {
         for k in 0..self.flood_rx.len() {
             let r = self.flood_rx[k];
             let addr = FrameAddr::new(0, r.offset);
+            // A container's frame (xmv_endpoint_tc): received from its endpoint, if it is still here.
+            let ingress = match r.from_slot {
+                None => PARENT,
+                Some(slot) => match self.by_slot.get(slot as usize) {
+                    Some(&id) if id != PARENT => id,
+                    _ => {
+                        self.plane.count_rx(PARENT, r.len, wc);
+                        self.plane.count_drop(PARENT, DropReason::NoEndpoint, wc);
+                        self.plane.unref(addr);
+                        continue;
+                    }
+                },
+            };
             if r.truncated {
-                // Larger than a UMEM chunk: counted, never forwarded cut short.
-                self.plane.count_rx(PARENT, r.len, wc);
-                self.plane.count_drop(PARENT, DropReason::Oversize, wc);
+                // Larger than a UMEM chunk, or several frames in one (GSO): counted, never
+                // forwarded cut short.
+                self.plane.count_rx(ingress, r.len, wc);
+                self.plane.count_drop(ingress, DropReason::Oversize, wc);
                 self.plane.unref(addr);
                 continue;
             }
-            self.plane.handle(addr, r.len, PARENT, wc);
+            self.plane.handle(addr, r.len, ingress, wc);
             if self.plane.to_endpoints.len() >= FLUSH_AT {
                 self.flush(wc, tx);
             }

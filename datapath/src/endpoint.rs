@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use crate::bpf::{self, Prog};
+use crate::bpf::{self, Prog, TcProg, XdpMode};
 use crate::budget::{group_frames, GROUP_SIZE};
 use crate::control::{Iface, ENDPOINT_RINGS};
 use crate::counters::{PortStats, SharedPortCounters};
@@ -37,7 +37,8 @@ impl EndpointRec {
         let mut flags = match self.info.mode {
             Mode::Source => bpf::MAC_NO_DST | bpf::MAC_REFLECT,
             Mode::Private | Mode::Passthru => bpf::MAC_REFLECT,
-            Mode::Vepa | Mode::Bridge => 0,
+            Mode::Vepa => 0,
+            Mode::Bridge => bpf::MAC_BRIDGE,
         };
         if self.fast == Some(FastPath::Tc) {
             flags |= bpf::MAC_FAST_TC;
@@ -121,15 +122,44 @@ impl Datapath {
             .or_else(|| network.groups.iter().position(Option::is_none))
             .unwrap_or(network.groups.len());
 
+        let fast = match self.cfg.fast_path {
+            FastPath::Tc if spec.veth && spec.vlan == 0 => Some(FastPath::Tc),
+            FastPath::Xdp if spec.fast && spec.vlan == 0 => Some(FastPath::Xdp),
+            _ => None,
+        };
+        // A tc fast path endpoint's container sends through xmv_endpoint_tc (no XDP program: the
+        // container keeps TSO) where the network has a wire, and with it the collector that takes
+        // what the workers must decide; the others through xmv_endpoint and AF_XDP.
+        let tc_fed = fast == Some(FastPath::Tc) && network.tc_flood;
+        let ep_port = bpf::EpPort {
+            slot: 0,
+            parent_ifindex,
+            parent_slot: network.parent.slot,
+            wire_max_len: network.table.port(fwd::PARENT).map_or(0, |p| p.mtu) + 14,
+            collector: self.relay.map_or(0, |r| r.collector),
+            flags: bpf::EP_WIRE | if spec.mode == Mode::Bridge { bpf::EP_BRIDGE } else { 0 },
+        };
         let slot = self.alloc_slot()?;
-        let xdp = match self.bpf.attach(Prog::Endpoint, spec.ifindex, &spec.name) {
-            Ok(m) => m,
+        let attached = if tc_fed {
+            self.bpf
+                .clear_stale(spec.ifindex, &spec.name)
+                .and_then(|()| self.bpf.set_ep_port(spec.ifindex, bpf::EpPort { slot, ..ep_port }))
+                .and_then(|()| self.bpf.attach_tc(TcProg::Endpoint, spec.ifindex, &spec.name))
+                .map(|()| (XdpMode::None, Some(TcProg::Endpoint)))
+        } else {
+            self.bpf.attach(Prog::Endpoint, spec.ifindex, &spec.name).map(|m| (m, None))
+        };
+        let (xdp, tc) = match attached {
+            Ok(a) => a,
             Err(e) => {
+                if tc_fed {
+                    self.bpf.del_ep_port(spec.ifindex);
+                }
                 self.free_slot(slot);
                 return Err(e);
             }
         };
-        let iface = Iface { ifindex: spec.ifindex, name: spec.name.clone(), slot, xdp, tc: false };
+        let iface = Iface { ifindex: spec.ifindex, name: spec.name.clone(), slot, xdp, tc };
         let nsock = workers.min(spec.queues.max(1) as usize);
         // Sockets first (all or nothing), then the workers.
         let built = (|| -> Result<Vec<NewSocket>, Error> {
@@ -183,7 +213,7 @@ impl Datapath {
         socks.resize_with(workers, || None);
         let counters: Vec<SharedPortCounters> = (0..workers).map(|_| SharedPortCounters::default()).collect();
         for (w, sock) in socks.into_iter().enumerate() {
-            let port = Port::endpoint(sock, umem_id, spec.ifindex, counters[w].clone());
+            let port = Port::endpoint(sock, umem_id, spec.ifindex, slot, counters[w].clone());
             let pool = news[w].clone().map(|a| (umem_id, a));
             if let Err(e) = self.workers[w].send(w, Command::AddPort { net, id, info, port: Box::new(port), pool }) {
                 self.unwind_port(net, id, umem_id, (0..=w).map(|v| news[v].is_some()).collect());
@@ -211,11 +241,6 @@ impl Datapath {
         }
         network.table.add_endpoint(id, info).expect("checked above");
         let fast_base = self.bpf.fast_counts(slot);
-        let fast = match self.cfg.fast_path {
-            FastPath::Tc if spec.veth && spec.vlan == 0 => Some(FastPath::Tc),
-            FastPath::Xdp if spec.fast && spec.vlan == 0 => Some(FastPath::Xdp),
-            _ => None,
-        };
         let rec = EndpointRec { iface, info, counters, xsk_mode, group, fast, fast_base, veth: spec.veth };
         let parent_mtu = self.networks[&net].table.port(fwd::PARENT).map_or(0, |p| p.mtu);
         let steered = if rec.needs_steering(parent_mtu) { self.steer_parent(net) } else { Ok(()) };
@@ -397,7 +422,7 @@ mod tests {
                 name: format!("if{ifindex}"),
                 slot: ifindex + 100,
                 xdp: bpf::XdpMode::Native,
-                tc: false,
+                tc: None,
             },
             info: PortInfo {
                 mac: MacAddr([2, 0, 0, 0, 0, ifindex as u8]),

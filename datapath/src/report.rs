@@ -50,8 +50,11 @@ pub struct Report {
 pub struct KernelPaths {
     /// Frames received from parents that no worker saw (Σ ports' rx = Σ workers' rx + this).
     pub rx: u64,
-    /// Outcomes at endpoints: delivered (frames, bytes) and not (down, oversize, errors).
+    /// Outcomes at endpoints: delivered (frames, bytes) and not (down, oversize, errors); and
+    /// what xmv_endpoint_tc took from containers (rx, lost).
     pub to_endpoints: bpf::FastCount,
+    /// What xmv_endpoint_tc sent to the wire (frames, bytes) and could not (oversize).
+    pub to_wire: bpf::FastCount,
     /// The tc flood: group frames it fanned out, their extra outcomes, floods without a target.
     pub flood_frames: u64,
     pub flood_copies: u64,
@@ -80,11 +83,13 @@ impl Datapath {
                     up: true,
                     xsk_mode: n.parent_xsk_mode.name(),
                     stats: {
-                        // Frames the kernel-side paths took were received from the parent too.
+                        // Frames the kernel-side paths took were received from the parent too,
+                        // and what xmv_endpoint_tc sent to the wire was transmitted on it.
                         let mut s = sum(&n.parent_counters);
                         let k = self.kernel_rx(n);
                         s.rx += k.0;
                         s.rx_bytes += k.1;
+                        add_fast(&mut s, &self.parent_fast_delta(n));
                         // Frames for the workers that never reached their flood socket.
                         let lost = self.flood_delta(n).lost;
                         s.rx += lost;
@@ -125,6 +130,7 @@ impl Datapath {
             for f in n.endpoints.values().map(|ep| self.fast_delta(ep)).chain([n.fast_departed]) {
                 kernel.to_endpoints.add(&f);
             }
+            kernel.to_wire.add(&self.parent_fast_delta(n));
             let fl = self.flood_delta(n);
             kernel.flood_frames += fl.frames;
             kernel.flood_copies += fl.copies();
@@ -137,6 +143,11 @@ impl Datapath {
     /// What the kernel-side paths did for `ep` since it was added.
     pub(crate) fn fast_delta(&self, ep: &EndpointRec) -> bpf::FastCount {
         self.bpf.fast_counts(ep.iface.slot).since(&ep.fast_base)
+    }
+
+    /// What xmv_endpoint_tc sent to `n`'s wire (and could not) since the network got its slot.
+    fn parent_fast_delta(&self, n: &Network) -> bpf::FastCount {
+        self.bpf.fast_counts(n.parent.slot).since(&n.parent_fast_base)
     }
 
     /// What the tc flood did on `n`'s parent since the network got its slot.
@@ -152,21 +163,33 @@ impl Datapath {
 
     /// Frames (and bytes) of `n`'s parent that the kernel-side paths handled without a worker:
     /// every outcome at an endpoint is a received frame, but a flood of k targets is one frame
-    /// with k outcomes (k − 1 copies; an empty flood is one frame with none).
+    /// with k outcomes (k − 1 copies; an empty flood is one frame with none), and the outcomes of
+    /// containers' frames xmv_endpoint_tc delivered locally came from endpoints (each container
+    /// frame it decided has one outcome: at an endpoint, or on the wire).
     fn kernel_rx(&self, n: &Network) -> (u64, u64) {
         let mut out = bpf::FastCount::default();
         for f in n.endpoints.values().map(|ep| self.fast_delta(ep)).chain([n.fast_departed]) {
             out.add(&f);
         }
         let fl = self.flood_delta(n);
-        ((out.frames + out.dropped() + fl.empty).wrapping_sub(fl.copies()), out.bytes)
+        let wire = self.parent_fast_delta(n);
+        let local = out.rx.wrapping_sub(wire.outcomes());
+        (
+            (out.outcomes() + fl.empty).wrapping_sub(fl.copies()).wrapping_sub(local),
+            out.bytes.wrapping_sub(out.local_bytes),
+        )
     }
 }
 
-/// Adds what the kernel-side paths delivered to an endpoint, and did not, to its counters.
+/// Adds what the kernel-side paths delivered to a port, and did not, to its counters; and at an
+/// endpoint what xmv_endpoint_tc took from its container (the frames the collector refused are
+/// received and dropped there).
 pub(crate) fn add_fast(s: &mut PortStats, f: &bpf::FastCount) {
     s.tx += f.frames;
     s.tx_bytes += f.bytes;
+    s.rx += f.rx + f.lost;
+    s.rx_bytes += f.rx_bytes;
+    s.drops[fwd::DropReason::SocketFull as usize] += f.lost;
     s.drops[fwd::DropReason::DstDown as usize] += f.down;
     s.drops[fwd::DropReason::Oversize as usize] += f.oversize;
     s.drops[fwd::DropReason::TxError as usize] += f.errors;

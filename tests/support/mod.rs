@@ -173,6 +173,25 @@ impl Netns {
             .map(|l| l["ifname"].as_str().unwrap().to_string())
             .collect()
     }
+
+    /// Interfaces with a program named `prog` on their tcx ingress (which `ip link` does not show).
+    pub fn tcx_links(&self, prog: &str) -> Vec<String> {
+        let out = ok(&["ip", "-n", &self.name, "-j", "link", "show"]);
+        let v: Value = serde_json::from_str(&out).expect("ip -j output");
+        let links: Vec<(u32, String)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["ifindex"].as_u64().unwrap() as u32, l["ifname"].as_str().unwrap().to_string()))
+            .collect();
+        in_netns(&self.path(), || {
+            links
+                .into_iter()
+                .filter(|(i, _)| xmacvlan_datapath::bpf::tcx_ingress_names(*i).iter().any(|n| n == prog))
+                .map(|(_, n)| n)
+                .collect()
+        })
+    }
 }
 
 impl Drop for Netns {

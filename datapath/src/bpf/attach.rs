@@ -13,7 +13,7 @@ use crate::Error;
 /// previous one attached.
 const OURS: [&str; 2] = ["xmv_parent", "xmv_endpoint"];
 /// Names of our tc programs (the kernel keeps the first 15 characters).
-const OURS_TC: [&str; 2] = ["xmv_parent_tc", "xmv_relay_tc"];
+const OURS_TC: [&str; 3] = ["xmv_parent_tc", "xmv_relay_tc", "xmv_endpoint_tc"];
 
 impl Bpf {
     /// Attaches `p` to `ifindex`, native mode first, generic when the driver has none. Refuses to
@@ -154,6 +154,29 @@ impl Bpf {
 
     /// Ids of the programs on `ifindex`'s tcx ingress.
     pub fn tc_ids(&self, ifindex: u32) -> Vec<u32> {
+        tcx_ids(ifindex)
+    }
+
+    /// Whether the tc program `p` is attached to `ifindex`.
+    pub fn tc_attached(&self, p: TcProg, ifindex: u32) -> bool {
+        let ours = prog_id(self.tc_prog(p));
+        ours != 0 && self.tc_ids(ifindex).contains(&ours)
+    }
+}
+
+/// The names of the programs on the tcx ingress of `ifindex` in the calling thread's namespace
+/// (what `ip link` does not show; the tests read it).
+pub fn tcx_ingress_names(ifindex: u32) -> Vec<String> {
+    tcx_ids(ifindex)
+        .into_iter()
+        .filter_map(|id| ProgramHandle::from_prog_id(id).ok())
+        .map(|h| h.name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Ids of the programs on `ifindex`'s tcx ingress.
+fn tcx_ids(ifindex: u32) -> Vec<u32> {
+    {
         use libbpf_rs::libbpf_sys as sys;
         let mut ids = [0u32; 64];
         let mut opts =
@@ -168,12 +191,6 @@ impl Bpf {
         // SAFETY: the kernel wrote the count of ids it filled in.
         let n = unsafe { opts.__bindgen_anon_1.count } as usize;
         ids[..n.min(ids.len())].to_vec()
-    }
-
-    /// Whether the tc program `p` is attached to `ifindex`.
-    pub fn tc_attached(&self, p: TcProg, ifindex: u32) -> bool {
-        let ours = prog_id(self.tc_prog(p));
-        ours != 0 && self.tc_ids(ifindex).contains(&ours)
     }
 }
 
