@@ -24,8 +24,11 @@ demo: build
 
 # Unit tests (no root needed) and the end-to-end tests in network namespaces (root), serially:
 # each e2e test builds its own lab and runs a daemon with busy-polling workers.
+# Then the semantic suites again in the forced-userspace configuration (every frame through AF_XDP
+# and the workers: `daemon --fast-path off`); tests about one configuration name it themselves.
 test: deps
 	$(CARGO) test --workspace -- --test-threads=1
+	XMACVLAN_TEST_FAST_PATH=off $(CARGO) test --test bridge --test modes --test vlan --test control --test cni -- --test-threads=1
 
 unit:
 	$(CARGO) test --workspace --lib --bins

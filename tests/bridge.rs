@@ -286,7 +286,7 @@ fn semantics_xmacvlan_xdp_fast_path() {
 fn xdp_on_the_parent_only_while_an_endpoint_needs_it_and_none_after_sigterm_endpoints_kept() {
     require_root!();
     let lab = Lab::new();
-    let mut d = Daemon::start(&lab);
+    let mut d = Daemon::start_with(&lab, &["--fast-path", "tc"]);
     lab.cli_ok(&["network", "create", "--subnet", SUBNET, "-o", "parent=eth1", "labnet"]);
     attach(&lab, Backend::Xmacvlan, 1, None);
     // The tc fast path takes all the wire sends c1 by itself, and all c1 sends meets tc on its
@@ -316,7 +316,7 @@ fn xdp_on_the_parent_only_while_an_endpoint_needs_it_and_none_after_sigterm_endp
 fn tc_alone_counts_oversize_and_down_endpoints() {
     require_root!();
     let lab = Lab::new();
-    let _d = Daemon::start(&lab);
+    let _d = Daemon::start_with(&lab, &["--fast-path", "tc"]);
     lab.cli_ok(&["network", "create", "--subnet", SUBNET, "-o", "parent=eth1", "labnet"]);
     attach(&lab, Backend::Xmacvlan, 1, None);
     assert!(!lab.dp.xdp_links().contains(&"eth1".to_string()), "no XDP on the parent: {:?}", lab.dp.xdp_links());

@@ -716,7 +716,8 @@ impl Lab {
     }
 
     /// The xmacvlan daemon's counters, flattened: `delivered` (Σ of the endpoints' tx, the datapath's
-    /// own count to cross-check the container interfaces'), the parent socket's kernel-side drops,
+    /// own count to cross-check the container interfaces'), `delivered.wire` (the parent's tx, the
+    /// same for frames to the wire), the parent socket's kernel-side drops,
     /// drop reasons summed over ports, and the workers' loop counters. None for the kernel backend.
     pub fn datapath_counters(&self) -> Result<Option<BTreeMap<String, u64>>> {
         if self.daemon.is_none() {
@@ -738,6 +739,7 @@ impl Lab {
                     add("delivered".into(), &p["tx"]);
                 }
                 if kind == "parent" {
+                    add("delivered.wire".into(), &p["tx"]);
                     for (k, c) in p["kernel"].as_object().into_iter().flatten() {
                         add(format!("parent.{k}"), c);
                     }

@@ -1078,7 +1078,10 @@ impl Bench<'_> {
             delivered,
             lost,
             loss_pct: if expected > 0 { 100.0 * lost as f64 / expected as f64 } else { 0.0 },
-            datapath_delivered: dp.as_ref().map(|m| m.get("delivered").copied().unwrap_or(0)),
+            datapath_delivered: dp.as_ref().map(|m| {
+                let key = if path.ends_with("wire") { "delivered.wire" } else { "delivered" };
+                m.get(key).copied().unwrap_or(0)
+            }),
             datapath_counters: dp.unwrap_or_default(),
             dp_cpu_busy_s: dp_busy,
             cpu_s_per_mframe: if per > 0.0 { dp_busy / per * 1e6 } else { 0.0 },

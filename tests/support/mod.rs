@@ -202,6 +202,12 @@ impl Drop for Netns {
     }
 }
 
+/// Whether the suites run in the forced-userspace configuration (XMACVLAN_TEST_FAST_PATH=off: the
+/// daemons the tests start send every frame through AF_XDP and the workers).
+pub fn forced_userspace() -> bool {
+    std::env::var("XMACVLAN_TEST_FAST_PATH").is_ok_and(|f| f == "off")
+}
+
 /// Joins the calling thread to the network namespace at `path` (setns(2) moves only this thread).
 fn join_netns(path: &str) {
     let nsf = File::open(path).unwrap_or_else(|e| panic!("netns {path}: {e}"));
@@ -435,9 +441,16 @@ impl Daemon {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&stderr).unwrap();
         // One worker on CPU 1 unless the caller says otherwise.
         let cpus: &[&str] = if extra.contains(&"--cpus") { &[] } else { &["--cpus", "1"] };
+        // XMACVLAN_TEST_FAST_PATH=off runs the suites in the forced-userspace configuration (every
+        // frame through AF_XDP and the workers); a test about one configuration names it itself.
+        let forced = std::env::var("XMACVLAN_TEST_FAST_PATH").ok().filter(|_| {
+            !extra.iter().any(|a| *a == "--fast-path" || a.starts_with("--fast-path=") || *a == "--xdp-fast-path")
+        });
+        let fast: Vec<String> = forced.into_iter().flat_map(|f| ["--fast-path".to_string(), f]).collect();
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.dp.name, BIN, "daemon", "--socket", &lab.socket()])
             .args(cpus)
+            .args(&fast)
             .arg("--state-dir")
             .arg(lab.state_dir())
             .args(extra)
