@@ -293,6 +293,7 @@ fn xdp_on_the_parent_only_while_an_endpoint_needs_it_and_none_after_sigterm_endp
     // endpoint veth: no XDP anywhere.
     let attached = lab.dp.xdp_links();
     assert_eq!(attached, Vec::<String>::new(), "no XDP on the parent or the endpoint veth");
+    assert_eq!(lab.dp.block_links().len(), 1, "the endpoint veth on the endpoints' tc block");
     // An MTU below the parent's needs XDP on the parent, which measures each frame before GRO.
     attach(&lab, Backend::Xmacvlan, 2, Some(1500));
     let attached = lab.dp.xdp_links();
@@ -304,6 +305,7 @@ fn xdp_on_the_parent_only_while_an_endpoint_needs_it_and_none_after_sigterm_endp
     assert!(!attached.contains(&"eth1".to_string()), "gone with the endpoint that needed it: {attached:?}");
     assert!(d.stop(), "daemon exits 0 on SIGTERM: {}", std::fs::read_to_string(&d.stderr).unwrap_or_default());
     assert_eq!(lab.dp.xdp_links(), Vec::<String>::new(), "no XDP left after SIGTERM");
+    assert_eq!(lab.dp.block_links(), Vec::<String>::new(), "no endpoint on the tc block after SIGTERM");
     // The endpoint stays for the next start (tests/control.rs re-adopts it).
     assert!(lab.dp.links().iter().any(|l| l.starts_with("xmv")), "endpoint veth kept: {:?}", lab.dp.links());
 }

@@ -121,7 +121,7 @@ fn networks_share_a_parent_and_internal_networks_stay_internal() {
     let xdp = lab.dp.xdp_links();
     assert_eq!(xdp.contains(&"eth1".to_string()), forced_userspace(), "{xdp:?}");
     assert!(!xdp.iter().any(|l| l.starts_with("xmvi")), "an internal anchor has XDP: {xdp:?}");
-    let tc = lab.dp.tcx_links("xmv_endpoint_tc");
+    let tc = lab.dp.block_links();
     if forced_userspace() {
         assert_eq!((xdp.len(), tc.len()), (5, 0), "the parent and four endpoints: {xdp:?}, tc on {tc:?}");
     } else {
@@ -191,7 +191,7 @@ fn state_survives_kill9_and_clean_stop() {
     // every frame through AF_XDP, XDP on all five)
     let (want_xdp, want_tc) = if forced_userspace() { (5, 0) } else { (3, 2) };
     assert_eq!(lab.dp.xdp_links().len(), want_xdp, "kill -9 leaves the XDP programs attached");
-    assert_eq!(lab.dp.tcx_links("xmv_endpoint_tc").len(), want_tc, "kill -9 leaves the tc programs attached");
+    assert_eq!(lab.dp.block_links().len(), want_tc, "kill -9 leaves the tc programs attached");
     let restarted = Instant::now();
     let mut d = Daemon::start(&lab);
     let back = within(Duration::from_secs(2).saturating_sub(restarted.elapsed()), || {
@@ -204,7 +204,7 @@ fn state_survives_kill9_and_clean_stop() {
     let xdp = lab.dp.xdp_links();
     assert_eq!(xdp.iter().filter(|l| *l == "eth1").count(), 1, "exactly one XDP program on the parent");
     assert_eq!(xdp.len(), want_xdp, "one XDP program per parent and XDP-fed endpoint, no more: {xdp:?}");
-    let tc = lab.dp.tcx_links("xmv_endpoint_tc");
+    let tc = lab.dp.block_links();
     assert_eq!(tc.len(), want_tc, "one tc program per tc-fed endpoint, no more: {tc:?}");
     assert!(tc.iter().all(|l| !xdp.contains(l)), "never both on one endpoint: {tc:?} {xdp:?}");
     assert_eq!(sorted(lab.dp.links()), links_before, "endpoints re-adopted: no extra or missing links");
@@ -216,7 +216,7 @@ fn state_survives_kill9_and_clean_stop() {
     lab.cli_ok(&["network", "connect", "pub", &gone.name]);
     assert!(d.stop(), "exit 0 on SIGTERM");
     assert!(lab.dp.xdp_links().is_empty(), "no XDP after a clean stop: {:?}", lab.dp.xdp_links());
-    let tc = lab.dp.tcx_links("xmv_endpoint_tc");
+    let tc = lab.dp.block_links();
     assert!(tc.is_empty(), "no tc program after a clean stop: {tc:?}");
     assert!(lab.c(1).links().contains(&"eth0".to_string()), "endpoints stay after a clean stop");
     let up: Vec<String> = serde_json::from_str::<Value>(&lab.dp.ok(&["ip", "-j", "link", "show", "up"]))

@@ -3,7 +3,7 @@
 
 #![allow(clippy::all)]
 mod attach;
-pub use attach::tcx_ingress_names;
+pub mod block;
 
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/xmacvlan.skel.rs"));
@@ -11,7 +11,7 @@ mod skel {
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, XdpFlags};
@@ -275,7 +275,8 @@ pub enum TcProg {
     /// xmv_relay_tc on the daemon's relay pair: hands the tc flood's copies to container ends, and
     /// ends the frames collected for the workers.
     Relay,
-    /// xmv_endpoint_tc on an endpoint veth's host side (the tc fast path): its container's frames.
+    /// xmv_endpoint_tc on the endpoints' shared tc block (block.rs; the tc fast path): the frames
+    /// their containers send. Never attached per interface.
     Endpoint,
 }
 
@@ -316,6 +317,10 @@ pub struct Bpf {
     fast_stats: MapHandle,
     floods: MapHandle,
     flood_stats: MapHandle,
+    /// Interfaces this daemon put on the endpoints' tc block, and whether the block's filter is
+    /// ours (written after the first join; the block and its filter go with the last member).
+    block_members: AtomicU32,
+    block_filter: AtomicBool,
 }
 
 fn bpf_err(what: &'static str) -> impl FnOnce(libbpf_rs::Error) -> Error {
@@ -346,6 +351,8 @@ impl Bpf {
             fast_stats: MapHandle::try_from(&skel.maps.fast_stats).map_err(bpf_err("map fast_stats"))?,
             floods: MapHandle::try_from(&skel.maps.floods).map_err(bpf_err("map floods"))?,
             flood_stats: MapHandle::try_from(&skel.maps.flood_stats).map_err(bpf_err("map flood_stats"))?,
+            block_members: AtomicU32::new(0),
+            block_filter: AtomicBool::new(false),
         })
     }
 
@@ -453,6 +460,32 @@ impl Bpf {
             .map_err(bpf_err("update config"))?;
         self.listed_sources.store(n, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Puts a tc-fed endpoint's daemon-side veth on the endpoints' tc block (block.rs), whose filter
+    /// runs xmv_endpoint_tc, and makes sure that filter is this daemon's program.
+    pub fn join_block(&self, ifindex: u32, ifname: &str) -> Result<(), Error> {
+        let err =
+            |cause: std::io::Error| Error::Attach { ifname: ifname.to_string(), cause: libbpf_rs::Error::from(cause) };
+        block::join(ifindex).map_err(err)?;
+        self.block_members.fetch_add(1, Ordering::Relaxed);
+        if !self.block_filter.load(Ordering::Relaxed) {
+            if let Err(e) = block::set_filter(self.endpoint_tc.as_fd(), "xmv_endpoint_tc") {
+                self.leave_block(ifindex);
+                return Err(err(e));
+            }
+            self.block_filter.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Takes an endpoint's veth off the block (a link that is gone already is not an error).
+    pub fn leave_block(&self, ifindex: u32) {
+        let _ = block::leave(ifindex);
+        if self.block_members.fetch_sub(1, Ordering::Relaxed) == 1 {
+            // The last member took the block, and its filter, with it.
+            self.block_filter.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Writes (or rewrites) the `ep_ports` entry of a tc-fed endpoint's daemon-side veth.

@@ -333,10 +333,11 @@ impl Datapath {
                 self.bpf.detach_tc(TcProg::Parent, iface.ifindex);
                 self.bpf.del_flood_list(iface.slot);
             }
-            Some(p) => {
-                self.bpf.detach_tc(p, iface.ifindex);
+            Some(TcProg::Endpoint) => {
+                self.bpf.leave_block(iface.ifindex);
                 self.bpf.del_ep_port(iface.ifindex);
             }
+            Some(p) => self.bpf.detach_tc(p, iface.ifindex),
             None => {}
         }
         self.bpf.detach(iface.ifindex, iface.xdp);

@@ -144,7 +144,7 @@ impl Datapath {
             self.bpf
                 .clear_stale(spec.ifindex, &spec.name)
                 .and_then(|()| self.bpf.set_ep_port(spec.ifindex, bpf::EpPort { slot, ..ep_port }))
-                .and_then(|()| self.bpf.attach_tc(TcProg::Endpoint, spec.ifindex, &spec.name))
+                .and_then(|()| self.bpf.join_block(spec.ifindex, &spec.name))
                 .map(|()| (XdpMode::None, Some(TcProg::Endpoint)))
         } else {
             self.bpf.attach(Prog::Endpoint, spec.ifindex, &spec.name).map(|m| (m, None))

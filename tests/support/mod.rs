@@ -174,23 +174,18 @@ impl Netns {
             .collect()
     }
 
-    /// Interfaces with a program named `prog` on their tcx ingress (which `ip link` does not show).
-    pub fn tcx_links(&self, prog: &str) -> Vec<String> {
-        let out = ok(&["ip", "-n", &self.name, "-j", "link", "show"]);
-        let v: Value = serde_json::from_str(&out).expect("ip -j output");
-        let links: Vec<(u32, String)> = v
-            .as_array()
+    /// Interfaces on the endpoints' shared tc block, whose filter runs xmv_endpoint_tc (a clsact
+    /// qdisc with that ingress block; `ip link` does not show it).
+    pub fn block_links(&self) -> Vec<String> {
+        let out = ok(&["tc", "-n", &self.name, "-j", "qdisc", "show"]);
+        let v: Value = serde_json::from_str(&out).expect("tc -j output");
+        let block = u64::from(xmacvlan_datapath::bpf::block::BLOCK);
+        v.as_array()
             .unwrap()
             .iter()
-            .map(|l| (l["ifindex"].as_u64().unwrap() as u32, l["ifname"].as_str().unwrap().to_string()))
-            .collect();
-        in_netns(&self.path(), || {
-            links
-                .into_iter()
-                .filter(|(i, _)| xmacvlan_datapath::bpf::tcx_ingress_names(*i).iter().any(|n| n == prog))
-                .map(|(_, n)| n)
-                .collect()
-        })
+            .filter(|q| q["kind"] == "clsact" && q["ingress_block"].as_u64() == Some(block))
+            .map(|q| q["dev"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 

@@ -164,16 +164,6 @@ impl Bpf {
     }
 }
 
-/// The names of the programs on the tcx ingress of `ifindex` in the calling thread's namespace
-/// (what `ip link` does not show; the tests read it).
-pub fn tcx_ingress_names(ifindex: u32) -> Vec<String> {
-    tcx_ids(ifindex)
-        .into_iter()
-        .filter_map(|id| ProgramHandle::from_prog_id(id).ok())
-        .map(|h| h.name().to_string_lossy().into_owned())
-        .collect()
-}
-
 /// Ids of the programs on `ifindex`'s tcx ingress.
 fn tcx_ids(ifindex: u32) -> Vec<u32> {
     {
