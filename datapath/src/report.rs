@@ -174,10 +174,20 @@ impl Datapath {
         let fl = self.flood_delta(n);
         let wire = self.parent_fast_delta(n);
         let local = out.rx.wrapping_sub(wire.outcomes());
-        (
-            (out.outcomes() + fl.empty).wrapping_sub(fl.copies()).wrapping_sub(local),
-            out.bytes.wrapping_sub(out.local_bytes),
-        )
+        let frames = (out.outcomes() + fl.empty).wrapping_sub(fl.copies()).wrapping_sub(local);
+        (not_below_zero(frames), not_below_zero(out.bytes.wrapping_sub(out.local_bytes)))
+    }
+}
+
+/// The per-CPU counters of different slots are read one after another while frames move: a
+/// container's frame may be counted at its sender and not yet at its target, a flood's frame before
+/// its outcomes, and a difference of them can come out below zero for a moment (wrapped). Shown as
+/// 0 then; the next read, once the outcomes are in, is exact again.
+fn not_below_zero(v: u64) -> u64 {
+    if (v as i64) < 0 {
+        0
+    } else {
+        v
     }
 }
 
