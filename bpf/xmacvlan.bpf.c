@@ -28,14 +28,14 @@
  * A listed source without nodst needs both the host and the copies: the frame is passed, and
  * xmv_parent_tc hands the workers a clone of it (collect).
  *
- * A container's frames: with the tc fast path, xmv_endpoint_tc on the tcx ingress of the endpoint
- * veth's host side decides what fwd::decide would for the common cases — a bridge endpoint's unicast
+ * A container's frames: with the tc fast path, xmv_endpoint_tc on the ingress of the endpoint veth's
+ * host side (the endpoints' shared tc block: one cls_bpf filter for all of them) decides what fwd::decide would for the common cases — a bridge endpoint's unicast
  * to another bridge endpoint goes to that container's end (bpf_redirect_peer), everything a
  * container sends towards the wire to the parent's egress — and hands the rest (a bridge endpoint's
  * broadcast/multicast, tagged frames, endpoints the workers serve) to the workers through the
  * collector. No XDP program on the endpoint: the container keeps its TSO and checksum offload.
- * Otherwise (--fast-path xdp|off, taps, tagged networks) xmv_endpoint on the host side sends all
- * a container sends to AF_XDP.
+ * Otherwise (--fast-path xdp|off, taps, tagged and internal networks) xmv_endpoint on the host side
+ * sends all a container sends to AF_XDP.
  * xmv_relay_tc, on the daemon's relay veth pair (xmacvlan0/xmacvlan1), hands containers the wire
  * floods' copies, and ends the frames collected for the workers after their packet socket saw them.
  */
@@ -646,15 +646,15 @@ static __always_inline int ep_to_workers(struct __sk_buff *skb, struct ep_port *
 	return TC_ACT_SHOT;
 }
 
-/* The tc program on the tcx ingress of an endpoint veth's host side (the tc fast path): a
- * container's frame, as fwd::decide rules for an untagged network —
+/* The filter of the endpoints' shared tc block, on the ingress of every tc-fed endpoint veth's host
+ * side (the tc fast path; datapath/src/bpf/block.rs): a container's frame, as fwd::decide rules for
+ * an untagged network on a wire —
  * - a bridge endpoint's unicast to a bridge endpoint: to that container's end (bpf_redirect_peer),
  *   or counted there as down / too long;
  * - a bridge endpoint's unicast to anyone else, and everything the other modes send: to the
  *   parent's egress, or counted at the parent's slot as too long;
  * - the rest goes to the workers: a bridge endpoint's broadcast/multicast (the copies to the other
- *   bridge endpoints), tagged frames, frames for endpoints the workers serve, and everything on
- *   an internal network but local unicast.
+ *   bridge endpoints), tagged frames, frames for endpoints the workers serve (taps).
  * Nothing a container sends reaches the daemon's namespace. */
 SEC("tc")
 int xmv_endpoint_tc(struct __sk_buff *skb)

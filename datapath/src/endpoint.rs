@@ -1,6 +1,7 @@
-//! Endpoints in the datapath: adding one (XDP on its daemon-side end, a socket per worker in a
-//! UMEM of its group, the steering entry last), taking one out (detach, then close once its link is
-//! gone), the groups whose UMEMs they share (budget.rs), and the tc flood's list.
+//! Endpoints in the datapath: adding one (its daemon-side end on the endpoints' tc block, or XDP on
+//! it; a socket per worker in a UMEM of its group; the steering entry last), taking one out (detach,
+//! then close once its link is gone), the groups whose UMEMs they share (budget.rs), and the tc
+//! flood's list.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -91,8 +92,9 @@ pub(crate) struct GroupUmem {
 }
 
 impl Datapath {
-    /// Adds an endpoint: XDP on its daemon-side veth, a socket per worker in a UMEM of its group,
-    /// then the MAC in the steering map (last, so the wire never steers to a half-built endpoint).
+    /// Adds an endpoint: its daemon-side veth on the endpoints' tc block (the tc fast path, on a
+    /// wire) or XDP on it, a socket per worker in a UMEM of its group, then the MAC in the steering
+    /// map (last, so the wire never steers to a half-built endpoint).
     pub fn add_endpoint(&mut self, net: NetId, spec: &EndpointSpec) -> Result<PortId, Error> {
         let workers = self.workers.len();
         let network =
