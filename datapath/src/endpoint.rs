@@ -162,7 +162,9 @@ impl Datapath {
             }
         };
         let iface = Iface { ifindex: spec.ifindex, name: spec.name.clone(), slot, xdp, tc };
-        let nsock = workers.min(spec.queues.max(1) as usize);
+        // A tc-fed endpoint's container frames reach the workers through the collector: no AF_XDP
+        // socket of its own (nothing would ever fill it), so no fill-ring frames and no UMEM held.
+        let nsock = if tc_fed { 0 } else { workers.min(spec.queues.max(1) as usize) };
         // Sockets first (all or nothing), then the workers.
         let built = (|| -> Result<Vec<NewSocket>, Error> {
             self.bpf.set_slot(spec.ifindex, slot)?;
