@@ -2,7 +2,7 @@
 //! else's refused) and tcx ingress, and reading back what is attached — one `RTM_GETLINK` for one
 //! link's XDP, `BPF_PROG_QUERY` for its tcx programs.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use libbpf_rs::{ProgramHandle, Xdp, XdpFlags};
 
@@ -209,13 +209,6 @@ fn xdp_ids(ifindex: u32) -> std::io::Result<XdpIds> {
     const IFLA_XDP_DRV_PROG_ID: u16 = 5;
     const IFLA_XDP_SKB_PROG_ID: u16 = 6;
 
-    // SAFETY: plain socket(2); owned below.
-    let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd we own.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
     // nlmsghdr (16) + ifinfomsg (16) + IFLA_EXT_MASK attribute (8).
     let mut req = [0u8; 40];
     req[0..4].copy_from_slice(&40u32.to_ne_bytes());
@@ -226,17 +219,9 @@ fn xdp_ids(ifindex: u32) -> std::io::Result<XdpIds> {
     req[32..34].copy_from_slice(&8u16.to_ne_bytes());
     req[34..36].copy_from_slice(&IFLA_EXT_MASK.to_ne_bytes());
     req[36..40].copy_from_slice(&RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
-    // SAFETY: sends our buffer of its length on our socket (to the kernel: no address needed).
-    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
     let mut buf = vec![0u8; 32 << 10];
-    // SAFETY: receives into our buffer of its length.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let msg = &buf[..n as usize];
+    let n = super::block::rtnl_request(&req, &mut buf)?;
+    let msg = &buf[..n];
     let u16_at = |b: &[u8], i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
     let u32_at = |b: &[u8], i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     if msg.len() < 32 {

@@ -77,6 +77,28 @@ pub fn set_filter(prog: BorrowedFd<'_>, name: &str) -> std::io::Result<()> {
     m.send()
 }
 
+/// Sends one rtnetlink request on a socket of its own and reads the first reply into `reply`;
+/// returns its length.
+pub(super) fn rtnl_request(req: &[u8], reply: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: plain socket(2); owned below.
+    let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: sends our buffer of its length on our socket (to the kernel: no address needed).
+    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: receives into the caller's buffer of its length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// One rtnetlink request: nlmsghdr, tcmsg, attributes.
 struct Msg {
     buf: Vec<u8>,
@@ -119,27 +141,12 @@ impl Msg {
         self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
-    /// Sends the request on a socket of its own and waits for the kernel's acknowledgement.
+    /// Sends the request and waits for the kernel's acknowledgement.
     fn send(mut self) -> std::io::Result<()> {
         let len = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
-        // SAFETY: plain socket(2); owned below.
-        let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sends our buffer of its length on our socket (to the kernel: no address needed).
-        if unsafe { libc::send(fd.as_raw_fd(), self.buf.as_ptr().cast(), self.buf.len(), 0) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
         let mut reply = [0u8; 1024];
-        // SAFETY: receives into our buffer of its length.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let n = rtnl_request(&self.buf, &mut reply)?;
         if n < 20 || u16::from_ne_bytes([reply[4], reply[5]]) != NLMSG_ERROR {
             return Err(std::io::Error::other("unexpected rtnetlink reply to a tc request"));
         }
