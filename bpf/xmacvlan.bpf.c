@@ -646,6 +646,30 @@ static __always_inline int ep_to_workers(struct __sk_buff *skb, struct ep_port *
 	return TC_ACT_SHOT;
 }
 
+/* A container's frame xmv_endpoint_tc decides itself: taken from its sender (counters `c`), and its
+ * one outcome counted at the target's (`dc`: another endpoint's, or the parent's slot) — not `up`,
+ * longer than `max_len` allows, or delivered. Returns whether it may go. */
+static __always_inline int ep_take(struct __sk_buff *skb, void *data, void *data_end, struct fast_count *c,
+				   struct fast_count *dc, __u32 up, __u32 max_len)
+{
+	__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
+
+	count(XMV_STAT_EP_TC);
+	c->rx += segs;
+	c->rx_bytes += skb->len;
+	if (!up) {
+		dc->down += segs;
+		return 0;
+	}
+	if (too_long(skb, data, data_end, max_len)) {
+		dc->oversize += segs;
+		return 0;
+	}
+	dc->frames += segs;
+	dc->bytes += skb->len;
+	return 1;
+}
+
 /* The filter of the endpoints' shared tc block, on the ingress of every tc-fed endpoint veth's host
  * side (the tc fast path; datapath/src/bpf/block.rs): a container's frame, as fwd::decide rules for
  * an untagged network on a wire —
@@ -662,7 +686,7 @@ int xmv_endpoint_tc(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	__u32 ifindex = skb->ingress_ifindex, slot, segs = skb->gso_segs ? skb->gso_segs : 1, len = skb->len;
+	__u32 ifindex = skb->ingress_ifindex, slot, len = skb->len;
 	struct fast_count *c, *dc;
 	struct mac_key key = {};
 	struct mac_val *v;
@@ -692,21 +716,8 @@ int xmv_endpoint_tc(struct __sk_buff *skb)
 			if (!(v->flags & XMV_MAC_FAST_TC))
 				return ep_to_workers(skb, ep, c);
 			dc = bpf_map_lookup_elem(&fast_stats, &dslot);
-			if (!dc)
+			if (!dc || !ep_take(skb, data, data_end, c, dc, v->fast_ifindex, v->max_len))
 				return TC_ACT_SHOT;
-			count(XMV_STAT_EP_TC);
-			c->rx += segs;
-			c->rx_bytes += len;
-			if (!v->fast_ifindex) {
-				dc->down += segs;
-				return TC_ACT_SHOT;
-			}
-			if (too_long(skb, data, data_end, v->max_len)) {
-				dc->oversize += segs;
-				return TC_ACT_SHOT;
-			}
-			dc->frames += segs;
-			dc->bytes += len;
 			c->local_bytes += len;
 			return bpf_redirect_peer(v->fast_ifindex, 0);
 		}
@@ -715,17 +726,8 @@ int xmv_endpoint_tc(struct __sk_buff *skb)
 		return ep_to_workers(skb, ep, c);
 	slot = ep->parent_slot;
 	dc = bpf_map_lookup_elem(&fast_stats, &slot);
-	if (!dc)
+	if (!dc || !ep_take(skb, data, data_end, c, dc, 1, ep->wire_max_len))
 		return TC_ACT_SHOT;
-	count(XMV_STAT_EP_TC);
-	c->rx += segs;
-	c->rx_bytes += len;
-	if (too_long(skb, data, data_end, ep->wire_max_len)) {
-		dc->oversize += segs;
-		return TC_ACT_SHOT;
-	}
-	dc->frames += segs;
-	dc->bytes += len;
 	return bpf_redirect(ep->parent_ifindex, 0);
 }
 
