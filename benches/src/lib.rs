@@ -124,6 +124,12 @@ pub struct Cli {
     /// Trials per overload point (`max`, and `scaling`'s unicast spread); the summary takes the median.
     #[arg(long, default_value_t = 1)]
     pub trials: u32,
+    /// Visits to every backend in turn: a round sets each backend up and runs every test on it, then
+    /// the next round starts over. Every table takes the median over rounds (and trials), so a slow
+    /// phase of the host (a neighbour's load, steal) falls on all backends alike instead of on the one
+    /// being run; the TCP, container and CPU-cost tests get one sample per round.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
     /// Broadcast share of the generated frames, in percent, for the max and rfc2544 tests (e.g. `0,1,10`).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub bcast_pct: Vec<f64>,
@@ -202,6 +208,8 @@ pub struct Cli {
 pub struct Trial {
     pub test: Test,
     pub backend: Backend,
+    /// The round (1-based, `--rounds`) the trial ran in.
+    pub round: u32,
     /// Bytes on the wire incl. FCS (the veth frame is 4 bytes shorter).
     pub size: usize,
     /// Target offered rate (None = unpaced).
@@ -246,6 +254,7 @@ pub struct Trial {
 #[derive(Serialize, Debug, Clone)]
 pub struct LatencyRun {
     pub backend: Backend,
+    pub round: u32,
     pub size: usize,
     pub load_pct: f64,
     pub load_pps: f64,
@@ -255,6 +264,7 @@ pub struct LatencyRun {
 #[derive(Serialize, Debug, Clone)]
 pub struct TcpRun {
     pub backend: Backend,
+    pub round: u32,
     #[serde(flatten)]
     pub tcp: Tcp,
 }
@@ -262,6 +272,7 @@ pub struct TcpRun {
 #[derive(Serialize, Debug, Clone)]
 pub struct Throughput {
     pub backend: Backend,
+    pub round: u32,
     pub size: usize,
     pub bcast_pct: f64,
     pub pps: f64,
@@ -381,6 +392,7 @@ fn validate(cli: &mut Cli) -> Result<()> {
         cli.duration = 0.3;
         cli.warmup = 0.1;
         cli.trials = 1;
+        cli.rounds = 1;
         cli.search_steps = 4;
         // Stopping waits for the BPF_PROG_RUN call in flight: short calls keep short trials short.
         cli.repeat = cli.repeat.min(1 << 19);
@@ -401,6 +413,9 @@ fn validate(cli: &mut Cli) -> Result<()> {
     }
     if cli.trials == 0 {
         bad("--trials 0: must be at least 1".into())?;
+    }
+    if cli.rounds == 0 {
+        bad("--rounds 0: must be at least 1".into())?;
     }
     if cli.sizes.is_empty() || cli.backends.is_empty() || cli.tests.is_empty() {
         bad("--sizes, --backends and --tests may not be empty".into())?;
@@ -513,19 +528,25 @@ fn run(mut cli: Cli, command: Vec<String>) -> Result<bool> {
     {
         let daemon_args = cli.daemon_args.as_deref().unwrap_or("").split_whitespace().map(String::from).collect();
         let mut lab = Lab::create(cli.daemon_log.clone(), bin, xmv_cpus, daemon_args)?;
-        let mut b = Bench { cli: &cli, lab: &mut lab, pb: &pb, res: &mut report.results };
-        for &backend in &cli.backends {
-            lab::check_interrupted()?;
-            if let Err(e) = b.run_backend(backend) {
-                if lab::interrupted() {
-                    return Err(e);
-                }
-                let msg = format!("{}: {e:#}", backend.name());
-                b.log(format!("backend {msg}"));
-                b.res.errors.push(msg);
+        let mut b = Bench { cli: &cli, lab: &mut lab, pb: &pb, res: &mut report.results, round: 1 };
+        for round in 1..=cli.rounds {
+            b.round = round;
+            if cli.rounds > 1 {
+                b.log(format!("round {round} of {}", cli.rounds));
             }
-            if let Err(e) = b.lab.reset() {
-                b.res.errors.push(format!("resetting the lab after {}: {e:#}", backend.name()));
+            for &backend in &cli.backends {
+                lab::check_interrupted()?;
+                if let Err(e) = b.run_backend(backend) {
+                    if lab::interrupted() {
+                        return Err(e);
+                    }
+                    let msg = format!("{}: {e:#}", backend.name());
+                    b.log(format!("backend {msg}"));
+                    b.res.errors.push(msg);
+                }
+                if let Err(e) = b.lab.reset() {
+                    b.res.errors.push(format!("resetting the lab after {}: {e:#}", backend.name()));
+                }
             }
         }
         // Lab dropped here: daemon stopped, namespaces deleted.
@@ -611,7 +632,7 @@ fn progress(cli: &Cli) -> ProgressBar {
         }
         Test::Scaling => cli.endpoints.len() * (cli.trials as usize + 1),
     });
-    pb.set_length((per_backend.sum::<usize>() * cli.backends.len()) as u64);
+    pb.set_length((per_backend.sum::<usize>() * cli.backends.len() * cli.rounds as usize) as u64);
     pb
 }
 
@@ -668,6 +689,8 @@ struct Bench<'a> {
     lab: &'a mut Lab,
     pb: &'a ProgressBar,
     res: &'a mut Results,
+    /// The round being run (1-based).
+    round: u32,
 }
 
 impl Bench<'_> {
@@ -760,7 +783,7 @@ impl Bench<'_> {
                         .res
                         .throughput
                         .iter()
-                        .find(|t| t.backend == backend && t.size == size && t.bcast_pct == 0.0)
+                        .rfind(|t| t.backend == backend && t.size == size && t.bcast_pct == 0.0)
                         .map(|t| t.pps);
                     let Some(thr) = thr.filter(|&t| t > 0.0) else {
                         bail!(
@@ -792,7 +815,7 @@ impl Bench<'_> {
                         t.gbps,
                         t.retransmits
                     ));
-                    self.res.tcp.push(TcpRun { backend, tcp: t });
+                    self.res.tcp.push(TcpRun { backend, round: self.round, tcp: t });
                     self.pb.inc(1);
                 }
             }
@@ -838,6 +861,7 @@ impl Bench<'_> {
             pps / 1e6
         ));
         self.res.throughput.push(Throughput {
+            round: self.round,
             backend,
             size: load.size,
             bcast_pct: pct,
@@ -892,7 +916,14 @@ impl Bench<'_> {
             l.probes_answered,
             l.probes_sent
         ));
-        self.res.latency.push(LatencyRun { backend, size, load_pct: pct, load_pps: rate, latency: l });
+        self.res.latency.push(LatencyRun {
+            backend,
+            round: self.round,
+            size,
+            load_pct: pct,
+            load_pps: rate,
+            latency: l,
+        });
         self.pb.inc(1);
         Ok(())
     }
@@ -1062,6 +1093,7 @@ impl Bench<'_> {
         let t = Trial {
             test: load.test,
             backend,
+            round: self.round,
             size: load.size,
             target_pps: load.rate.0,
             path: path.into(),
@@ -1142,6 +1174,7 @@ mod tests {
             (vec!["--endpoints", "0"], "endpoint count 0"),
             (vec!["--gen-cpu", "4096"], "--gen-cpu 4096"),
             (vec!["--cost-rate", "max"], "--cost-rate max"),
+            (vec!["--rounds", "0"], "--rounds 0"),
         ] {
             let mut cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap();
             let e = validate(&mut cli).unwrap_err().to_string();

@@ -142,11 +142,14 @@ pub fn text(r: &Report) -> String {
         let mut t = Table::new(&with(s(&["size B", "bcast %"]), heads(&bs, "")));
         for (size, pct) in keys(r.results.throughput.iter().map(|t| (t.size, t.bcast_pct))) {
             let get = |b: Backend| {
-                r.results
-                    .throughput
-                    .iter()
-                    .find(|t| t.backend == b && t.size == size && t.bcast_pct == pct)
-                    .map(|t| t.pps / 1e6)
+                median(
+                    r.results
+                        .throughput
+                        .iter()
+                        .filter(|t| t.backend == b && t.size == size && t.bcast_pct == pct)
+                        .map(|t| t.pps / 1e6)
+                        .collect(),
+                )
             };
             t.row(with(vec![size.to_string(), format!("{pct}")], cells(&bs, get, f3)));
         }
@@ -165,19 +168,24 @@ pub fn text(r: &Report) -> String {
         }
         let mut t = Table::new(&head.iter().map(String::as_str).collect::<Vec<_>>());
         for (size, pct) in keys(r.results.latency.iter().map(|l| (l.size, l.load_pct))) {
-            let get = |b: Backend| {
-                r.results
-                    .latency
-                    .iter()
-                    .find(|l| l.backend == b && l.size == size && l.load_pct == pct)
-                    .map(|l| &l.latency)
+            // Each percentile's median over the rounds.
+            let get = |b: Backend, q: fn(&crate::latency::Latency) -> f64| {
+                median(
+                    r.results
+                        .latency
+                        .iter()
+                        .filter(|l| l.backend == b && l.size == size && l.load_pct == pct)
+                        .map(|l| q(&l.latency))
+                        .collect(),
+                )
             };
             let mut row = vec![size.to_string(), format!("{pct}")];
-            row.extend(bs.iter().map(|&b| {
-                get(b).map_or("-".into(), |l| format!("{:.0} / {:.0} / {:.0}", l.p50_us, l.p99_us, l.p999_us))
+            row.extend(bs.iter().map(|&b| match (get(b, |l| l.p50_us), get(b, |l| l.p99_us), get(b, |l| l.p999_us)) {
+                (Some(p50), Some(p99), Some(p999)) => format!("{p50:.0} / {p99:.0} / {p999:.0}"),
+                _ => "-".into(),
             }));
             if bs.contains(&Backend::Kernel) {
-                let p99 = |b| get(b).map(|l| l.p99_us);
+                let p99 = |b| get(b, |l| l.p99_us);
                 row.extend(bs.iter().filter(|b| b.is_xmacvlan()).map(|&b| ratio(p99(Backend::Kernel), p99(b))));
             }
             t.row(row);
@@ -208,11 +216,14 @@ pub fn text(r: &Report) -> String {
         let mut t = Table::new(&with(s(&["path"]), heads(&bs, "")));
         for (from, to) in keys(r.results.tcp.iter().map(|t| (t.tcp.from.as_str(), t.tcp.to.as_str()))) {
             let get = |b: Backend| {
-                r.results
-                    .tcp
-                    .iter()
-                    .find(|t| t.backend == b && t.tcp.from == from && t.tcp.to == to)
-                    .map(|t| t.tcp.gbps)
+                median(
+                    r.results
+                        .tcp
+                        .iter()
+                        .filter(|t| t.backend == b && t.tcp.from == from && t.tcp.to == to)
+                        .map(|t| t.tcp.gbps)
+                        .collect(),
+                )
             };
             t.row(with(vec![format!("{from}→{to}")], cells(&bs, get, f3)));
         }
@@ -268,6 +279,8 @@ pub fn text(r: &Report) -> String {
         t.render(&mut o);
     }
 
+    round_spread(r, &bs, &mut o);
+
     let steal: Vec<f64> = r
         .results
         .trials
@@ -303,6 +316,74 @@ pub fn text(r: &Report) -> String {
         let _ = writeln!(o, "error: {e}");
     }
     o
+}
+
+/// With more than one round: each ratio to the kernel computed within every round (the backends of a
+/// round ran minutes apart, not a whole run apart), as min – median – max over the rounds. A ratio
+/// whose range is wide was decided by the host's phases, not by the datapath.
+fn round_spread(r: &Report, bs: &[Backend], o: &mut String) {
+    let rounds = r.cli.as_ref().map_or(1, |c| c.rounds);
+    if rounds < 2 || !bs.contains(&Backend::Kernel) {
+        return;
+    }
+    let xs: Vec<Backend> = bs.iter().copied().filter(|b| b.is_xmacvlan()).collect();
+    // (row label, value of a backend in a round)
+    type Get<'a> = Box<dyn Fn(Backend, u32) -> Option<f64> + 'a>;
+    let mut rows: Vec<(String, Get)> = Vec::new();
+    let trial_med = |test: Test, sel: Box<dyn Fn(&Trial) -> bool>, v: fn(&Trial) -> f64| -> Get {
+        Box::new(move |b, round| {
+            median(trials(r, test).filter(|t| t.backend == b && t.round == round && sel(t)).map(v).collect())
+        })
+    };
+    for (size, pct) in keys(trials(r, Test::Max).map(|t| (t.size, t.bcast_pct))) {
+        let sel = Box::new(move |t: &Trial| t.size == size && t.bcast_pct == pct);
+        rows.push((format!("max {size} B, {pct} % bcast"), trial_med(Test::Max, sel, |t| t.delivered_pps)));
+    }
+    if trials(r, Test::Cpu).next().is_some() {
+        rows.push((
+            "CPU per frame (lower is better)".into(),
+            trial_med(Test::Cpu, Box::new(|_| true), |t| t.cpu_s_per_mframe),
+        ));
+    }
+    for (from, to) in keys(r.results.tcp.iter().map(|t| (t.tcp.from.as_str(), t.tcp.to.as_str()))) {
+        let get: Get = Box::new(move |b, round| {
+            r.results
+                .tcp
+                .iter()
+                .find(|t| t.backend == b && t.round == round && t.tcp.from == from && t.tcp.to == to)
+                .map(|t| t.tcp.gbps)
+        });
+        rows.push((format!("TCP {from}→{to}"), get));
+    }
+    for path in keys(trials(r, Test::Container).map(|t| t.path.as_str())) {
+        let label = format!("container {path}");
+        rows.push((label, trial_med(Test::Container, Box::new(move |t: &Trial| t.path == path), |t| t.delivered_pps)));
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "Ratios to the kernel within each of the {rounds} rounds: min – median – max");
+    let mut head = vec!["row".to_string()];
+    head.extend(xs.iter().map(|b| format!("{}/k", b.short())));
+    let mut t = Table::new(&head);
+    for (label, get) in &rows {
+        let mut row = vec![label.clone()];
+        for &b in &xs {
+            let mut v: Vec<f64> = (1..=rounds)
+                .filter_map(|round| match (get(Backend::Kernel, round), get(b, round)) {
+                    (Some(k), Some(x)) if k > 0.0 => Some(x / k),
+                    _ => None,
+                })
+                .collect();
+            v.sort_by(f64::total_cmp);
+            row.push(match (v.first(), median(v.clone()), v.last()) {
+                (Some(lo), Some(m), Some(hi)) => format!("{lo:.2} – {m:.2} – {hi:.2}"),
+                _ => "-".into(),
+            });
+        }
+        t.row(row);
+    }
+    t.render(o);
 }
 
 fn color(b: Backend) -> RGBColor {
