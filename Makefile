@@ -37,9 +37,9 @@ unit:
 bench: build
 	$(CURDIR)/target/release/xmacvlan bench $(BENCH_ARGS)
 
-# About a minute: every test once at 64 B, all four backends (CI runs it so the harness cannot rot).
+# About a minute: every test once at 64 B, all five backends (CI runs it so the harness cannot rot).
 bench-smoke: build
-	$(CURDIR)/target/release/xmacvlan bench --smoke
+	$(CURDIR)/target/release/xmacvlan bench --smoke --backends kernel,xmacvlan,xmacvlan-xdp,xmacvlan-afxdp,tc-floor
 
 # The per-frame decision, parse + lookup, with 1, 1k and 64k MACs (criterion).
 bench-decide:

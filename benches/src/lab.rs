@@ -339,6 +339,13 @@ pub enum Backend {
     #[value(name = "xmacvlan-afxdp")]
     #[serde(rename = "xmacvlan-afxdp")]
     XmacvlanAfxdp,
+    /// Not a product: the floor of any tc datapath on veth endpoints (bpf/floor.bpf.c) — veth
+    /// endpoints set up as xmacvlan's, and tc programs that do nothing but find the destination
+    /// container and redirect (no counters, modes, floods, state or MTU checks). What xmacvlan
+    /// pays above it is its own work; what this pays above kernel macvlan is the veth design's.
+    #[value(name = "tc-floor")]
+    #[serde(rename = "tc-floor")]
+    TcFloor,
 }
 
 impl Backend {
@@ -348,13 +355,14 @@ impl Backend {
             Backend::Xmacvlan => "xmacvlan",
             Backend::XmacvlanXdp => "xmacvlan-xdp",
             Backend::XmacvlanAfxdp => "xmacvlan-afxdp",
+            Backend::TcFloor => "tc-floor",
         }
     }
 
-    /// The daemon's `--fast-path` for this backend (None: kernel macvlan, no daemon).
+    /// The daemon's `--fast-path` for this backend (None: no daemon).
     pub fn fast_path(self) -> Option<&'static str> {
         match self {
-            Backend::Kernel => None,
+            Backend::Kernel | Backend::TcFloor => None,
             Backend::Xmacvlan => Some("tc"),
             Backend::XmacvlanXdp => Some("xdp"),
             Backend::XmacvlanAfxdp => Some("off"),
@@ -368,10 +376,17 @@ impl Backend {
             Backend::Xmacvlan => "x",
             Backend::XmacvlanXdp => "xdp",
             Backend::XmacvlanAfxdp => "afxdp",
+            Backend::TcFloor => "floor",
         }
     }
 
+    /// Run by an xmacvlan daemon.
     pub fn is_xmacvlan(self) -> bool {
+        self.fast_path().is_some()
+    }
+
+    /// Gets a ratio column against kernel macvlan.
+    pub fn vs_kernel(self) -> bool {
         self != Backend::Kernel
     }
 }
@@ -432,6 +447,8 @@ pub struct Lab {
     xmv_cpus: String,
     daemon_args: Vec<String>,
     sink: Option<std::os::fd::OwnedFd>,
+    /// The tc-floor backend's programs while it is set up.
+    floor: Option<crate::floor::Floor>,
     pub daemon_log: PathBuf,
 }
 
@@ -471,6 +488,7 @@ impl Lab {
             xmv_cpus,
             daemon_args,
             sink: None,
+            floor: None,
         };
         lab.build_wire()?;
         Ok(lab)
@@ -578,6 +596,7 @@ impl Lab {
     /// Brings the lab back to "wire only": no container interface, no XDP on the parent, no daemon.
     pub fn reset(&mut self) -> Result<()> {
         self.sink = None;
+        self.floor = None;
         self.stop_daemon();
         for c in &self.containers {
             for l in c.sock.links()? {
@@ -638,6 +657,7 @@ impl Lab {
                     run_cmd(Command::new("ip").args(["-n", &ns, "-batch"]).arg(&f), CMD_TIMEOUT)?;
                 }
             }
+            Backend::TcFloor => self.grow_floor(from, n)?,
             Backend::Xmacvlan | Backend::XmacvlanXdp | Backend::XmacvlanAfxdp => {
                 for i in from..n {
                     let path = ns_path(&self.containers[i].ns).to_string_lossy().into_owned();
@@ -682,6 +702,52 @@ impl Lab {
                 let nsj = &self.containers[j].ns;
                 ip(&["-n", nsj, "neigh", "replace", &ip_i, "lladdr", &mac_i, "dev", CONTAINER_IF, "nud", "permanent"])?;
             }
+        }
+        Ok(())
+    }
+
+    /// The tc-floor backend's containers `from..n`: veth pairs set up as the daemon sets up a tc-fed
+    /// endpoint's (the lab-side end `fl<i>` without TSO, GRO on the container's end), programs on.
+    fn grow_floor(&mut self, from: usize, n: usize) -> Result<()> {
+        let dp_path = ns_path(&self.dp);
+        if self.floor.is_none() {
+            let parent = self.ifindex(&self.dp, PARENT_IF)?;
+            self.floor = Some(crate::floor::Floor::new(&dp_path, parent)?);
+        }
+        for i in from..n {
+            let host = format!("fl{i}");
+            let (ns, mac) = (self.containers[i].ns.clone(), endpoint_mac(i));
+            ip(&[
+                "-n",
+                &self.dp,
+                "link",
+                "add",
+                &host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                CONTAINER_IF,
+                "netns",
+                &ns,
+                "address",
+                &mac_str(&mac),
+            ])?;
+            in_ns(&self.dp, &["ethtool", "-K", &host, "tso", "off"])?;
+            in_ns(&ns, &["ethtool", "-K", CONTAINER_IF, "gro", "on"])?;
+            let ifindex = self.ifindex(&self.dp, &host)?;
+            self.floor.as_mut().expect("set above").add(&dp_path, mac, ifindex)?;
+            ip(&["-n", &self.dp, "link", "set", &host, "up"])?;
+            let f = self.tmp.join("c.batch");
+            fs::write(
+                &f,
+                format!(
+                    "addr add {}/{PREFIX_LEN} dev {CONTAINER_IF}\nlink set {CONTAINER_IF} up\nlink set lo up\n",
+                    ip_str(&endpoint_ip(i))
+                ),
+            )?;
+            run_cmd(Command::new("ip").args(["-n", &ns, "-batch"]).arg(&f), CMD_TIMEOUT)?;
+            check_interrupted()?;
         }
         Ok(())
     }

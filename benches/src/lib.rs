@@ -16,6 +16,7 @@
 //! frames at a fixed load), tcp (iperf3), container (container-sourced traffic), scaling (endpoint
 //! count and broadcast fan-out).
 
+mod floor;
 mod gen;
 pub mod lab;
 mod latency;

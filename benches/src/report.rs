@@ -80,7 +80,7 @@ fn backends(r: &Report) -> Vec<Backend> {
 fn heads(bs: &[Backend], what: &str) -> Vec<String> {
     let mut h: Vec<String> = bs.iter().map(|b| format!("{}{what}", b.name())).collect();
     if bs.contains(&Backend::Kernel) {
-        h.extend(bs.iter().filter(|b| b.is_xmacvlan()).map(|b| format!("{}/k", b.short())));
+        h.extend(bs.iter().filter(|b| b.vs_kernel()).map(|b| format!("{}/k", b.short())));
     }
     h
 }
@@ -89,7 +89,7 @@ fn heads(bs: &[Backend], what: &str) -> Vec<String> {
 fn cells(bs: &[Backend], get: impl Fn(Backend) -> Option<f64>, fmt: fn(Option<f64>) -> String) -> Vec<String> {
     let mut c: Vec<String> = bs.iter().map(|&b| fmt(get(b))).collect();
     if bs.contains(&Backend::Kernel) {
-        c.extend(bs.iter().filter(|b| b.is_xmacvlan()).map(|&b| ratio(get(Backend::Kernel), get(b))));
+        c.extend(bs.iter().filter(|b| b.vs_kernel()).map(|&b| ratio(get(Backend::Kernel), get(b))));
     }
     c
 }
@@ -111,7 +111,7 @@ pub fn text(r: &Report) -> String {
     if let Some(c) = &r.cli {
         let _ = writeln!(
             o,
-            "sink {:?}; trial window {} s after {} s warm-up; x/k = xmacvlan ÷ kernel, xdp/k = xmacvlan-xdp ÷ kernel, afxdp/k = xmacvlan-afxdp ÷ kernel\n",
+            "sink {:?}; trial window {} s after {} s warm-up; x/k = xmacvlan ÷ kernel, xdp/k = xmacvlan-xdp ÷ kernel, afxdp/k = xmacvlan-afxdp ÷ kernel, floor/k = tc-floor ÷ kernel\n",
             c.sink, c.duration, c.warmup
         );
     }
@@ -164,7 +164,7 @@ pub fn text(r: &Report) -> String {
         let mut head = s(&["size B", "load % of thr"]);
         head.extend(bs.iter().map(|b| b.name().to_string()));
         if bs.contains(&Backend::Kernel) {
-            head.extend(bs.iter().filter(|b| b.is_xmacvlan()).map(|b| format!("p99 {}/k", b.short())));
+            head.extend(bs.iter().filter(|b| b.vs_kernel()).map(|b| format!("p99 {}/k", b.short())));
         }
         let mut t = Table::new(&head.iter().map(String::as_str).collect::<Vec<_>>());
         for (size, pct) in keys(r.results.latency.iter().map(|l| (l.size, l.load_pct))) {
@@ -186,7 +186,7 @@ pub fn text(r: &Report) -> String {
             }));
             if bs.contains(&Backend::Kernel) {
                 let p99 = |b| get(b, |l| l.p99_us);
-                row.extend(bs.iter().filter(|b| b.is_xmacvlan()).map(|&b| ratio(p99(Backend::Kernel), p99(b))));
+                row.extend(bs.iter().filter(|b| b.vs_kernel()).map(|&b| ratio(p99(Backend::Kernel), p99(b))));
             }
             t.row(row);
         }
@@ -326,7 +326,7 @@ fn round_spread(r: &Report, bs: &[Backend], o: &mut String) {
     if rounds < 2 || !bs.contains(&Backend::Kernel) {
         return;
     }
-    let xs: Vec<Backend> = bs.iter().copied().filter(|b| b.is_xmacvlan()).collect();
+    let xs: Vec<Backend> = bs.iter().copied().filter(|b| b.vs_kernel()).collect();
     // (row label, value of a backend in a round)
     type Get<'a> = Box<dyn Fn(Backend, u32) -> Option<f64> + 'a>;
     let mut rows: Vec<(String, Get)> = Vec::new();
@@ -392,6 +392,7 @@ fn color(b: Backend) -> RGBColor {
         Backend::Xmacvlan => RGBColor(0xd6, 0x27, 0x28),
         Backend::XmacvlanXdp => RGBColor(0x2c, 0xa0, 0x2c),
         Backend::XmacvlanAfxdp => RGBColor(0xff, 0x7f, 0x0e),
+        Backend::TcFloor => RGBColor(0x7f, 0x7f, 0x7f),
     }
 }
 
