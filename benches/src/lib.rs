@@ -107,7 +107,8 @@ pub struct Cli {
     pub xmacvlan_bin: Option<PathBuf>,
     /// Backends, in the order they are run: kernel macvlan, xmacvlan (a daemon with no tuning
     /// flags: the tc fast path + AF_XDP workers), xmacvlan-xdp (--fast-path xdp), xmacvlan-afxdp
-    /// (--fast-path off: every frame through AF_XDP and a worker).
+    /// (--fast-path off: every frame through AF_XDP and a worker), and tc-floor (not a product: veth
+    /// endpoints with tc programs that only redirect, the floor of any tc datapath; no floods).
     #[arg(long, value_delimiter = ',', default_value = "kernel,xmacvlan,xmacvlan-xdp,xmacvlan-afxdp")]
     pub backends: Vec<Backend>,
     /// Tests to run, in this order.
@@ -559,17 +560,15 @@ fn run(mut cli: Cli, command: Vec<String>) -> Result<bool> {
     if cli.smoke {
         for t in &report.results.trials {
             if t.delivered == 0 {
-                report.results.errors.push(format!(
-                    "smoke: {} delivered nothing ({:?}, {})",
-                    t.backend.name(),
-                    t.test,
-                    t.path
-                ));
+                let msg = format!("smoke: {} delivered nothing ({:?}, {})", t.backend.name(), t.test, t.path);
+                eprintln!("xmacvlan bench: {msg}");
+                report.results.errors.push(msg);
                 ok = false;
             }
         }
         for &b in &cli.backends {
             if !report.results.trials.iter().any(|t| t.backend == b) {
+                eprintln!("xmacvlan bench: smoke: {} ran no trial", b.name());
                 ok = false;
             }
         }
@@ -633,7 +632,13 @@ fn progress(cli: &Cli) -> ProgressBar {
         }
         Test::Scaling => cli.endpoints.len() * (cli.trials as usize + 1),
     });
-    pb.set_length((per_backend.sum::<usize>() * cli.backends.len() * cli.rounds as usize) as u64);
+    // The floor has no broadcast fan-out trial.
+    let no_flood = if cli.tests.contains(&Test::Scaling) && cli.backends.contains(&Backend::TcFloor) {
+        cli.endpoints.len()
+    } else {
+        0
+    };
+    pb.set_length(((per_backend.sum::<usize>() * cli.backends.len() - no_flood) * cli.rounds as usize) as u64);
     pb
 }
 
@@ -954,8 +959,11 @@ impl Bench<'_> {
             for _ in 0..cli.trials {
                 self.trial(backend, &uni, &napi)?;
             }
-            let bc = Load { rate: Rate(Some(cli.bcast_rate)), spread: 1, bcast_per_mille: 1000, ..uni };
-            self.trial(backend, &bc, &napi)?;
+            // The floor does not flood: it has no broadcast fan-out to measure.
+            if backend != Backend::TcFloor {
+                let bc = Load { rate: Rate(Some(cli.bcast_rate)), spread: 1, bcast_per_mille: 1000, ..uni };
+                self.trial(backend, &bc, &napi)?;
+            }
         }
         Ok(())
     }
