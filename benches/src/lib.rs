@@ -102,7 +102,8 @@ impl Rate {
 #[derive(Parser, Debug, Clone)]
 #[command(name = "xmacvlan bench", version)]
 pub struct Cli {
-    /// The xmacvlan binary that runs the daemon (default: this program when run as `xmacvlan bench`).
+    /// The xmacvlan binary that runs the daemon (default: the one that ran `xmacvlan bench`, else the
+    /// `xmacvlan` next to this program).
     #[arg(long, env = "XMACVLAN_BIN")]
     pub xmacvlan_bin: Option<PathBuf>,
     /// Backends, in the order they are run: kernel macvlan, xmacvlan (a daemon with no tuning
@@ -313,9 +314,10 @@ pub struct Report {
     pub results: Results,
 }
 
-/// Entry point of both `xmacvlan bench ARGS` and `xmacvlan-bench ARGS`. `self_bin` is the xmacvlan
-/// binary when the caller is that binary. Returns the exit status: 0 ok, 1 failed, 130 interrupted.
-pub fn main_with(args: Vec<OsString>, self_bin: Option<PathBuf>) -> u8 {
+/// Entry point of the `xmacvlan-bench` binary (which `xmacvlan bench ARGS` runs). `default_bin` is
+/// the xmacvlan binary to run the daemon with when neither `--xmacvlan-bin` nor `XMACVLAN_BIN` names
+/// one. Returns the exit status: 0 ok, 1 failed, 130 interrupted.
+pub fn main_with(args: Vec<OsString>, default_bin: Option<PathBuf>) -> u8 {
     let mut cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -324,7 +326,7 @@ pub fn main_with(args: Vec<OsString>, self_bin: Option<PathBuf>) -> u8 {
         }
     };
     if cli.xmacvlan_bin.is_none() {
-        cli.xmacvlan_bin = self_bin;
+        cli.xmacvlan_bin = default_bin;
     }
     if let Err(e) = lab::install_signal_handling() {
         eprintln!("xmacvlan bench: error: {e:#}");

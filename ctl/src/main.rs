@@ -192,6 +192,31 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("option '{s}' is not of the form key=value"))
 }
 
+/// Replaces this process with `xmacvlan-bench` from this binary's directory, telling it to run this
+/// binary's daemon (`XMACVLAN_BIN`). Returns only when that fails.
+fn bench(args: Vec<std::ffi::OsString>) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let me = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return anyhow::anyhow!("locating this binary: {e}"),
+    };
+    let harness = me.with_file_name("xmacvlan-bench");
+    if !harness.exists() {
+        return anyhow::anyhow!(
+            "{} is missing: the harness is its own binary, built with `cargo build --release -p xmacvlan-bench` \
+             (`make build` builds it)",
+            harness.display()
+        );
+    }
+    let mut cmd = std::process::Command::new(&harness);
+    cmd.arg0("xmacvlan bench").args(args);
+    if std::env::var_os("XMACVLAN_BIN").is_none() {
+        cmd.env("XMACVLAN_BIN", &me);
+    }
+    let e = cmd.exec();
+    anyhow::anyhow!("running {}: {e}", harness.display())
+}
+
 fn default_cpus() -> Vec<usize> {
     let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     vec![n - 1]
@@ -200,9 +225,11 @@ fn default_cpus() -> Vec<usize> {
 fn main() {
     let cli = Cli::parse();
     if let Cmd::Bench { args } = cli.cmd {
-        // The harness runs this binary's daemon; it owns its threads and signals, so no runtime here.
-        let argv = std::iter::once("xmacvlan bench".into()).chain(args).collect();
-        std::process::exit(xmacvlan_bench::main_with(argv, std::env::current_exe().ok()).into());
+        // The harness is its own binary (the product does not link its plotting and progress
+        // crates); it runs this binary's daemon.
+        let e = bench(args);
+        eprintln!("xmacvlan bench: {e:#}");
+        std::process::exit(2);
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let result = rt.block_on(async move {
