@@ -80,6 +80,8 @@ fn register_dir(p: &Path) {
 /// Stops a child process we started (and have not reaped yet): SIGTERM, wait up to `grace`, SIGKILL.
 /// Returns the exit status (as from waitpid) if we reaped it.
 pub fn stop_pid(pid: i32, grace: Duration) -> Option<i32> {
+    // SAFETY: waitpid only writes the local `status`. kill is sent only after a WNOHANG waitpid returned 0, i.e. while
+    // `pid` is still our unreaped child, so it cannot reach a process that reused the PID.
     unsafe {
         let mut status = 0;
         // Already exited (or already reaped)?
@@ -147,6 +149,8 @@ pub fn cleanup_all() {
 }
 
 fn termination_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data (all-zero is a valid value, then emptied by sigemptyset); sigemptyset and
+    // sigaddset get a pointer to that local set and valid signal numbers.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -161,6 +165,9 @@ fn termination_signals() -> libc::sigset_t {
 /// termination signals in the child before exec, or the daemon would ignore our SIGTERM.
 pub fn unblock_in_child(cmd: &mut Command) -> &mut Command {
     let set = termination_signals();
+    // SAFETY: the pre_exec closure runs in the forked child before exec, where only async-signal-safe calls are
+    // allowed: it makes one pthread_sigmask call (async-signal-safe) on its own copy of `set`, with a null old-mask
+    // pointer, and does not allocate.
     unsafe {
         cmd.pre_exec(move || {
             // pthread_sigmask is async-signal-safe.
@@ -174,6 +181,8 @@ pub fn unblock_in_child(cmd: &mut Command) -> &mut Command {
 /// every thread inherits the mask, and starts the thread that handles them. Children get them unblocked
 /// again (unblock_in_child).
 pub fn install_signal_handling() -> Result<()> {
+    // SAFETY: pthread_sigmask gets a pointer to the live local `set` and a null old-mask pointer (allowed); in the
+    // signal thread, sigwait gets its own copy of the set and the local `sig` to write, both alive for the call.
     unsafe {
         let set = termination_signals();
         let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
@@ -895,6 +904,8 @@ impl Lab {
         let fd = crate::napi::in_netns(&path, || {
             let s = std::net::UdpSocket::bind(("0.0.0.0", crate::gen::UDP_DST_PORT)).context("binding the UDP sink")?;
             let one: libc::c_int = 1;
+            // SAFETY: `s` is the bound UDP socket we own for the whole call; the option value points at the local c_int
+            // `one` and its size is passed.
             unsafe {
                 libc::setsockopt(
                     std::os::fd::AsRawFd::as_raw_fd(&s),

@@ -35,6 +35,7 @@ pub struct Latency {
 
 fn now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a live timespec on our stack that clock_gettime writes.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -42,12 +43,16 @@ fn now_ns() -> u64 {
 fn enter(netns: &PathBuf, cpu: usize) -> Result<()> {
     crate::napi::pin(0, cpu)?;
     let f = std::fs::File::open(netns).with_context(|| format!("open {}", netns.display()))?;
+    // SAFETY: `f` is an open namespace file that outlives the call; setns moves only this thread.
     if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
         return Err(anyhow!("setns({}): {}", netns.display(), std::io::Error::last_os_error()));
     }
     // Wake on time: the default 50 µs timer slack would be half a probe interval.
+    // SAFETY: PR_SET_TIMERSLACK takes its value as an integer, not a pointer, and changes only this thread's timer
+    // slack.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     let p = libc::sched_param { sched_priority: 10 };
+    // SAFETY: `p` is a live sched_param on our stack; pid 0 is the calling thread.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } != 0 {
         eprintln!(
             "xmacvlan bench: warning: SCHED_FIFO refused ({}); latency includes scheduling",

@@ -378,6 +378,7 @@ fn utc(t: u64) -> String {
 }
 
 fn online_cpus() -> usize {
+    // SAFETY: sysconf takes no pointers and has no preconditions.
     unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize }
 }
 
@@ -489,6 +490,7 @@ fn validate(cli: &mut Cli) -> Result<()> {
 }
 
 fn run(mut cli: Cli, command: Vec<String>) -> Result<bool> {
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("needs root (network namespaces, BPF_PROG_RUN, XDP)");
     }
@@ -597,6 +599,8 @@ fn run(mut cli: Cli, command: Vec<String>) -> Result<bool> {
 /// elsewhere pin themselves.
 fn keep_off(dp_cpus: &[usize]) {
     let n = online_cpus();
+    // SAFETY: `set` is a zeroed cpu_set_t on our stack (all-zero is the empty set); CPU_SET indexes its bit array with
+    // bounds checks, and sched_setaffinity gets its address and its size.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         let mut any = false;

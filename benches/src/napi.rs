@@ -33,6 +33,8 @@ pub fn in_netns<T: Send>(ns_path: &Path, f: impl FnOnce() -> Result<T> + Send) -
     let file = fs::File::open(ns_path).with_context(|| format!("open {}", ns_path.display()))?;
     std::thread::scope(|s| {
         s.spawn(move || {
+            // SAFETY: `file` is an open namespace file moved into this thread, alive across the call; setns moves only
+            // this scratch thread.
             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(anyhow!("setns({}): {}", ns_path.display(), std::io::Error::last_os_error()));
             }
@@ -90,12 +92,16 @@ struct Nl(OwnedFd);
 
 impl Nl {
     fn open() -> Result<Nl> {
+        // SAFETY: socket(2) with constant arguments; the result is checked and owned below.
         let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_GENERIC) };
         if fd < 0 {
             bail!("netlink socket: {}", std::io::Error::last_os_error());
         }
+        // SAFETY: `fd` is the fresh socket just returned (checked above) and nothing else owns it.
         let nl = Nl(unsafe { OwnedFd::from_raw_fd(fd) });
         let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
+        // SAFETY: `fd` is the socket owned by `nl`, open for the call; the option value points at the local `tv` and
+        // its size is passed.
         unsafe {
             libc::setsockopt(
                 fd,
@@ -109,8 +115,11 @@ impl Nl {
     }
 
     fn send(&self, msg: &[u8]) -> Result<()> {
+        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value (nl_pid 0: the kernel).
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: `self.0` is our open netlink socket; `msg` is a live slice and its length is passed; `sa` is a live
+        // sockaddr_nl and its size is passed.
         let r = unsafe {
             libc::sendto(
                 self.0.as_raw_fd(),
@@ -144,6 +153,8 @@ impl Nl {
 pub(crate) fn recv_msgs(fd: i32, seq: u32, dump: bool, mut f: impl FnMut(u16, &[u8])) -> Result<()> {
     let mut buf = vec![0u8; 1 << 16];
     loop {
+        // SAFETY: `buf` is a live Vec of `buf.len()` bytes, the length passed, which recv writes; `fd` is a netlink
+        // socket the caller holds open for the call.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
         if n < 0 {
             bail!("netlink recv: {}", std::io::Error::last_os_error());
@@ -292,6 +303,8 @@ fn scan(pred: impl Fn(&str) -> bool) -> Vec<i32> {
 
 /// sched_setaffinity(pid, {cpu}) — the same as `taskset -pc CPU PID`.
 pub fn pin(pid: i32, cpu: usize) -> Result<()> {
+    // SAFETY: `set` is a zeroed cpu_set_t on our stack (all-zero is the empty set); CPU_SET indexes its bit array with
+    // bounds checks, and sched_setaffinity gets its address and its size.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);

@@ -38,14 +38,18 @@ impl NsSock {
     /// Opens the socket inside the namespace at `ns_path`.
     pub fn open(ns_path: &Path) -> Result<NsSock> {
         let fd = crate::napi::in_netns(ns_path, || {
+            // SAFETY: socket(2) with constant arguments; the result is checked and owned below.
             let fd =
                 unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
             if fd < 0 {
                 bail!("netlink socket: {}", std::io::Error::last_os_error());
             }
+            // SAFETY: `fd` is the fresh socket just returned (checked above) and nothing else owns it.
             Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         })?;
         let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
+        // SAFETY: `fd` is the socket we own, open for the call; the option value points at the local `tv` and its size
+        // is passed.
         unsafe {
             libc::setsockopt(
                 fd.as_raw_fd(),
@@ -69,6 +73,7 @@ impl NsSock {
         m[8..12].copy_from_slice(&seq.to_ne_bytes());
         m[16] = libc::AF_UNSPEC as u8;
         m[20..24].copy_from_slice(&ifindex.to_ne_bytes());
+        // SAFETY: `self.fd` is our open netlink socket; `m` is a live 32-byte array and its length is passed.
         let r = unsafe { libc::send(self.fd.as_raw_fd(), m.as_ptr() as *const libc::c_void, m.len(), 0) };
         if r < 0 {
             bail!("netlink send: {}", std::io::Error::last_os_error());
@@ -113,6 +118,8 @@ impl NsSock {
         let seq = self.request(RTM_DELLINK, libc::NLM_F_ACK as u16, ifindex)?;
         let mut buf = vec![0u8; 4096];
         loop {
+            // SAFETY: `self.fd` is our open netlink socket; `buf` is a live Vec of `buf.len()` bytes, the length
+            // passed, which recv writes.
             let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
             if n < 0 {
                 bail!("netlink recv: {}", std::io::Error::last_os_error());

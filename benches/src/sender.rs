@@ -72,15 +72,20 @@ impl Drop for Sender {
 fn open(netns: &PathBuf, ifindex: i32, cpu: usize) -> Result<OwnedFd> {
     crate::napi::pin(0, cpu).context("pinning the sender thread")?;
     let f = std::fs::File::open(netns).with_context(|| format!("open {}", netns.display()))?;
+    // SAFETY: `f` is an open namespace file that outlives the call; setns moves only this thread.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         bail!("setns({}): {}", netns.display(), std::io::Error::last_os_error());
     }
+    // SAFETY: socket(2) with constant arguments; the result is checked and owned below.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
     }
+    // SAFETY: `fd` is the fresh socket just returned (checked above) and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let one: libc::c_int = 1;
+    // SAFETY: `fd` is the socket we own, open for the call; the option value points at the local c_int `one` and its
+    // size is passed.
     unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
@@ -90,10 +95,12 @@ fn open(netns: &PathBuf, ifindex: i32, cpu: usize) -> Result<OwnedFd> {
             std::mem::size_of::<libc::c_int>() as u32,
         );
     }
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_ifindex = ifindex;
     // Protocol 0: a send-only socket, no copy of received frames is queued to it.
+    // SAFETY: `fd` is the socket we own; `sll` is a live, initialised sockaddr_ll and its size is passed.
     let r = unsafe {
         libc::bind(
             fd.as_raw_fd(),
@@ -128,6 +135,8 @@ fn run(
     let mut iov = libc::iovec { iov_base: frame.as_ptr() as *mut libc::c_void, iov_len: frame.len() };
     let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
         .map(|_| {
+            // SAFETY: mmsghdr is plain data: all-zero is a valid value (null pointers, zero lengths); msg_iov is set
+            // just below.
             let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
             m.msg_hdr.msg_iov = &mut iov;
             m.msg_hdr.msg_iovlen = 1;
@@ -135,6 +144,9 @@ fn run(
         })
         .collect();
     while !stop.load(Ordering::Relaxed) {
+        // SAFETY: `fd` is the socket we own; `msgs` holds BATCH initialised mmsghdrs (the count passed), each pointing
+        // at `iov` (one entry), which points at `frame`'s `frame.len()` bytes. `iov`, `msgs` and `frame` are locals
+        // that live, unmoved, for the whole loop; the kernel only reads the frame and writes each msg_len.
         let n = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0) };
         if n < 0 {
             let e = std::io::Error::last_os_error();

@@ -153,6 +153,7 @@ pub fn threads_delta(after: &[ThreadInfo], before: &[ThreadInfo]) -> Vec<ThreadI
 }
 
 pub fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf takes no pointers and has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {
         t as f64

@@ -299,7 +299,7 @@ impl Plane {
         }
         let p = self.ptr(addr);
         let counters = self.counters.get(usize::from(port)).and_then(Option::as_ref);
-        // SAFETY (all arms): the frame is `len` ≥ 14 bytes (18 when tagged: decide parsed it) at
+        // SAFETY: (all arms) the frame is `len` ≥ 14 bytes (18 when tagged: decide parsed it) at
         // `addr` in a chunk this worker holds; frames start TX_HEADROOM (or, after a pop, more)
         // into their chunk, so the 4 bytes a push needs in front are inside the chunk.
         unsafe {

@@ -297,6 +297,7 @@ impl VlanSocket {
     pub fn try_recv(&self) -> Option<Rx> {
         loop {
             let mut buf = vec![0u8; 65536];
+            // SAFETY: sockaddr_ll is plain data; all-zero is a valid value, and recvmsg fills it in.
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
             // u64s: cmsg alignment.
