@@ -8,8 +8,16 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use super::*;
-use crate::api::{Attachment, CniAdd, CniCheck, CniIp, CniNetwork, CniRoute, CodedError};
+use anyhow::{anyhow, bail, Result};
+use ipnet::IpNet;
+use rtnetlink::Handle;
+use serde_json::{json, Value};
+use xmacvlan_datapath::frame::MacAddr;
+
+use super::{open_netns, resolve_parent, Daemon, EpId, Key};
+use crate::api::{Attachment, CniAdd, CniCheck, CniIp, CniNetwork, CniRoute, CodedError, Connect, CreateNetwork};
+use crate::ipam::{Assigned, IpamSpec};
+use crate::netlink;
 
 /// CNI error codes (spec "Error codes").
 pub const INVALID_CONFIG: u32 = 7;

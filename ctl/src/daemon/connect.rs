@@ -1,0 +1,384 @@
+//! Endpoints: `connect` (a veth pair or a tap, addresses, routes, the datapath's port) with its
+//! rollback, and `disconnect`.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ipnet::IpNet;
+use serde_json::{json, Value};
+use xmacvlan_datapath::frame::MacAddr;
+use xmacvlan_datapath::fwd::{Mode, PortId};
+use xmacvlan_datapath::{EndpointSpec, NetId};
+
+use super::{host_ifname, open_netns, random_mac, valid_ifname, CniParts, Daemon, Endpoint, EpId, EpOpts, Key};
+use crate::api::{CniRoute, Connect};
+use crate::ipam::{derive_mac, Assigned};
+use crate::netlink;
+use crate::state::{EndpointKind, EndpointState};
+
+impl Daemon {
+    /// Connects an endpoint. `cni`: a CNI attachment with the addresses and routes its IPAM
+    /// plugin gave (the network's own IPAM is not asked).
+    pub(super) async fn connect(&mut self, c: Connect, cni: Option<CniParts>) -> Result<Value> {
+        let net = self.net(&c.network)?;
+        if net.cni && cni.is_none() {
+            bail!(
+                "network '{}' belongs to the CNI plugin (addresses come from the runtime's IPAM): attach containers through the runtime",
+                c.network
+            );
+        }
+        let Some(dkey) = net.domain else { bail!("network '{}' is {}", c.network, net.status) };
+        let dom = &self.domains[&dkey];
+        let (dp, max_mtu, link_name) = (dom.dp, dom.link.mtu, dom.link.name.clone());
+        let target = match (&c.netns, &c.tap) {
+            (Some(spec), None) => {
+                if c.owner.is_some() {
+                    bail!("--owner is for --tap endpoints only");
+                }
+                let (ns, ns_id) = open_netns(spec)?;
+                if let Some(e) = net.endpoints.find(&Key::Netns(ns_id)).and_then(|id| net.endpoints.get(id)) {
+                    bail!("namespace '{spec}' is already connected to network '{}' (as {})", c.network, e.st.ifname);
+                }
+                if !valid_ifname(&c.ifname) {
+                    bail!(
+                        "--ifname '{}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)",
+                        c.ifname
+                    );
+                }
+                Target::Veth { ns, ns_id, netns: spec.clone() }
+            }
+            (None, Some(tap)) => {
+                if !valid_ifname(tap) {
+                    bail!("--tap '{tap}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)");
+                }
+                if netlink::link_by_name(&self.h, tap).await?.is_some() {
+                    bail!("--tap {tap}: an interface of that name exists already");
+                }
+                Target::Tap { name: tap.clone(), owner: c.owner }
+            }
+            (Some(_), Some(_)) => bail!("give either a NETNS or --tap NAME, not both"),
+            (None, None) => bail!("give the NETNS to connect, or --tap NAME for a VM"),
+        };
+        let mtu = match c.mtu {
+            None => max_mtu,
+            Some(m) if (68..=max_mtu).contains(&m) => m,
+            Some(m) if self.nets[&c.network].internal => {
+                bail!("--mtu {m} is outside 68..={max_mtu} (the internal network's MTU)")
+            }
+            Some(m) => bail!("--mtu {m} is outside 68..={max_mtu} (the parent {link_name}'s MTU)"),
+        };
+        // Validate the MAC before taking addresses, so a bad MAC leaves the pools untouched.
+        let requested_mac = match &c.mac {
+            None => None,
+            Some(s) => {
+                let m: MacAddr = s.parse().map_err(|e| anyhow!("--mac-address: {e}"))?;
+                if m.is_multicast() || m.is_zero() {
+                    bail!("--mac-address {m} is a multicast or zero address; endpoints need a unicast MAC");
+                }
+                Some(m)
+            }
+        };
+        let passthru = net.opts.mode == Mode::Passthru;
+        let parent_mac = dom.link.mac;
+        if passthru {
+            if let Some(e) = net.endpoints.first() {
+                bail!(
+                    "network '{}' is in passthru mode and already has its endpoint {}: passthru allows one endpoint per parent ({link_name})",
+                    c.network,
+                    e.label()
+                );
+            }
+            // Like the kernel, a passthru endpoint with a MAC of its own changes the parent's; that
+            // would pull the parent from under the other networks on it.
+            if requested_mac.is_some() && requested_mac != parent_mac {
+                if let Some(other) = self.nets.values().find(|n| n.domain == Some(dkey) && n.name != c.network) {
+                    bail!(
+                        "--mac-address would change the MAC of {link_name}, which network '{}' also uses; leave it out to take {link_name}'s MAC",
+                        other.name
+                    );
+                }
+            }
+        }
+        let o = net.ep_opts();
+        let net = self.nets.get_mut(&c.network).expect("checked above");
+        let (addrs, routes) = match &cni {
+            Some(p) => (p.addrs.clone(), p.routes.clone()),
+            None => {
+                let addrs = net.ipam.allocate(c.ip.as_deref(), c.ip6.as_deref()).map_err(|e| anyhow!(e))?;
+                (addrs, default_routes(&net.ipam.default_gateways()))
+            }
+        };
+        let mac = match (passthru, requested_mac) {
+            (_, Some(m)) => m,
+            (true, None) => parent_mac.expect("a parent link has a MAC"),
+            // CNI: random, as the kernel gives a macvlan child (a MAC derived from an address
+            // another node's host-local may also hand out would clash on the wire).
+            (false, None) if cni.is_some() => random_mac(),
+            (false, None) => derive_mac(&addrs).map_or_else(random_mac, MacAddr),
+        };
+        if let Err(e) = self.check_mac(mac, dkey, o.vlan, passthru) {
+            self.nets.get_mut(&c.network).expect("exists").ipam.release(&addrs);
+            return Err(e);
+        }
+        if passthru {
+            if let Err(e) = self.take_parent(&c.network, dkey, mac).await {
+                self.nets.get_mut(&c.network).expect("exists").ipam.release(&addrs);
+                return Err(e);
+            }
+        }
+        let net_id = self.nets[&c.network].id;
+        let built = match &target {
+            Target::Veth { ns, ns_id, netns } => {
+                let host = host_ifname(net_id, *ns_id);
+                let veth = Veth { host: &host, ifname: &c.ifname, ns: ns.try_clone()?, netns };
+                self.build_veth(dp, o, veth, mac, mtu, &addrs, &routes, true).await.map(|b| (b, host))
+            }
+            Target::Tap { name, owner } => {
+                self.build_tap(dp, o, name, *owner, mac, mtu, true).await.map(|b| (b, name.clone()))
+            }
+        };
+        let net = self.nets.get_mut(&c.network).expect("exists");
+        let ((port, host_index), host) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                net.ipam.release(&addrs);
+                if passthru {
+                    self.give_back_parent(&c.network).await;
+                }
+                return Err(e);
+            }
+        };
+        let (kind, ifname) = match target {
+            Target::Veth { ns_id, netns, .. } => (EndpointKind::Veth { netns, ns_id }, c.ifname.clone()),
+            Target::Tap { name, owner } => (EndpointKind::Tap { owner }, name),
+        };
+        let st = EndpointState {
+            kind,
+            ifname,
+            host,
+            mac: mac.to_string(),
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            mtu,
+            source_macs: Vec::new(),
+            routes: if cni.is_some() { routes } else { Vec::new() },
+            cni: cni.map(|p| p.attachment),
+        };
+        let ep = Endpoint { st, port, host_index, mac, addrs };
+        let v = json!({ "network": c.network, "kind": if ep.netns().is_some() { "veth" } else { "tap" },
+            "netns": ep.netns(), "ifname": ep.st.ifname, "host_ifname": ep.st.host, "mac": ep.mac.to_string(),
+            "ips": ep.st.addrs, "mtu": ep.st.mtu });
+        net.endpoints.push(ep);
+        Ok(v)
+    }
+
+    /// Creates (or, `create` false, adopts) an endpoint's veth pair, attaches the datapath and
+    /// configures the container side; undoes what it did on failure.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn build_veth(
+        &mut self,
+        dp: NetId,
+        o: EpOpts,
+        v: Veth<'_>,
+        mac: MacAddr,
+        mtu: u32,
+        addrs: &[Assigned],
+        routes: &[CniRoute],
+        create: bool,
+    ) -> Result<(PortId, u32)> {
+        let workers = self.dp.workers() as u32;
+        let host = v.host.to_string();
+        if create {
+            netlink::create_veth(&self.h, &host, v.ifname, mac, mtu, workers, &v.ns).await?;
+        }
+        let link = netlink::link_by_name(&self.h, &host)
+            .await?
+            .ok_or_else(|| anyhow!("veth {host} vanished right after creation"))?;
+        let mut port = None;
+        let steps = async {
+            netlink::disable_ipv6(&host)?;
+            // NAPI on the container end (GRO on, for created and adopted endpoints alike), TSO off
+            // on ours: the XDP fast path redirects into the veth, which the container end only
+            // accepts with NAPI, and what we transmit to it (the workers' copies, the tc flood's
+            // clones) then queues on that end's own ring instead of the CPU's shared backlog of
+            // 1000 frames, which a broadcast to more endpoints than that overflowed.
+            netlink::disable_tso(&host)?;
+            let fast = {
+                let ifname = v.ifname.to_string();
+                match netlink::in_netns(v.ns.try_clone()?, move |_| async move { netlink::enable_gro(&ifname) }).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        eprintln!("xmacvlan: {}: NAPI (GRO) could not be turned on, no XDP fast path: {e:#}", v.ifname);
+                        false
+                    }
+                }
+            };
+            // Our program first (XDP, or tc for the tc fast path), then up: an adopted link (down
+            // since a clean stop) never passes a frame to the host stack.
+            let spec = EndpointSpec {
+                ifindex: link.index,
+                name: host.clone(),
+                mac,
+                mtu,
+                vlan: o.vlan,
+                up: false,
+                queues: workers,
+                veth: true,
+                fast,
+                mode: o.mode,
+                nodst: o.nodst,
+                keep_pcp: o.keep_pcp,
+            };
+            let id = self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?;
+            port = Some(id);
+            netlink::set_up(&self.h, link.index).await?;
+            if create {
+                let (ifname, addrs, routes) = (v.ifname.to_string(), addrs.to_vec(), routes.to_vec());
+                let offloads = self.dp.keeps_offloads(dp, id);
+                netlink::in_netns(v.ns.try_clone()?, move |h| async move {
+                    let l = netlink::link_by_name(&h, &ifname)
+                        .await?
+                        .ok_or_else(|| anyhow!("{ifname} is missing in the namespace"))?;
+                    if !offloads {
+                        netlink::disable_tx_checksum(&ifname)?;
+                    }
+                    for a in &addrs {
+                        netlink::add_addr(&h, l.index, a.ip, a.prefix).await?;
+                    }
+                    netlink::set_up(&h, l.index).await?;
+                    if let Some(lo) = netlink::link_by_name(&h, "lo").await? {
+                        netlink::set_up(&h, lo.index).await?;
+                    }
+                    for r in routes.iter().filter(|r| addrs.iter().any(|a| a.ip.is_ipv6() == r.dst.addr().is_ipv6())) {
+                        netlink::add_route(&h, r.dst, r.gw, l.index).await?;
+                    }
+                    Ok(())
+                })
+                .await
+                .with_context(|| format!("configuring {} in namespace '{}'", v.ifname, v.netns))?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        self.finish_endpoint(dp, port, steps, link.index, create).await
+    }
+
+    /// Creates (or adopts) a persistent tap for a VM and attaches the datapath to it. Its carrier
+    /// is on while a VM has it open; until then frames for it count as `dst_down`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn build_tap(
+        &mut self,
+        dp: NetId,
+        o: EpOpts,
+        name: &str,
+        owner: Option<u32>,
+        mac: MacAddr,
+        mtu: u32,
+        create: bool,
+    ) -> Result<(PortId, u32)> {
+        if create {
+            netlink::create_tap(name, owner)?;
+        }
+        let link = netlink::link_by_name(&self.h, name)
+            .await?
+            .ok_or_else(|| anyhow!("tap {name} vanished right after creation"))?;
+        let mut port = None;
+        let steps = async {
+            netlink::set_mtu(&self.h, link.index, mtu).await?;
+            netlink::disable_ipv6(name)?;
+            // A tap has one queue: worker 0 receives from it; every worker transmits to it (datapath::txbatch).
+            let spec = EndpointSpec {
+                ifindex: link.index,
+                name: name.to_string(),
+                mac,
+                mtu,
+                vlan: o.vlan,
+                up: false,
+                queues: 1,
+                veth: false,
+                fast: false,
+                mode: o.mode,
+                nodst: o.nodst,
+                keep_pcp: o.keep_pcp,
+            };
+            port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {name}"))?);
+            netlink::set_up(&self.h, link.index).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        self.finish_endpoint(dp, port, steps, link.index, create).await
+    }
+
+    /// The end of building an endpoint: on failure undo what was done (the datapath port, and the
+    /// link if we created it); on success start from the link's carrier (the link monitor follows
+    /// it from here on).
+    pub(super) async fn finish_endpoint(
+        &mut self,
+        dp: NetId,
+        port: Option<PortId>,
+        steps: Result<()>,
+        index: u32,
+        create: bool,
+    ) -> Result<(PortId, u32)> {
+        if let Err(e) = steps {
+            let detached = port.and_then(|p| self.dp.detach_endpoint(dp, p));
+            if create {
+                let _ = netlink::del_link(&self.h, index).await;
+            }
+            self.dp.close(detached.into_iter().collect());
+            return Err(e);
+        }
+        let port = port.expect("set when steps succeed");
+        let up = netlink::link_by_index(&self.h, index).await.ok().flatten().is_some_and(|l| l.lower_up);
+        self.dp.set_endpoint_up(dp, port, up);
+        Ok((port, index))
+    }
+
+    pub(super) async fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<Value> {
+        let net = self.nets.get(network).ok_or_else(|| anyhow!("network '{network}' not found"))?;
+        let id = net.find_endpoint(endpoint)?;
+        self.disconnect_at(network, id).await
+    }
+
+    /// Removes endpoint `id` of `network` (both exist).
+    pub(super) async fn disconnect_at(&mut self, network: &str, id: EpId) -> Result<Value> {
+        let net = &self.nets[network];
+        let dp = net.domain.and_then(|k| self.domains.get(&k)).map(|d| d.dp);
+        let net = self.nets.get_mut(network).expect("checked above");
+        let ep = net.endpoints.remove(id).expect("the caller found it");
+        net.ipam.release(&ep.addrs);
+        let detached = dp.and_then(|dp| self.dp.detach_endpoint(dp, ep.port));
+        self.give_back_parent(network).await;
+        // Deleting the link first unbinds the endpoint's sockets on the way, so closing them
+        // afterwards does not wait for an RCU grace period of its own.
+        let deleted = netlink::del_link(&self.h, ep.host_index).await;
+        self.dp.close(detached.into_iter().collect());
+        deleted?;
+        Ok(json!({ "network": network, "endpoint": ep.label(), "removed": ep.st.host }))
+    }
+}
+
+/// Where a new endpoint goes.
+pub(super) enum Target {
+    Veth { ns: File, ns_id: (u64, u64), netns: String },
+    Tap { name: String, owner: Option<u32> },
+}
+
+/// The veth pair of an endpoint: `host` here, `ifname` inside `ns`.
+pub(super) struct Veth<'a> {
+    pub(super) host: &'a str,
+    pub(super) ifname: &'a str,
+    pub(super) ns: File,
+    pub(super) netns: &'a str,
+}
+
+/// The default routes via the network's gateways (one per family).
+pub(super) fn default_routes(gateways: &[IpAddr]) -> Vec<CniRoute> {
+    gateways
+        .iter()
+        .map(|&g| {
+            let any = if g.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+            CniRoute { dst: IpNet::new(any, 0).expect("prefix 0 is valid"), gw: Some(g) }
+        })
+        .collect()
+}

@@ -1,0 +1,369 @@
+//! Networks and their forwarding domains: create and remove, the parent links they share (one
+//! domain per parent or internal anchor), MAC checks, passthru's hold on its parent, source mode's
+//! sender lists.
+
+use anyhow::{anyhow, bail, Result};
+use rtnetlink::Handle;
+use serde_json::{json, Value};
+use xmacvlan_datapath::frame::MacAddr;
+use xmacvlan_datapath::fwd::Mode;
+use xmacvlan_datapath::ParentSpec;
+
+use super::{anchor_name, Daemon, Domain, Endpoint, Endpoints, EpId, Key, Network};
+use crate::api::{CreateNetwork, MacaddrAction};
+use crate::ipam::Ipam;
+use crate::netopts::NetOpts;
+use crate::state::PassthruSaved;
+use crate::{netlink, netopts};
+
+impl Daemon {
+    /// Finds or sets up the forwarding domain of a network: its parent's (shared by every network
+    /// on that parent), or a fresh anchor for an internal network.
+    pub(super) async fn acquire_domain(&mut self, id: u32, parent: Option<&str>) -> Result<u32> {
+        let workers = self.dp.workers() as u32;
+        let (link, anchor) = match parent {
+            None => {
+                let name = anchor_name(id);
+                // A crashed daemon may have left the anchor: it holds no state, start afresh.
+                if let Some(old) = netlink::link_by_name(&self.h, &name).await? {
+                    netlink::del_link(&self.h, old.index).await?;
+                }
+                (netlink::create_anchor(&self.h, &name, workers).await?, true)
+            }
+            Some(pname) => {
+                let link = netlink::link_by_name(&self.h, pname)
+                    .await?
+                    .ok_or_else(|| anyhow!("-o parent interface was not found on the host: {pname}"))?;
+                if link.loopback {
+                    bail!("loopback interface is not a valid macvlan parent link: {pname}");
+                }
+                if link.mac.is_none() || !link.ether {
+                    bail!("parent {pname} is not an Ethernet interface");
+                }
+                if let Some(d) = self.domains.get_mut(&link.index) {
+                    d.users += 1;
+                    return Ok(link.index);
+                }
+                (link, false)
+            }
+        };
+        let dp = self.next_dp;
+        // xmv_parent must see the tags: a parent that strips them on receive would make tagged
+        // frames look untagged. Devices that cannot change it (or do not strip) are left as they are.
+        let rx_vlan_was_on = !anchor
+            && (netlink::disable_rx_vlan_offload(&link.name).unwrap_or_else(|e| {
+                eprintln!("xmacvlan daemon: {e:#}");
+                false
+            }) || self.rx_vlan_off.contains(&link.name));
+        let rx_queues = if anchor { workers } else { netlink::active_rx_queues(&link.name).unwrap_or(link.rx_queues) };
+        let spec = ParentSpec {
+            ifindex: link.index,
+            name: link.name.clone(),
+            mac: link.mac.unwrap_or_default(),
+            mtu: link.mtu,
+            rx_queues,
+            internal: anchor,
+        };
+        if !anchor {
+            if let Err(e) = self.ensure_relay().await {
+                if rx_vlan_was_on {
+                    let _ = netlink::enable_rx_vlan_offload(&link.name);
+                }
+                return Err(e);
+            }
+        }
+        if let Err(e) = self.dp.add_network(dp, &spec) {
+            self.release_relay().await;
+            if anchor {
+                let _ = netlink::del_link(&self.h, link.index).await;
+            }
+            if rx_vlan_was_on {
+                let _ = netlink::enable_rx_vlan_offload(&link.name);
+            }
+            return Err(anyhow::Error::new(e).context(format!("setting up the datapath on {}", link.name)));
+        }
+        self.next_dp += 1;
+        let key = link.index;
+        self.domains.insert(key, Domain { dp, link, users: 1, anchor, rx_vlan_was_on });
+        Ok(key)
+    }
+
+    pub(super) async fn release_domain(&mut self, key: u32) {
+        let Some(d) = self.domains.get_mut(&key) else { return };
+        d.users -= 1;
+        if d.users > 0 {
+            return;
+        }
+        let d = self.domains.remove(&key).expect("present");
+        self.dp.remove_network(d.dp);
+        self.release_relay().await;
+        if d.rx_vlan_was_on {
+            if let Err(e) = netlink::enable_rx_vlan_offload(&d.link.name) {
+                eprintln!("xmacvlan daemon: {e:#}");
+            }
+        }
+        if d.anchor {
+            if let Err(e) = netlink::del_link(&self.h, d.link.index).await {
+                eprintln!("xmacvlan daemon: removing anchor {}: {e:#}", d.link.name);
+            }
+        }
+    }
+
+    pub(super) async fn create(&mut self, c: CreateNetwork) -> Result<Value> {
+        self.create_network(c, false).await
+    }
+
+    /// `cni`: made by the CNI plugin, without subnets (its IPAM plugin hands out addresses).
+    pub(super) async fn create_network(&mut self, c: CreateNetwork, cni: bool) -> Result<Value> {
+        if c.name.is_empty()
+            || c.name.len() > 64
+            || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
+        {
+            bail!("network name '{}' is invalid: use 1-64 letters, digits, '_', '.' or '-'", c.name);
+        }
+        if self.nets.contains_key(&c.name) {
+            bail!("network name '{}' is already taken", c.name);
+        }
+        if c.driver != "macvlan" {
+            bail!("driver '{}' is not supported: only -d macvlan", c.driver);
+        }
+        let opts = NetOpts::parse(&c.options).map_err(|e| anyhow!(e))?;
+        let parent = opts.parent.clone();
+        if c.internal {
+            if let Some(p) = &parent {
+                bail!("an --internal network has no parent: drop -o parent={p} or --internal");
+            }
+        }
+        if parent.is_none() && opts.mode != Mode::Bridge {
+            bail!(
+                "macvlan mode '{}' needs a parent: an internal network (no -o parent) only has bridge mode",
+                opts.mode.name()
+            );
+        }
+        if c.ipam.subnets.is_empty() && !cni {
+            bail!("--subnet is required (e.g. --subnet 198.18.0.0/24; add --ipv6 --subnet 2001:2::/64 for IPv6)");
+        }
+        let ipam = Ipam::new(&c.ipam).map_err(|e| anyhow!(e))?;
+        for n in self.nets.values() {
+            if let Some((mine, theirs)) = ipam.overlap(&n.ipam) {
+                bail!(
+                    "Pool overlaps with other one on this address space: subnet {mine} of network '{}' overlaps subnet {theirs} of network '{}'",
+                    c.name,
+                    n.name
+                );
+            }
+        }
+        let (link, vlan) = match &parent {
+            Some(p) => {
+                let (link, vlan) = resolve_parent(self.h.clone(), p).await?;
+                (Some(link), vlan)
+            }
+            None => (None, 0),
+        };
+        if let (Some(p), Some(link)) = (&parent, &link) {
+            if opts.keep_pcp && vlan == 0 {
+                bail!("-o vlan_pcp=keep is for VLAN parents (e.g. {link}.50); {p} is untagged");
+            }
+            // Passthru owns its (link, VLAN): like the kernel, one child per parent.
+            let ln = netlink::link_by_name(&self.h, link).await?.map(|l| l.index);
+            let same_parent = |n: &&Network| n.vlan == vlan && n.domain.is_some() && n.domain == ln;
+            if let Some(other) = self.nets.values().find(same_parent) {
+                if opts.mode == Mode::Passthru {
+                    bail!(
+                        "cannot use mode passthru, macvlan network {} is already using parent interface {p}",
+                        other.name
+                    );
+                }
+                if other.opts.mode == Mode::Passthru {
+                    bail!("cannot use parent interface {p}: macvlan network {} uses it in passthru mode", other.name);
+                }
+            }
+        }
+        let id = self.next_id;
+        let domain = self.acquire_domain(id, link.as_deref()).await?;
+        self.next_id += 1;
+        let net = Network {
+            name: c.name.clone(),
+            id,
+            internal: parent.is_none(),
+            parent,
+            vlan,
+            mode: opts.mode.name().to_string(),
+            options: c.options.clone(),
+            opts,
+            passthru: None,
+            spec: c.ipam,
+            ipam,
+            domain: Some(domain),
+            status: "active".into(),
+            endpoints: Endpoints::default(),
+            dormant: Vec::new(),
+            cni,
+        };
+        let v = serde_json::to_value(self.view(&net))?;
+        self.nets.insert(c.name, net);
+        Ok(v)
+    }
+
+    pub(super) async fn remove(&mut self, name: &str, force: bool) -> Result<Value> {
+        let net = self.net(name)?;
+        if !net.endpoints.is_empty() && !force {
+            let list: Vec<String> = net.endpoints.iter().map(Endpoint::label).collect();
+            bail!("network '{name}' has connected endpoints: {}; disconnect them or use --force", list.join(", "));
+        }
+        let ids: Vec<EpId> = net.endpoints.entries().map(|(id, _)| id).collect();
+        for id in ids {
+            self.disconnect_at(name, id).await?;
+        }
+        let net = self.nets.remove(name).expect("checked above");
+        if let Some(k) = net.domain {
+            self.release_domain(k).await;
+        }
+        Ok(json!({ "removed": name }))
+    }
+
+    /// A MAC may be used once per VLAN of an L2 domain, and never be the parent's own (except by
+    /// a passthru endpoint, which takes it).
+    pub(super) fn check_mac(&self, mac: MacAddr, dkey: u32, vlan: u16, passthru: bool) -> Result<()> {
+        for n in self.nets.values().filter(|n| n.domain == Some(dkey) && n.vlan == vlan) {
+            if let Some(e) = n.endpoints.find(&Key::Mac(mac)).and_then(|id| n.endpoints.get(id)) {
+                bail!("MAC {mac} is already used by the endpoint {} on network '{}'", e.label(), n.name);
+            }
+        }
+        let dom = &self.domains[&dkey];
+        if !dom.anchor && !passthru && dom.link.mac == Some(mac) {
+            bail!("MAC {mac} is the parent {}'s own address", dom.link.name);
+        }
+        Ok(())
+    }
+
+    /// Passthru: the parent goes promiscuous (it takes every unicast frame) and, when the endpoint
+    /// has a MAC of its own, takes that MAC (macvlan_set_mac_address); both are recorded so that
+    /// [`Self::give_back_parent`] restores them, also after a daemon restart.
+    pub(super) async fn take_parent(&mut self, network: &str, dkey: u32, mac: MacAddr) -> Result<()> {
+        let link =
+            netlink::link_by_index(&self.h, dkey).await?.ok_or_else(|| anyhow!("the parent (link #{dkey}) is gone"))?;
+        let mut saved = PassthruSaved { mac: None, promisc: false };
+        if !link.promisc {
+            netlink::set_promisc(&self.h, link.index, true).await?;
+            saved.promisc = true;
+        }
+        if link.mac != Some(mac) {
+            if let Err(e) = netlink::set_mac(&self.h, link.index, mac).await {
+                if saved.promisc {
+                    let _ = netlink::set_promisc(&self.h, link.index, false).await;
+                }
+                return Err(e);
+            }
+            saved.mac = link.mac.map(|m| m.to_string());
+            if let Some(d) = self.domains.get_mut(&dkey) {
+                d.link.mac = Some(mac);
+            }
+        }
+        self.nets.get_mut(network).expect("caller checked").passthru = Some(saved);
+        Ok(())
+    }
+
+    /// Undoes [`Self::take_parent`]: the parent's own MAC back, promiscuous mode off if we set it.
+    pub(super) async fn give_back_parent(&mut self, network: &str) {
+        let Some(net) = self.nets.get_mut(network) else { return };
+        let (Some(saved), Some(dkey)) = (net.passthru.take(), net.domain) else { return };
+        if let Some(mac) = saved.mac.as_deref().and_then(|m| m.parse::<MacAddr>().ok()) {
+            match netlink::set_mac(&self.h, dkey, mac).await {
+                Ok(()) => {
+                    if let Some(d) = self.domains.get_mut(&dkey) {
+                        d.link.mac = Some(mac);
+                    }
+                }
+                Err(e) => eprintln!("xmacvlan daemon: restoring the parent's MAC: {e:#}"),
+            }
+        }
+        if saved.promisc {
+            if let Err(e) = netlink::set_promisc(&self.h, dkey, false).await {
+                eprintln!("xmacvlan daemon: {e:#}");
+            }
+        }
+    }
+
+    /// `network macaddr`: edits the allow-list of a source-mode endpoint.
+    pub(super) async fn macaddr(
+        &mut self,
+        network: &str,
+        endpoint: &str,
+        action: MacaddrAction,
+        macs: &[String],
+    ) -> Result<Value> {
+        let net = self.net(network)?;
+        if net.opts.mode != Mode::Source {
+            bail!(
+                "network '{network}' is in {} mode: source MAC lists are for macvlan_mode=source",
+                net.opts.mode.name()
+            );
+        }
+        let Some(dkey) = net.domain else { bail!("network '{network}' is {}", net.status) };
+        let id = net.find_endpoint(endpoint)?;
+        let ep = net.endpoints.get(id).expect("found");
+        let given = parse_macs(macs)?;
+        if let Some(m) = given.iter().find(|m| m.is_multicast() || m.is_zero()) {
+            bail!("{m} is a multicast or zero address; a source MAC is a sender's unicast address");
+        }
+        match (action, given.is_empty()) {
+            (MacaddrAction::Flush, false) => bail!("macaddr flush takes no MAC addresses"),
+            (MacaddrAction::Add | MacaddrAction::Del, true) => {
+                bail!("macaddr {action:?} needs at least one MAC address")
+            }
+            _ => {}
+        }
+        let (port, label) = (ep.port, ep.label());
+        let mut list = parse_macs(&ep.st.source_macs)?;
+        match action {
+            MacaddrAction::Add => {
+                for m in given {
+                    if !list.contains(&m) {
+                        list.push(m);
+                    }
+                }
+            }
+            MacaddrAction::Del => {
+                for m in &given {
+                    if !list.contains(m) {
+                        bail!("{m} is not in the source MAC list of {label}");
+                    }
+                }
+                list.retain(|m| !given.contains(m));
+            }
+            MacaddrAction::Set => {
+                list = given;
+                list.dedup();
+            }
+            MacaddrAction::Flush => list.clear(),
+        }
+        let dp = self.domains[&dkey].dp;
+        self.dp.set_sources(dp, port, &list)?;
+        let net = self.nets.get_mut(network).expect("checked above");
+        let listed = net.endpoints.source_macs_mut(id).expect("found above");
+        *listed = list.iter().map(MacAddr::to_string).collect();
+        Ok(json!({ "network": network, "endpoint": label, "source_macs": listed }))
+    }
+}
+
+pub(super) fn parse_macs(macs: &[String]) -> Result<Vec<MacAddr>> {
+    macs.iter().map(|m| m.parse::<MacAddr>().map_err(|e| anyhow!(e))).collect()
+}
+
+/// The link and VLAN of `-o parent=NAME`: an interface of that name (a real VLAN sub-interface
+/// included) is a plain parent; otherwise `base.VID` is VLAN VID on `base`.
+pub(super) async fn resolve_parent(h: Handle, pname: &str) -> Result<(String, u16)> {
+    if netlink::link_by_name(&h, pname).await?.is_some() {
+        return Ok((pname.to_string(), 0));
+    }
+    match netopts::split_vlan(pname).map_err(|e| anyhow!(e))? {
+        None => bail!("-o parent interface was not found on the host: {pname}"),
+        Some((base, vid)) => {
+            if netlink::link_by_name(&h, base).await?.is_none() {
+                bail!("-o parent interface was not found on the host: {base} (VLAN {vid} of -o parent={pname})");
+            }
+            Ok((base.to_string(), vid))
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Start and stop: networks and endpoints brought back from the state file (adopting the links a
+//! previous daemon left), and what a clean stop gives back to the host.
+
+use anyhow::{anyhow, bail, Context, Result};
+use ipnet::IpNet;
+use xmacvlan_datapath::frame::MacAddr;
+
+use super::{default_routes, open_netns, parse_macs, resolve_parent, Daemon, Endpoint, Endpoints, Network, Veth};
+use crate::ipam::{Assigned, Ipam};
+use crate::netlink;
+use crate::netopts::NetOpts;
+use crate::state::{EndpointKind, EndpointState, State};
+
+impl Daemon {
+    /// Rebuilds networks and endpoints from the state file: XDP is attached again (replacing what
+    /// a crashed daemon left), endpoint links that still exist are adopted, missing ones whose
+    /// namespace still exists are recreated, the rest are dropped with a message.
+    pub(super) async fn restore(&mut self, st: State) -> Result<()> {
+        self.next_id = st.next_id.max(1);
+        self.rx_vlan_off = st.rx_vlan_off.clone();
+        let mut pools = Vec::new();
+        for ns in &st.networks {
+            pools.push(Ipam::new(&ns.ipam).map_err(|e| anyhow!("network '{}': {e}", ns.name))?);
+        }
+        let mut changed = false;
+        for (ns, ipam) in st.networks.into_iter().zip(pools) {
+            // Files from before the options were kept name only the parent and the mode.
+            let options = if ns.options.is_empty() {
+                ns.parent
+                    .iter()
+                    .map(|p| ("parent".to_string(), p.clone()))
+                    .chain([("macvlan_mode".to_string(), ns.mode.clone())])
+                    .collect()
+            } else {
+                ns.options.clone()
+            };
+            let opts = NetOpts::parse(&options).map_err(|e| anyhow!("state file: network '{}': {e}", ns.name))?;
+            let mut net = Network {
+                name: ns.name.clone(),
+                id: ns.id,
+                parent: ns.parent.clone(),
+                vlan: 0,
+                internal: ns.internal,
+                mode: ns.mode.clone(),
+                opts,
+                options,
+                passthru: ns.passthru.clone(),
+                spec: ns.ipam.clone(),
+                ipam,
+                domain: None,
+                status: "active".into(),
+                endpoints: Endpoints::default(),
+                dormant: Vec::new(),
+                cni: ns.cni,
+            };
+            self.next_id = self.next_id.max(ns.id + 1);
+            let link = match net.parent.clone() {
+                Some(p) => resolve_parent(self.h.clone(), &p).await.map(|(link, vlan)| {
+                    net.vlan = vlan;
+                    Some(link)
+                }),
+                None => Ok(None),
+            };
+            match async { self.acquire_domain(net.id, link?.as_deref()).await }.await {
+                Ok(k) => net.domain = Some(k),
+                Err(e) => {
+                    eprintln!("xmacvlan daemon: network '{}' stays inactive: {e:#}", ns.name);
+                    net.status = format!("inactive: {e:#}");
+                    net.dormant = ns.endpoints;
+                    self.nets.insert(ns.name, net);
+                    continue;
+                }
+            }
+            self.nets.insert(ns.name.clone(), net);
+            for ep in ns.endpoints {
+                let what = format!("{:?} {}", ep.kind, ep.ifname);
+                match self.restore_endpoint(&ns.name, ep).await {
+                    Ok(e) => {
+                        let net = self.nets.get_mut(&ns.name).expect("inserted above");
+                        for a in e.addrs.iter().filter(|_| !net.cni) {
+                            if let Err(err) = net.ipam.reserve(a) {
+                                eprintln!("xmacvlan daemon: network '{}': {err}", ns.name);
+                            }
+                        }
+                        net.endpoints.push(e);
+                    }
+                    Err(e) => {
+                        changed = true;
+                        eprintln!("xmacvlan daemon: network '{}': dropping endpoint {what}: {e:#}", ns.name);
+                    }
+                }
+            }
+        }
+        let adopted: usize = self.nets.values().map(|n| n.endpoints.len()).sum();
+        if !self.nets.is_empty() {
+            eprintln!("xmacvlan daemon: restored {} network(s), {adopted} endpoint(s)", self.nets.len());
+        }
+        if changed {
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn restore_endpoint(&mut self, network: &str, st: EndpointState) -> Result<Endpoint> {
+        let net = &self.nets[network];
+        let dp = self.domains[&net.domain.expect("active network")].dp;
+        let o = net.ep_opts();
+        let routes = if net.cni { st.routes.clone() } else { default_routes(&net.ipam.default_gateways()) };
+        let mac: MacAddr = st.mac.parse().map_err(|e| anyhow!("MAC {}: {e}", st.mac))?;
+        let addrs: Vec<Assigned> = st
+            .addrs
+            .iter()
+            .map(|a| {
+                let n: IpNet = a.parse().map_err(|_| anyhow!("address '{a}' is not a CIDR"))?;
+                Ok(Assigned { ip: n.addr(), prefix: n.prefix_len() })
+            })
+            .collect::<Result<_>>()?;
+        let mut existing = netlink::link_by_name(&self.h, &st.host).await?;
+        let (port, host_index) = match &st.kind {
+            EndpointKind::Veth { netns, ns_id } => {
+                if let Some(l) = &existing {
+                    if netlink::link_kind(&self.h, l.index).await?.as_deref() != Some("veth") {
+                        bail!("{} exists but is not a veth; leaving it alone", st.host);
+                    }
+                }
+                let (ns, id) = open_netns(netns).with_context(|| format!("its namespace {netns} is gone"))?;
+                if id != *ns_id {
+                    bail!("namespace {netns} is a different one now (was {ns_id:?}, is {id:?})");
+                }
+                // Made for fewer workers than this daemon runs (--cpus changed): every worker
+                // needs a queue, so the pair is made again, with the same name, MAC and addresses.
+                if let Some(l) = existing.take_if(|l| l.rx_queues < self.dp.workers() as u32) {
+                    eprintln!(
+                        "xmacvlan daemon: {} has {} queue(s) for {} workers; recreating it",
+                        st.host,
+                        l.rx_queues,
+                        self.dp.workers()
+                    );
+                    netlink::del_link(&self.h, l.index).await?;
+                }
+                let veth = Veth { host: &st.host, ifname: &st.ifname, ns, netns };
+                self.build_veth(dp, o, veth, mac, st.mtu, &addrs, &routes, existing.is_none()).await?
+            }
+            EndpointKind::Tap { owner } => {
+                if let Some(l) = &existing {
+                    if netlink::link_kind(&self.h, l.index).await?.as_deref() != Some("tun") {
+                        bail!("{} exists but is not a tap; leaving it alone", st.host);
+                    }
+                }
+                self.build_tap(dp, o, &st.host, *owner, mac, st.mtu, existing.is_none()).await?
+            }
+        };
+        if !st.source_macs.is_empty() {
+            let macs = parse_macs(&st.source_macs)?;
+            if let Err(e) = self.dp.set_sources(dp, port, &macs) {
+                eprintln!("xmacvlan daemon: {}: restoring its source MACs: {e}", st.host);
+            }
+        }
+        Ok(Endpoint { st, port, host_index, mac, addrs })
+    }
+
+    /// Clean stop: the workers stop and every XDP program is detached; endpoints stay in place
+    /// (and in the state file) for the next start, with their daemon-side ends set down so that,
+    /// without XDP, nothing a container sends reaches this namespace's stack (its side shows
+    /// NO-CARRIER until the next start). Internal anchors hold nothing and go.
+    pub(super) async fn shutdown(&mut self) {
+        self.dp.shutdown();
+        self.remove_relay().await;
+        for e in self.nets.values().flat_map(|n| n.endpoints.iter()) {
+            if let Err(err) = netlink::set_down(&self.h, e.host_index).await {
+                eprintln!("xmacvlan daemon: setting {} down: {err:#}", e.st.host);
+            }
+        }
+        for d in self.domains.values() {
+            if d.anchor {
+                let _ = netlink::del_link(&self.h, d.link.index).await;
+            } else if d.rx_vlan_was_on {
+                // Without XDP the host stack may have its offload back.
+                let _ = netlink::enable_rx_vlan_offload(&d.link.name);
+            }
+        }
+    }
+}
