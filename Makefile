@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping ethtool procps iperf3 podman runc containernetworking-plugins busybox-static
 
-.PHONY: all deps build demo test unit bench bench-smoke bench-decide clean
+.PHONY: all deps build demo test unit lint bench bench-smoke bench-decide clean
 
 all: build
 
@@ -32,6 +32,14 @@ test: deps
 
 unit:
 	$(CARGO) test --workspace --lib --bins
+
+# Formatting, clippy with warnings as errors (the workspace's lints: every unsafe block says why it
+# is sound), and the criterion benchmarks compiled. CI runs it.
+lint:
+	@if command -v rustup >/dev/null; then rustup component add rustfmt clippy >/dev/null 2>&1 || true; fi
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) bench --workspace --no-run
 
 # `xmacvlan bench --help` lists the options, e.g. make bench BENCH_ARGS="--sizes 64 --out /tmp/run".
 bench: build
