@@ -73,10 +73,10 @@ ip netns exec "$WIRE" ping -c 2 -i 0.2 198.18.0.253
 say "counters"
 x stats
 
-say "crash and restart: kill -9, start again; XDP is re-attached and the endpoints re-adopted from the state file"
+say "crash and restart: kill -9, start again; the datapath's programs are taken over and the endpoints re-adopted from the state file"
 kill -KILL "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true
 start_daemon
-ip -n "$DP" -d link show eth1 | grep -o 'prog/xdp id [0-9]* name [a-z_]*'
+x network inspect --format table pub_net
 ip netns exec "${CONTAINERS[0]}" ping -c 2 -i 0.2 198.18.0.254
 x network disconnect pub_net "${CONTAINERS[2]}"
 x network rm --force pub_net
