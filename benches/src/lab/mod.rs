@@ -1,0 +1,488 @@
+//! The namespace lab: gen —veth— dp/eth1 (the parent); containers c0, c1, … whose interfaces are kernel
+//! macvlan children of eth1, xmacvlan endpoints on it, or the tc-floor's veths. Next door: `cleanup`
+//! (the registry that removes everything on every exit path), `cmd` (commands with deadlines), `daemon`
+//! (the xmacvlan daemon of the lab).
+
+use crate::nlstats::{Link, NsSock};
+use anyhow::{anyhow, bail, Context, Result};
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::thread;
+use std::time::{Duration, Instant};
+
+mod cleanup;
+mod cmd;
+mod daemon;
+
+pub use self::cleanup::*;
+pub use self::cmd::*;
+
+// ---------------------------------------------------------------------------------------------------
+// The lab
+
+pub const GEN_IF: &str = "gen0";
+pub const PARENT_IF: &str = "eth1";
+/// The container interface's name in every container namespace.
+pub const CONTAINER_IF: &str = "eth0";
+pub const GEN_MAC: [u8; 6] = [0x02, 0x00, 0xc6, 0x12, 0x00, 0xfe];
+pub const GEN_IP: [u8; 4] = [198, 18, 15, 254];
+pub const SUBNET: &str = "198.18.0.0/20";
+pub const PREFIX_LEN: u8 = 20;
+pub const NETWORK_NAME: &str = "benchnet";
+/// Endpoints the lab's addressing has room for (198.18.0.16 ..= 198.18.15.253).
+pub const MAX_ENDPOINTS: usize = 4000;
+
+/// Container `i`'s MAC: 02:42:c6:12 followed by `i` in two bytes. The generator counts through
+/// these in the last two bytes to spread frames across endpoints.
+pub fn endpoint_mac(i: usize) -> [u8; 6] {
+    [0x02, 0x42, 0xc6, 0x12, (i >> 8) as u8, (i & 0xff) as u8]
+}
+
+/// Container `i`'s address: 198.18.0.16 + i.
+pub fn endpoint_ip(i: usize) -> [u8; 4] {
+    (u32::from_be_bytes([198, 18, 0, 16]) + i as u32).to_be_bytes()
+}
+
+pub fn mac_str(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+pub fn ip_str(a: &[u8; 4]) -> String {
+    format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Kernel macvlan children (bridge mode).
+    Kernel,
+    /// xmacvlan as a daemon started without tuning flags runs it: known unicast from the wire
+    /// through the tc fast path (bpf_redirect_peer), everything else through AF_XDP and a worker.
+    Xmacvlan,
+    /// xmacvlan with `daemon --fast-path xdp`: known unicast from the wire redirected in XDP.
+    #[value(name = "xmacvlan-xdp")]
+    #[serde(rename = "xmacvlan-xdp")]
+    XmacvlanXdp,
+    /// xmacvlan with `daemon --fast-path off`: every frame through AF_XDP and a worker.
+    #[value(name = "xmacvlan-afxdp")]
+    #[serde(rename = "xmacvlan-afxdp")]
+    XmacvlanAfxdp,
+    /// Not a product: the floor of any tc datapath on veth endpoints (bpf/floor.bpf.c) — veth
+    /// endpoints set up as xmacvlan's, and tc programs that do nothing but find the destination
+    /// container and redirect (no counters, modes, floods, state or MTU checks). What xmacvlan
+    /// pays above it is its own work; what this pays above kernel macvlan is the veth design's.
+    #[value(name = "tc-floor")]
+    #[serde(rename = "tc-floor")]
+    TcFloor,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Kernel => "kernel",
+            Backend::Xmacvlan => "xmacvlan",
+            Backend::XmacvlanXdp => "xmacvlan-xdp",
+            Backend::XmacvlanAfxdp => "xmacvlan-afxdp",
+            Backend::TcFloor => "tc-floor",
+        }
+    }
+
+    /// The daemon's `--fast-path` for this backend (None: no daemon).
+    pub fn fast_path(self) -> Option<&'static str> {
+        match self {
+            Backend::Kernel | Backend::TcFloor => None,
+            Backend::Xmacvlan => Some("tc"),
+            Backend::XmacvlanXdp => Some("xdp"),
+            Backend::XmacvlanAfxdp => Some("off"),
+        }
+    }
+
+    /// Column prefix in tables.
+    pub fn short(self) -> &'static str {
+        match self {
+            Backend::Kernel => "k",
+            Backend::Xmacvlan => "x",
+            Backend::XmacvlanXdp => "xdp",
+            Backend::XmacvlanAfxdp => "afxdp",
+            Backend::TcFloor => "floor",
+        }
+    }
+
+    /// Run by an xmacvlan daemon.
+    pub fn is_xmacvlan(self) -> bool {
+        self.fast_path().is_some()
+    }
+
+    /// Gets a ratio column against kernel macvlan.
+    pub fn vs_kernel(self) -> bool {
+        self != Backend::Kernel
+    }
+}
+
+/// One container: its namespace and a netlink socket inside it.
+pub struct Container {
+    pub ns: String,
+    pub sock: NsSock,
+}
+
+/// gen —veth— dp/eth1 (the parent) and containers c0, c1, … whose interfaces are either kernel
+/// macvlan children of eth1 or xmacvlan endpoints on it.
+pub struct Lab {
+    pub gen: String,
+    pub dp: String,
+    pub gen_sock: NsSock,
+    pub dp_sock: NsSock,
+    pub containers: Vec<Container>,
+    /// The backend set up now, and how many containers it serves.
+    pub active: Option<Backend>,
+    pub present: usize,
+    pub tmp: PathBuf,
+    pid: u32,
+    daemon: Option<Child>,
+    bin: Option<PathBuf>,
+    xmv_cpus: String,
+    daemon_args: Vec<String>,
+    sink: Option<std::os::fd::OwnedFd>,
+    /// The tc-floor backend's programs while it is set up.
+    floor: Option<crate::floor::Floor>,
+    pub daemon_log: PathBuf,
+}
+
+impl Lab {
+    pub fn create(
+        daemon_log: Option<PathBuf>,
+        bin: Option<PathBuf>,
+        xmv_cpus: String,
+        daemon_args: Vec<String>,
+    ) -> Result<Lab> {
+        let pid = std::process::id();
+        let tmp = std::env::temp_dir().join(format!("xmvb-{pid}"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).ok();
+        }
+        fs::create_dir_all(&tmp).with_context(|| format!("mkdir {}", tmp.display()))?;
+        register_dir(&tmp);
+        let gen = format!("{NS_PREFIX}{pid}-gen");
+        let dp = format!("{NS_PREFIX}{pid}-dp");
+        for ns in [&gen, &dp] {
+            ip(&["netns", "add", ns])?;
+            register_netns(ns);
+        }
+        let mut lab = Lab {
+            gen_sock: NsSock::open(&ns_path(&gen))?,
+            dp_sock: NsSock::open(&ns_path(&dp))?,
+            gen,
+            dp,
+            containers: Vec::new(),
+            active: None,
+            present: 0,
+            daemon_log: daemon_log.unwrap_or_else(|| tmp.join("daemon.log")),
+            tmp,
+            pid,
+            daemon: None,
+            bin,
+            xmv_cpus,
+            daemon_args,
+            sink: None,
+            floor: None,
+        };
+        lab.build_wire()?;
+        Ok(lab)
+    }
+
+    fn build_wire(&mut self) -> Result<()> {
+        let (gen, dp) = (self.gen.clone(), self.dp.clone());
+        for ns in [&gen, &dp] {
+            // No IPv6: router solicitations and MLD reports would be extra frames in the counts.
+            ns_sysctl(&ns_path(ns), "net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns_sysctl(&ns_path(ns), "net.ipv6.conf.default.disable_ipv6", "1")?;
+        }
+        // The veth pair is created inside the gen namespace and its peer is born in dp: nothing touches
+        // the host's namespace.
+        ip(&[
+            "-n",
+            &gen,
+            "link",
+            "add",
+            GEN_IF,
+            "numtxqueues",
+            "1",
+            "numrxqueues",
+            "1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            PARENT_IF,
+            "netns",
+            &dp,
+            "numtxqueues",
+            "1",
+            "numrxqueues",
+            "1",
+        ])?;
+        for ns in [&gen, &dp] {
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        ip(&["-n", &gen, "link", "set", GEN_IF, "address", &mac_str(&GEN_MAC), "mtu", "1500", "up"])?;
+        ip(&["-n", &gen, "addr", "add", &format!("{}/{PREFIX_LEN}", ip_str(&GEN_IP)), "dev", GEN_IF])?;
+        ip(&["-n", &dp, "link", "set", PARENT_IF, "mtu", "1500", "up"])?;
+        // The wire host sends finished frames, as a host behind a real NIC does: with checksum offload
+        // a veth passes TCP/UDP checksums as "to be done" (and 64 KB TSO frames) in skb metadata, which
+        // kernel macvlan carries along but an XDP/AF_XDP datapath, seeing only bytes, cannot.
+        in_ns(&gen, &["ethtool", "-K", GEN_IF, "tx", "off"])?;
+        // NAPI on the parent so that it accepts the frames XDP_TX'd by the generator veth.
+        in_ns(&dp, &["ethtool", "-K", PARENT_IF, "gro", "on"])?;
+        // sysfs shows a namespace's devices only when mounted from it: `ip netns exec` does that.
+        in_ns(&dp, &["sh", "-c", &format!("echo 1 > /sys/class/net/{PARENT_IF}/threaded")])?;
+        Ok(())
+    }
+
+    /// Creates container namespaces up to `n`.
+    fn ensure_containers(&mut self, n: usize) -> Result<()> {
+        while self.containers.len() < n {
+            let ns = format!("{NS_PREFIX}{}-c{}", self.pid, self.containers.len());
+            ip(&["netns", "add", &ns])?;
+            register_netns(&ns);
+            ns_sysctl(&ns_path(&ns), "net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns_sysctl(&ns_path(&ns), "net.ipv6.conf.default.disable_ipv6", "1")?;
+            let sock = NsSock::open(&ns_path(&ns))?;
+            self.containers.push(Container { ns, sock });
+        }
+        Ok(())
+    }
+
+    pub fn ifindex(&self, ns: &str, dev: &str) -> Result<u32> {
+        let out = ip(&["-n", ns, "-j", "link", "show", "dev", dev])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("parsing `ip -j link` output")?;
+        v.get(0)
+            .and_then(|l| l.get("ifindex"))
+            .and_then(|i| i.as_u64())
+            .map(|i| i as u32)
+            .ok_or_else(|| anyhow!("no ifindex for {dev} in {ns}"))
+    }
+
+    /// The interface of container `i`.
+    pub fn container_link(&self, i: usize) -> Result<Link> {
+        let c = &self.containers[i];
+        let links = c.sock.links()?;
+        links.into_iter().next().ok_or_else(|| anyhow!("container namespace {} has no interface", c.ns))
+    }
+
+    /// Σ rx_packets of the interfaces of containers `range`, and when it was read (the middle of the
+    /// reads).
+    pub fn rx_sum(&self, range: std::ops::Range<usize>) -> Result<(Instant, u64)> {
+        let t0 = Instant::now();
+        let mut sum = 0u64;
+        for c in &self.containers[range] {
+            sum += c.sock.links()?.iter().map(|l| l.rx_packets).sum::<u64>();
+        }
+        let t1 = Instant::now();
+        Ok((t0 + (t1 - t0) / 2, sum))
+    }
+
+    /// rx_packets of the generator's interface (frames that reached the wire host).
+    pub fn gen_rx(&self) -> Result<(Instant, u64)> {
+        let t0 = Instant::now();
+        let v = self.gen_sock.links()?.iter().find(|l| l.name == GEN_IF).map(|l| l.rx_packets).unwrap_or(0);
+        let t1 = Instant::now();
+        Ok((t0 + (t1 - t0) / 2, v))
+    }
+
+    /// Brings the lab back to "wire only": no container interface, no XDP on the parent, no daemon.
+    pub fn reset(&mut self) -> Result<()> {
+        self.sink = None;
+        self.floor = None;
+        self.stop_daemon();
+        for c in &self.containers {
+            for l in c.sock.links()? {
+                c.sock.del_link(l.ifindex)?;
+            }
+        }
+        // Only our own parent, in our own namespace.
+        ip(&["-n", &self.dp, "link", "set", "dev", PARENT_IF, "xdp", "off"]).ok();
+        self.active = None;
+        self.present = 0;
+        Ok(())
+    }
+
+    /// Sets `backend` up from scratch with `n` containers.
+    pub fn setup(&mut self, backend: Backend, n: usize) -> Result<()> {
+        self.reset()?;
+        if backend.is_xmacvlan() {
+            self.start_daemon(backend.fast_path().unwrap_or("tc"))?;
+        }
+        self.active = Some(backend);
+        self.grow(n)
+    }
+
+    /// Adds containers on the active backend until `n` are served.
+    pub fn grow(&mut self, n: usize) -> Result<()> {
+        if n > MAX_ENDPOINTS {
+            bail!("{n} endpoints: the lab's addressing has room for {MAX_ENDPOINTS}");
+        }
+        let backend = self.active.ok_or_else(|| anyhow!("no backend set up"))?;
+        self.ensure_containers(n)?;
+        let from = self.present;
+        match backend {
+            Backend::Kernel => {
+                // One `ip -batch` creates every child directly in its container namespace.
+                let mut batch = String::new();
+                for i in from..n {
+                    batch += &format!(
+                        "link add link {PARENT_IF} name {CONTAINER_IF} address {} netns {} type macvlan mode bridge\n",
+                        mac_str(&endpoint_mac(i)),
+                        self.containers[i].ns
+                    );
+                }
+                if !batch.is_empty() {
+                    let f = self.tmp.join("kernel.batch");
+                    fs::write(&f, batch)?;
+                    run_cmd(Command::new("ip").args(["-n", &self.dp, "-batch"]).arg(&f), Duration::from_secs(120))?;
+                }
+                for i in from..n {
+                    let ns = self.containers[i].ns.clone();
+                    let f = self.tmp.join("c.batch");
+                    fs::write(
+                        &f,
+                        format!(
+                            "addr add {}/{PREFIX_LEN} dev {CONTAINER_IF}\nlink set {CONTAINER_IF} up\n",
+                            ip_str(&endpoint_ip(i))
+                        ),
+                    )?;
+                    run_cmd(Command::new("ip").args(["-n", &ns, "-batch"]).arg(&f), CMD_TIMEOUT)?;
+                }
+            }
+            Backend::TcFloor => self.grow_floor(from, n)?,
+            Backend::Xmacvlan | Backend::XmacvlanXdp | Backend::XmacvlanAfxdp => {
+                for i in from..n {
+                    let path = ns_path(&self.containers[i].ns).to_string_lossy().into_owned();
+                    self.client(&[
+                        "network",
+                        "connect",
+                        "--ip",
+                        &ip_str(&endpoint_ip(i)),
+                        "--mac-address",
+                        &mac_str(&endpoint_mac(i)),
+                        NETWORK_NAME,
+                        &path,
+                    ])?;
+                    check_interrupted()?;
+                }
+            }
+        }
+        self.present = n;
+        self.wait_up(from..n)?;
+        // Static neighbours between the wire host and the first two containers (the latency and
+        // TCP peers): no ARP exchange in any measurement.
+        for i in from..n.min(2) {
+            let (ip_i, mac_i) = (ip_str(&endpoint_ip(i)), mac_str(&endpoint_mac(i)));
+            ip(&["-n", &self.gen, "neigh", "replace", &ip_i, "lladdr", &mac_i, "dev", GEN_IF, "nud", "permanent"])?;
+            let ns = &self.containers[i].ns;
+            ip(&[
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                &ip_str(&GEN_IP),
+                "lladdr",
+                &mac_str(&GEN_MAC),
+                "dev",
+                CONTAINER_IF,
+                "nud",
+                "permanent",
+            ])?;
+            for j in (0..n.min(2)).filter(|&j| j != i) {
+                let (ip_j, mac_j) = (ip_str(&endpoint_ip(j)), mac_str(&endpoint_mac(j)));
+                ip(&["-n", ns, "neigh", "replace", &ip_j, "lladdr", &mac_j, "dev", CONTAINER_IF, "nud", "permanent"])?;
+                let nsj = &self.containers[j].ns;
+                ip(&["-n", nsj, "neigh", "replace", &ip_i, "lladdr", &mac_i, "dev", CONTAINER_IF, "nud", "permanent"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tc-floor backend's containers `from..n`: veth pairs set up as the daemon sets up a tc-fed
+    /// endpoint's (the lab-side end `fl<i>` without TSO, GRO on the container's end), programs on.
+    fn grow_floor(&mut self, from: usize, n: usize) -> Result<()> {
+        let dp_path = ns_path(&self.dp);
+        if self.floor.is_none() {
+            let parent = self.ifindex(&self.dp, PARENT_IF)?;
+            self.floor = Some(crate::floor::Floor::new(&dp_path, parent)?);
+        }
+        for i in from..n {
+            let host = format!("fl{i}");
+            let (ns, mac) = (self.containers[i].ns.clone(), endpoint_mac(i));
+            ip(&[
+                "-n",
+                &self.dp,
+                "link",
+                "add",
+                &host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                CONTAINER_IF,
+                "netns",
+                &ns,
+                "address",
+                &mac_str(&mac),
+            ])?;
+            in_ns(&self.dp, &["ethtool", "-K", &host, "tso", "off"])?;
+            in_ns(&ns, &["ethtool", "-K", CONTAINER_IF, "gro", "on"])?;
+            let ifindex = self.ifindex(&self.dp, &host)?;
+            self.floor.as_mut().expect("set above").add(&dp_path, mac, ifindex)?;
+            ip(&["-n", &self.dp, "link", "set", &host, "up"])?;
+            let f = self.tmp.join("c.batch");
+            fs::write(
+                &f,
+                format!(
+                    "addr add {}/{PREFIX_LEN} dev {CONTAINER_IF}\nlink set {CONTAINER_IF} up\nlink set lo up\n",
+                    ip_str(&endpoint_ip(i))
+                ),
+            )?;
+            run_cmd(Command::new("ip").args(["-n", &ns, "-batch"]).arg(&f), CMD_TIMEOUT)?;
+            check_interrupted()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the interfaces of containers `range` are up with their MACs.
+    fn wait_up(&self, range: std::ops::Range<usize>) -> Result<()> {
+        let end = Instant::now() + Duration::from_secs(20);
+        for i in range {
+            loop {
+                check_interrupted()?;
+                let l = self.container_link(i).ok();
+                if l.as_ref().is_some_and(|l| l.up) {
+                    break;
+                }
+                if Instant::now() >= end {
+                    bail!("container {} has no interface up ({l:?})", self.containers[i].ns);
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn ns_path(ns: &str) -> PathBuf {
+    PathBuf::from(format!("/var/run/netns/{ns}"))
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.sink = None;
+        self.stop_daemon();
+        for c in self.containers.iter().rev() {
+            delete_netns(&c.ns);
+        }
+        for ns in [&self.dp, &self.gen] {
+            delete_netns(ns);
+        }
+        let _ = fs::remove_dir_all(&self.tmp);
+        unregister_dir(&self.tmp);
+    }
+}
