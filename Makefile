@@ -26,9 +26,10 @@ demo: build
 # each e2e test builds its own lab and runs a daemon with busy-polling workers.
 # Then the semantic suites again in the forced-userspace configuration (every frame through AF_XDP
 # and the workers: `daemon --fast-path off`); tests about one configuration name it themselves.
+# The end-to-end tests are #[ignore]d (a plain `cargo test` lists them as needing root); this runs them.
 test: deps
-	$(CARGO) test --workspace -- --test-threads=1
-	XMACVLAN_TEST_FAST_PATH=off $(CARGO) test --test bridge --test modes --test vlan --test control --test cni -- --test-threads=1
+	$(CARGO) test --workspace -- --test-threads=1 --include-ignored
+	XMACVLAN_TEST_FAST_PATH=off $(CARGO) test --test bridge --test modes --test vlan --test control --test cni -- --test-threads=1 --include-ignored
 
 unit:
 	$(CARGO) test --workspace --lib --bins

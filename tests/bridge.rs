@@ -251,6 +251,7 @@ fn lab_with(backend: Backend, daemon_args: &[&str]) -> (Lab, Option<Daemon>) {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn semantics_kernel_macvlan() {
     require_root!();
     let (lab, _d) = lab_with(Backend::Kernel, &[]);
@@ -258,6 +259,7 @@ fn semantics_kernel_macvlan() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn semantics_xmacvlan() {
     require_root!();
     let (lab, daemon) = lab_with(Backend::Xmacvlan, &[]);
@@ -268,6 +270,7 @@ fn semantics_xmacvlan() {
 /// The same scenario with the XDP fast path: the rules hold, the fast path did carry the wire's
 /// unicast, and its frames are in the endpoint's counters.
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn semantics_xmacvlan_xdp_fast_path() {
     require_root!();
     let (lab, daemon) = lab_with(Backend::Xmacvlan, &["--xdp-fast-path"]);
@@ -283,6 +286,7 @@ fn semantics_xmacvlan_xdp_fast_path() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn xdp_on_the_parent_only_while_an_endpoint_needs_it_and_none_after_sigterm_endpoints_kept() {
     require_root!();
     let lab = Lab::new();
@@ -315,6 +319,7 @@ fn xdp_on_the_parent_only_while_an_endpoint_needs_it_and_none_after_sigterm_endp
 /// wire's MTU is 4 bytes above the parent's here; a veth takes frames of its MTU + 18) and a frame
 /// for an endpoint that is down. The books hold throughout.
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn tc_alone_counts_oversize_and_down_endpoints() {
     require_root!();
     let lab = Lab::new();
@@ -349,6 +354,7 @@ fn tc_alone_counts_oversize_and_down_endpoints() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn disconnect_and_rm_leave_nothing() {
     require_root!();
     let lab = Lab::new();
@@ -388,6 +394,7 @@ fn disconnect_and_rm_leave_nothing() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn accounting_after_burst() {
     require_root!();
     let (lab, _d) = lab_with(Backend::Xmacvlan, &[]);
@@ -439,6 +446,7 @@ fn accounting_after_burst() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn bad_input_is_refused_by_name_and_leaves_nothing() {
     require_root!();
     let lab = Lab::new();
@@ -522,6 +530,7 @@ fn bad_input_is_refused_by_name_and_leaves_nothing() {
 /// must put real checksums into frames that travel as bytes through XDP and AF_XDP (they arrived
 /// with CHECKSUM_PARTIAL garbage and were dropped before the endpoints computed their own).
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn tcp_between_containers() {
     require_root!();
     let (lab, _d) = lab_with(Backend::Xmacvlan, &[]);

@@ -163,6 +163,7 @@ fn require_host_local() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn add_del_with_host_local_in_another_namespace() {
     require_root!();
     require_host_local();
@@ -213,6 +214,7 @@ fn add_del_with_host_local_in_another_namespace() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn del_is_idempotent_for_unconfigured_and_vanished_links() {
     require_root!();
     require_host_local();
@@ -236,6 +238,7 @@ fn del_is_idempotent_for_unconfigured_and_vanished_links() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn l2_only_without_ipam() {
     require_root!();
     let lab = Lab::new();
@@ -260,6 +263,7 @@ fn l2_only_without_ipam() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn add_check_del_at_every_spec_version() {
     require_root!();
     require_host_local();
@@ -286,6 +290,7 @@ fn add_check_del_at_every_spec_version() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn check_sees_what_changed_in_the_container_and_in_the_datapath() {
     require_root!();
     require_host_local();
@@ -332,6 +337,7 @@ fn check_sees_what_changed_in_the_container_and_in_the_datapath() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn no_master_takes_the_default_route_interface() {
     require_root!();
     let lab = Lab::new();
@@ -348,6 +354,7 @@ fn no_master_takes_the_default_route_interface() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn mac_from_cni_args_and_from_runtime_config() {
     require_root!();
     let lab = Lab::new();
@@ -374,6 +381,7 @@ fn mac_from_cni_args_and_from_runtime_config() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn errors_are_the_specs() {
     require_root!();
     let lab = Lab::new();
@@ -414,6 +422,7 @@ fn errors_are_the_specs() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn status_and_gc() {
     require_root!();
     let lab = Lab::new();
@@ -461,6 +470,7 @@ impl Runtime<'_> {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn check_probes_vlan_masters_and_the_xdp_fast_path() {
     require_root!();
     let lab = Lab::new();

@@ -42,6 +42,7 @@ fn endpoint_ips(lab: &Lab, net: &str, netns: &str) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn dual_stack_ipam_and_neighbour_discovery_through_the_datapath() {
     require_root!();
     let lab = Lab::new();
@@ -92,6 +93,7 @@ fn dual_stack_ipam_and_neighbour_discovery_through_the_datapath() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn networks_share_a_parent_and_internal_networks_stay_internal() {
     require_root!();
     let lab = Lab::new();
@@ -160,6 +162,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn state_survives_kill9_and_clean_stop() {
     require_root!();
     let lab = Lab::new();
@@ -254,6 +257,7 @@ impl Drop for ChildGuard {
 /// A parent program a killed daemon left behind goes when the restarted daemon needs none: it would
 /// steer by the dead daemon's maps.
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn a_stale_parent_program_goes_when_nothing_needs_it() {
     require_root!();
     let lab = Lab::new();
@@ -272,6 +276,7 @@ fn a_stale_parent_program_goes_when_nothing_needs_it() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn corrupt_state_is_reported_and_kept() {
     require_root!();
     let lab = Lab::new();
@@ -377,6 +382,7 @@ fn echo_request(dst_mac: [u8; 6], src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) 
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn tap_endpoint_for_a_vm_answers_arp_and_ping() {
     require_root!();
     let lab = Lab::new();
@@ -389,6 +395,7 @@ fn tap_endpoint_for_a_vm_answers_arp_and_ping() {
 /// With every frame through AF_XDP (`--fast-path off`): by default a container's frames for a tap
 /// reach the workers through the collector, which worker 0 serves.
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn tap_endpoint_with_two_workers() {
     require_root!();
     let lab = Lab::with_parent_queues(2);
@@ -489,6 +496,7 @@ fn container_mac_of(lab: &Lab, i: usize) -> [u8; 6] {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn docker_validation_cases_are_refused_by_name_and_leave_nothing() {
     require_root!();
     let lab = Lab::new();
@@ -570,6 +578,7 @@ fn docker_validation_cases_are_refused_by_name_and_leave_nothing() {
 /// Source lists, VLAN networks and a passthru parent are part of the state: after `kill -9` and
 /// a restart the daemon forwards by them again; the list's edit errors name the bad value.
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn modes_vlans_and_source_lists_survive_a_restart() {
     require_root!();
     let lab = Lab::new();

@@ -638,36 +638,42 @@ fn xmacvlan_vs_kernel(mode: Mode) {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn xmacvlan_vs_kernel_bridge() {
     require_root!();
     xmacvlan_vs_kernel(Mode::Bridge);
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn xmacvlan_vs_kernel_private() {
     require_root!();
     xmacvlan_vs_kernel(Mode::Private);
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn xmacvlan_vs_kernel_vepa() {
     require_root!();
     xmacvlan_vs_kernel(Mode::Vepa);
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn xmacvlan_vs_kernel_passthru() {
     require_root!();
     xmacvlan_vs_kernel(Mode::Passthru);
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn xmacvlan_vs_kernel_source() {
     require_root!();
     xmacvlan_vs_kernel(Mode::Source { nodst: false });
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn xmacvlan_vs_kernel_source_nodst() {
     require_root!();
     xmacvlan_vs_kernel(Mode::Source { nodst: true });
@@ -696,12 +702,14 @@ fn ping_through_hairpin(mode: Mode) -> (bool, bool) {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn ping_through_a_hairpin_vepa_endpoints_reach_each_other() {
     require_root!();
     assert_eq!(ping_through_hairpin(Mode::Vepa), (true, true));
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn ping_through_a_hairpin_private_endpoints_never_do() {
     require_root!();
     assert_eq!(ping_through_hairpin(Mode::Private), (false, false));
@@ -710,6 +718,7 @@ fn ping_through_a_hairpin_private_endpoints_never_do() {
 /// A passthru endpoint with a MAC of its own gives the parent that MAC (macvlan_set_mac_address
 /// sets the lower device's); the parent's own comes back when the endpoint goes.
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn passthru_mac_is_the_parents_and_a_new_one_is_given_back() {
     require_root!();
     let ml = ModeLab::new();

@@ -144,6 +144,7 @@ fn two_containers_ping_and_leave_nothing(lab: &Lab, pm: &mut Podman, plugin_type
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn podman_reference_macvlan() {
     require_root!();
     let lab = Lab::new();
@@ -152,6 +153,7 @@ fn podman_reference_macvlan() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn podman_xmacvlan() {
     require_root!();
     let lab = Lab::new();

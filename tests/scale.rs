@@ -255,6 +255,7 @@ impl Phases {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn endpoint_counts_that_broke_the_pool() {
     require_root!();
     const STEPS: [usize; 5] = [20, 21, 22, 23, 30];
@@ -304,6 +305,7 @@ fn endpoint_counts_that_broke_the_pool() {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn many_endpoints_on_one_network() {
     require_root!();
     const N: usize = 512;

@@ -342,6 +342,7 @@ fn toolkit_builds_and_parses_tags() {
 /// sockets in PACKET_AUXDATA and VlanSocket puts it back; mismatched VIDs cut the hosts off; two
 /// untagged ports carry them untagged.
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn tagger_self_test_ping_across_a_tagged_trunk() {
     require_root!();
     let p = unique_prefix();
@@ -760,48 +761,56 @@ fn check_unknown_vlan(w: &World) {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn isolation_reference() {
     require_root!();
     check_isolation(&World::new(VBackend::Reference, true));
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn isolation_xmacvlan() {
     require_root!();
     check_isolation(&World::new(VBackend::Xmacvlan, true));
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn broadcast_confinement_reference() {
     require_root!();
     check_broadcast(&World::new(VBackend::Reference, true));
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn broadcast_confinement_xmacvlan() {
     require_root!();
     check_broadcast(&World::new(VBackend::Xmacvlan, true));
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn tag_push_pop_exactness_reference() {
     require_root!();
     check_exactness(&World::new(VBackend::Reference, false));
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn tag_push_pop_exactness_xmacvlan() {
     require_root!();
     check_exactness(&World::new(VBackend::Xmacvlan, false));
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn unknown_vlan_goes_to_the_host_reference() {
     require_root!();
     check_unknown_vlan(&World::new(VBackend::Reference, false));
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn unknown_vlan_goes_to_the_host_xmacvlan() {
     require_root!();
     check_unknown_vlan(&World::new(VBackend::Xmacvlan, false));
@@ -843,6 +852,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 /// parent, a priority-tagged container frame keeps its PCP under the network's VID, an untagged
 /// one gets PCP 0.
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn pcp_strip_and_keep_xmacvlan() {
     require_root!();
     let lab = Lab::new();
@@ -933,6 +943,7 @@ fn names(err: &str, value: &str) -> bool {
 
 /// Bad VLAN parents are refused with a message naming the bad value, and leave nothing behind.
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn bad_vlan_parents_are_refused_xmacvlan() {
     require_root!();
     let lab = Lab::new();
@@ -983,6 +994,7 @@ fn bad_vlan_parents_are_refused_xmacvlan() {
 
 /// An existing interface whose name contains a dot is a plain, untagged parent, not a VLAN.
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn dotted_interface_name_is_a_plain_parent_xmacvlan() {
     require_root!();
     let lab = Lab::new();
@@ -1032,6 +1044,7 @@ fn dotted_interface_name_is_a_plain_parent_xmacvlan() {
 /// `network inspect` shows the VLAN and the parent as given; removing VLAN networks leaves the
 /// parent as it was.
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn inspect_shows_the_vlan_xmacvlan() {
     require_root!();
     let lab = Lab::new();
@@ -1061,6 +1074,7 @@ fn inspect_shows_the_vlan_xmacvlan() {
 /// A VLAN network and its endpoint come back after a daemon restart: the VLAN is part of the
 /// network's saved state, and tagged frames reach the endpoint again.
 #[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
 fn vlan_network_survives_a_restart_xmacvlan() {
     require_root!();
     let lab = Lab::new();
