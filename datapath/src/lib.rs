@@ -1,12 +1,18 @@
-//! xmacvlan's datapath: kernel macvlan bridge semantics in userspace.
+//! xmacvlan's datapath: kernel macvlan's semantics, decided by our own programs and workers.
 //!
-//! An XDP program on each network's parent steers unicast for endpoints into AF_XDP sockets and
-//! passes everything else to the host stack; a packet socket on the parent picks broadcast and
-//! multicast up again for the endpoints. Workers pinned to cores move descriptors between the
-//! sockets of a shared UMEM according to [`fwd::decide`], a pure function of frame and table.
+//! The kernel carries what needs no decision of ours (`bpf/`: tc programs hand known unicast from the
+//! wire and a tc-fed container's frames to their target with `bpf_redirect_peer`/`bpf_redirect`, and
+//! fan wire broadcasts out); everything else reaches workers pinned to cores, by XDP into AF_XDP
+//! sockets or through the collector's packet socket, and they decide it with [`fwd::decide`], a pure
+//! function of frame and table, with exact per-port books.
 //!
-//! [`Datapath`] (control.rs) is the control-plane handle: networks and endpoints are added and removed while the
-//! workers run; every change either completes or leaves nothing behind.
+//! Rooms: [`Datapath`] (`control.rs`) is the control-plane handle — networks and endpoints are added
+//! and removed while the workers run, and every change either completes or leaves nothing behind
+//! (`endpoint.rs`: an endpoint's sockets, maps and attachments). The worker's side: `worker.rs` (the
+//! loop), `domain.rs` (one forwarding domain's sockets), `plane.rs` (decide, stage, edit tags),
+//! `txbatch.rs` (transmit to endpoints), `flood.rs` (the collector's socket), `pool.rs` and
+//! `budget.rs` (UMEM frames), `xsk/` (AF_XDP itself). Pure rules: `fwd.rs`, `frame.rs`. Books:
+//! `counters.rs`, `report.rs`. `probe.rs`: test frames.
 
 pub mod bpf;
 pub mod budget;
