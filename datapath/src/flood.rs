@@ -19,7 +19,7 @@
 use std::mem::{size_of, size_of_val, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::frame::{ETH_HLEN, VLAN_HLEN};
+use crate::frame::{self, ETHERTYPE_VLAN, ETH_HLEN, VLAN_HLEN};
 use crate::Error;
 
 pub const BATCH: usize = 64;
@@ -206,15 +206,15 @@ impl FloodSocket {
             }
             if let Some(aux) = aux {
                 if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
-                    // Put the tag back between the source MAC and the EtherType.
-                    let p = base.add(start as usize);
-                    std::ptr::copy(p, p.sub(VLAN_HLEN), 12);
-                    let tpid = if aux.tp_vlan_tpid != 0 { aux.tp_vlan_tpid } else { 0x8100 };
-                    let (t, c) = (tpid.to_be_bytes(), aux.tp_vlan_tci.to_be_bytes());
-                    let tag = [t[0], t[1], c[0], c[1]];
-                    std::ptr::copy_nonoverlapping(tag.as_ptr(), p.add(12 - VLAN_HLEN), VLAN_HLEN);
-                    start -= VLAN_HLEN as u64;
-                    len += VLAN_HLEN;
+                    // Put the tag back between the source MAC and the EtherType, into the
+                    // VLAN_HLEN bytes left in front of the frame.
+                    // SAFETY: the kernel wrote `len` ≥ ETH_HLEN bytes at `start`, `lead` ≥ VLAN_HLEN
+                    // bytes into a chunk we own.
+                    let buf = std::slice::from_raw_parts_mut(base.add(start as usize - VLAN_HLEN), VLAN_HLEN + len);
+                    let tpid = if aux.tp_vlan_tpid != 0 { aux.tp_vlan_tpid } else { ETHERTYPE_VLAN };
+                    let (at, n) = frame::push_tag(buf, VLAN_HLEN, len, tpid, aux.tp_vlan_tci);
+                    start = start - VLAN_HLEN as u64 + at as u64;
+                    len = n;
                 }
             }
             out.push(Received { offset: start, len: len as u32, truncated: false, from_slot });

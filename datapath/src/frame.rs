@@ -1,4 +1,5 @@
-//! A zero-copy view of an Ethernet II header with an optional 802.1Q tag.
+//! A zero-copy view of an Ethernet II header with an optional 802.1Q tag, and the tag's edits in
+//! place (pop, push, set the VID) that the workers apply.
 //!
 //! Contract (as in smoltcp's `wire`): once [`Ethernet::parse`] returned `Ok`, no accessor panics.
 
@@ -186,6 +187,53 @@ impl<'a> Ethernet<'a> {
     }
 }
 
+/// The TCI of a frame's 802.1Q tag; None when untagged or too short to carry one (no parse: the
+/// per-frame fast check).
+#[inline]
+pub fn tag_of(frame: &[u8]) -> Option<u16> {
+    match frame {
+        [_, _, _, _, _, _, _, _, _, _, _, _, 0x81, 0x00, hi, lo, _, _, ..] => Some(u16::from_be_bytes([*hi, *lo])),
+        _ => None,
+    }
+}
+
+// 802.1Q tag edits in place. The frame is `buf[at..at + len]`; the payload never moves, the 12 MAC
+// bytes do, so a push needs VLAN_HLEN bytes of room in front of the frame. Each returns where the
+// frame now starts and its length. They panic on a frame too short for the edit (the callers have
+// parsed it) or a push without room — never in the workers, whose frames have both.
+
+/// Takes the 802.1Q tag out of a tagged frame.
+#[inline]
+pub fn pop_tag(buf: &mut [u8], at: usize, len: usize) -> (usize, usize) {
+    assert!(len >= field::VLAN_HEADER_LEN, "pop_tag: a {len}-byte frame has no tag");
+    buf.copy_within(at..at + 12, at + VLAN_HLEN);
+    (at + VLAN_HLEN, len - VLAN_HLEN)
+}
+
+/// Puts a tag (`tpid`, `tci`) between the source MAC and the EtherType.
+#[inline]
+pub fn push_tag(buf: &mut [u8], at: usize, len: usize, tpid: u16, tci: u16) -> (usize, usize) {
+    assert!(at >= VLAN_HLEN && len >= 12, "push_tag: no room in front of the frame at {at}");
+    let start = at - VLAN_HLEN;
+    buf.copy_within(at..at + 12, start);
+    buf[start + 12..start + 14].copy_from_slice(&tpid.to_be_bytes());
+    buf[start + 14..start + 16].copy_from_slice(&tci.to_be_bytes());
+    (start, len + VLAN_HLEN)
+}
+
+/// Sets a tagged frame's VID, keeping its PCP and DEI (VID 0 makes it a priority tag).
+#[inline]
+pub fn set_vid(frame: &mut [u8], vid: u16) {
+    frame[14] = (frame[14] & 0xf0) | ((vid >> 8) as u8 & 0x0f);
+    frame[15] = vid as u8;
+}
+
+/// A tagged frame's priority code point.
+#[inline]
+pub fn pcp(frame: &[u8]) -> u8 {
+    frame[14] >> 5
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +282,42 @@ mod tests {
         for len in 14..18 {
             assert_eq!(Ethernet::parse(&TAGGED[..len]).unwrap_err(), ParseError::TruncatedVlan);
         }
+    }
+
+    #[test]
+    fn tag_edits_move_the_macs_never_the_payload() {
+        // Room for a push in front, as a UMEM chunk's headroom gives.
+        let mut buf = [0u8; 4 + 20];
+        buf[4..].copy_from_slice(&UNTAGGED);
+        let (at, len) = push_tag(&mut buf, 4, 20, ETHERTYPE_VLAN, 0xa032);
+        assert_eq!((at, len), (0, 24));
+        assert_eq!(&buf[..12], &UNTAGGED[..12]);
+        assert_eq!(&buf[12..16], &[0x81, 0x00, 0xa0, 0x32]);
+        assert_eq!(&buf[16..], &UNTAGGED[12..], "payload in place");
+        assert_eq!(tag_of(&buf), Some(0xa032));
+        assert_eq!(pcp(&buf), 5);
+        set_vid(&mut buf, 10);
+        assert_eq!(tag_of(&buf), Some(0xa00a), "PCP kept");
+        set_vid(&mut buf, 0);
+        assert_eq!(tag_of(&buf), Some(0xa000), "a priority tag");
+        let (at, len) = pop_tag(&mut buf, at, len);
+        assert_eq!((at, len), (4, 20));
+        assert_eq!(&buf[4..], &UNTAGGED[..], "popped back to the frame it was");
+        assert_eq!(tag_of(&buf[4..]), None);
+    }
+
+    #[test]
+    fn tag_of_needs_a_whole_tag() {
+        assert_eq!(tag_of(&TAGGED), Some(0xa032));
+        assert_eq!(tag_of(&TAGGED[..17]), None, "too short for tag and EtherType");
+        assert_eq!(tag_of(&UNTAGGED), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "no room")]
+    fn a_push_without_room_is_refused() {
+        let mut f = UNTAGGED;
+        push_tag(&mut f, 0, 20, ETHERTYPE_VLAN, 1);
     }
 
     #[test]

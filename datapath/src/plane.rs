@@ -12,7 +12,7 @@
 //! target of an edit shares the frame, holding a reference each (pool.rs).
 
 use crate::counters::{SharedPortCounters, WorkerCounters};
-use crate::frame::VLAN_HLEN;
+use crate::frame::{self, tag_of, VLAN_HLEN};
 use crate::fwd::{decide, Action, DropReason, Edit, Flood, PortId, Table, PARENT};
 use crate::pool::Pool;
 use crate::xsk::{XdpDesc, TX_HEADROOM};
@@ -291,61 +291,48 @@ impl Plane {
     }
 
     /// Edits the tag of the frame at `addr` in place (the payload never moves: the 12 MAC bytes
-    /// do) and returns where the frame now starts and its length. Counts PCP on `port`.
+    /// do; `frame.rs` has the edits) and returns where the frame now starts and its length. Counts
+    /// PCP on `port`.
     #[inline]
     fn apply(&mut self, edit: Edit, port: PortId, addr: FrameAddr, len: u32) -> (FrameAddr, u32) {
         if edit == Edit::None {
             return (addr, len);
         }
         let p = self.ptr(addr);
+        let n = len as usize;
         let counters = self.counters.get(usize::from(port)).and_then(Option::as_ref);
-        // SAFETY: (all arms) the frame is `len` ≥ 14 bytes (18 when tagged: decide parsed it) at
-        // `addr` in a chunk this worker holds; frames start TX_HEADROOM (or, after a pop, more)
-        // into their chunk, so the 4 bytes a push needs in front are inside the chunk.
-        unsafe {
-            match edit {
-                Edit::None => (addr, len),
-                Edit::Pop => {
-                    if *p.add(14) & 0xe0 != 0 {
-                        if let Some(c) = counters {
-                            c.pcp_stripped.add(1);
-                        }
-                    }
-                    std::ptr::copy(p, p.add(VLAN_HLEN), 12);
-                    (addr.moved(VLAN_HLEN as i64), len - VLAN_HLEN as u32)
-                }
-                Edit::PriorityTag => {
-                    *p.add(14) &= 0xf0;
-                    *p.add(15) = 0;
+        // A push writes VLAN_HLEN bytes in front of the frame.
+        let room = if matches!(edit, Edit::Push(_)) { VLAN_HLEN } else { 0 };
+        debug_assert!(room == 0 || addr.off() & 0xff >= VLAN_HLEN as u64 || addr.off() & 0x7ff >= VLAN_HLEN as u64);
+        // SAFETY: the frame is `len` ≥ 14 bytes (18 when tagged: decide parsed it) at `addr` in a
+        // chunk this worker holds, and nothing else reads or writes it while the worker edits it;
+        // frames start TX_HEADROOM (or, after a pop, more) into their chunk, so the `room` bytes in
+        // front are inside the chunk too.
+        let buf = unsafe { std::slice::from_raw_parts_mut(p.sub(room), room + n) };
+        let (at, n) = match edit {
+            Edit::None => (room, n),
+            Edit::Pop => {
+                if frame::pcp(buf) != 0 {
                     if let Some(c) = counters {
-                        c.pcp_kept.add(1);
+                        c.pcp_stripped.add(1);
                     }
-                    (addr, len)
                 }
-                Edit::SetVid(vid) => {
-                    *p.add(14) = (*p.add(14) & 0xf0) | (vid >> 8) as u8;
-                    *p.add(15) = vid as u8;
-                    (addr, len)
-                }
-                Edit::Push(vid) => {
-                    debug_assert!(addr.off() & 0xff >= VLAN_HLEN as u64 || addr.off() & 0x7ff >= VLAN_HLEN as u64);
-                    let q = p.sub(VLAN_HLEN);
-                    std::ptr::copy(p, q, 12);
-                    let t = vid.to_be_bytes();
-                    std::ptr::copy_nonoverlapping([0x81, 0x00, t[0], t[1]].as_ptr(), q.add(12), VLAN_HLEN);
-                    (addr.moved(-(VLAN_HLEN as i64)), len + VLAN_HLEN as u32)
-                }
+                frame::pop_tag(buf, 0, n)
             }
-        }
-    }
-}
-
-/// The TCI of a frame's 802.1Q tag, None when untagged (or too short to carry one).
-#[inline]
-fn tag_of(frame: &[u8]) -> Option<u16> {
-    match frame {
-        [_, _, _, _, _, _, _, _, _, _, _, _, 0x81, 0x00, hi, lo, _, _, ..] => Some(u16::from_be_bytes([*hi, *lo])),
-        _ => None,
+            Edit::PriorityTag => {
+                frame::set_vid(buf, 0);
+                if let Some(c) = counters {
+                    c.pcp_kept.add(1);
+                }
+                (0, n)
+            }
+            Edit::SetVid(vid) => {
+                frame::set_vid(buf, vid);
+                (0, n)
+            }
+            Edit::Push(vid) => frame::push_tag(buf, room, n, frame::ETHERTYPE_VLAN, vid),
+        };
+        (addr.moved(at as i64 - room as i64), n as u32)
     }
 }
 
