@@ -128,15 +128,15 @@ impl Daemon {
             }
         }
         let net_id = self.nets[&c.network].id;
+        let plan = Plan { dp, opts: o, mac, mtu, create: true };
         let built = match &target {
             Target::Veth { ns, ns_id, netns } => {
                 let host = host_ifname(net_id, *ns_id);
-                let veth = Veth { host: &host, ifname: &c.ifname, ns: ns.try_clone()?, netns };
-                self.build_veth(dp, o, veth, mac, mtu, &addrs, &routes, true).await.map(|b| (b, host))
+                let veth =
+                    Veth { host: &host, ifname: &c.ifname, ns: ns.try_clone()?, netns, addrs: &addrs, routes: &routes };
+                self.build_veth(plan, veth).await.map(|b| (b, host))
             }
-            Target::Tap { name, owner } => {
-                self.build_tap(dp, o, name, *owner, mac, mtu, true).await.map(|b| (b, name.clone()))
-            }
+            Target::Tap { name, owner } => self.build_tap(plan, name, *owner).await.map(|b| (b, name.clone())),
         };
         let net = self.nets.get_mut(&c.network).expect("exists");
         let ((port, host_index), host) = match built {
@@ -175,17 +175,9 @@ impl Daemon {
     /// Creates (or, `create` false, adopts) an endpoint's veth pair, attaches the datapath and
     /// configures the container side; undoes what it did on failure.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn build_veth(
-        &mut self,
-        dp: NetId,
-        o: EpOpts,
-        v: Veth<'_>,
-        mac: MacAddr,
-        mtu: u32,
-        addrs: &[Assigned],
-        routes: &[CniRoute],
-        create: bool,
-    ) -> Result<(PortId, u32)> {
+    pub(super) async fn build_veth(&mut self, plan: Plan, v: Veth<'_>) -> Result<(PortId, u32)> {
+        let Plan { dp, opts: o, mac, mtu, create } = plan;
+        let (addrs, routes) = (v.addrs, v.routes);
         let workers = self.dp.workers() as u32;
         let host = v.host.to_string();
         if create {
@@ -266,16 +258,8 @@ impl Daemon {
     /// Creates (or adopts) a persistent tap for a VM and attaches the datapath to it. Its carrier
     /// is on while a VM has it open; until then frames for it count as `dst_down`.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn build_tap(
-        &mut self,
-        dp: NetId,
-        o: EpOpts,
-        name: &str,
-        owner: Option<u32>,
-        mac: MacAddr,
-        mtu: u32,
-        create: bool,
-    ) -> Result<(PortId, u32)> {
+    pub(super) async fn build_tap(&mut self, plan: Plan, name: &str, owner: Option<u32>) -> Result<(PortId, u32)> {
+        let Plan { dp, opts: o, mac, mtu, create } = plan;
         if create {
             netlink::create_tap(name, owner)?;
         }
@@ -364,12 +348,26 @@ pub(super) enum Target {
     Tap { name: String, owner: Option<u32> },
 }
 
-/// The veth pair of an endpoint: `host` here, `ifname` inside `ns`.
+/// What an endpoint is to become, whatever its kind: in which forwarding domain, with its network's
+/// options, its MAC and MTU, and whether its links are created (connect) or adopted (restore).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Plan {
+    pub(super) dp: NetId,
+    pub(super) opts: EpOpts,
+    pub(super) mac: MacAddr,
+    pub(super) mtu: u32,
+    pub(super) create: bool,
+}
+
+/// The veth pair of an endpoint: `host` here, `ifname` inside `ns`, with the addresses and routes
+/// its container end gets.
 pub(super) struct Veth<'a> {
     pub(super) host: &'a str,
     pub(super) ifname: &'a str,
     pub(super) ns: File,
     pub(super) netns: &'a str,
+    pub(super) addrs: &'a [Assigned],
+    pub(super) routes: &'a [CniRoute],
 }
 
 /// The default routes via the network's gateways (one per family).

@@ -5,6 +5,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
 use xmacvlan_datapath::frame::MacAddr;
 
+use super::connect::Plan;
 use super::{default_routes, open_netns, parse_macs, resolve_parent, Daemon, Endpoint, Endpoints, Network, Veth};
 use crate::ipam::{Assigned, Ipam};
 use crate::netlink;
@@ -138,8 +139,9 @@ impl Daemon {
                     );
                     netlink::del_link(&self.h, l.index).await?;
                 }
-                let veth = Veth { host: &st.host, ifname: &st.ifname, ns, netns };
-                self.build_veth(dp, o, veth, mac, st.mtu, &addrs, &routes, existing.is_none()).await?
+                let veth = Veth { host: &st.host, ifname: &st.ifname, ns, netns, addrs: &addrs, routes: &routes };
+                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: existing.is_none() };
+                self.build_veth(plan, veth).await?
             }
             EndpointKind::Tap { owner } => {
                 if let Some(l) = &existing {
@@ -147,7 +149,8 @@ impl Daemon {
                         bail!("{} exists but is not a tap; leaving it alone", st.host);
                     }
                 }
-                self.build_tap(dp, o, &st.host, *owner, mac, st.mtu, existing.is_none()).await?
+                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: existing.is_none() };
+                self.build_tap(plan, &st.host, *owner).await?
             }
         };
         if !st.source_macs.is_empty() {
