@@ -307,7 +307,7 @@ fn xdp_on_the_parent_only_while_an_endpoint_needs_it_and_none_after_sigterm_endp
     lab.cli_ok(&["network", "disconnect", "labnet", &lab.c(2).name]);
     let attached = lab.dp.xdp_links();
     assert!(!attached.contains(&"eth1".to_string()), "gone with the endpoint that needed it: {attached:?}");
-    assert!(d.stop(), "daemon exits 0 on SIGTERM: {}", std::fs::read_to_string(&d.stderr).unwrap_or_default());
+    assert!(d.stop(), "daemon exits 0 on SIGTERM: {}", d.log());
     assert_eq!(lab.dp.xdp_links(), Vec::<String>::new(), "no XDP left after SIGTERM");
     assert_eq!(lab.dp.block_links(), Vec::<String>::new(), "no endpoint on the tc block after SIGTERM");
     // The endpoint stays for the next start (tests/control.rs re-adopts it).

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -200,7 +199,7 @@ fn state_survives_kill9_and_clean_stop() {
     let back = within(Duration::from_secs(2).saturating_sub(restarted.elapsed()), || {
         ping_fast(lab.c(1), GATEWAY) && ping_fast(lab.c(1), &c2_ip)
     });
-    let log = std::fs::read_to_string(&d.stderr).unwrap_or_default();
+    let log = d.log();
     assert!(back.is_some(), "forwarding resumed within 2 s of the restart; daemon log:\n{log}\n{}", lab.stats());
     eprintln!("forwarding resumed {:?} after the restart began", restarted.elapsed());
     assert!(ping(lab.c(3), "198.19.0.2"), "the internal network works again (c3 to c1)");
@@ -313,11 +312,7 @@ fn corrupt_state_is_reported_and_kept() {
 
 /// Opens the tap `name` in namespace `ns` as a VM monitor would (IFF_TAP | IFF_NO_PI).
 fn open_tap(ns: &Netns, name: &str) -> OwnedFd {
-    let (path, name) = (ns.path(), name.to_string());
-    std::thread::spawn(move || {
-        let nsf = File::open(&path).unwrap();
-        // SAFETY: setns on this short-lived thread; the tap fd keeps its device.
-        assert_eq!(unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    in_netns(&ns.path(), || {
         // SAFETY: open/ioctl with valid arguments, results checked.
         unsafe {
             let raw = libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK);
@@ -330,8 +325,6 @@ fn open_tap(ns: &Netns, name: &str) -> OwnedFd {
             fd
         }
     })
-    .join()
-    .unwrap()
 }
 
 /// Reads frames from the tap until `want` accepts one, up to `wait`.

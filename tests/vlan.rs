@@ -188,7 +188,7 @@ impl World {
             s += &format!("reference: {}\n", r.counts().summary());
         }
         if let Some(d) = &self.daemon {
-            s += &format!("daemon log:\n{}\n", std::fs::read_to_string(&d.stderr).unwrap_or_default());
+            s += &format!("daemon log:\n{}\n", d.log());
         }
         s
     }
@@ -1082,7 +1082,7 @@ fn vlan_network_survives_a_restart_xmacvlan() {
     create(&lab, "v10", "198.18.10.0/24", "eth1.10", &["-o", "vlan_pcp=keep"]);
     connect(&lab, "v10", lab.c(1), C1.ip, C1.mac);
     let before = inspect(&lab, "v10");
-    assert!(d.stop(), "clean stop: {}", std::fs::read_to_string(&d.stderr).unwrap_or_default());
+    assert!(d.stop(), "clean stop: {}", d.log());
     let _d = Daemon::start(&lab);
     let after = inspect(&lab, "v10");
     assert_eq!(after["vlan"], 10, "{after:#}");

@@ -64,7 +64,7 @@ impl Floor {
 
 /// A tcx ingress link of program `prog_fd` on `ifindex` of the namespace at `ns`.
 fn tcx_link(ns: &Path, prog_fd: i32, ifindex: u32) -> Result<OwnedFd> {
-    crate::napi::in_netns(ns, || {
+    xmacvlan_lab::sys::in_netns(ns, || {
         use libbpf_rs::libbpf_sys as sys;
         // SAFETY: plain libbpf call with a live program fd; no options.
         let fd = unsafe { sys::bpf_link_create(prog_fd, ifindex as i32, sys::BPF_TCX_INGRESS, std::ptr::null()) };
@@ -76,5 +76,5 @@ fn tcx_link(ns: &Path, prog_fd: i32, ifindex: u32) -> Result<OwnedFd> {
         }
         // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    })
+    })?
 }

@@ -3,7 +3,6 @@
 //! there) and is pinned to the generator CPU. Every frame leaves through gen0 onto the veth "wire".
 //! Optionally paced by the program itself (see bpf/gen_tx.bpf.c); its tx_count is the offered count.
 
-use std::fs;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
@@ -23,6 +22,7 @@ mod skel {
 }
 use skel::{GenTxSkel, GenTxSkelBuilder};
 use xmacvlan_datapath::bpf::{XdpMd, BPF_F_TEST_XDP_LIVE_FRAMES};
+use xmacvlan_lab::sys;
 
 pub struct GenConfig {
     pub netns: PathBuf,
@@ -136,18 +136,9 @@ impl Drop for Generator {
 
 fn run(cfg: GenConfig, prog_fd: i32, stop: Arc<AtomicBool>, ready: mpsc::Sender<Result<()>>) -> Result<GenSummary> {
     let setup = || -> Result<XdpMd> {
-        crate::napi::pin(0, cfg.cpu).context("pinning the generator thread")?;
-        let f = fs::File::open(&cfg.netns).with_context(|| format!("open {}", cfg.netns.display()))?;
-        // SAFETY: `f` is an open namespace file that outlives the call; setns moves only this thread.
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns({}): {}", cfg.netns.display(), std::io::Error::last_os_error());
-        }
-        let name = std::ffi::CString::new(cfg.ifname.clone())?;
-        // SAFETY: `name` is a NUL-terminated CString that lives across the call.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            bail!("no interface {} in {}", cfg.ifname, cfg.netns.display());
-        }
+        sys::pin(0, cfg.cpu).context("pinning the generator thread")?;
+        sys::enter_netns(&cfg.netns)?;
+        let ifindex = sys::ifindex(&cfg.ifname).with_context(|| format!("in {}", cfg.netns.display()))?;
         Ok(XdpMd { data_end: cfg.frame.len() as u32, ingress_ifindex: ifindex, ..Default::default() })
     };
     let ctx = match setup() {

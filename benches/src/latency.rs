@@ -7,7 +7,7 @@
 //! within one of its batches and the figure is the network path's, not the scheduler's.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,13 +40,9 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn enter(netns: &PathBuf, cpu: usize) -> Result<()> {
-    crate::napi::pin(0, cpu)?;
-    let f = std::fs::File::open(netns).with_context(|| format!("open {}", netns.display()))?;
-    // SAFETY: `f` is an open namespace file that outlives the call; setns moves only this thread.
-    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
-        return Err(anyhow!("setns({}): {}", netns.display(), std::io::Error::last_os_error()));
-    }
+fn enter(netns: &Path, cpu: usize) -> Result<()> {
+    xmacvlan_lab::sys::pin(0, cpu)?;
+    xmacvlan_lab::sys::enter_netns(netns)?;
     // Wake on time: the default 50 µs timer slack would be half a probe interval.
     // SAFETY: PR_SET_TIMERSLACK takes its value as an integer, not a pointer, and changes only this thread's timer
     // slack.

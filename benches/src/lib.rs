@@ -170,7 +170,7 @@ fn run(mut cli: Cli, command: Vec<String>) -> Result<bool> {
     };
 
     keep_off(&cli.dp_cpus);
-    lab::remove_stale_namespaces();
+    lab::remove_stale_namespaces(lab::NS_PREFIX);
     let pb = progress(&cli);
     {
         let daemon_args = cli.daemon_args.as_deref().unwrap_or("").split_whitespace().map(String::from).collect();

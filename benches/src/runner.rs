@@ -81,12 +81,12 @@ impl Bench<'_> {
     }
 
     fn pin_napi(&self) -> Result<Vec<i32>> {
-        let dp_path = lab::ns_path(&self.lab.dp);
-        let ifindex = self.lab.ifindex(&self.lab.dp, lab::PARENT_IF)?;
+        let dp_path = lab::ns_path(&self.lab.dp.name);
+        let ifindex = self.lab.ifindex(&self.lab.dp.name, lab::PARENT_IF)?;
         let napi =
             napi::find_napi_threads(&dp_path, lab::PARENT_IF, ifindex).context("finding the parent's NAPI kthread")?;
         for (pid, comm) in &napi {
-            napi::pin(*pid, self.cli.dp_cpus[0]).with_context(|| format!("pinning {comm} ({pid})"))?;
+            xmacvlan_lab::sys::pin(*pid, self.cli.dp_cpus[0]).with_context(|| format!("pinning {comm} ({pid})"))?;
         }
         Ok(napi.iter().map(|(p, _)| *p).collect())
     }
@@ -177,11 +177,11 @@ impl Bench<'_> {
                 self.trial(backend, &wire(64, cli.cost_rate, 0.0), napi)?;
             }
             Test::Tcp => {
-                let (c0, c1) = (self.lab.containers[0].ns.clone(), self.lab.containers[1].ns.clone());
+                let (c0, c1) = (self.lab.containers[0].ns.name.clone(), self.lab.containers[1].ns.name.clone());
                 let app = cli.app_cpu.unwrap_or(cli.gen_cpu);
                 let ip0 = lab::ip_str(&lab::endpoint_ip(0));
                 let ip1 = lab::ip_str(&lab::endpoint_ip(1));
-                let gen = self.lab.gen.clone();
+                let gen = self.lab.gen.name.clone();
                 let paths = [(&c0, &ip0, &gen, "wire", "c0"), (&c1, &ip1, &c0, "c0", "c1")];
                 // The smoke only checks that the harness works: one path each.
                 for &(server_ns, server_ip, client_ns, from, to) in &paths[..if cli.smoke { 1 } else { 2 }] {
@@ -255,7 +255,7 @@ impl Bench<'_> {
         let rate = thr * pct / 100.0;
         self.pb.set_message(format!("{}: latency at {pct} % of throughput", backend.name()));
         let app = cli.app_cpu.unwrap_or(cli.gen_cpu);
-        let c0 = lab::ns_path(&self.lab.containers[0].ns);
+        let c0 = lab::ns_path(&self.lab.containers[0].ns.name);
         let ip0 = std::net::Ipv4Addr::from(lab::endpoint_ip(0));
         let _echo = latency::Responder::start(c0, ip0, app)?;
         let mut traffic = self.start_traffic(&Load {
@@ -270,7 +270,7 @@ impl Bench<'_> {
         // UDP payload so that the probe frame has `size` bytes on the wire (14 + 20 + 8 + payload + 4 FCS).
         let payload = size.saturating_sub(46).max(18);
         let r = latency::probe(
-            lab::ns_path(&self.lab.gen),
+            lab::ns_path(&self.lab.gen.name),
             std::net::Ipv4Addr::from(lab::GEN_IP),
             ip0,
             app,
@@ -356,7 +356,7 @@ impl Bench<'_> {
         let frame = self.frame(load);
         Ok(match load.source {
             Source::Wire => Traffic::Gen(Box::new(Generator::start(GenConfig {
-                netns: lab::ns_path(&self.lab.gen),
+                netns: lab::ns_path(&self.lab.gen.name),
                 ifname: lab::GEN_IF.to_string(),
                 cpu: self.cli.gen_cpu,
                 frame,
@@ -368,7 +368,7 @@ impl Bench<'_> {
             })?)),
             Source::ContainerToWire | Source::ContainerToContainer => {
                 let link = self.lab.container_link(0)?;
-                let c0 = lab::ns_path(&self.lab.containers[0].ns);
+                let c0 = lab::ns_path(&self.lab.containers[0].ns.name);
                 Traffic::Send(sender::Sender::start(c0, link.ifindex, self.cli.gen_cpu, frame)?)
             }
         })
@@ -415,8 +415,8 @@ impl Bench<'_> {
         let cpu0 = stats::cpu_times();
         let napi0 = kthreads(napi);
         let dthr0 = daemon.map(stats::process_threads).unwrap_or_default();
-        let geth0 = stats::ethtool_stats(&self.lab.gen, lab::GEN_IF);
-        let peth0 = stats::ethtool_stats(&self.lab.dp, lab::PARENT_IF);
+        let geth0 = stats::ethtool_stats(&self.lab.gen.name, lab::GEN_IF);
+        let peth0 = stats::ethtool_stats(&self.lab.dp.name, lab::PARENT_IF);
         let tx0a = traffic.sent().0;
         let (t0, w0) = self.delivered_now(load.source)?;
         let tx0 = (tx0a + traffic.sent().0) / 2;
@@ -426,8 +426,8 @@ impl Bench<'_> {
         let tx1a = traffic.sent().0;
         let (t1, w1) = self.delivered_now(load.source)?;
         let tx1 = (tx1a + traffic.sent().0) / 2;
-        let peth1 = stats::ethtool_stats(&self.lab.dp, lab::PARENT_IF);
-        let geth1 = stats::ethtool_stats(&self.lab.gen, lab::GEN_IF);
+        let peth1 = stats::ethtool_stats(&self.lab.dp.name, lab::PARENT_IF);
+        let geth1 = stats::ethtool_stats(&self.lab.gen.name, lab::GEN_IF);
         let dthr1 = daemon.map(stats::process_threads).unwrap_or_default();
         let napi1 = kthreads(napi);
         let cpu1 = stats::cpu_times();

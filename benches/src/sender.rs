@@ -5,13 +5,14 @@
 //! BPF live frames cannot be used here: they leave through the device's ndo_xdp_xmit, which a
 //! macvlan child does not have, and both backends must see the same sender.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, bail, Context, Result};
+use xmacvlan_lab::sys::{self, PacketSocket};
 
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const BATCH: usize = 64;
@@ -69,49 +70,12 @@ impl Drop for Sender {
     }
 }
 
-fn open(netns: &PathBuf, ifindex: i32, cpu: usize) -> Result<OwnedFd> {
-    crate::napi::pin(0, cpu).context("pinning the sender thread")?;
-    let f = std::fs::File::open(netns).with_context(|| format!("open {}", netns.display()))?;
-    // SAFETY: `f` is an open namespace file that outlives the call; setns moves only this thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns({}): {}", netns.display(), std::io::Error::last_os_error());
-    }
-    // SAFETY: socket(2) with constant arguments; the result is checked and owned below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is the fresh socket just returned (checked above) and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    // SAFETY: `fd` is the socket we own, open for the call; the option value points at the local c_int `one` and its
-    // size is passed.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            PACKET_QDISC_BYPASS,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as u32,
-        );
-    }
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_ifindex = ifindex;
+fn open(netns: &Path, ifindex: i32, cpu: usize) -> Result<PacketSocket> {
+    sys::pin(0, cpu).context("pinning the sender thread")?;
+    sys::enter_netns(netns)?;
     // Protocol 0: a send-only socket, no copy of received frames is queued to it.
-    // SAFETY: `fd` is the socket we own; `sll` is a live, initialised sockaddr_ll and its size is passed.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            &sll as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if r != 0 {
-        bail!("binding the sender to ifindex {ifindex}: {}", std::io::Error::last_os_error());
-    }
-    Ok(fd)
+    PacketSocket::open_index(ifindex as u32, 0, &[(libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1)])
+        .with_context(|| format!("the sender's packet socket on ifindex {ifindex}"))
 }
 
 fn run(

@@ -1,19 +1,21 @@
-//! The lab for end-to-end tests: network namespaces this test creates (and always removes), veth
-//! pairs between them, a daemon process, raw-socket senders and receivers, and the two backends
-//! (kernel macvlan, xmacvlan) behind one interface so the same checks run against both.
+//! The lab for end-to-end tests, on the shared one (`xmacvlan-lab`: namespace guards, the OS layer,
+//! the wire and macvlan children, the daemon process): the tests' topology (a wire host, the parent's
+//! namespace, container namespaces), the daemon of a test, raw-socket senders and receivers, and the
+//! two backends (kernel macvlan, xmacvlan) behind one interface so the same checks run against both.
+//! Here failures panic, with what failed: a test's assertion.
 //!
 //! Addresses come from 198.18.0.0/15 only. Nothing outside the lab's namespaces is touched.
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use xmacvlan_lab::sys::{self, PacketSocket};
+use xmacvlan_lab::topology::{self, End, MacvlanChild};
+use xmacvlan_lab::{DaemonProcess, DaemonSpec};
 
 pub mod podman;
 pub mod stats;
@@ -62,108 +64,71 @@ pub fn ok_words(cmd: &str) -> String {
 /// Runs `ip -batch` on `script` (one command per line, without the leading `ip`); with `force`
 /// it goes on past failing lines (`-force`). Returns the output; the caller judges the status.
 pub fn ip_batch(script: &str, force: bool) -> Output {
-    let mut cmd = Command::new("ip");
-    if force {
-        cmd.arg("-force");
-    }
-    let mut child = cmd
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running ip -batch: {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    // Written from a thread of its own while the output is read: a long script's errors could
-    // otherwise fill the stderr pipe while ip waits for its stdin.
-    std::thread::scope(|s| {
-        s.spawn(move || stdin.write_all(script.as_bytes()).expect("writing ip -batch's script"));
-        child.wait_with_output().expect("ip -batch")
-    })
+    xmacvlan_lab::cmd::ip_batch(None, script, force).unwrap_or_else(|e| panic!("running ip -batch: {e}"))
 }
 
-/// A network namespace that is deleted when dropped.
-pub struct Netns {
-    pub name: String,
-    /// False once the namespace was deleted by [`Netns::remove_all`]: Drop has nothing left to do.
-    exists: bool,
+/// The lab's namespace guard, with the tests' panicking conveniences ([`NetnsExt`]).
+pub use xmacvlan_lab::Netns;
+
+/// What the tests ask of a namespace; a failure panics with the command and its output.
+pub trait NetnsExt: Sized {
+    fn new(name: String) -> Self;
+    /// Many at once ([`Netns::create_many`]); drop them with [`Netns::remove_all`] where many go at once.
+    fn many(names: impl IntoIterator<Item = String>) -> Vec<Self>;
+    fn exec(&self, args: &[&str]) -> Output;
+    fn ok(&self, args: &[&str]) -> String;
+    /// rx_packets of an interface in this namespace.
+    fn rx_packets(&self, ifname: &str) -> u64;
+    fn mac(&self, ifname: &str) -> [u8; 6];
+    /// Names of the links in this namespace.
+    fn links(&self) -> Vec<String>;
+    /// Links in this namespace with an XDP program attached.
+    fn xdp_links(&self) -> Vec<String>;
+    /// Interfaces on the endpoints' shared tc block, whose filter runs xmv_endpoint_tc (a clsact
+    /// qdisc with that ingress block; `ip link` does not show it).
+    fn block_links(&self) -> Vec<String>;
 }
 
-impl Netns {
-    pub fn new(name: String) -> Self {
-        ok(&["ip", "netns", "add", &name]);
-        let ns = Netns { name, exists: true };
-        ok(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
+impl NetnsExt for Netns {
+    fn new(name: String) -> Self {
+        Netns::create(name).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    /// Creates the namespaces `names` with one `ip -batch` and sets their `lo` up from one thread
-    /// ([`in_each_netns`]): hundreds take a fraction of a second, where [`Netns::new`] costs two
-    /// `ip` processes each. Drop them with [`Netns::remove_all`] (one batch) where many go at once.
-    pub fn many(names: impl IntoIterator<Item = String>) -> Vec<Netns> {
-        let all: Vec<Netns> = names.into_iter().map(|name| Netns { name, exists: true }).collect();
-        let script: String = all.iter().map(|n| format!("netns add {}\n", n.name)).collect();
-        let out = ip_batch(&script, false);
-        if !out.status.success() {
-            // The guards remove whatever the batch made before it stopped.
-            let err = String::from_utf8_lossy(&out.stderr).into_owned();
-            Netns::remove_all(all);
-            panic!("ip -batch 'netns add …' failed: {err}");
-        }
-        in_each_netns(&all, |_| set_link_up_here("lo"));
-        all
+    fn many(names: impl IntoIterator<Item = String>) -> Vec<Self> {
+        Netns::create_many(names).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    /// Deletes the namespaces with one `ip -force -batch` (an already missing one is no error).
-    pub fn remove_all(all: Vec<Netns>) {
-        let mut all = all;
-        let script: String = all.iter().filter(|n| n.exists).map(|n| format!("netns del {}\n", n.name)).collect();
-        if !script.is_empty() {
-            let _ = ip_batch(&script, true);
-        }
-        for n in &mut all {
-            n.exists = false;
-        }
-    }
-
-    pub fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-
-    pub fn exec(&self, args: &[&str]) -> Output {
+    fn exec(&self, args: &[&str]) -> Output {
         let mut full = vec!["ip", "netns", "exec", &self.name];
         full.extend_from_slice(args);
         run(&full)
     }
 
-    pub fn ok(&self, args: &[&str]) -> String {
+    fn ok(&self, args: &[&str]) -> String {
         let mut full = vec!["ip", "netns", "exec", &self.name];
         full.extend_from_slice(args);
         ok(&full)
     }
 
-    /// rx_packets of an interface in this namespace.
-    pub fn rx_packets(&self, ifname: &str) -> u64 {
+    fn rx_packets(&self, ifname: &str) -> u64 {
         let out = ok(&["ip", "-n", &self.name, "-s", "-j", "link", "show", ifname]);
         let v: Value = serde_json::from_str(&out).expect("ip -j output");
         v[0]["stats64"]["rx"]["packets"].as_u64().expect("rx packets")
     }
 
-    pub fn mac(&self, ifname: &str) -> [u8; 6] {
+    fn mac(&self, ifname: &str) -> [u8; 6] {
         let out = ok(&["ip", "-n", &self.name, "-j", "link", "show", ifname]);
         let v: Value = serde_json::from_str(&out).expect("ip -j output");
         parse_mac(v[0]["address"].as_str().expect("address"))
     }
 
-    /// Names of the links in this namespace.
-    pub fn links(&self) -> Vec<String> {
+    fn links(&self) -> Vec<String> {
         let out = ok(&["ip", "-n", &self.name, "-j", "link", "show"]);
         let v: Value = serde_json::from_str(&out).expect("ip -j output");
         v.as_array().unwrap().iter().map(|l| l["ifname"].as_str().unwrap().to_string()).collect()
     }
 
-    /// Links in this namespace with an XDP program attached.
-    pub fn xdp_links(&self) -> Vec<String> {
+    fn xdp_links(&self) -> Vec<String> {
         let out = ok(&["ip", "-n", &self.name, "-d", "-j", "link", "show"]);
         let v: Value = serde_json::from_str(&out).expect("ip -j output");
         v.as_array()
@@ -174,9 +139,7 @@ impl Netns {
             .collect()
     }
 
-    /// Interfaces on the endpoints' shared tc block, whose filter runs xmv_endpoint_tc (a clsact
-    /// qdisc with that ingress block; `ip link` does not show it).
-    pub fn block_links(&self) -> Vec<String> {
+    fn block_links(&self) -> Vec<String> {
         let out = ok(&["tc", "-n", &self.name, "-j", "qdisc", "show"]);
         let v: Value = serde_json::from_str(&out).expect("tc -j output");
         let block = u64::from(xmacvlan_datapath::bpf::block::BLOCK);
@@ -189,95 +152,40 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if self.exists {
-            let _ = run(&["ip", "netns", "del", &self.name]);
-        }
-    }
-}
-
 /// Whether the suites run in the forced-userspace configuration (XMACVLAN_TEST_FAST_PATH=off: the
 /// daemons the tests start send every frame through AF_XDP and the workers).
 pub fn forced_userspace() -> bool {
     std::env::var("XMACVLAN_TEST_FAST_PATH").is_ok_and(|f| f == "off")
 }
 
-/// Joins the calling thread to the network namespace at `path` (setns(2) moves only this thread).
-fn join_netns(path: &str) {
-    let nsf = File::open(path).unwrap_or_else(|e| panic!("netns {path}: {e}"));
-    // SAFETY: setns on an open namespace fd; it changes the calling thread only, and every caller
-    // here is a thread of its own that ends after its work in that namespace.
-    let rc = unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
-}
-
 /// Runs `f` on a thread of its own that first joins the network namespace at `path`, and returns
-/// what `f` returns. The test's own threads stay where they are; sockets and devices opened in `f`
-/// stay in that namespace for good. A panic in `f` is re-raised here with its message.
+/// what `f` returns ([`sys::in_netns`]). A panic in `f` is re-raised here with its message.
 pub fn in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            join_netns(path);
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
+    sys::in_netns(path, f).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Runs `f` once per namespace, in order, on one thread that setns()es into each in turn, and
-/// returns the results in that order: for hundreds of namespaces one thread, instead of a thread or
-/// an `ip netns exec` process each. A panic in `f` is re-raised here with its message.
+/// Runs `f` once per namespace, in order, on one thread that joins each in turn
+/// ([`sys::in_each_netns`]): for hundreds of namespaces one thread, not a thread or an `ip netns
+/// exec` process each. A panic in `f` is re-raised here with its message.
 pub fn in_each_netns<'a, T: Send>(
     namespaces: impl IntoIterator<Item = &'a Netns>,
     mut f: impl FnMut(&Netns) -> T + Send,
 ) -> Vec<T> {
     let namespaces: Vec<&Netns> = namespaces.into_iter().collect();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            namespaces
-                .iter()
-                .map(|ns| {
-                    join_netns(&ns.path());
-                    f(ns)
-                })
-                .collect()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
+    let paths: Vec<String> = namespaces.iter().map(|n| n.path()).collect();
+    let mut next = namespaces.into_iter();
+    sys::in_each_netns(&paths, |_| f(next.next().expect("one namespace per path"))).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Sets interface `ifname` of the calling thread's namespace up (SIOCSIFFLAGS; no process).
 pub fn set_link_up_here(ifname: &str) {
-    assert!(ifname.len() < libc::IFNAMSIZ, "interface name {ifname} too long");
-    // SAFETY: a datagram socket for the ioctls, owned at once; results checked.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
-    // SAFETY: `raw` is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: an all-zero ifreq is valid (empty name, zero flags).
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write `req`, which lives across both calls; the
-    // flags member of the union is the one these ioctls use.
-    unsafe {
-        assert_eq!(libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req), 0, "SIOCGIFFLAGS {ifname}");
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        let rc = libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req);
-        assert_eq!(rc, 0, "SIOCSIFFLAGS {ifname} up: {}", std::io::Error::last_os_error());
-    }
+    sys::set_link_up(ifname).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Writes a sysctl of the calling thread's network namespace, e.g.
-/// `write_sysctl_here("net/ipv6/conf/default/disable_ipv6", "1")` on an [`in_each_netns`] thread
-/// (/proc/sys/net follows the namespace of the thread that opens it).
+/// `write_sysctl_here("net/ipv6/conf/default/disable_ipv6", "1")` on an [`in_each_netns`] thread.
 pub fn write_sysctl_here(key: &str, value: &str) {
-    let path = format!("/proc/sys/{key}");
-    std::fs::write(&path, value).unwrap_or_else(|e| panic!("writing {value} to {path}: {e}"));
+    sys::write_sysctl(key, value).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Runs every command in its namespace at once (`ip netns exec`) and waits for all: 30 pings
@@ -303,15 +211,11 @@ pub fn exec_all<'a>(jobs: impl IntoIterator<Item = (&'a Netns, Vec<String>)>) ->
 }
 
 pub fn parse_mac(s: &str) -> [u8; 6] {
-    let mut m = [0u8; 6];
-    for (b, p) in m.iter_mut().zip(s.split(':')) {
-        *b = u8::from_str_radix(p, 16).expect("hex octet");
-    }
-    m
+    xmacvlan_lab::parse_mac(s).unwrap_or_else(|| panic!("not a MAC address: {s:?}"))
 }
 
 pub fn mac_str(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    xmacvlan_lab::mac_str(&m)
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -353,10 +257,8 @@ impl Lab {
         let dp = Netns::new(format!("{tag}-dp"));
         let containers = Netns::many((1..=n).map(|i| format!("{tag}-c{i}")));
         std::fs::create_dir_all(&tmp).unwrap();
-        let end = |name: &str, ns: &str| {
-            format!("{name} netns {ns} mtu {PARENT_MTU} numtxqueues {queues} numrxqueues {queues}")
-        };
-        ok_words(&format!("ip link add {} type veth peer name {}", end("wire0", &wire.name), end("eth1", &dp.name)));
+        let (w, p) = (End { netns: &wire.name, ifname: "wire0" }, End { netns: &dp.name, ifname: "eth1" });
+        topology::veth_pair(w, p, PARENT_MTU, queues).unwrap_or_else(|e| panic!("{e:#}"));
         ok(&["ip", "-n", &wire.name, "addr", "add", &format!("{GATEWAY}/24"), "dev", "wire0"]);
         ok(&["ip", "-n", &dp.name, "addr", "add", &format!("{HOST_IP}/24"), "dev", "eth1"]);
         ok(&["ip", "-n", &wire.name, "link", "set", "wire0", "up"]);
@@ -412,11 +314,9 @@ impl Drop for Lab {
     }
 }
 
-/// The daemon, running inside the lab's `dp` namespace; stopped with SIGTERM when dropped.
-pub struct Daemon {
-    child: Option<Child>,
-    pub stderr: PathBuf,
-}
+/// The daemon, running inside the lab's `dp` namespace ([`DaemonProcess`]); stopped with SIGTERM
+/// when dropped.
+pub struct Daemon(DaemonProcess);
 
 impl Lab {
     /// The daemon's state directory (kept across daemon restarts within one lab).
@@ -430,97 +330,55 @@ impl Daemon {
         Self::start_with(lab, &[])
     }
 
-    fn spawn(lab: &Lab, extra: &[&str]) -> (Child, PathBuf) {
-        let stderr = lab.tmp.join("daemon.log");
-        // Appended: a restarted daemon's log follows the previous one's.
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&stderr).unwrap();
+    fn spawn(lab: &Lab, extra: &[&str]) -> DaemonProcess {
         // One worker on CPU 1 unless the caller says otherwise.
-        let cpus: &[&str] = if extra.contains(&"--cpus") { &[] } else { &["--cpus", "1"] };
+        let mut args: Vec<String> = if extra.contains(&"--cpus") { vec![] } else { vec!["--cpus".into(), "1".into()] };
         // XMACVLAN_TEST_FAST_PATH=off runs the suites in the forced-userspace configuration (every
         // frame through AF_XDP and the workers); a test about one configuration names it itself.
         let forced = std::env::var("XMACVLAN_TEST_FAST_PATH").ok().filter(|_| {
             !extra.iter().any(|a| *a == "--fast-path" || a.starts_with("--fast-path=") || *a == "--xdp-fast-path")
         });
-        let fast: Vec<String> = forced.into_iter().flat_map(|f| ["--fast-path".to_string(), f]).collect();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.dp.name, BIN, "daemon", "--socket", &lab.socket()])
-            .args(cpus)
-            .args(&fast)
-            .arg("--state-dir")
-            .arg(lab.state_dir())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawning the daemon");
-        (child, stderr)
+        args.extend(forced.into_iter().flat_map(|f| ["--fast-path".to_string(), f]));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let socket = lab.socket();
+        let spec = DaemonSpec {
+            bin: Path::new(BIN),
+            netns: &lab.dp.name,
+            socket: Path::new(&socket),
+            state_dir: &lab.state_dir(),
+            log: &lab.tmp.join("daemon.log"),
+            args: &args,
+            own_process_group: false,
+        };
+        DaemonProcess::spawn(&spec).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Runs the daemon expecting it to refuse to start; returns its exit status and log.
     pub fn refused(lab: &Lab, extra: &[&str]) -> (std::process::ExitStatus, String) {
-        let (mut child, stderr) = Self::spawn(lab, extra);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return (status, std::fs::read_to_string(&stderr).unwrap_or_default());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the daemon did not refuse to start: {}", std::fs::read_to_string(&stderr).unwrap_or_default());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut d = Self::spawn(lab, extra);
+        let status = d.wait_exit(Duration::from_secs(15)).unwrap_or_else(|e| panic!("did not refuse to start: {e:#}"));
+        (status, std::fs::read_to_string(d.log_path()).unwrap_or_default())
     }
 
     /// SIGKILL, as a crash would: nothing is cleaned up.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: signals only the process we spawned, by its PID.
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            let _ = child.wait();
-        }
+        self.0.kill9();
     }
 
     pub fn start_with(lab: &Lab, extra: &[&str]) -> Self {
-        let (child, stderr) = Self::spawn(lab, extra);
-        let mut d = Daemon { child: Some(child), stderr };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if std::os::unix::net::UnixStream::connect(lab.socket()).is_ok() {
-                return d;
-            }
-            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited early ({status}): {}", std::fs::read_to_string(&d.stderr).unwrap_or_default());
-            }
-            assert!(Instant::now() < deadline, "daemon did not listen within 15 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut d = Self::spawn(lab, extra);
+        d.wait_listening(Duration::from_secs(15)).unwrap_or_else(|e| panic!("{e:#}"));
+        Daemon(d)
+    }
+
+    /// The daemon's log (stdout and stderr; a restarted daemon's follows the previous one's).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.0.log_path()).unwrap_or_default()
     }
 
     /// SIGTERM and wait; returns whether it exited with status 0.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
-        // SAFETY: signals only the process we spawned, by its PID.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.success();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
+        self.0.stop(Duration::from_secs(10)).is_none_or(|s| s.success())
     }
 }
 
@@ -547,27 +405,8 @@ pub fn attach(lab: &Lab, backend: Backend, i: usize, mtu: Option<u32>) {
     let c = lab.c(i);
     match backend {
         Backend::Kernel => {
-            let tmp = format!("mv{i}");
-            let mtu = mtu.unwrap_or(PARENT_MTU).to_string();
-            ok(&[
-                "ip",
-                "-n",
-                &lab.dp.name,
-                "link",
-                "add",
-                "link",
-                "eth1",
-                "name",
-                &tmp,
-                "mtu",
-                &mtu,
-                "type",
-                "macvlan",
-                "mode",
-                "bridge",
-            ]);
-            ok(&["ip", "-n", &lab.dp.name, "link", "set", &tmp, "netns", &c.name]);
-            ok(&["ip", "-n", &c.name, "link", "set", &tmp, "name", "eth0", "address", &mac]);
+            let child = MacvlanChild { netns: &c.name, ifname: "eth0", mac: container_mac(i), mtu, mode: "bridge" };
+            topology::macvlan_children(&lab.dp.name, "eth1", &[child]).unwrap_or_else(|e| panic!("{e:#}"));
             ok(&["ip", "-n", &c.name, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
             ok(&["ip", "-n", &c.name, "link", "set", "eth0", "up"]);
         }
@@ -585,10 +424,7 @@ pub fn attach(lab: &Lab, backend: Backend, i: usize, mtu: Option<u32>) {
 }
 
 /// An AF_PACKET socket bound to one interface of one namespace (the socket keeps that namespace).
-pub struct RawSocket {
-    fd: OwnedFd,
-    ifindex: i32,
-}
+pub struct RawSocket(PacketSocket);
 
 impl RawSocket {
     /// Receives every frame on the interface (ETH_P_ALL): such a tap sees what arrives before an
@@ -612,35 +448,11 @@ impl RawSocket {
 
     /// Opens the socket in the calling thread's namespace (`path` names it in messages).
     fn open_here(ifname: &str, ethertype: u16, path: &str) -> Self {
-        let cname = std::ffi::CString::new(ifname).unwrap();
-        // SAFETY: plain libc calls with valid arguments; results checked.
-        unsafe {
-            let ifindex = libc::if_nametoindex(cname.as_ptr()) as i32;
-            assert!(ifindex > 0, "no interface {ifname} in {path}");
-            // Protocol 0 at creation: the socket receives nothing until bound to the interface.
-            // (Created with the protocol, its hook would be live at once and bind would replace
-            // it with a synchronize_net(): a grace period per socket, seconds for hundreds.)
-            let raw = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
-            assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
-            let fd = OwnedFd::from_raw_fd(raw);
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = ethertype.to_be();
-            sll.sll_ifindex = ifindex;
-            let rc = libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of_val(&sll) as u32,
-            );
-            assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-            RawSocket { fd, ifindex }
-        }
+        RawSocket(PacketSocket::open(ifname, ethertype, &[]).unwrap_or_else(|e| panic!("in {path}: {e}")))
     }
 
     pub fn send(&self, frame: &[u8]) {
-        // SAFETY: sends from a live buffer on our socket.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        assert_eq!(n, frame.len() as isize, "send: {}", std::io::Error::last_os_error());
+        self.0.send(frame).unwrap_or_else(|e| panic!("send: {e}"));
     }
 
     /// Frames received (not our own outgoing ones) carrying `marker`, until `wait` passes.
@@ -653,9 +465,7 @@ impl RawSocket {
             if left.is_zero() {
                 return got;
             }
-            let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd.
-            if unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) } <= 0 {
+            if !self.0.readable(left.max(Duration::from_millis(1))) {
                 continue;
             }
             let Ok(Some(n)) = self.recv_incoming(&mut buf) else { continue };
@@ -669,9 +479,7 @@ impl RawSocket {
     /// How many received frames carrying `marker` are queued now; reads everything queued and
     /// never blocks.
     pub fn count_queued(&self, marker: &[u8; 8]) -> usize {
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd; a zero timeout only asks.
-        if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 {
+        if !self.0.readable(Duration::ZERO) {
             return 0;
         }
         let mut buf = vec![0u8; 65536];
@@ -688,25 +496,11 @@ impl RawSocket {
     /// Reads one queued frame without blocking: Ok(Some(len)) for a received frame, Ok(None) for
     /// our own outgoing one or an interrupted call, Err when nothing is queued.
     fn recv_incoming(&self, buf: &mut [u8]) -> Result<Option<usize>, std::io::Error> {
-        // SAFETY: a zeroed sockaddr_ll is valid.
-        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut flen = std::mem::size_of_val(&from) as u32;
-        // SAFETY: the buffer and the address live across the call, with the lengths given.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                (&mut from as *mut libc::sockaddr_ll).cast(),
-                &mut flen,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            return if e.kind() == std::io::ErrorKind::Interrupted { Ok(None) } else { Err(e) };
+        match self.0.recv(buf) {
+            Ok((n, kind)) => Ok((!kind.outgoing()).then_some(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok((from.sll_pkttype != libc::PACKET_OUTGOING).then_some(n as usize))
     }
 }
 

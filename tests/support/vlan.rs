@@ -21,7 +21,7 @@
 //! from a failed assertion).
 #![allow(dead_code)]
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use xmacvlan_datapath::flood::TpacketAuxdata;
+use xmacvlan_lab::sys::PacketSocket;
 
-use super::{frame, in_netns, mac_str, ok, ok_words, Netns};
+use super::{frame, in_netns, mac_str, ok, ok_words, Netns, NetnsExt};
 
 pub const TPID_8021Q: u16 = 0x8100;
 pub const TPID_8021AD: u16 = 0x88a8;
@@ -215,21 +216,9 @@ pub fn tags_str(tags: &[Tag]) -> String {
 /// the wire's tags) and PACKET_IGNORE_OUTGOING (never the frames sent on that interface, by this or
 /// any other socket: taggers do not loop).
 pub struct VlanSocket {
-    fd: OwnedFd,
+    sock: PacketSocket,
     pub ifname: String,
     pub ns: String,
-}
-
-fn setsockopt_int(fd: RawFd, level: i32, opt: i32, val: i32) -> std::io::Result<()> {
-    // SAFETY: a valid int option value that lives across the call.
-    let rc = unsafe {
-        libc::setsockopt(fd, level, opt, (&val as *const i32).cast(), std::mem::size_of::<i32>() as libc::socklen_t)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 impl VlanSocket {
@@ -240,40 +229,19 @@ impl VlanSocket {
     /// Opens the socket in the namespace at `netns_path` (from a short-lived thread: setns changes
     /// only that thread; the socket stays in the namespace it was created in).
     pub fn open_in(netns_path: &str, ifname: &str) -> Self {
-        let path = netns_path.to_string();
-        let name = ifname.to_string();
-        in_netns(netns_path, move || {
-            let cname = std::ffi::CString::new(name.clone()).unwrap();
-            // SAFETY: plain libc calls with valid arguments; results checked.
-            unsafe {
-                let ifindex = libc::if_nametoindex(cname.as_ptr()) as i32;
-                assert!(ifindex > 0, "no interface {name} in {path}");
-                // Protocol 0 at creation: the socket receives nothing until bound to the interface
-                // (with ETH_P_ALL it would briefly see every interface of the namespace).
-                let raw = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
-                assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
-                let fd = OwnedFd::from_raw_fd(raw);
-                setsockopt_int(raw, SOL_PACKET, PACKET_AUXDATA, 1).expect("PACKET_AUXDATA");
-                setsockopt_int(raw, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1).expect("PACKET_IGNORE_OUTGOING");
-                // Room for a burst while the test is elsewhere (root may exceed rmem_max).
-                let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20);
-                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-                sll.sll_family = libc::AF_PACKET as u16;
-                sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-                sll.sll_ifindex = ifindex;
-                let rc = libc::bind(
-                    raw,
-                    (&sll as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of_val(&sll) as libc::socklen_t,
-                );
-                assert_eq!(rc, 0, "bind to {name}: {}", std::io::Error::last_os_error());
-                VlanSocket { fd, ifname: name, ns: path }
-            }
-        })
+        let options = [
+            (SOL_PACKET, PACKET_AUXDATA, 1),
+            (SOL_PACKET, PACKET_IGNORE_OUTGOING, 1),
+            // Room for a burst while the test is elsewhere (root may exceed rmem_max).
+            (libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20),
+        ];
+        let sock = in_netns(netns_path, || PacketSocket::open(ifname, libc::ETH_P_ALL as u16, &options))
+            .unwrap_or_else(|e| panic!("a tag-aware packet socket in {netns_path}: {e}"));
+        VlanSocket { sock, ifname: ifname.to_string(), ns: netns_path.to_string() }
     }
 
     fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.sock.as_raw_fd()
     }
 
     /// Sends `frame` exactly as written (a tag in it goes on the wire as is).
@@ -282,15 +250,7 @@ impl VlanSocket {
     }
 
     pub fn try_send(&self, frame: &[u8]) -> std::io::Result<()> {
-        // SAFETY: sends from a live buffer on our socket.
-        let n = unsafe { libc::send(self.raw(), frame.as_ptr().cast(), frame.len(), 0) };
-        if n == frame.len() as isize {
-            Ok(())
-        } else if n < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Err(std::io::Error::other(format!("short send: {n} of {}", frame.len())))
-        }
+        self.sock.send(frame)
     }
 
     /// The next received frame if one is queued (never blocks).

@@ -2,17 +2,16 @@
 //! for the cross-check, stopped by PID.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use std::{fs, thread};
+use std::fs;
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
+use xmacvlan_lab::daemon::clean_exit;
+use xmacvlan_lab::{sys, DaemonProcess, DaemonSpec};
 
-use super::{
-    check_interrupted, ip_str, ns_path, register_pid, run_cmd, stop_pid, unblock_in_child, unregister_pid, Lab, GEN_IP,
-    NETWORK_NAME, PARENT_IF, SUBNET,
-};
+use super::{ip_str, ns_path, run_cmd, Lab, GEN_IP, NETWORK_NAME, PARENT_IF, SUBNET};
 
 impl Lab {
     pub(crate) fn client(&self, args: &[&str]) -> Result<String> {
@@ -69,52 +68,20 @@ impl Lab {
         let _ = fs::remove_file(&sock);
         let _ = fs::remove_dir_all(&state);
         fs::create_dir_all(&state)?;
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.daemon_log)
-            .with_context(|| format!("opening the daemon log {}", self.daemon_log.display()))?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.dp])
-            .arg(&bin)
-            .arg("daemon")
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--cpus", &self.xmv_cpus])
-            .args(&self.daemon_args)
-            .args(["--fast-path", fast_path])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Own process group: a terminal Ctrl-C reaches only us; we stop the daemon ourselves.
-            .process_group(0);
-        let child = unblock_in_child(&mut cmd).spawn().with_context(|| format!("starting {}", bin.display()))?;
-        register_pid(child.id() as i32);
-        self.daemon = Some(child);
-
-        // Wait until the control socket accepts.
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            check_interrupted()?;
-            if let Some(st) = self.daemon.as_mut().unwrap().try_wait()? {
-                let pid = self.daemon.take().unwrap().id() as i32;
-                unregister_pid(pid);
-                bail!("the xmacvlan daemon exited early ({st}); log tail:\n{}", self.daemon_log_tail(40));
-            }
-            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
-                break;
-            }
-            if Instant::now() >= end {
-                bail!(
-                    "the xmacvlan daemon did not accept on {} within 30 s; log tail:\n{}",
-                    sock.display(),
-                    self.daemon_log_tail(40)
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        let mut args = vec!["--cpus".to_string(), self.xmv_cpus.clone()];
+        args.extend(self.daemon_args.iter().cloned());
+        args.extend(["--fast-path".to_string(), fast_path.to_string()]);
+        let spec = DaemonSpec {
+            bin: &bin,
+            netns: &self.dp.name,
+            socket: &sock,
+            state_dir: &state,
+            log: &self.daemon_log,
+            args: &args,
+            // A terminal's Ctrl-C reaches only the bench, which stops the daemon itself.
+            own_process_group: true,
+        };
+        self.daemon = Some(DaemonProcess::start(&spec, Duration::from_secs(30))?);
         self.client(&[
             "network",
             "create",
@@ -135,31 +102,21 @@ impl Lab {
     /// (so early demux finds it) and with the smallest receive buffer: the queue is full at once and every
     /// further datagram is dropped by the socket layer (UdpRcvbufErrors), an application that never reads.
     pub fn open_udp_sink(&mut self) -> Result<()> {
-        let path = ns_path(&self.containers[0].ns);
-        let fd = crate::napi::in_netns(&path, || {
+        let path = ns_path(&self.containers[0].ns.name);
+        let fd = sys::in_netns(&path, || -> Result<std::os::fd::OwnedFd> {
             let s = std::net::UdpSocket::bind(("0.0.0.0", crate::gen::UDP_DST_PORT)).context("binding the UDP sink")?;
-            let one: libc::c_int = 1;
-            // SAFETY: `s` is the bound UDP socket we own for the whole call; the option value points at the local c_int
-            // `one` and its size is passed.
-            unsafe {
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(&s),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUF,
-                    &one as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as u32,
-                );
-            }
+            // The kernel rounds it up to its minimum.
+            sys::setsockopt(s.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 1 as libc::c_int)?;
             s.connect((std::net::Ipv4Addr::from(GEN_IP), crate::gen::UDP_SRC_PORT))
                 .context("connecting the UDP sink")?;
             Ok(std::os::fd::OwnedFd::from(s))
-        })?;
+        })??;
         self.sink = Some(fd);
         Ok(())
     }
 
     pub fn daemon_pid(&self) -> Option<i32> {
-        self.daemon.as_ref().map(|c| c.id() as i32)
+        self.daemon.as_ref().map(DaemonProcess::pid)
     }
 
     pub fn daemon_log_tail(&self, lines: usize) -> String {
@@ -169,16 +126,14 @@ impl Lab {
     }
 
     pub fn stop_daemon(&mut self) {
-        if let Some(child) = self.daemon.take() {
-            let pid = child.id() as i32;
-            match stop_pid(pid, Duration::from_secs(10)) {
-                Some(st) if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 => {}
-                Some(st) if libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGTERM => {}
-                Some(st) => eprintln!(
-                    "xmacvlan bench: the xmacvlan daemon (pid {pid}) ended with wait status {st:#x}; log tail:\n{}",
+        if let Some(mut d) = self.daemon.take() {
+            match d.stop(Duration::from_secs(10)) {
+                Some(st) if !clean_exit(st) => eprintln!(
+                    "xmacvlan bench: the xmacvlan daemon (pid {}) ended with {st}; log tail:\n{}",
+                    d.pid(),
                     self.daemon_log_tail(20)
                 ),
-                None => {}
+                _ => {}
             }
         }
     }

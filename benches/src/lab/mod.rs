@@ -1,22 +1,28 @@
-//! The namespace lab: gen —veth— dp/eth1 (the parent); containers c0, c1, … whose interfaces are kernel
-//! macvlan children of eth1, xmacvlan endpoints on it, or the tc-floor's veths. Next door: `cleanup`
-//! (the registry that removes everything on every exit path), `cmd` (commands with deadlines), `daemon`
-//! (the xmacvlan daemon of the lab).
+//! The bench's lab, on the shared one (`xmacvlan-lab`: namespaces, commands, cleanup, daemon
+//! process): gen —veth— dp/eth1 (the parent); containers c0, c1, … whose interfaces are kernel
+//! macvlan children of eth1, xmacvlan endpoints on it, or the tc-floor's veths. Next door: `daemon`
+//! (the xmacvlan daemon of the lab, its network and counters).
 
-use crate::nlstats::{Link, NsSock};
-use anyhow::{anyhow, bail, Context, Result};
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-mod cleanup;
-mod cmd;
+use anyhow::{anyhow, bail, Context, Result};
+pub use xmacvlan_lab::cleanup::*;
+pub use xmacvlan_lab::cmd::*;
+use xmacvlan_lab::topology::{self, End, MacvlanChild};
+pub use xmacvlan_lab::{mac_str, ns_path};
+use xmacvlan_lab::{sys, DaemonProcess, Netns};
+
+use crate::nlstats::{Link, NsSock};
+
 mod daemon;
 
-pub use self::cleanup::*;
-pub use self::cmd::*;
+/// Every namespace of a bench run is named `xmvb-<pid>-…`: a later run removes those of a run
+/// whose process is gone.
+pub const NS_PREFIX: &str = "xmvb-";
 
 // ---------------------------------------------------------------------------------------------------
 // The lab
@@ -44,9 +50,6 @@ pub fn endpoint_ip(i: usize) -> [u8; 4] {
     (u32::from_be_bytes([198, 18, 0, 16]) + i as u32).to_be_bytes()
 }
 
-pub fn mac_str(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
 pub fn ip_str(a: &[u8; 4]) -> String {
     format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
 }
@@ -121,15 +124,15 @@ impl Backend {
 
 /// One container: its namespace and a netlink socket inside it.
 pub struct Container {
-    pub ns: String,
+    pub ns: Netns,
     pub sock: NsSock,
 }
 
 /// gen —veth— dp/eth1 (the parent) and containers c0, c1, … whose interfaces are either kernel
 /// macvlan children of eth1 or xmacvlan endpoints on it.
 pub struct Lab {
-    pub gen: String,
-    pub dp: String,
+    pub gen: Netns,
+    pub dp: Netns,
     pub gen_sock: NsSock,
     pub dp_sock: NsSock,
     pub containers: Vec<Container>,
@@ -138,7 +141,7 @@ pub struct Lab {
     pub present: usize,
     pub tmp: PathBuf,
     pid: u32,
-    daemon: Option<Child>,
+    daemon: Option<DaemonProcess>,
     bin: Option<PathBuf>,
     xmv_cpus: String,
     daemon_args: Vec<String>,
@@ -162,15 +165,11 @@ impl Lab {
         }
         fs::create_dir_all(&tmp).with_context(|| format!("mkdir {}", tmp.display()))?;
         register_dir(&tmp);
-        let gen = format!("{NS_PREFIX}{pid}-gen");
-        let dp = format!("{NS_PREFIX}{pid}-dp");
-        for ns in [&gen, &dp] {
-            ip(&["netns", "add", ns])?;
-            register_netns(ns);
-        }
+        let gen = Netns::create(format!("{NS_PREFIX}{pid}-gen"))?;
+        let dp = Netns::create(format!("{NS_PREFIX}{pid}-dp"))?;
         let mut lab = Lab {
-            gen_sock: NsSock::open(&ns_path(&gen))?,
-            dp_sock: NsSock::open(&ns_path(&dp))?,
+            gen_sock: NsSock::open(&ns_path(&gen.name))?,
+            dp_sock: NsSock::open(&ns_path(&dp.name))?,
             gen,
             dp,
             containers: Vec::new(),
@@ -191,42 +190,15 @@ impl Lab {
     }
 
     fn build_wire(&mut self) -> Result<()> {
-        let (gen, dp) = (self.gen.clone(), self.dp.clone());
+        let (gen, dp) = (self.gen.name.clone(), self.dp.name.clone());
         for ns in [&gen, &dp] {
-            // No IPv6: router solicitations and MLD reports would be extra frames in the counts.
-            ns_sysctl(&ns_path(ns), "net.ipv6.conf.all.disable_ipv6", "1")?;
-            ns_sysctl(&ns_path(ns), "net.ipv6.conf.default.disable_ipv6", "1")?;
+            no_ipv6(ns)?;
         }
-        // The veth pair is created inside the gen namespace and its peer is born in dp: nothing touches
-        // the host's namespace.
-        ip(&[
-            "-n",
-            &gen,
-            "link",
-            "add",
-            GEN_IF,
-            "numtxqueues",
-            "1",
-            "numrxqueues",
-            "1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            PARENT_IF,
-            "netns",
-            &dp,
-            "numtxqueues",
-            "1",
-            "numrxqueues",
-            "1",
-        ])?;
-        for ns in [&gen, &dp] {
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        }
-        ip(&["-n", &gen, "link", "set", GEN_IF, "address", &mac_str(&GEN_MAC), "mtu", "1500", "up"])?;
+        // Both ends are born in their namespaces: nothing touches the host's namespace.
+        topology::veth_pair(End { netns: &gen, ifname: GEN_IF }, End { netns: &dp, ifname: PARENT_IF }, 1500, 1)?;
+        ip(&["-n", &gen, "link", "set", GEN_IF, "address", &mac_str(&GEN_MAC), "up"])?;
         ip(&["-n", &gen, "addr", "add", &format!("{}/{PREFIX_LEN}", ip_str(&GEN_IP)), "dev", GEN_IF])?;
-        ip(&["-n", &dp, "link", "set", PARENT_IF, "mtu", "1500", "up"])?;
+        ip(&["-n", &dp, "link", "set", PARENT_IF, "up"])?;
         // The wire host sends finished frames, as a host behind a real NIC does: with checksum offload
         // a veth passes TCP/UDP checksums as "to be done" (and 64 KB TSO frames) in skb metadata, which
         // kernel macvlan carries along but an XDP/AF_XDP datapath, seeing only bytes, cannot.
@@ -241,12 +213,9 @@ impl Lab {
     /// Creates container namespaces up to `n`.
     fn ensure_containers(&mut self, n: usize) -> Result<()> {
         while self.containers.len() < n {
-            let ns = format!("{NS_PREFIX}{}-c{}", self.pid, self.containers.len());
-            ip(&["netns", "add", &ns])?;
-            register_netns(&ns);
-            ns_sysctl(&ns_path(&ns), "net.ipv6.conf.all.disable_ipv6", "1")?;
-            ns_sysctl(&ns_path(&ns), "net.ipv6.conf.default.disable_ipv6", "1")?;
-            let sock = NsSock::open(&ns_path(&ns))?;
+            let ns = Netns::create(format!("{NS_PREFIX}{}-c{}", self.pid, self.containers.len()))?;
+            no_ipv6(&ns.name)?;
+            let sock = NsSock::open(&ns_path(&ns.name))?;
             self.containers.push(Container { ns, sock });
         }
         Ok(())
@@ -266,7 +235,7 @@ impl Lab {
     pub fn container_link(&self, i: usize) -> Result<Link> {
         let c = &self.containers[i];
         let links = c.sock.links()?;
-        links.into_iter().next().ok_or_else(|| anyhow!("container namespace {} has no interface", c.ns))
+        links.into_iter().next().ok_or_else(|| anyhow!("container namespace {} has no interface", c.ns.name))
     }
 
     /// Σ rx_packets of the interfaces of containers `range`, and when it was read (the middle of the
@@ -300,7 +269,7 @@ impl Lab {
             }
         }
         // Only our own parent, in our own namespace.
-        ip(&["-n", &self.dp, "link", "set", "dev", PARENT_IF, "xdp", "off"]).ok();
+        ip(&["-n", &self.dp.name, "link", "set", "dev", PARENT_IF, "xdp", "off"]).ok();
         self.active = None;
         self.present = 0;
         Ok(())
@@ -327,21 +296,18 @@ impl Lab {
         match backend {
             Backend::Kernel => {
                 // One `ip -batch` creates every child directly in its container namespace.
-                let mut batch = String::new();
+                let children: Vec<MacvlanChild> = (from..n)
+                    .map(|i| MacvlanChild {
+                        netns: &self.containers[i].ns.name,
+                        ifname: CONTAINER_IF,
+                        mac: endpoint_mac(i),
+                        mtu: None,
+                        mode: "bridge",
+                    })
+                    .collect();
+                topology::macvlan_children(&self.dp.name, PARENT_IF, &children)?;
                 for i in from..n {
-                    batch += &format!(
-                        "link add link {PARENT_IF} name {CONTAINER_IF} address {} netns {} type macvlan mode bridge\n",
-                        mac_str(&endpoint_mac(i)),
-                        self.containers[i].ns
-                    );
-                }
-                if !batch.is_empty() {
-                    let f = self.tmp.join("kernel.batch");
-                    fs::write(&f, batch)?;
-                    run_cmd(Command::new("ip").args(["-n", &self.dp, "-batch"]).arg(&f), Duration::from_secs(120))?;
-                }
-                for i in from..n {
-                    let ns = self.containers[i].ns.clone();
+                    let ns = self.containers[i].ns.name.clone();
                     let f = self.tmp.join("c.batch");
                     fs::write(
                         &f,
@@ -356,7 +322,7 @@ impl Lab {
             Backend::TcFloor => self.grow_floor(from, n)?,
             Backend::Xmacvlan | Backend::XmacvlanXdp | Backend::XmacvlanAfxdp => {
                 for i in from..n {
-                    let path = ns_path(&self.containers[i].ns).to_string_lossy().into_owned();
+                    let path = self.containers[i].ns.path();
                     self.client(&[
                         "network",
                         "connect",
@@ -377,8 +343,20 @@ impl Lab {
         // TCP peers): no ARP exchange in any measurement.
         for i in from..n.min(2) {
             let (ip_i, mac_i) = (ip_str(&endpoint_ip(i)), mac_str(&endpoint_mac(i)));
-            ip(&["-n", &self.gen, "neigh", "replace", &ip_i, "lladdr", &mac_i, "dev", GEN_IF, "nud", "permanent"])?;
-            let ns = &self.containers[i].ns;
+            ip(&[
+                "-n",
+                &self.gen.name,
+                "neigh",
+                "replace",
+                &ip_i,
+                "lladdr",
+                &mac_i,
+                "dev",
+                GEN_IF,
+                "nud",
+                "permanent",
+            ])?;
+            let ns = &self.containers[i].ns.name;
             ip(&[
                 "-n",
                 ns,
@@ -395,7 +373,7 @@ impl Lab {
             for j in (0..n.min(2)).filter(|&j| j != i) {
                 let (ip_j, mac_j) = (ip_str(&endpoint_ip(j)), mac_str(&endpoint_mac(j)));
                 ip(&["-n", ns, "neigh", "replace", &ip_j, "lladdr", &mac_j, "dev", CONTAINER_IF, "nud", "permanent"])?;
-                let nsj = &self.containers[j].ns;
+                let nsj = &self.containers[j].ns.name;
                 ip(&["-n", nsj, "neigh", "replace", &ip_i, "lladdr", &mac_i, "dev", CONTAINER_IF, "nud", "permanent"])?;
             }
         }
@@ -405,17 +383,18 @@ impl Lab {
     /// The tc-floor backend's containers `from..n`: veth pairs set up as the daemon sets up a tc-fed
     /// endpoint's (the lab-side end `fl<i>` without TSO, GRO on the container's end), programs on.
     fn grow_floor(&mut self, from: usize, n: usize) -> Result<()> {
-        let dp_path = ns_path(&self.dp);
+        let dp_path = ns_path(&self.dp.name);
+        let dp = self.dp.name.clone();
         if self.floor.is_none() {
-            let parent = self.ifindex(&self.dp, PARENT_IF)?;
+            let parent = self.ifindex(&dp, PARENT_IF)?;
             self.floor = Some(crate::floor::Floor::new(&dp_path, parent)?);
         }
         for i in from..n {
             let host = format!("fl{i}");
-            let (ns, mac) = (self.containers[i].ns.clone(), endpoint_mac(i));
+            let (ns, mac) = (self.containers[i].ns.name.clone(), endpoint_mac(i));
             ip(&[
                 "-n",
-                &self.dp,
+                &dp,
                 "link",
                 "add",
                 &host,
@@ -429,11 +408,11 @@ impl Lab {
                 "address",
                 &mac_str(&mac),
             ])?;
-            in_ns(&self.dp, &["ethtool", "-K", &host, "tso", "off"])?;
+            in_ns(&dp, &["ethtool", "-K", &host, "tso", "off"])?;
             in_ns(&ns, &["ethtool", "-K", CONTAINER_IF, "gro", "on"])?;
-            let ifindex = self.ifindex(&self.dp, &host)?;
+            let ifindex = self.ifindex(&dp, &host)?;
             self.floor.as_mut().expect("set above").add(&dp_path, mac, ifindex)?;
-            ip(&["-n", &self.dp, "link", "set", &host, "up"])?;
+            ip(&["-n", &dp, "link", "set", &host, "up"])?;
             let f = self.tmp.join("c.batch");
             fs::write(
                 &f,
@@ -459,7 +438,7 @@ impl Lab {
                     break;
                 }
                 if Instant::now() >= end {
-                    bail!("container {} has no interface up ({l:?})", self.containers[i].ns);
+                    bail!("container {} has no interface up ({l:?})", self.containers[i].ns.name);
                 }
                 thread::sleep(Duration::from_millis(20));
             }
@@ -468,20 +447,21 @@ impl Lab {
     }
 }
 
-pub fn ns_path(ns: &str) -> PathBuf {
-    PathBuf::from(format!("/var/run/netns/{ns}"))
+/// No IPv6 in namespace `ns`: router solicitations and MLD reports would be extra frames in the counts.
+fn no_ipv6(ns: &str) -> Result<()> {
+    sys::in_netns(ns_path(ns), || {
+        sys::write_sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        sys::write_sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+    })??;
+    Ok(())
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
         self.sink = None;
         self.stop_daemon();
-        for c in self.containers.iter().rev() {
-            delete_netns(&c.ns);
-        }
-        for ns in [&self.dp, &self.gen] {
-            delete_netns(ns);
-        }
+        // The namespaces go with their guards: the containers, then dp and gen.
+        self.containers.clear();
         let _ = fs::remove_dir_all(&self.tmp);
         unregister_dir(&self.tmp);
     }

@@ -1,7 +1,10 @@
-//! Nothing left behind: the registry of what the bench created (processes, namespaces, directories),
-//! removed on every exit path — normal return, error, panic (panic = "abort": a panic hook runs the
-//! cleanup) and SIGINT/SIGTERM/SIGHUP (a signal thread: the first signal asks the run to stop and
-//! unwind, a second one cleans up at once and exits).
+//! Nothing left behind: the registry of what the lab created (processes, namespaces, directories),
+//! removed on every exit path. Guards ([`Netns`](crate::Netns), [`DaemonProcess`](crate::DaemonProcess))
+//! register themselves and remove their entry when dropped; what is still registered when the
+//! process ends abnormally is removed by [`cleanup_all`]. A program that wants that on signals and
+//! panics (panic = "abort" runs no destructor) calls [`install_signal_handling`]: a signal thread
+//! whose first SIGINT/SIGTERM/SIGHUP asks the run to stop and unwind ([`interrupted`]), and whose
+//! second cleans up at once and exits; and a panic hook that cleans up.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -43,7 +46,7 @@ pub fn sleep_checked(d: Duration) -> Result<()> {
 // ---------------------------------------------------------------------------------------------------
 // Cleanup registry
 
-pub(crate) struct Registry {
+struct Registry {
     /// Processes we started (by PID), stopped with SIGTERM then SIGKILL.
     pids: Vec<i32>,
     /// Network namespaces we created (names under /var/run/netns).
@@ -52,28 +55,30 @@ pub(crate) struct Registry {
     dirs: Vec<PathBuf>,
 }
 
-pub(crate) static REGISTRY: Mutex<Registry> =
-    Mutex::new(Registry { pids: Vec::new(), netns: Vec::new(), dirs: Vec::new() });
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { pids: Vec::new(), netns: Vec::new(), dirs: Vec::new() });
 
-pub(crate) fn registry() -> std::sync::MutexGuard<'static, Registry> {
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn register_pid(pid: i32) {
     registry().pids.push(pid);
 }
-pub(crate) fn unregister_pid(pid: i32) {
+pub fn unregister_pid(pid: i32) {
     registry().pids.retain(|&p| p != pid);
 }
-pub(crate) fn register_netns(name: &str) {
+pub fn register_netns(name: &str) {
     registry().netns.push(name.to_string());
 }
-pub(crate) fn register_dir(p: &Path) {
+pub fn unregister_netns(name: &str) {
+    registry().netns.retain(|n| n != name);
+}
+pub fn register_dir(p: &Path) {
     registry().dirs.push(p.to_path_buf());
 }
 
 /// Forgets a directory the lab has removed itself.
-pub(crate) fn unregister_dir(p: &Path) {
+pub fn unregister_dir(p: &Path) {
     registry().dirs.retain(|d| d != p);
 }
 
@@ -108,7 +113,7 @@ pub fn stop_pid(pid: i32, grace: Duration) -> Option<i32> {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("xmacvlan bench: pid {pid} ignored SIGTERM for {grace:?}, sending SIGKILL");
+        eprintln!("xmacvlan lab: pid {pid} ignored SIGTERM for {grace:?}, sending SIGKILL");
         libc::kill(pid, libc::SIGKILL);
         let r = libc::waitpid(pid, &mut status, 0);
         unregister_pid(pid);
@@ -127,7 +132,7 @@ pub fn delete_netns(name: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    registry().netns.retain(|n| n != name);
+    unregister_netns(name);
 }
 
 /// Removes everything still registered. Idempotent; safe to call from the panic hook and the signal thread.
@@ -148,7 +153,7 @@ pub fn cleanup_all() {
     }
 }
 
-pub(crate) fn termination_signals() -> libc::sigset_t {
+pub fn termination_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data (all-zero is a valid value, then emptied by sigemptyset); sigemptyset and
     // sigaddset get a pointer to that local set and valid signal numbers.
     unsafe {
@@ -200,10 +205,10 @@ pub fn install_signal_handling() -> Result<()> {
                 }
                 count += 1;
                 if count == 1 {
-                    eprintln!("\nxmacvlan bench: got signal {sig}, stopping and cleaning up (again to force)");
+                    eprintln!("\nxmacvlan lab: got signal {sig}, stopping and cleaning up (again to force)");
                     INTERRUPTED.store(true, Ordering::SeqCst);
                 } else {
-                    eprintln!("xmacvlan bench: got signal {sig} again, cleaning up now");
+                    eprintln!("xmacvlan lab: got signal {sig} again, cleaning up now");
                     cleanup_all();
                     std::process::exit(130);
                 }
@@ -213,22 +218,20 @@ pub fn install_signal_handling() -> Result<()> {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default_hook(info);
-        eprintln!("xmacvlan bench: panic, cleaning up the lab");
+        eprintln!("xmacvlan lab: panic, cleaning up the lab");
         cleanup_all();
     }));
     Ok(())
 }
 
-pub const NS_PREFIX: &str = "xmvb-";
-
-/// Deletes namespaces `xmvb-<pid>-*` left behind by a bench run whose process no longer exists.
-pub fn remove_stale_namespaces() {
+/// Deletes namespaces `<prefix><pid>-*` left behind by a run whose process no longer exists.
+pub fn remove_stale_namespaces(prefix: &str) {
     let Ok(rd) = fs::read_dir("/var/run/netns") else {
         return;
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
+        let Some(rest) = name.strip_prefix(prefix) else {
             continue;
         };
         let Some((pid, _)) = rest.split_once('-') else {
@@ -240,7 +243,7 @@ pub fn remove_stale_namespaces() {
         if pid == std::process::id() as i32 || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        eprintln!("xmacvlan bench: removing stale namespace {name} (pid {pid} is gone)");
+        eprintln!("xmacvlan lab: removing stale namespace {name} (pid {pid} is gone)");
         delete_netns(&name);
     }
 }

@@ -1,21 +1,21 @@
-//! Running commands (`ip`, `ethtool`, …) with a deadline, in the lab's namespaces.
+//! Running commands (`ip`, `ethtool`, …) with a deadline, in the lab's namespaces; `ip -batch` for
+//! the many-at-once cases.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
+use std::thread;
 use std::time::{Duration, Instant};
-use std::{fs, thread};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::{interrupted, register_pid, stop_pid, unblock_in_child, unregister_pid};
+use crate::cleanup::{interrupted, register_pid, stop_pid, unblock_in_child, unregister_pid};
 
 pub struct Output {
     pub stdout: String,
 }
 
-pub(crate) fn describe(cmd: &Command) -> String {
+pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         s.push(' ');
@@ -76,7 +76,7 @@ pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> Result<Output> {
     Ok(Output { stdout })
 }
 
-pub(crate) const CMD_TIMEOUT: Duration = Duration::from_secs(20);
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `ip ARGS...`
 pub fn ip(args: &[&str]) -> Result<String> {
@@ -88,8 +88,28 @@ pub fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
     Ok(run_cmd(Command::new("ip").args(["netns", "exec", ns]).args(args), CMD_TIMEOUT)?.stdout)
 }
 
-/// Writes a sysctl of the namespace at `ns_path` (from a thread inside it).
-pub(crate) fn ns_sysctl(ns_path: &Path, key: &str, value: &str) -> Result<()> {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    crate::napi::in_netns(ns_path, || fs::write(&path, value).with_context(|| format!("writing {path}")))
+/// Runs `ip -batch -` on `script` (one command per line, without the leading `ip`), in namespace
+/// `netns` if given (`ip -n NETNS`); with `force` it goes on past failing lines (`-force`). Returns
+/// the output; the caller judges the status.
+pub fn ip_batch(netns: Option<&str>, script: &str, force: bool) -> std::io::Result<std::process::Output> {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
+    }
+    if force {
+        cmd.arg("-force");
+    }
+    let mut child = unblock_in_child(&mut cmd)
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("stdin was piped");
+    // Written from a thread of its own while the output is read: a long script's errors could
+    // otherwise fill the stderr pipe while ip waits for its stdin.
+    thread::scope(|s| {
+        s.spawn(move || stdin.write_all(script.as_bytes()));
+        child.wait_with_output()
+    })
 }
