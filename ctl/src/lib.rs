@@ -1,5 +1,5 @@
-//! The control plane of xmacvlan: the daemon, its control-socket protocol and client, and the CNI
-//! plugin. Two binaries use it: `xmacvlan` (daemon + CLI, `main.rs`) and `xmacvlan-cni`
+//! The control plane of xmacvlan: the daemon, its control-socket protocol (`api`) and the one
+//! client of it (`client`), how the CLI shows replies (`show`), and the CNI plugin. Two binaries use it: `xmacvlan` (daemon + CLI, `main.rs`) and `xmacvlan-cni`
 //! (`cni_main.rs`).
 
 pub mod api;
@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod ipam;
 pub mod netlink;
 pub mod netopts;
+pub mod show;
 pub mod state;
 pub mod summary;
 

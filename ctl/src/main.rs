@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use xmacvlan_ctl::client::Format;
-use xmacvlan_ctl::{api, client, daemon, ipam, DEFAULT_SOCKET};
+use xmacvlan_ctl::client::Client;
+use xmacvlan_ctl::show::{self, Format};
+use xmacvlan_ctl::{api, daemon, ipam, DEFAULT_SOCKET};
 use xmacvlan_datapath::FastPath;
 
 #[derive(Parser)]
@@ -245,7 +246,7 @@ fn main() {
                 daemon::run(opts).await
             }
             Cmd::Network(n) => {
-                let c = client::Client::new(cli.socket);
+                let c = Client::new(cli.socket);
                 match n {
                     NetCmd::Create(a) => {
                         let ipam = ipam::IpamSpec {
@@ -262,7 +263,7 @@ fn main() {
                             internal: a.internal,
                             options: a.opts,
                         };
-                        c.create(req, a.format).await
+                        show::created(&c.create(req)?, a.format)
                     }
                     NetCmd::Connect(a) => {
                         let req = api::Connect {
@@ -276,20 +277,29 @@ fn main() {
                             ifname: a.ifname,
                             mtu: a.mtu,
                         };
-                        c.connect(req, a.format).await
+                        show::connected(&c.connect(req)?, a.format)
                     }
                     NetCmd::Disconnect { network, endpoint, format } => {
-                        c.disconnect(network, absolutize(endpoint), format).await
+                        show::disconnected(&c.disconnect(network, absolutize(endpoint))?, format)
                     }
                     NetCmd::Macaddr { action, network, endpoint, macs, format } => {
-                        c.macaddr(network, absolutize(endpoint), action, macs, format).await
+                        show::source_macs(&c.macaddr(network, absolutize(endpoint), action, macs)?, format)
                     }
-                    NetCmd::Ls { format } => c.ls(format).await,
-                    NetCmd::Inspect { network, all, format } => c.inspect(network, format, all).await,
-                    NetCmd::Rm { network, force, format } => c.rm(network, force, format).await,
+                    NetCmd::Ls { format } => show::ls(&c.ls()?, format),
+                    NetCmd::Inspect { network, all, format } => show::inspect(&c.inspect(network)?, format, all),
+                    NetCmd::Rm { network, force, format } => show::removed(&c.rm(network, force)?, format),
                 }
             }
-            Cmd::Stats { watch, all, format } => client::Client::new(cli.socket).stats(watch, format, all).await,
+            Cmd::Stats { watch, all, format } => {
+                let c = Client::new(cli.socket);
+                loop {
+                    show::stats(&c.stats()?, format, watch, all)?;
+                    if !watch {
+                        break Ok(());
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
             Cmd::Bench { .. } => unreachable!("handled before the runtime starts"),
             Cmd::Completions { shell } => {
                 clap_complete::generate(

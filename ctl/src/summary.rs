@@ -3,11 +3,10 @@
 //! `stats` and `network inspect` stay readable with a thousand endpoints. Piped output, `--all`
 //! and `--format json` still get every row.
 //!
-//! Pure, over the JSON the daemon returns for a network's ports (`stats`' `networks[].ports`,
-//! `inspect`'s `counters.ports`): fields it does not know are ignored and a missing counter
-//! counts as 0, so it keeps working while the daemon's replies grow.
+//! Pure, over a network's ports as the daemon reports them (`stats`' `networks[].ports`,
+//! `inspect`'s `counters.ports`).
 
-use serde_json::Value;
+use crate::api::reply::PortStats;
 
 /// Up to this many rows a table is shown whole, on a terminal too.
 pub const WHOLE_TABLE_ROWS: usize = 20;
@@ -49,7 +48,7 @@ pub struct Digest<'a> {
     pub totals: Totals,
     /// In order: the parent, the ports with drops (most first), the busiest of the others (most
     /// first, idle ones never). Every port in the daemon's order when the table is whole.
-    pub rows: Vec<&'a Value>,
+    pub rows: Vec<&'a PortStats>,
     /// How many ports are left out.
     pub hidden: usize,
     /// Of the rows, how many are there for their drops (after the parent).
@@ -59,7 +58,7 @@ pub struct Digest<'a> {
 impl Digest<'_> {
     /// Which endpoints a shortened table shows, in words.
     pub fn shown(&self) -> String {
-        let busy = self.rows.iter().filter(|p| !is_parent(p)).count() - self.dropping;
+        let busy = self.rows.iter().filter(|p| !p.is_parent()).count() - self.dropping;
         match (self.dropping, busy) {
             (0, 0) => "no endpoint has traffic or drops".into(),
             (d, 0) => format!("the {d} with drops"),
@@ -69,51 +68,41 @@ impl Digest<'_> {
     }
 }
 
-fn is_parent(p: &Value) -> bool {
-    p["kind"] == "parent"
+/// A port's dropped frames: `drops_total`, or the sum over `drops` by reason when that is larger
+/// (a reply that lacks the total).
+pub fn drops(p: &PortStats) -> u64 {
+    p.drops_total.max(p.drops.values().sum())
 }
 
-fn count(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
-/// A port's dropped frames: `drops_total`, or the sum over `drops` by reason.
-pub fn drops(p: &Value) -> u64 {
-    match p.get("drops_total").and_then(Value::as_u64) {
-        Some(n) => n,
-        None => p["drops"].as_object().map_or(0, |m| m.values().map(count).sum()),
-    }
-}
-
-fn traffic(p: &Value) -> u64 {
-    count(&p["rx"]).saturating_add(count(&p["tx"]))
+fn traffic(p: &PortStats) -> u64 {
+    p.rx.saturating_add(p.tx)
 }
 
 /// Totals over `ports`, and the rows to print: all of them when `whole`, else the parent, up to
 /// [`TOP_DROPS`] ports with drops and up to [`TOP_TRAFFIC`] of the busiest others. Ties keep the
 /// daemon's order.
-pub fn digest(ports: &[Value], whole: bool) -> Digest<'_> {
+pub fn digest(ports: &[PortStats], whole: bool) -> Digest<'_> {
     let mut totals = Totals::default();
-    for p in ports.iter().filter(|p| !is_parent(p)) {
+    for p in ports.iter().filter(|p| !p.is_parent()) {
         totals.endpoints += 1;
-        if p["up"].as_bool() == Some(true) {
+        if p.up {
             totals.up += 1;
         } else {
             totals.down += 1;
         }
-        totals.rx += count(&p["rx"]);
-        totals.tx += count(&p["tx"]);
+        totals.rx += p.rx;
+        totals.tx += p.tx;
         totals.drops += drops(p);
     }
     if whole {
         return Digest { totals, rows: ports.iter().collect(), hidden: 0, dropping: 0 };
     }
-    let mut rows: Vec<&Value> = ports.iter().filter(|p| is_parent(p)).collect();
-    let endpoints: Vec<(usize, &Value)> = ports.iter().enumerate().filter(|(_, p)| !is_parent(p)).collect();
-    let mut dropping: Vec<(usize, &Value)> = endpoints.iter().copied().filter(|(_, p)| drops(p) > 0).collect();
+    let mut rows: Vec<&PortStats> = ports.iter().filter(|p| p.is_parent()).collect();
+    let endpoints: Vec<(usize, &PortStats)> = ports.iter().enumerate().filter(|(_, p)| !p.is_parent()).collect();
+    let mut dropping: Vec<(usize, &PortStats)> = endpoints.iter().copied().filter(|(_, p)| drops(p) > 0).collect();
     dropping.sort_by_key(|(i, p)| (std::cmp::Reverse(drops(p)), *i));
     dropping.truncate(TOP_DROPS);
-    let mut busy: Vec<(usize, &Value)> =
+    let mut busy: Vec<(usize, &PortStats)> =
         endpoints.iter().copied().filter(|(i, p)| traffic(p) > 0 && !dropping.iter().any(|(j, _)| j == i)).collect();
     busy.sort_by_key(|(i, p)| (std::cmp::Reverse(traffic(p)), *i));
     busy.truncate(TOP_TRAFFIC);
@@ -124,25 +113,30 @@ pub fn digest(ports: &[Value], whole: bool) -> Digest<'_> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 
-    fn port(name: &str, up: bool, rx: u64, tx: u64, drops: u64) -> Value {
-        json!({ "kind": "endpoint", "name": name, "up": up, "rx": rx, "tx": tx,
-                "drops": { "dst_down": drops }, "drops_total": drops })
+    /// A port as the daemon's JSON has it.
+    fn read(v: Value) -> PortStats {
+        serde_json::from_value(v).expect("a port")
+    }
+
+    fn port(name: &str, up: bool, rx: u64, tx: u64, drops: u64) -> PortStats {
+        read(json!({ "kind": "endpoint", "name": name, "up": up, "rx": rx, "tx": tx,
+                "drops": { "dst_down": drops }, "drops_total": drops }))
     }
 
     /// A parent and `n` idle endpoints, every third one down.
-    fn network(n: usize) -> Vec<Value> {
+    fn network(n: usize) -> Vec<PortStats> {
         let mut ports =
-            vec![json!({ "kind": "parent", "name": "eth1", "up": true, "rx": 5, "tx": 7, "drops_total": 1 })];
+            vec![read(json!({ "kind": "parent", "name": "eth1", "up": true, "rx": 5, "tx": 7, "drops_total": 1 }))];
         ports.extend((0..n).map(|i| port(&format!("xmv{i}"), i % 3 != 0, 0, 0, 0)));
         ports
     }
 
     fn names<'a>(d: &'a Digest<'_>) -> Vec<&'a str> {
-        d.rows.iter().map(|p| p["name"].as_str().unwrap()).collect()
+        d.rows.iter().map(|p| p.name.as_str()).collect()
     }
 
     #[test]
@@ -162,7 +156,7 @@ mod tests {
     fn totals_count_endpoints_not_the_parent() {
         let mut ports = network(9);
         ports[2] = port("xmv1", true, 10, 20, 3);
-        ports.push(json!({ "kind": "tap", "name": "vm0", "up": false, "rx": 1, "tx": 2, "drops": { "dst_down": 4, "no_buffer": 5 } }));
+        ports.push(read(json!({ "kind": "tap", "name": "vm0", "up": false, "rx": 1, "tx": 2, "drops": { "dst_down": 4, "no_buffer": 5 } })));
         let d = digest(&ports, false);
         assert_eq!(d.totals, Totals { endpoints: 10, up: 6, down: 4, rx: 11, tx: 22, drops: 12 });
         assert_eq!(d.totals.to_string(), "10 endpoints (6 up, 4 down): rx 11, tx 22, drops 12");
@@ -222,12 +216,14 @@ mod tests {
     #[test]
     fn unknown_fields_and_missing_counters_are_tolerated() {
         // What other versions of the daemon may send: new drop reasons, new objects, no
-        // drops_total, counters absent or not numbers.
+        // drops_total, counters absent.
         let ports = vec![
-            json!({ "kind": "parent", "name": "eth1", "umem": { "frames": 16384 } }),
-            json!({ "kind": "endpoint", "name": "a", "up": true, "rx": 4, "drops": { "new_reason": 2, "dst_down": 1 } }),
-            json!({ "name": "b", "rx": "many", "tx": null, "departed": {} }),
-            json!({ "kind": "endpoint", "name": "c", "up": true, "tx": 9 }),
+            read(json!({ "kind": "parent", "name": "eth1", "umem": { "frames": 16384 } })),
+            read(
+                json!({ "kind": "endpoint", "name": "a", "up": true, "rx": 4, "drops": { "new_reason": 2, "dst_down": 1 } }),
+            ),
+            read(json!({ "name": "b", "departed": {} })),
+            read(json!({ "kind": "endpoint", "name": "c", "up": true, "tx": 9 })),
         ];
         let d = digest(&ports, false);
         assert_eq!(names(&d), ["eth1", "a", "c"]);

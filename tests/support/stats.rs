@@ -248,43 +248,9 @@ impl Lab {
     }
 }
 
-/// A network's UMEM frames by where they are, summed over workers (`networks[i].umem`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Umem {
-    pub frames: u64,
-    pub free: u64,
-    pub flood: u64,
-    pub parent: u64,
-    pub endpoints: u64,
-    pub in_flight: u64,
-}
-
-impl Umem {
-    pub fn accounted(&self) -> u64 {
-        self.free + self.flood + self.parent + self.endpoints + self.in_flight
-    }
-
-    /// Every frame is somewhere, and there are frames.
-    pub fn balanced(&self) -> bool {
-        self.frames > 0 && self.frames == self.accounted()
-    }
-}
-
-impl fmt::Display for Umem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "frames {} {} free {} + flood {} + parent {} + endpoints {} + in_flight {}",
-            self.frames,
-            if self.balanced() { "=" } else { "≠" },
-            self.free,
-            self.flood,
-            self.parent,
-            self.endpoints,
-            self.in_flight
-        )
-    }
-}
+/// A network's UMEM frames by where they are, summed over workers (`networks[i].umem`): the
+/// reply's own type, with its identity ([`Umem::balanced`]).
+pub use xmacvlan_ctl::api::reply::UmemView as Umem;
 
 /// Reads network `network`'s `umem` object from `xmacvlan stats --format json`. `Err` names what
 /// is missing.
@@ -308,6 +274,7 @@ pub fn umem(stats: &Value, network: &str) -> Result<Umem, String> {
         parent: count(u, "parent", &at)?,
         endpoints: count(u, "endpoints", &at)?,
         in_flight: count(u, "in_flight", &at)?,
+        ..Umem::default()
     })
 }
 

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
+use xmacvlan_ctl::client::Client;
 use xmacvlan_lab::daemon::clean_exit;
 use xmacvlan_lab::{sys, DaemonProcess, DaemonSpec};
 
@@ -32,30 +33,35 @@ impl Lab {
         if self.daemon.is_none() {
             return Ok(None);
         }
-        let v: serde_json::Value = serde_json::from_str(&self.client(&["stats", "--format", "json"])?)
-            .context("parsing `stats --format json`")?;
+        let stats = Client::new(self.tmp.join("x.sock"))
+            .stats()
+            .map_err(|e| anyhow!("{e}\ndaemon log tail:\n{}", self.daemon_log_tail(40)))?;
         let mut m = BTreeMap::new();
-        let mut add = |k: String, v: &serde_json::Value| *m.entry(k).or_insert(0) += v.as_u64().unwrap_or(0);
-        for w in v["workers"].as_array().into_iter().flatten() {
-            for k in ["rx_frames", "tx_frames", "dropped", "tx_kicks", "idle_sleeps", "busy_loops", "flood_copies"] {
-                add(format!("worker.{k}"), &w[k]);
+        let mut add = |k: String, v: u64| *m.entry(k).or_insert(0) += v;
+        for w in &stats.workers {
+            for (k, v) in [
+                ("rx_frames", w.rx_frames),
+                ("tx_frames", w.tx_frames),
+                ("dropped", w.dropped),
+                ("tx_kicks", w.tx_kicks),
+                ("idle_sleeps", w.idle_sleeps),
+                ("busy_loops", w.busy_loops),
+                ("flood_copies", w.flood_copies),
+            ] {
+                add(format!("worker.{k}"), v);
             }
         }
-        for n in v["networks"].as_array().into_iter().flatten() {
-            for p in n["ports"].as_array().into_iter().flatten() {
-                let kind = p["kind"].as_str().unwrap_or("");
-                if kind == "endpoint" {
-                    add("delivered".into(), &p["tx"]);
+        for p in stats.networks.iter().flat_map(|n| &n.ports) {
+            match p.kind.as_str() {
+                "endpoint" => add("delivered".into(), p.tx),
+                "parent" => {
+                    add("delivered.wire".into(), p.tx);
+                    add("parent.xsk_fill_ring_empty".into(), p.kernel.xsk_fill_ring_empty);
                 }
-                if kind == "parent" {
-                    add("delivered.wire".into(), &p["tx"]);
-                    for (k, c) in p["kernel"].as_object().into_iter().flatten() {
-                        add(format!("parent.{k}"), c);
-                    }
-                }
-                for (k, c) in p["drops"].as_object().into_iter().flatten() {
-                    add(format!("drops.{k}"), c);
-                }
+                _ => {}
+            }
+            for (k, c) in &p.drops {
+                add(format!("drops.{k}"), *c);
             }
         }
         Ok(Some(m))

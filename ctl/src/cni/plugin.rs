@@ -1,11 +1,9 @@
 //! The plugin at work: one request to the daemon per command, the IPAM plugin run as the CNI spec
 //! runs plugins, and ADD, DEL, CHECK, STATUS and GC on top of the pure pieces next door.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -13,50 +11,37 @@ use super::{
     code, expected, parse_conf, parse_result, render_result, ver, version_result, CniError, Env, IpamResult, NetConf,
     Result, SUPPORTED,
 };
-use crate::api::{self, CniAdd, CniCheck, CniIp, CniRoute, Envelope, Reply, Request};
+use crate::api::{CniAdd, CniCheck, CniIp, CniRoute};
+use crate::client::{self, CallError, Client};
 
-/// One request to the daemon. Not reaching it is code 11 (try again later): a runtime retries.
-fn call(socket: &Path, request: Request) -> Result<Value> {
-    let stream = UnixStream::connect(socket).map_err(|e| {
-        CniError::new(
-            code::TRY_AGAIN_LATER,
-            format!(
-                "the xmacvlan daemon is not running: cannot connect to {} ({e}); start it with `xmacvlan daemon`",
-                socket.display()
-            ),
-        )
-    })?;
-    let io = |e: std::io::Error| {
-        CniError::new(code::IO, format!("talking to the xmacvlan daemon at {}: {e}", socket.display()))
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
-    let mut line = serde_json::to_vec(&Envelope { version: api::API_VERSION, request })
-        .map_err(|e| CniError::new(code::INTERNAL, e.to_string()))?;
-    line.push(b'\n');
-    (&stream).write_all(&line).map_err(io)?;
-    let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    let reply: Reply = serde_json::from_str(&answer).map_err(|e| {
-        CniError::new(
-            code::DECODE,
-            format!("the daemon's reply is not understood (a different xmacvlan version?): {e}"),
-        )
-    })?;
-    if reply.version != api::API_VERSION {
-        return Err(CniError::new(
-            code::INCOMPATIBLE_VERSION,
-            format!(
-                "the daemon speaks API v{}, this plugin v{}: install matching versions",
-                reply.version,
-                api::API_VERSION
-            ),
-        ));
+/// The daemon's client, with the CNI spec's error codes: not reaching the daemon is code 11 (try
+/// again later: a runtime retries), a refusal carries the code the daemon chose.
+fn daemon(conf: &NetConf) -> Daemon {
+    Daemon(Client::new(&conf.socket))
+}
+
+struct Daemon(Client);
+
+impl Daemon {
+    fn call<T>(&self, f: impl FnOnce(&Client) -> client::Result<T>) -> Result<T> {
+        f(&self.0).map_err(|e| {
+            let code = match &e {
+                CallError::NoDaemon { .. } => code::TRY_AGAIN_LATER,
+                CallError::Io { .. } => code::IO,
+                CallError::Decode(_) => code::DECODE,
+                CallError::Version { .. } => code::INCOMPATIBLE_VERSION,
+                CallError::Refused { code, .. } => code.unwrap_or(code::INTERNAL),
+            };
+            let msg = match e {
+                CallError::NoDaemon { source, .. } => format!(
+                    "the xmacvlan daemon is not running: cannot connect to {} ({source}); start it with `xmacvlan daemon`",
+                    self.0.socket().display()
+                ),
+                e => e.to_string(),
+            };
+            CniError::new(code, msg)
+        })
     }
-    if !reply.ok {
-        let msg = reply.error.unwrap_or_else(|| "the daemon reported an unspecified error".into());
-        return Err(CniError::new(reply.code.unwrap_or(code::INTERNAL), msg));
-    }
-    Ok(reply.data)
 }
 
 /// Runs the IPAM plugin of `conf` for `command`, with the configuration on stdin, at the highest
@@ -159,9 +144,9 @@ fn add(conf: &NetConf, env: &Env) -> Result<Value> {
         ips: ipam.ips.clone(),
         routes: ipam.routes.iter().map(|r| with_gateway(r, &ipam.ips)).collect(),
     };
-    match call(&conf.socket, Request::CniAdd(req)) {
+    match daemon(conf).call(|c| c.cni_add(req)) {
         Ok(v) => {
-            let iface = json!({ "name": env.ifname, "mac": v["mac"], "sandbox": env.netns, "mtu": v["mtu"] });
+            let iface = json!({ "name": env.ifname, "mac": v.mac, "sandbox": env.netns, "mtu": v.mtu });
             Ok(render_result(&conf.cni_version, &iface, &ipam, conf.dns.as_ref()))
         }
         Err(e) => {
@@ -189,8 +174,7 @@ fn del(conf: &NetConf, env: &Env) -> Result<()> {
         env.require(&["CNI_PATH"])?;
         exec_ipam(conf, env, "DEL")?;
     }
-    let req = Request::CniDel { network: conf.name.clone(), attachment: env.attachment() };
-    match call(&conf.socket, req) {
+    match daemon(conf).call(|c| c.cni_del(conf.name.clone(), env.attachment())) {
         Ok(_) => Ok(()),
         // No daemon: its state still lists the attachment, and a daemon that starts drops
         // endpoints whose namespace is gone. With the namespace still there, the runtime must
@@ -222,15 +206,14 @@ fn check(conf: &NetConf, env: &Env) -> Result<()> {
         ips: r.ips,
         routes: r.routes,
     };
-    call(&conf.socket, Request::CniCheck(req)).map(|_| ())
+    daemon(conf).call(|c| c.cni_check(req)).map(|_| ())
 }
 
 fn status(conf: &NetConf, env: &Env) -> Result<()> {
     if ver(&conf.cni_version) < (1, 1, 0) {
         return Err(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow STATUS"));
     }
-    let req = Request::CniStatus { network: conf.name.clone(), master: conf.master.clone() };
-    call(&conf.socket, req).map_err(|e| match e.code {
+    daemon(conf).call(|c| c.cni_status(conf.name.clone(), conf.master.clone())).map_err(|e| match e.code {
         code::TRY_AGAIN_LATER => CniError::new(code::NOT_AVAILABLE, e.msg),
         _ => e,
     })?;
@@ -241,7 +224,7 @@ fn gc(conf: &NetConf, env: &Env) -> Result<()> {
     if ver(&conf.cni_version) < (1, 1, 0) {
         return Err(CniError::new(code::INCOMPATIBLE_VERSION, "config version does not allow GC"));
     }
-    call(&conf.socket, Request::CniGc { network: conf.name.clone(), valid: conf.valid.clone() })?;
+    daemon(conf).call(|c| c.cni_gc(conf.name.clone(), conf.valid.clone()))?;
     ipam_if_it_speaks_1_1(conf, env, "GC")
 }
 

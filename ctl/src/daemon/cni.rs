@@ -11,10 +11,10 @@ use std::os::unix::fs::MetadataExt;
 use anyhow::{anyhow, bail, Result};
 use ipnet::IpNet;
 use rtnetlink::Handle;
-use serde_json::{json, Value};
 use xmacvlan_datapath::frame::MacAddr;
 
 use super::{open_netns, resolve_parent, Daemon, EpId, Key};
+use crate::api::reply::{CniChecked, CniCollected, CniDeleted, CniReady, Connected};
 use crate::api::{Attachment, CniAdd, CniCheck, CniIp, CniNetwork, CniRoute, CodedError, Connect, CreateNetwork};
 use crate::ipam::{Assigned, IpamSpec};
 use crate::netlink;
@@ -38,7 +38,7 @@ fn coded(code: u32, msg: impl Into<String>) -> anyhow::Error {
 }
 
 impl Daemon {
-    pub(super) async fn cni_add(&mut self, a: CniAdd) -> Result<Value> {
+    pub(super) async fn cni_add(&mut self, a: CniAdd) -> Result<Connected> {
         if a.attachment.container_id.is_empty() {
             return Err(coded(INVALID_CONFIG, "CNI_CONTAINERID is empty"));
         }
@@ -98,7 +98,7 @@ impl Daemon {
     }
 
     /// Removes an attachment; none (or no network) is success, as DEL must be idempotent.
-    pub(super) async fn cni_del(&mut self, network: &str, att: &Attachment) -> Result<Value> {
+    pub(super) async fn cni_del(&mut self, network: &str, att: &Attachment) -> Result<CniDeleted> {
         let mut removed = None;
         if let Some(id) = self.find_attachment(network, att) {
             removed = Some(self.disconnect_at(network, id).await?);
@@ -106,12 +106,14 @@ impl Daemon {
             n.dormant.retain(|e| e.cni.as_ref() != Some(att));
         }
         self.drop_if_unused(network).await;
-        Ok(json!({ "network": network, "removed": removed }))
+        Ok(CniDeleted { network: network.to_string(), removed })
     }
 
     /// Removes every attachment of `network` that is not in `valid`.
-    pub(super) async fn cni_gc(&mut self, network: &str, valid: &[Attachment]) -> Result<Value> {
-        let Some(n) = self.nets.get_mut(network) else { return Ok(json!({ "network": network, "removed": [] })) };
+    pub(super) async fn cni_gc(&mut self, network: &str, valid: &[Attachment]) -> Result<CniCollected> {
+        let Some(n) = self.nets.get_mut(network) else {
+            return Ok(CniCollected { network: network.to_string(), removed: Vec::new() });
+        };
         if !n.cni {
             return Err(coded(
                 INVALID_CONFIG,
@@ -128,12 +130,12 @@ impl Daemon {
             removed.push(label);
         }
         self.drop_if_unused(network).await;
-        Ok(json!({ "network": network, "removed": removed }))
+        Ok(CniCollected { network: network.to_string(), removed })
     }
 
     /// Whether an ADD could succeed now: the master is there, up, and the network (if any) is
     /// active. 50 when nothing is attached yet, 51 when attachments lose connectivity.
-    pub(super) async fn cni_status(&mut self, network: &str, master: Option<&str>) -> Result<Value> {
+    pub(super) async fn cni_status(&mut self, network: &str, master: Option<&str>) -> Result<CniReady> {
         let net = self.nets.get(network);
         let code = if net.is_some_and(|n| !n.endpoints.is_empty()) { LIMITED_CONNECTIVITY } else { NOT_AVAILABLE };
         let master = match master {
@@ -154,15 +156,13 @@ impl Daemon {
                 return Err(coded(code, format!("network '{network}' is {}", n.status)));
             }
         }
-        Ok(
-            json!({ "network": network, "master": master, "vlan": vlan, "attachments": net.map_or(0, |n| n.endpoints.len()) }),
-        )
+        Ok(CniReady { network: network.to_string(), master, vlan, attachments: net.map_or(0, |n| n.endpoints.len()) })
     }
 
     /// Verifies an attachment against what ADD reported: the network's master and mode, the
     /// interface in the container (name, MAC, up, addresses, routes) and that the datapath
     /// forwards to it (a probe frame injected at the parent's XDP hook arrives in the container).
-    pub(super) async fn cni_check(&mut self, c: CniCheck) -> Result<Value> {
+    pub(super) async fn cni_check(&mut self, c: CniCheck) -> Result<CniChecked> {
         let name = &c.network.name;
         let net =
             self.nets.get(name).ok_or_else(|| coded(UNKNOWN_CONTAINER, format!("network '{name}' does not exist")))?;
@@ -215,7 +215,7 @@ impl Daemon {
         self.dp.probe(dp, port, vlan, ns, &ifname).map_err(|e| {
             anyhow!("the datapath does not forward to {ifname} of container {}: {e}", c.attachment.container_id)
         })?;
-        Ok(json!({ "network": name, "ifname": ifname, "mac": mac.to_string(), "forwarding": true }))
+        Ok(CniChecked { network: name.clone(), ifname, mac: mac.to_string(), forwarding: true })
     }
 
     /// Makes the network of a CNI configuration on first use, or checks that it is the same one.

@@ -6,12 +6,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
-use serde_json::{json, Value};
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::{Mode, PortId};
 use xmacvlan_datapath::{EndpointSpec, NetId};
 
 use super::{host_ifname, open_netns, random_mac, valid_ifname, CniParts, Daemon, Endpoint, EpId, EpOpts, Key};
+use crate::api::reply::{Connected, Disconnected};
 use crate::api::{CniRoute, Connect};
 use crate::ipam::{derive_mac, Assigned};
 use crate::netlink;
@@ -20,7 +20,7 @@ use crate::state::{EndpointKind, EndpointState};
 impl Daemon {
     /// Connects an endpoint. `cni`: a CNI attachment with the addresses and routes its IPAM
     /// plugin gave (the network's own IPAM is not asked).
-    pub(super) async fn connect(&mut self, c: Connect, cni: Option<CniParts>) -> Result<Value> {
+    pub(super) async fn connect(&mut self, c: Connect, cni: Option<CniParts>) -> Result<Connected> {
         let net = self.net(&c.network)?;
         if net.cni && cni.is_none() {
             bail!(
@@ -165,9 +165,16 @@ impl Daemon {
             cni: cni.map(|p| p.attachment),
         };
         let ep = Endpoint { st, port, host_index, mac, addrs };
-        let v = json!({ "network": c.network, "kind": if ep.netns().is_some() { "veth" } else { "tap" },
-            "netns": ep.netns(), "ifname": ep.st.ifname, "host_ifname": ep.st.host, "mac": ep.mac.to_string(),
-            "ips": ep.st.addrs, "mtu": ep.st.mtu });
+        let v = Connected {
+            network: c.network.clone(),
+            kind: if ep.netns().is_some() { "veth" } else { "tap" }.into(),
+            netns: ep.netns().map(str::to_string),
+            ifname: ep.st.ifname.clone(),
+            host_ifname: ep.st.host.clone(),
+            mac: ep.mac.to_string(),
+            ips: ep.st.addrs.clone(),
+            mtu: ep.st.mtu,
+        };
         net.endpoints.push(ep);
         Ok(v)
     }
@@ -318,14 +325,14 @@ impl Daemon {
         Ok((port, index))
     }
 
-    pub(super) async fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<Value> {
+    pub(super) async fn disconnect(&mut self, network: &str, endpoint: &str) -> Result<Disconnected> {
         let net = self.nets.get(network).ok_or_else(|| anyhow!("network '{network}' not found"))?;
         let id = net.find_endpoint(endpoint)?;
         self.disconnect_at(network, id).await
     }
 
     /// Removes endpoint `id` of `network` (both exist).
-    pub(super) async fn disconnect_at(&mut self, network: &str, id: EpId) -> Result<Value> {
+    pub(super) async fn disconnect_at(&mut self, network: &str, id: EpId) -> Result<Disconnected> {
         let net = &self.nets[network];
         let dp = net.domain.and_then(|k| self.domains.get(&k)).map(|d| d.dp);
         let net = self.nets.get_mut(network).expect("checked above");
@@ -338,7 +345,7 @@ impl Daemon {
         let deleted = netlink::del_link(&self.h, ep.host_index).await;
         self.dp.close(detached.into_iter().collect());
         deleted?;
-        Ok(json!({ "network": network, "endpoint": ep.label(), "removed": ep.st.host }))
+        Ok(Disconnected { network: network.to_string(), endpoint: ep.label(), removed: ep.st.host.clone() })
     }
 }
 

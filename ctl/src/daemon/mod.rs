@@ -46,6 +46,7 @@ use self::connect::{default_routes, Veth};
 use self::endpoints::{Endpoint, Endpoints, EpId, Key};
 use self::network::{parse_macs, resolve_parent};
 use self::server::{bind_socket, monitor_links, refuse_if_live, sample_rates, serve};
+use crate::api::reply::NetworkInspect;
 use crate::api::Request;
 use crate::ipam::{Ipam, IpamSpec};
 use crate::netlink::{self, Link};
@@ -267,6 +268,11 @@ fn valid_ifname(name: &str) -> bool {
     !name.is_empty() && name.len() <= 15 && !name.contains(['/', ' ', ':']) && name != "." && name != ".."
 }
 
+/// A typed reply as the `data` of the reply line.
+fn to_data(reply: impl serde::Serialize) -> Result<Value> {
+    Ok(serde_json::to_value(reply)?)
+}
+
 impl Daemon {
     async fn handle(&mut self, req: Request) -> Result<Value> {
         match req {
@@ -277,21 +283,17 @@ impl Daemon {
                     let _ = self.remove(&name, true).await;
                     return Err(e.context(format!("network '{name}' was not created")));
                 }
-                Ok(v)
+                to_data(v)
             }
             Request::NetworkRm { name, force } => {
                 let v = self.remove(&name, force).await?;
                 self.persist().context("the network is removed, but the state file could not be updated")?;
-                Ok(v)
+                to_data(v)
             }
-            Request::NetworkLs => {
-                Ok(serde_json::to_value(self.nets.values().map(|n| self.view(n)).collect::<Vec<_>>())?)
-            }
+            Request::NetworkLs => to_data(self.nets.values().map(|n| self.view(n)).collect::<Vec<_>>()),
             Request::NetworkInspect { name } => {
                 let n = self.net(&name)?;
-                let mut v = serde_json::to_value(self.view(n))?;
-                v["counters"] = self.network_stats(n, &self.dp.report()).unwrap_or(Value::Null);
-                Ok(v)
+                to_data(NetworkInspect { network: self.view(n), counters: self.network_stats(n, &self.dp.report()) })
             }
             Request::Connect(c) => {
                 let (network, key) = (c.network.clone(), c.tap.clone().or(c.netns.clone()).unwrap_or_default());
@@ -300,19 +302,19 @@ impl Daemon {
                     let _ = self.disconnect(&network, &key).await;
                     return Err(e.context("the endpoint was not connected"));
                 }
-                Ok(v)
+                to_data(v)
             }
             Request::Disconnect { network, endpoint } => {
                 let v = self.disconnect(&network, &endpoint).await?;
                 self.persist().context("the endpoint is removed, but the state file could not be updated")?;
-                Ok(v)
+                to_data(v)
             }
             Request::Macaddr { network, endpoint, action, macs } => {
                 let v = self.macaddr(&network, &endpoint, action, &macs).await?;
                 self.persist().context("the list is changed, but the state file could not be updated")?;
-                Ok(v)
+                to_data(v)
             }
-            Request::Stats => Ok(self.stats_json()),
+            Request::Stats => to_data(self.stats()),
             Request::CniAdd(a) => {
                 let (network, att) = (a.network.name.clone(), a.attachment.clone());
                 let v = self.cni_add(a).await?;
@@ -320,19 +322,19 @@ impl Daemon {
                     let _ = self.cni_del(&network, &att).await;
                     return Err(e.context("the attachment was not made"));
                 }
-                Ok(v)
+                to_data(v)
             }
             Request::CniDel { network, attachment } => {
                 let v = self.cni_del(&network, &attachment).await?;
                 self.persist().context("the attachment is removed, but the state file could not be updated")?;
-                Ok(v)
+                to_data(v)
             }
-            Request::CniCheck(c) => self.cni_check(c).await,
-            Request::CniStatus { network, master } => self.cni_status(&network, master.as_deref()).await,
+            Request::CniCheck(c) => to_data(self.cni_check(c).await?),
+            Request::CniStatus { network, master } => to_data(self.cni_status(&network, master.as_deref()).await?),
             Request::CniGc { network, valid } => {
                 let v = self.cni_gc(&network, &valid).await?;
                 self.persist().context("the attachments are removed, but the state file could not be updated")?;
-                Ok(v)
+                to_data(v)
             }
         }
     }

@@ -4,13 +4,13 @@
 
 use anyhow::{anyhow, bail, Result};
 use rtnetlink::Handle;
-use serde_json::{json, Value};
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::Mode;
 use xmacvlan_datapath::ParentSpec;
 
 use super::{anchor_name, Daemon, Domain, Endpoint, Endpoints, EpId, Key, Network};
-use crate::api::{CreateNetwork, MacaddrAction};
+use crate::api::reply::{NetworkRemoved, SourceMacs};
+use crate::api::{CreateNetwork, MacaddrAction, NetworkView};
 use crate::ipam::Ipam;
 use crate::netopts::NetOpts;
 use crate::state::PassthruSaved;
@@ -109,12 +109,12 @@ impl Daemon {
         }
     }
 
-    pub(super) async fn create(&mut self, c: CreateNetwork) -> Result<Value> {
+    pub(super) async fn create(&mut self, c: CreateNetwork) -> Result<NetworkView> {
         self.create_network(c, false).await
     }
 
     /// `cni`: made by the CNI plugin, without subnets (its IPAM plugin hands out addresses).
-    pub(super) async fn create_network(&mut self, c: CreateNetwork, cni: bool) -> Result<Value> {
+    pub(super) async fn create_network(&mut self, c: CreateNetwork, cni: bool) -> Result<NetworkView> {
         if c.name.is_empty()
             || c.name.len() > 64
             || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
@@ -200,12 +200,12 @@ impl Daemon {
             dormant: Vec::new(),
             cni,
         };
-        let v = serde_json::to_value(self.view(&net))?;
+        let v = self.view(&net);
         self.nets.insert(c.name, net);
         Ok(v)
     }
 
-    pub(super) async fn remove(&mut self, name: &str, force: bool) -> Result<Value> {
+    pub(super) async fn remove(&mut self, name: &str, force: bool) -> Result<NetworkRemoved> {
         let net = self.net(name)?;
         if !net.endpoints.is_empty() && !force {
             let list: Vec<String> = net.endpoints.iter().map(Endpoint::label).collect();
@@ -219,7 +219,7 @@ impl Daemon {
         if let Some(k) = net.domain {
             self.release_domain(k).await;
         }
-        Ok(json!({ "removed": name }))
+        Ok(NetworkRemoved { removed: name.to_string() })
     }
 
     /// A MAC may be used once per VLAN of an L2 domain, and never be the parent's own (except by
@@ -292,7 +292,7 @@ impl Daemon {
         endpoint: &str,
         action: MacaddrAction,
         macs: &[String],
-    ) -> Result<Value> {
+    ) -> Result<SourceMacs> {
         let net = self.net(network)?;
         if net.opts.mode != Mode::Source {
             bail!(
@@ -343,7 +343,7 @@ impl Daemon {
         let net = self.nets.get_mut(network).expect("checked above");
         let listed = net.endpoints.source_macs_mut(id).expect("found above");
         *listed = list.iter().map(MacAddr::to_string).collect();
-        Ok(json!({ "network": network, "endpoint": label, "source_macs": listed }))
+        Ok(SourceMacs { network: network.to_string(), endpoint: label, source_macs: listed.clone() })
     }
 }
 

@@ -1,13 +1,15 @@
 //! What `network ls|inspect` and `stats` show: views of networks and their ports, read from the
 //! daemon's registry and the datapath's report.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use serde_json::{json, Value};
 use xmacvlan_datapath::fwd::{DropReason, PortId};
 use xmacvlan_datapath::{PortReport, Report};
 
 use super::{Daemon, Network};
+use crate::api::reply::{
+    Departed, FastPathView, NetworkStats, PortEndpoint, PortKernel, PortStats, Stats, UmemView, WorkerView,
+};
 use crate::api::{EndpointView, NetworkView, SubnetView};
 
 impl Daemon {
@@ -55,40 +57,57 @@ impl Daemon {
         }
     }
 
-    pub(super) fn stats_json(&self) -> Value {
+    pub(super) fn stats(&self) -> Stats {
         let report = self.dp.report();
-        let workers: Vec<Value> = report
+        let workers = report
             .workers
             .iter()
             .enumerate()
             .map(|(i, w)| {
                 let (rx, tx, dr) = self.rates.per_sec.get(i).copied().unwrap_or_default();
-                json!({ "id": w.id, "cpu": w.cpu, "rx_frames": w.rx_frames, "tx_frames": w.tx_frames, "dropped": w.dropped,
-                    "flood_copies": w.flood_copies, "flood_empty": w.flood_empty, "busy_loops": w.busy_loops,
-                    "idle_sleeps": w.idle_sleeps, "tx_kicks": w.tx_kicks,
-                    "rx_pps": rx.round(), "tx_pps": tx.round(), "drop_pps": dr.round() })
+                WorkerView {
+                    id: w.id,
+                    cpu: w.cpu,
+                    rx_frames: w.rx_frames,
+                    tx_frames: w.tx_frames,
+                    dropped: w.dropped,
+                    flood_copies: w.flood_copies,
+                    flood_empty: w.flood_empty,
+                    busy_loops: w.busy_loops,
+                    idle_sleeps: w.idle_sleeps,
+                    tx_kicks: w.tx_kicks,
+                    rx_pps: rx.round(),
+                    tx_pps: tx.round(),
+                    drop_pps: dr.round(),
+                }
             })
             .collect();
-        let networks: Vec<Value> = self.nets.values().filter_map(|n| self.network_stats(n, &report)).collect();
-        let xdp: serde_json::Map<String, Value> = report.xdp.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let networks = self.nets.values().filter_map(|n| self.network_stats(n, &report)).collect();
+        let xdp = report.xdp.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         let d = &report.departed;
-        let drops: serde_json::Map<String, Value> =
-            DropReason::ALL.iter().map(|r| (r.name().to_string(), json!(d.drops[*r as usize]))).collect();
-        let departed = json!({ "rx": d.rx, "tx": d.tx, "drops": drops, "drops_total": d.drops_total() });
+        let departed = Departed { rx: d.rx, tx: d.tx, drops: drops_by_reason(&d.drops), drops_total: d.drops_total() };
         let k = &report.kernel;
         // Received by the kernel-side paths: from the wire, and from containers (xmv_endpoint_tc,
         // the frames its collector refused included).
         let (e, wire) = (&k.to_endpoints, &k.to_wire);
-        let fast = json!({ "mode": report.fast_path.name(), "rx": k.rx + e.rx + e.lost,
-            "from_containers": e.rx + e.lost, "delivered": e.frames + wire.frames, "to_wire": wire.frames,
-            "bytes": e.bytes + wire.bytes, "dropped": e.dropped() + wire.dropped() + e.lost,
-            "flood_frames": k.flood_frames, "flood_copies": k.flood_copies, "flood_empty": k.flood_empty });
-        json!({ "workers": workers, "xdp": xdp, "networks": networks, "departed": departed, "fast_path": fast })
+        let fast_path = FastPathView {
+            mode: report.fast_path.name().into(),
+            rx: k.rx + e.rx + e.lost,
+            from_containers: e.rx + e.lost,
+            delivered: e.frames + wire.frames,
+            to_wire: wire.frames,
+            bytes: e.bytes + wire.bytes,
+            dropped: e.dropped() + wire.dropped() + e.lost,
+            flood_frames: k.flood_frames,
+            flood_copies: k.flood_copies,
+            flood_empty: k.flood_empty,
+        };
+        Stats { workers, xdp, networks, departed, fast_path }
     }
 
     /// One network's ports and their counters, as `stats` lists them and `inspect` shows them
     /// under "counters"; None while the network is inactive.
-    pub(super) fn network_stats(&self, n: &Network, report: &Report) -> Option<Value> {
+    pub(super) fn network_stats(&self, n: &Network, report: &Report) -> Option<NetworkStats> {
         let dom = self.domains.get(&n.domain?)?;
         let r = report.networks.iter().find(|r| r.id == dom.dp)?;
         // The domain's ports by id: one lookup per endpoint, not a scan of the domain each.
@@ -96,33 +115,64 @@ impl Daemon {
         let mut ports = Vec::with_capacity(n.endpoints.len() + 1);
         if !dom.anchor {
             // Shared by every network on this parent.
-            ports.push(port_json("parent", &r.parent));
+            ports.push(port_stats("parent", &r.parent, None));
         }
         for e in n.endpoints.iter() {
             if let Some(p) = by_port.get(&e.port) {
-                let mut v = port_json(if e.netns().is_some() { "endpoint" } else { "tap" }, p);
-                v["netns"] = json!(e.netns());
-                v["ifname"] = json!(e.st.ifname);
-                v["ips"] = json!(e.st.addrs);
-                ports.push(v);
+                let place = PortEndpoint {
+                    netns: e.netns().map(str::to_string),
+                    ifname: e.st.ifname.clone(),
+                    ips: e.st.addrs.clone(),
+                };
+                ports.push(port_stats(if e.netns().is_some() { "endpoint" } else { "tap" }, p, Some(place)));
             }
         }
         let u = &r.umem;
-        let umem = json!({ "frames": u.frames, "free": u.free, "flood": u.flood, "parent": u.parent,
-            "endpoints": u.endpoints, "in_flight": u.in_flight, "umems": u.umems, "bytes": u.bytes });
-        Some(
-            json!({ "name": n.name, "parent": n.parent, "vlan": n.vlan, "mode": n.mode, "internal": n.internal, "xdp_mode": r.xdp_mode, "ports": ports, "umem": umem }),
-        )
+        let umem = UmemView {
+            frames: u.frames,
+            free: u.free,
+            flood: u.flood,
+            parent: u.parent,
+            endpoints: u.endpoints,
+            in_flight: u.in_flight,
+            umems: u.umems,
+            bytes: u.bytes,
+        };
+        Some(NetworkStats {
+            name: n.name.clone(),
+            parent: n.parent.clone(),
+            vlan: n.vlan,
+            mode: n.mode.clone(),
+            internal: n.internal,
+            xdp_mode: r.xdp_mode.into(),
+            ports,
+            umem,
+        })
     }
 }
 
+/// Drop counts by reason name, every reason listed.
+fn drops_by_reason(drops: &[u64]) -> BTreeMap<String, u64> {
+    DropReason::ALL.iter().map(|r| (r.name().to_string(), drops[*r as usize])).collect()
+}
+
 /// A port's counters in `stats`.
-pub(super) fn port_json(kind: &str, p: &PortReport) -> Value {
-    let drops: serde_json::Map<String, Value> =
-        DropReason::ALL.iter().map(|r| (r.name().to_string(), json!(p.stats.drops[*r as usize]))).collect();
-    json!({ "kind": kind, "name": p.ifname, "mac": p.mac.to_string(), "up": p.up, "xsk_mode": p.xsk_mode,
-        "rx": p.stats.rx, "rx_bytes": p.stats.rx_bytes, "tx": p.stats.tx, "tx_bytes": p.stats.tx_bytes,
-        "drops": drops, "drops_total": p.stats.drops_total(),
-        "pcp_stripped": p.stats.pcp_stripped, "pcp_kept": p.stats.pcp_kept,
-        "kernel": { "xsk_fill_ring_empty": p.stats.xsk_fill_empty } })
+fn port_stats(kind: &str, p: &PortReport, endpoint: Option<PortEndpoint>) -> PortStats {
+    PortStats {
+        kind: kind.into(),
+        name: p.ifname.clone(),
+        mac: p.mac.to_string(),
+        up: p.up,
+        xsk_mode: p.xsk_mode.into(),
+        rx: p.stats.rx,
+        rx_bytes: p.stats.rx_bytes,
+        tx: p.stats.tx,
+        tx_bytes: p.stats.tx_bytes,
+        drops: drops_by_reason(&p.stats.drops),
+        drops_total: p.stats.drops_total(),
+        pcp_stripped: p.stats.pcp_stripped,
+        pcp_kept: p.stats.pcp_kept,
+        kernel: PortKernel { xsk_fill_ring_empty: p.stats.xsk_fill_empty },
+        endpoint,
+    }
 }

@@ -1,4 +1,6 @@
-//! The control socket protocol: one JSON request line, one JSON reply line, both versioned.
+//! The control socket protocol: one JSON request line, one JSON reply line, both versioned. The
+//! requests are here; what each one answers is in [`reply`], typed, for the daemon that writes it
+//! and every client that reads it (the CLI, the CNI plugin, the bench, the tests).
 
 use std::net::IpAddr;
 
@@ -6,6 +8,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::ipam::IpamSpec;
+
+pub mod reply;
+
+pub use reply::{EndpointView, NetworkView, SubnetView};
 
 /// Bumped on any incompatible change; a CLI and a daemon of different versions refuse each other.
 pub const API_VERSION: u32 = 4;
@@ -188,55 +194,4 @@ impl CodedError {
     pub fn new(code: u32, msg: impl Into<String>) -> Self {
         CodedError { code, msg: msg.into() }
     }
-}
-
-/// `network inspect` / `ls` view of a network.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NetworkView {
-    pub name: String,
-    pub id: u32,
-    pub driver: String,
-    /// None for an internal network.
-    pub parent: Option<String>,
-    /// The 802.1Q VLAN of a dotted parent (`eth0.50` → 50); 0 when untagged.
-    pub vlan: u16,
-    pub internal: bool,
-    pub mode: String,
-    /// The other driver options (`nodst`, `vlan_pcp`) as given.
-    pub options: Vec<(String, String)>,
-    pub ipv6: bool,
-    pub subnets: Vec<SubnetView>,
-    pub xdp_mode: String,
-    /// "active", or why not (e.g. the parent is missing).
-    pub status: String,
-    pub endpoints: Vec<EndpointView>,
-    /// Made by the CNI plugin (and removed with its last attachment).
-    #[serde(default)]
-    pub cni: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SubnetView {
-    pub subnet: String,
-    pub gateway: Option<String>,
-    pub ip_range: Option<String>,
-    pub aux_addresses: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EndpointView {
-    /// "veth" or "tap".
-    pub kind: String,
-    pub netns: Option<String>,
-    pub ifname: String,
-    pub host_ifname: String,
-    pub mac: String,
-    pub ips: Vec<String>,
-    pub mtu: u32,
-    /// Source mode: the senders whose frames this endpoint gets a copy of.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub source_macs: Vec<String>,
-    /// A CNI attachment's container ID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container_id: Option<String>,
 }
