@@ -10,6 +10,7 @@ use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::{Mode, PortId};
 use xmacvlan_datapath::{EndpointSpec, NetId};
 
+use super::rules;
 use super::{host_ifname, open_netns, random_mac, valid_ifname, CniParts, Daemon, Endpoint, EpId, EpOpts, Key};
 use crate::api::reply::{Connected, Disconnected};
 use crate::api::{CniRoute, Connect};
@@ -60,45 +61,24 @@ impl Daemon {
             (Some(_), Some(_)) => bail!("give either a NETNS or --tap NAME, not both"),
             (None, None) => bail!("give the NETNS to connect, or --tap NAME for a VM"),
         };
-        let mtu = match c.mtu {
-            None => max_mtu,
-            Some(m) if (68..=max_mtu).contains(&m) => m,
-            Some(m) if self.nets[&c.network].internal => {
-                bail!("--mtu {m} is outside 68..={max_mtu} (the internal network's MTU)")
-            }
-            Some(m) => bail!("--mtu {m} is outside 68..={max_mtu} (the parent {link_name}'s MTU)"),
-        };
+        let mtu = rules::endpoint_mtu(c.mtu, max_mtu, net.internal, &link_name)?;
         // Validate the MAC before taking addresses, so a bad MAC leaves the pools untouched.
-        let requested_mac = match &c.mac {
-            None => None,
-            Some(s) => {
-                let m: MacAddr = s.parse().map_err(|e| anyhow!("--mac-address: {e}"))?;
-                if m.is_multicast() || m.is_zero() {
-                    bail!("--mac-address {m} is a multicast or zero address; endpoints need a unicast MAC");
-                }
-                Some(m)
-            }
-        };
+        let requested_mac = rules::requested_mac(c.mac.as_deref())?;
         let passthru = net.opts.mode == Mode::Passthru;
         let parent_mac = dom.link.mac;
         if passthru {
-            if let Some(e) = net.endpoints.first() {
-                bail!(
-                    "network '{}' is in passthru mode and already has its endpoint {}: passthru allows one endpoint per parent ({link_name})",
-                    c.network,
-                    e.label()
-                );
-            }
             // Like the kernel, a passthru endpoint with a MAC of its own changes the parent's; that
             // would pull the parent from under the other networks on it.
-            if requested_mac.is_some() && requested_mac != parent_mac {
-                if let Some(other) = self.nets.values().find(|n| n.domain == Some(dkey) && n.name != c.network) {
-                    bail!(
-                        "--mac-address would change the MAC of {link_name}, which network '{}' also uses; leave it out to take {link_name}'s MAC",
-                        other.name
-                    );
-                }
-            }
+            let sharing = self.nets.values().find(|n| n.domain == Some(dkey) && n.name != c.network);
+            let existing = net.endpoints.first().map(|e| e.label());
+            rules::passthru_endpoint(
+                &c.network,
+                &link_name,
+                existing,
+                requested_mac,
+                parent_mac,
+                sharing.map(|n| n.name.as_str()),
+            )?;
         }
         let o = net.ep_opts();
         let net = self.nets.get_mut(&c.network).expect("checked above");

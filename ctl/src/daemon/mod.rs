@@ -12,7 +12,10 @@
 //! - `connect`: endpoints (veth or tap, addresses, routes, the datapath's port), their rollback, and
 //!   disconnect; `endpoints`: a network's endpoints behind one index of every key they are found by;
 //! - `restore`: the state file brought back at start, and a clean stop;
-//! - `view`: what `ls`, `inspect` and `stats` show;
+//! - `rules`: the registry's rules, pure (names, specs, pools, parent sharing, MTUs, MACs,
+//!   passthru): `network` and `connect` gather the host's facts and apply them before any side
+//!   effect;
+//! - `view`: what `ls`, `inspect` and `stats` answer (the typed replies of `api::reply`);
 //! - `cni`: the daemon's half of the CNI plugin; `relay`: the flood relay's veth pair.
 
 use std::collections::BTreeMap;
@@ -38,6 +41,7 @@ mod endpoints;
 mod network;
 mod relay;
 mod restore;
+mod rules;
 mod server;
 mod view;
 

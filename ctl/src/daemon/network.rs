@@ -8,6 +8,7 @@ use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::Mode;
 use xmacvlan_datapath::ParentSpec;
 
+use super::rules::{self, Sharing};
 use super::{anchor_name, Daemon, Domain, Endpoint, Endpoints, EpId, Key, Network};
 use crate::api::reply::{NetworkRemoved, SourceMacs};
 use crate::api::{CreateNetwork, MacaddrAction, NetworkView};
@@ -115,44 +116,13 @@ impl Daemon {
 
     /// `cni`: made by the CNI plugin, without subnets (its IPAM plugin hands out addresses).
     pub(super) async fn create_network(&mut self, c: CreateNetwork, cni: bool) -> Result<NetworkView> {
-        if c.name.is_empty()
-            || c.name.len() > 64
-            || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
-        {
-            bail!("network name '{}' is invalid: use 1-64 letters, digits, '_', '.' or '-'", c.name);
-        }
-        if self.nets.contains_key(&c.name) {
-            bail!("network name '{}' is already taken", c.name);
-        }
-        if c.driver != "macvlan" {
-            bail!("driver '{}' is not supported: only -d macvlan", c.driver);
-        }
+        rules::network_name(&c.name, self.nets.contains_key(&c.name))?;
+        rules::driver(&c.driver)?;
         let opts = NetOpts::parse(&c.options).map_err(|e| anyhow!(e))?;
+        rules::network_spec(&c, &opts, cni)?;
         let parent = opts.parent.clone();
-        if c.internal {
-            if let Some(p) = &parent {
-                bail!("an --internal network has no parent: drop -o parent={p} or --internal");
-            }
-        }
-        if parent.is_none() && opts.mode != Mode::Bridge {
-            bail!(
-                "macvlan mode '{}' needs a parent: an internal network (no -o parent) only has bridge mode",
-                opts.mode.name()
-            );
-        }
-        if c.ipam.subnets.is_empty() && !cni {
-            bail!("--subnet is required (e.g. --subnet 198.18.0.0/24; add --ipv6 --subnet 2001:2::/64 for IPv6)");
-        }
         let ipam = Ipam::new(&c.ipam).map_err(|e| anyhow!(e))?;
-        for n in self.nets.values() {
-            if let Some((mine, theirs)) = ipam.overlap(&n.ipam) {
-                bail!(
-                    "Pool overlaps with other one on this address space: subnet {mine} of network '{}' overlaps subnet {theirs} of network '{}'",
-                    c.name,
-                    n.name
-                );
-            }
-        }
+        rules::no_pool_overlap(&c.name, &ipam, self.nets.values().map(|n| (n.name.as_str(), &n.ipam)))?;
         let (link, vlan) = match &parent {
             Some(p) => {
                 let (link, vlan) = resolve_parent(self.h.clone(), p).await?;
@@ -161,23 +131,10 @@ impl Daemon {
             None => (None, 0),
         };
         if let (Some(p), Some(link)) = (&parent, &link) {
-            if opts.keep_pcp && vlan == 0 {
-                bail!("-o vlan_pcp=keep is for VLAN parents (e.g. {link}.50); {p} is untagged");
-            }
-            // Passthru owns its (link, VLAN): like the kernel, one child per parent.
             let ln = netlink::link_by_name(&self.h, link).await?.map(|l| l.index);
             let same_parent = |n: &&Network| n.vlan == vlan && n.domain.is_some() && n.domain == ln;
-            if let Some(other) = self.nets.values().find(same_parent) {
-                if opts.mode == Mode::Passthru {
-                    bail!(
-                        "cannot use mode passthru, macvlan network {} is already using parent interface {p}",
-                        other.name
-                    );
-                }
-                if other.opts.mode == Mode::Passthru {
-                    bail!("cannot use parent interface {p}: macvlan network {} uses it in passthru mode", other.name);
-                }
-            }
+            let other = self.nets.values().find(same_parent).map(|n| Sharing { name: &n.name, mode: n.opts.mode });
+            rules::parent_use(p, link, vlan, &opts, other)?;
         }
         let id = self.next_id;
         let domain = self.acquire_domain(id, link.as_deref()).await?;
@@ -225,16 +182,13 @@ impl Daemon {
     /// A MAC may be used once per VLAN of an L2 domain, and never be the parent's own (except by
     /// a passthru endpoint, which takes it).
     pub(super) fn check_mac(&self, mac: MacAddr, dkey: u32, vlan: u16, passthru: bool) -> Result<()> {
-        for n in self.nets.values().filter(|n| n.domain == Some(dkey) && n.vlan == vlan) {
-            if let Some(e) = n.endpoints.find(&Key::Mac(mac)).and_then(|id| n.endpoints.get(id)) {
-                bail!("MAC {mac} is already used by the endpoint {} on network '{}'", e.label(), n.name);
-            }
-        }
+        let used_by = self.nets.values().filter(|n| n.domain == Some(dkey) && n.vlan == vlan).find_map(|n| {
+            let e = n.endpoints.find(&Key::Mac(mac)).and_then(|id| n.endpoints.get(id))?;
+            Some((e.label(), n.name.as_str()))
+        });
         let dom = &self.domains[&dkey];
-        if !dom.anchor && !passthru && dom.link.mac == Some(mac) {
-            bail!("MAC {mac} is the parent {}'s own address", dom.link.name);
-        }
-        Ok(())
+        let parent = (!dom.anchor).then_some((dom.link.name.as_str(), dom.link.mac));
+        rules::mac_free(mac, used_by, parent, passthru)
     }
 
     /// Passthru: the parent goes promiscuous (it takes every unicast frame) and, when the endpoint

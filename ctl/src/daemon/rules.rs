@@ -1,0 +1,268 @@
+//! The registry's rules, pure: what a network or an endpoint may be, given what already exists.
+//! No host is asked here (the parent's link, a namespace); the callers in `network` and `connect`
+//! gather those facts and apply these rules before any side effect, so a refused request leaves
+//! nothing behind. Each rule's error names the value it refuses.
+
+use anyhow::{bail, Result};
+use xmacvlan_datapath::frame::MacAddr;
+use xmacvlan_datapath::fwd::Mode;
+
+use crate::api::CreateNetwork;
+use crate::ipam::Ipam;
+use crate::netopts::NetOpts;
+
+/// A network's name: 1-64 letters, digits, '_', '.' or '-', not taken.
+pub(super) fn network_name(name: &str, taken: bool) -> Result<()> {
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch)) {
+        bail!("network name '{name}' is invalid: use 1-64 letters, digits, '_', '.' or '-'");
+    }
+    if taken {
+        bail!("network name '{name}' is already taken");
+    }
+    Ok(())
+}
+
+/// `-d DRIVER`: macvlan.
+pub(super) fn driver(driver: &str) -> Result<()> {
+    if driver != "macvlan" {
+        bail!("driver '{driver}' is not supported: only -d macvlan");
+    }
+    Ok(())
+}
+
+/// What `network create` asks for, on its own: a parent or `--internal` (not both), a mode an
+/// internal network can have, subnets (a CNI network has none: its IPAM plugin decides).
+pub(super) fn network_spec(c: &CreateNetwork, opts: &NetOpts, cni: bool) -> Result<()> {
+    if c.internal {
+        if let Some(p) = &opts.parent {
+            bail!("an --internal network has no parent: drop -o parent={p} or --internal");
+        }
+    }
+    if opts.parent.is_none() && opts.mode != Mode::Bridge {
+        bail!(
+            "macvlan mode '{}' needs a parent: an internal network (no -o parent) only has bridge mode",
+            opts.mode.name()
+        );
+    }
+    if c.ipam.subnets.is_empty() && !cni {
+        bail!("--subnet is required (e.g. --subnet 198.18.0.0/24; add --ipv6 --subnet 2001:2::/64 for IPv6)");
+    }
+    Ok(())
+}
+
+/// No subnet of the new network `name` overlaps one of another network (Docker's words).
+pub(super) fn no_pool_overlap<'a>(
+    name: &str,
+    ipam: &Ipam,
+    others: impl IntoIterator<Item = (&'a str, &'a Ipam)>,
+) -> Result<()> {
+    for (other, theirs) in others {
+        if let Some((mine, t)) = ipam.overlap(theirs) {
+            bail!(
+                "Pool overlaps with other one on this address space: subnet {mine} of network '{name}' overlaps subnet {t} of network '{other}'"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The networks already on the same parent link and VLAN, by name and mode.
+pub(super) struct Sharing<'a> {
+    pub name: &'a str,
+    pub mode: Mode,
+}
+
+/// A network on parent `parent` (as the user wrote it; `link` is its lower link, `vlan` its tag):
+/// `vlan_pcp=keep` only on a VLAN, and passthru owns its (link, VLAN) alone, as the kernel allows
+/// one child per parent in that mode.
+pub(super) fn parent_use(
+    parent: &str,
+    link: &str,
+    vlan: u16,
+    opts: &NetOpts,
+    same_parent: Option<Sharing>,
+) -> Result<()> {
+    if opts.keep_pcp && vlan == 0 {
+        bail!("-o vlan_pcp=keep is for VLAN parents (e.g. {link}.50); {parent} is untagged");
+    }
+    if let Some(other) = same_parent {
+        if opts.mode == Mode::Passthru {
+            bail!(
+                "cannot use mode passthru, macvlan network {} is already using parent interface {parent}",
+                other.name
+            );
+        }
+        if other.mode == Mode::Passthru {
+            bail!("cannot use parent interface {parent}: macvlan network {} uses it in passthru mode", other.name);
+        }
+    }
+    Ok(())
+}
+
+/// An endpoint's MTU: the parent's (`max`) unless asked, and then within 68..=max.
+/// `internal`: the limit is the internal network's MTU, else parent `link`'s.
+pub(super) fn endpoint_mtu(requested: Option<u32>, max: u32, internal: bool, link: &str) -> Result<u32> {
+    match requested {
+        None => Ok(max),
+        Some(m) if (68..=max).contains(&m) => Ok(m),
+        Some(m) if internal => bail!("--mtu {m} is outside 68..={max} (the internal network's MTU)"),
+        Some(m) => bail!("--mtu {m} is outside 68..={max} (the parent {link}'s MTU)"),
+    }
+}
+
+/// `--mac-address`: a unicast, non-zero MAC.
+pub(super) fn requested_mac(given: Option<&str>) -> Result<Option<MacAddr>> {
+    let Some(s) = given else { return Ok(None) };
+    let m: MacAddr = s.parse().map_err(|e| anyhow::anyhow!("--mac-address: {e}"))?;
+    if m.is_multicast() || m.is_zero() {
+        bail!("--mac-address {m} is a multicast or zero address; endpoints need a unicast MAC");
+    }
+    Ok(Some(m))
+}
+
+/// A passthru network has one endpoint (`existing`: the one it has), and an endpoint MAC other
+/// than the parent's would change the parent's, which `sharing` (another network on the parent)
+/// also uses.
+pub(super) fn passthru_endpoint(
+    network: &str,
+    link: &str,
+    existing: Option<String>,
+    mac: Option<MacAddr>,
+    parent_mac: Option<MacAddr>,
+    sharing: Option<&str>,
+) -> Result<()> {
+    if let Some(e) = existing {
+        bail!(
+            "network '{network}' is in passthru mode and already has its endpoint {e}: passthru allows one endpoint per parent ({link})"
+        );
+    }
+    if let (Some(_), Some(other)) = (mac.filter(|m| Some(*m) != parent_mac), sharing) {
+        bail!(
+            "--mac-address would change the MAC of {link}, which network '{other}' also uses; leave it out to take {link}'s MAC"
+        );
+    }
+    Ok(())
+}
+
+/// A MAC is used once per VLAN of an L2 domain (`used_by`: the endpoint and network that have it
+/// there), and is never the parent's own, except by a passthru endpoint, which takes it.
+pub(super) fn mac_free(
+    mac: MacAddr,
+    used_by: Option<(String, &str)>,
+    parent: Option<(&str, Option<MacAddr>)>,
+    passthru: bool,
+) -> Result<()> {
+    if let Some((endpoint, network)) = used_by {
+        bail!("MAC {mac} is already used by the endpoint {endpoint} on network '{network}'");
+    }
+    if let Some((link, parent_mac)) = parent {
+        if !passthru && parent_mac == Some(mac) {
+            bail!("MAC {mac} is the parent {link}'s own address");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::IpamSpec;
+
+    fn create(name: &str, internal: bool, subnets: &[&str]) -> CreateNetwork {
+        CreateNetwork {
+            name: name.into(),
+            driver: "macvlan".into(),
+            ipam: IpamSpec { subnets: subnets.iter().map(|s| s.to_string()).collect(), ..IpamSpec::default() },
+            internal,
+            options: vec![],
+        }
+    }
+
+    fn opts(parent: Option<&str>, mode: Mode) -> NetOpts {
+        NetOpts { parent: parent.map(str::to_string), mode, nodst: false, keep_pcp: false }
+    }
+
+    fn err(r: Result<impl std::fmt::Debug>) -> String {
+        format!("{:#}", r.expect_err("refused"))
+    }
+
+    #[test]
+    fn names_are_checked_and_unique() {
+        network_name("lab-net_1.a", false).unwrap();
+        assert!(err(network_name("", false)).contains("'' is invalid"));
+        assert!(err(network_name("a b", false)).contains("'a b' is invalid"));
+        assert!(err(network_name(&"n".repeat(65), false)).contains("is invalid"));
+        assert_eq!(err(network_name("taken", true)), "network name 'taken' is already taken");
+    }
+
+    #[test]
+    fn a_network_is_a_parent_or_internal_and_has_subnets() {
+        let c = create("n", false, &["198.18.0.0/24"]);
+        network_spec(&c, &opts(Some("eth1"), Mode::Vepa), false).unwrap();
+        driver("macvlan").unwrap();
+        assert!(err(driver("ipvlan")).contains("driver 'ipvlan' is not supported"));
+        let internal = create("n", true, &["198.18.0.0/24"]);
+        assert!(err(network_spec(&internal, &opts(Some("eth1"), Mode::Bridge), false)).contains("-o parent=eth1"));
+        assert!(
+            err(network_spec(&internal, &opts(None, Mode::Private), false)).contains("mode 'private' needs a parent")
+        );
+        let bare = create("n", false, &[]);
+        assert!(err(network_spec(&bare, &opts(Some("eth1"), Mode::Bridge), false)).contains("--subnet is required"));
+        network_spec(&bare, &opts(Some("eth1"), Mode::Bridge), true).expect("a CNI network has no subnets");
+    }
+
+    #[test]
+    fn pools_do_not_overlap() {
+        let spec = |s: &str| IpamSpec { subnets: vec![s.into()], ..IpamSpec::default() };
+        let a = Ipam::new(&spec("198.18.0.0/24")).unwrap();
+        let b = Ipam::new(&spec("198.18.1.0/24")).unwrap();
+        let wide = Ipam::new(&spec("198.18.0.0/16")).unwrap();
+        no_pool_overlap("a", &a, [("b", &b)]).unwrap();
+        let e = err(no_pool_overlap("new", &wide, [("b", &b)]));
+        assert!(e.contains("198.18.0.0/16 of network 'new' overlaps subnet 198.18.1.0/24 of network 'b'"), "{e}");
+    }
+
+    #[test]
+    fn passthru_owns_its_parent_and_pcp_needs_a_vlan() {
+        let bridge = opts(Some("eth1"), Mode::Bridge);
+        parent_use("eth1", "eth1", 0, &bridge, Some(Sharing { name: "other", mode: Mode::Bridge })).unwrap();
+        let pt = opts(Some("eth1"), Mode::Passthru);
+        parent_use("eth1", "eth1", 0, &pt, None).unwrap();
+        assert!(err(parent_use("eth1", "eth1", 0, &pt, Some(Sharing { name: "o", mode: Mode::Bridge })))
+            .contains("cannot use mode passthru, macvlan network o"));
+        assert!(err(parent_use("eth1", "eth1", 0, &bridge, Some(Sharing { name: "o", mode: Mode::Passthru })))
+            .contains("uses it in passthru mode"));
+        let keep = NetOpts { keep_pcp: true, ..opts(Some("eth1"), Mode::Bridge) };
+        parent_use("eth1.50", "eth1", 50, &keep, None).unwrap();
+        assert!(err(parent_use("eth1", "eth1", 0, &keep, None))
+            .contains("vlan_pcp=keep is for VLAN parents (e.g. eth1.50)"));
+    }
+
+    #[test]
+    fn endpoint_mtu_macs_and_passthru() {
+        assert_eq!(endpoint_mtu(None, 1500, false, "eth1").unwrap(), 1500);
+        assert_eq!(endpoint_mtu(Some(68), 1500, false, "eth1").unwrap(), 68);
+        assert!(err(endpoint_mtu(Some(1501), 1500, false, "eth1")).contains("the parent eth1's MTU"));
+        assert!(err(endpoint_mtu(Some(67), 9000, true, "-")).contains("68..=9000 (the internal network's MTU)"));
+
+        assert_eq!(requested_mac(None).unwrap(), None);
+        let m = requested_mac(Some("02:42:c6:12:00:11")).unwrap().unwrap();
+        assert!(err(requested_mac(Some("01:00:5e:00:00:01"))).contains("multicast or zero"));
+        assert!(err(requested_mac(Some("00:00:00:00:00:00"))).contains("multicast or zero"));
+        assert!(err(requested_mac(Some("nope"))).starts_with("--mac-address: "));
+
+        let parent: MacAddr = "02:00:c6:12:00:fe".parse().unwrap();
+        mac_free(m, None, Some(("eth1", Some(parent))), false).unwrap();
+        assert!(err(mac_free(m, Some(("ns1".into(), "n")), None, false))
+            .contains("used by the endpoint ns1 on network 'n'"));
+        assert!(err(mac_free(parent, None, Some(("eth1", Some(parent))), false)).contains("the parent eth1's own"));
+        mac_free(parent, None, Some(("eth1", Some(parent))), true).expect("passthru takes the parent's MAC");
+
+        passthru_endpoint("p", "eth1", None, Some(m), Some(parent), None).unwrap();
+        passthru_endpoint("p", "eth1", None, Some(parent), Some(parent), Some("other")).expect("the parent's own MAC");
+        assert!(err(passthru_endpoint("p", "eth1", Some("ns1".into()), None, Some(parent), None))
+            .contains("already has its endpoint ns1"));
+        assert!(err(passthru_endpoint("p", "eth1", None, Some(m), Some(parent), Some("other")))
+            .contains("would change the MAC of eth1, which network 'other' also uses"));
+    }
+}
