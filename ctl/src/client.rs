@@ -186,7 +186,8 @@ mod tests {
         );
         let (path, h) = stand_in(Some(line));
         let s = Client::new(&path).stats().unwrap();
-        assert_eq!((s.workers.len(), s.workers[0].rx_frames, s.workers[0].tx_frames), (1, 7, 0));
+        let w = &s.workers[0].counters;
+        assert_eq!((s.workers.len(), w.rx_frames, w.tx_frames), (1, 7, 0));
         h.join().unwrap();
     }
 

@@ -164,13 +164,14 @@ pub fn stats(s: &Stats, format: Format, watch: bool, all: bool) -> Result<()> {
     }
     print_table(
         &["WORKER", "CPU", "RX/s", "TX/s", "DROP/s", "RX", "TX", "DROPPED", "KICKS", "SLEEPS"],
-        s.workers.iter().map(|w| {
+        s.workers.iter().map(|v| {
+            let w = &v.counters;
             vec![
                 w.id.to_string(),
                 w.cpu.map_or("-".into(), |c| c.to_string()),
-                format!("{:.0}", w.rx_pps),
-                format!("{:.0}", w.tx_pps),
-                format!("{:.0}", w.drop_pps),
+                format!("{:.0}", v.rx_pps),
+                format!("{:.0}", v.tx_pps),
+                format!("{:.0}", v.drop_pps),
                 w.rx_frames.to_string(),
                 w.tx_frames.to_string(),
                 w.dropped.to_string(),

@@ -142,8 +142,10 @@ impl UmemCounters {
     }
 }
 
-/// A plain-value copy of [`UmemCounters`], summed over workers.
+/// A plain-value copy of [`UmemCounters`], summed over workers: where a network's UMEM frames are,
+/// `frames = free + flood + parent + endpoints + in_flight` ([`UmemStats::balanced`]).
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default))]
 pub struct UmemStats {
     pub frames: u64,
     pub free: u64,
@@ -166,6 +168,32 @@ impl UmemStats {
         self.umems += o.umems;
         self.bytes += o.bytes;
     }
+
+    /// The frames that are somewhere.
+    pub fn accounted(&self) -> u64 {
+        self.free + self.flood + self.parent + self.endpoints + self.in_flight
+    }
+
+    /// Every frame is somewhere, and there are frames.
+    pub fn balanced(&self) -> bool {
+        self.frames > 0 && self.frames == self.accounted()
+    }
+}
+
+impl std::fmt::Display for UmemStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "frames {} {} free {} + flood {} + parent {} + endpoints {} + in_flight {}",
+            self.frames,
+            if self.balanced() { "=" } else { "≠" },
+            self.free,
+            self.flood,
+            self.parent,
+            self.endpoints,
+            self.in_flight
+        )
+    }
 }
 
 /// Per worker totals.
@@ -186,6 +214,7 @@ pub struct WorkerCounters {
 }
 
 #[derive(Default, Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default))]
 pub struct WorkerStats {
     pub id: usize,
     pub cpu: Option<usize>,

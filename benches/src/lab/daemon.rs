@@ -38,7 +38,7 @@ impl Lab {
             .map_err(|e| anyhow!("{e}\ndaemon log tail:\n{}", self.daemon_log_tail(40)))?;
         let mut m = BTreeMap::new();
         let mut add = |k: String, v: u64| *m.entry(k).or_insert(0) += v;
-        for w in &stats.workers {
+        for w in stats.workers.iter().map(|w| &w.counters) {
             for (k, v) in [
                 ("rx_frames", w.rx_frames),
                 ("tx_frames", w.tx_frames),

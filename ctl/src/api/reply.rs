@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use xmacvlan_datapath::counters::{UmemStats, WorkerStats};
 
 /// `network inspect` / `ls` view of a network.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,20 +151,12 @@ pub struct Stats {
     pub fast_path: FastPathView,
 }
 
-/// One worker's loop counters, and its rates over the last second.
+/// One worker's loop counters (the datapath's own), and its rates over the last second.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WorkerView {
-    pub id: usize,
-    pub cpu: Option<usize>,
-    pub rx_frames: u64,
-    pub tx_frames: u64,
-    pub dropped: u64,
-    pub flood_copies: u64,
-    pub flood_empty: u64,
-    pub busy_loops: u64,
-    pub idle_sleeps: u64,
-    pub tx_kicks: u64,
+    #[serde(flatten)]
+    pub counters: WorkerStats,
     pub rx_pps: f64,
     pub tx_pps: f64,
     pub drop_pps: f64,
@@ -231,48 +224,8 @@ pub struct PortEndpoint {
     pub ips: Vec<String>,
 }
 
-/// A network's UMEM frames by where they are, summed over workers:
-/// `frames = free + flood + parent + endpoints + in_flight`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct UmemView {
-    pub frames: u64,
-    pub free: u64,
-    pub flood: u64,
-    pub parent: u64,
-    pub endpoints: u64,
-    pub in_flight: u64,
-    pub umems: u64,
-    pub bytes: u64,
-}
-
-impl UmemView {
-    /// The frames that are somewhere.
-    pub fn accounted(&self) -> u64 {
-        self.free + self.flood + self.parent + self.endpoints + self.in_flight
-    }
-
-    /// Every frame is somewhere, and there are frames.
-    pub fn balanced(&self) -> bool {
-        self.frames > 0 && self.frames == self.accounted()
-    }
-}
-
-impl std::fmt::Display for UmemView {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "frames {} {} free {} + flood {} + parent {} + endpoints {} + in_flight {}",
-            self.frames,
-            if self.balanced() { "=" } else { "≠" },
-            self.free,
-            self.flood,
-            self.parent,
-            self.endpoints,
-            self.in_flight
-        )
-    }
-}
+/// A network's UMEM frames by where they are, summed over workers (the datapath's census).
+pub type UmemView = UmemStats;
 
 /// The counters of the ports removed since the daemon started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,9 +7,7 @@ use xmacvlan_datapath::fwd::{DropReason, PortId};
 use xmacvlan_datapath::{PortReport, Report};
 
 use super::{Daemon, Network};
-use crate::api::reply::{
-    Departed, FastPathView, NetworkStats, PortEndpoint, PortKernel, PortStats, Stats, UmemView, WorkerView,
-};
+use crate::api::reply::{Departed, FastPathView, NetworkStats, PortEndpoint, PortKernel, PortStats, Stats, WorkerView};
 use crate::api::{EndpointView, NetworkView, SubnetView};
 
 impl Daemon {
@@ -65,21 +63,7 @@ impl Daemon {
             .enumerate()
             .map(|(i, w)| {
                 let (rx, tx, dr) = self.rates.per_sec.get(i).copied().unwrap_or_default();
-                WorkerView {
-                    id: w.id,
-                    cpu: w.cpu,
-                    rx_frames: w.rx_frames,
-                    tx_frames: w.tx_frames,
-                    dropped: w.dropped,
-                    flood_copies: w.flood_copies,
-                    flood_empty: w.flood_empty,
-                    busy_loops: w.busy_loops,
-                    idle_sleeps: w.idle_sleeps,
-                    tx_kicks: w.tx_kicks,
-                    rx_pps: rx.round(),
-                    tx_pps: tx.round(),
-                    drop_pps: dr.round(),
-                }
+                WorkerView { counters: w.clone(), rx_pps: rx.round(), tx_pps: tx.round(), drop_pps: dr.round() }
             })
             .collect();
         let networks = self.nets.values().filter_map(|n| self.network_stats(n, &report)).collect();
@@ -127,17 +111,6 @@ impl Daemon {
                 ports.push(port_stats(if e.netns().is_some() { "endpoint" } else { "tap" }, p, Some(place)));
             }
         }
-        let u = &r.umem;
-        let umem = UmemView {
-            frames: u.frames,
-            free: u.free,
-            flood: u.flood,
-            parent: u.parent,
-            endpoints: u.endpoints,
-            in_flight: u.in_flight,
-            umems: u.umems,
-            bytes: u.bytes,
-        };
         Some(NetworkStats {
             name: n.name.clone(),
             parent: n.parent.clone(),
@@ -146,7 +119,7 @@ impl Daemon {
             internal: n.internal,
             xdp_mode: r.xdp_mode.into(),
             ports,
-            umem,
+            umem: r.umem,
         })
     }
 }
