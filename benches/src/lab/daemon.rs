@@ -1,27 +1,25 @@
-//! The xmacvlan daemon of the lab: started per backend, spoken to through its CLI, its counters read
-//! for the cross-check, stopped by PID.
+//! The xmacvlan daemon of the lab: started per backend, spoken to through the control client
+//! (`xmacvlan_ctl::client`, as the CLI does), its counters read for the cross-check, stopped by PID.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::fd::AsFd;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
+use xmacvlan_ctl::api;
 use xmacvlan_ctl::client::Client;
+use xmacvlan_ctl::ipam::IpamSpec;
 use xmacvlan_lab::daemon::clean_exit;
 use xmacvlan_lab::{sys, DaemonProcess, DaemonSpec};
 
-use super::{ip_str, ns_path, run_cmd, Lab, GEN_IP, NETWORK_NAME, PARENT_IF, SUBNET};
+use super::{ip_str, ns_path, Lab, GEN_IP, NETWORK_NAME, PARENT_IF, SUBNET};
 
 impl Lab {
-    pub(crate) fn client(&self, args: &[&str]) -> Result<String> {
-        let bin = self.bin.as_ref().ok_or_else(|| anyhow!("no xmacvlan binary"))?;
-        let sock = self.tmp.join("x.sock");
-        let mut c = Command::new(bin);
-        c.arg("--socket").arg(&sock).args(args);
-        run_cmd(&mut c, Duration::from_secs(60))
-            .map(|o| o.stdout)
+    /// One request to the lab's daemon through the control client; a failure shows the daemon's
+    /// log tail.
+    pub(crate) fn call<T>(&self, f: impl FnOnce(&Client) -> xmacvlan_ctl::client::Result<T>) -> Result<T> {
+        f(&Client::new(self.tmp.join("x.sock")))
             .map_err(|e| anyhow!("{e}\ndaemon log tail:\n{}", self.daemon_log_tail(40)))
     }
 
@@ -33,9 +31,7 @@ impl Lab {
         if self.daemon.is_none() {
             return Ok(None);
         }
-        let stats = Client::new(self.tmp.join("x.sock"))
-            .stats()
-            .map_err(|e| anyhow!("{e}\ndaemon log tail:\n{}", self.daemon_log_tail(40)))?;
+        let stats = self.call(Client::stats)?;
         let mut m = BTreeMap::new();
         let mut add = |k: String, v: u64| *m.entry(k).or_insert(0) += v;
         for w in stats.workers.iter().map(|w| &w.counters) {
@@ -88,19 +84,20 @@ impl Lab {
             own_process_group: true,
         };
         self.daemon = Some(DaemonProcess::start(&spec, Duration::from_secs(30))?);
-        self.client(&[
-            "network",
-            "create",
-            "-d",
-            "macvlan",
-            "--subnet",
-            SUBNET,
-            "--aux-address",
-            &format!("wirehost={}", ip_str(&GEN_IP)),
-            "-o",
-            &format!("parent={PARENT_IF}"),
-            NETWORK_NAME,
-        ])?;
+        let ipam = IpamSpec {
+            subnets: vec![SUBNET.into()],
+            aux_addresses: vec![format!("wirehost={}", ip_str(&GEN_IP))],
+            ..IpamSpec::default()
+        };
+        self.call(|c| {
+            c.create(api::CreateNetwork {
+                name: NETWORK_NAME.into(),
+                driver: "macvlan".into(),
+                ipam,
+                internal: false,
+                options: vec![("parent".into(), PARENT_IF.into())],
+            })
+        })?;
         Ok(())
     }
 

@@ -16,6 +16,8 @@ use xmacvlan_lab::topology::{self, End, MacvlanChild};
 pub use xmacvlan_lab::{mac_str, ns_path};
 use xmacvlan_lab::{sys, DaemonProcess, Netns};
 
+use xmacvlan_ctl::api;
+
 use crate::nlstats::{Link, NsSock};
 
 mod daemon;
@@ -322,17 +324,19 @@ impl Lab {
             Backend::TcFloor => self.grow_floor(from, n)?,
             Backend::Xmacvlan | Backend::XmacvlanXdp | Backend::XmacvlanAfxdp => {
                 for i in from..n {
-                    let path = self.containers[i].ns.path();
-                    self.client(&[
-                        "network",
-                        "connect",
-                        "--ip",
-                        &ip_str(&endpoint_ip(i)),
-                        "--mac-address",
-                        &mac_str(&endpoint_mac(i)),
-                        NETWORK_NAME,
-                        &path,
-                    ])?;
+                    self.call(|c| {
+                        c.connect(api::Connect {
+                            network: NETWORK_NAME.into(),
+                            netns: Some(self.containers[i].ns.path()),
+                            tap: None,
+                            owner: None,
+                            ip: Some(ip_str(&endpoint_ip(i))),
+                            ip6: None,
+                            mac: Some(mac_str(&endpoint_mac(i))),
+                            ifname: CONTAINER_IF.into(),
+                            mtu: None,
+                        })
+                    })?;
                     check_interrupted()?;
                 }
             }
