@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -309,16 +308,7 @@ impl Lab {
                     .collect();
                 topology::macvlan_children(&self.dp.name, PARENT_IF, &children)?;
                 for i in from..n {
-                    let ns = self.containers[i].ns.name.clone();
-                    let f = self.tmp.join("c.batch");
-                    fs::write(
-                        &f,
-                        format!(
-                            "addr add {}/{PREFIX_LEN} dev {CONTAINER_IF}\nlink set {CONTAINER_IF} up\n",
-                            ip_str(&endpoint_ip(i))
-                        ),
-                    )?;
-                    run_cmd(Command::new("ip").args(["-n", &ns, "-batch"]).arg(&f), CMD_TIMEOUT)?;
+                    self.address_container(i)?;
                 }
             }
             Backend::TcFloor => self.grow_floor(from, n)?,
@@ -417,18 +407,19 @@ impl Lab {
             let ifindex = self.ifindex(&dp, &host)?;
             self.floor.as_mut().expect("set above").add(&dp_path, mac, ifindex)?;
             ip(&["-n", &dp, "link", "set", &host, "up"])?;
-            let f = self.tmp.join("c.batch");
-            fs::write(
-                &f,
-                format!(
-                    "addr add {}/{PREFIX_LEN} dev {CONTAINER_IF}\nlink set {CONTAINER_IF} up\nlink set lo up\n",
-                    ip_str(&endpoint_ip(i))
-                ),
-            )?;
-            run_cmd(Command::new("ip").args(["-n", &ns, "-batch"]).arg(&f), CMD_TIMEOUT)?;
+            self.address_container(i)?;
             check_interrupted()?;
         }
         Ok(())
+    }
+
+    /// Container `i`'s interface (made by the kernel or tc-floor backend) gets its address and goes up.
+    fn address_container(&self, i: usize) -> Result<()> {
+        let script = format!(
+            "addr add {}/{PREFIX_LEN} dev {CONTAINER_IF}\nlink set {CONTAINER_IF} up\n",
+            ip_str(&endpoint_ip(i))
+        );
+        topology::run_batch(Some(&self.containers[i].ns.name), &script)
     }
 
     /// Waits until the interfaces of containers `range` are up with their MACs.
