@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use xmacvlan_lab::netlink::{attrs, push_attr, Netlink};
+use xmacvlan_lab::netlink::{attrs, Msg, Netlink};
 use xmacvlan_lab::sys;
 
 const GENL_ID_CTRL: u16 = 0x10;
@@ -27,13 +27,14 @@ pub struct NapiInfo {
     pub pid: Option<i32>,
 }
 
-/// A generic netlink request body: genlmsghdr (command, version 1) and the attributes.
-fn genl_body(cmd: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
-    let mut b = vec![cmd, 1, 0, 0];
+/// A generic netlink request to `family`: genlmsghdr (command, version 1) and the attributes.
+fn genl_msg(family: u16, flags: libc::c_int, cmd: u8, attrs: &[(u16, &[u8])]) -> Msg {
+    let mut m = Msg::new(family, flags);
+    m.put(&[cmd, 1, 0, 0]);
     for (t, d) in attrs {
-        push_attr(&mut b, *t, d);
+        m.attr(*t, d);
     }
-    b
+    m
 }
 
 fn u32_of(d: &[u8]) -> Option<u32> {
@@ -41,13 +42,13 @@ fn u32_of(d: &[u8]) -> Option<u32> {
 }
 
 /// The attributes of a generic netlink answer (after its 4-byte genlmsghdr).
-fn genl_attrs(body: &[u8]) -> Vec<(u16, &[u8])> {
-    body.get(4..).map(attrs).unwrap_or_default()
+fn genl_attrs(body: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    attrs(body.get(4..).unwrap_or_default())
 }
 
 fn query_napi(ifindex: u32) -> Result<Vec<NapiInfo>> {
-    let nl = Netlink::open(libc::NETLINK_GENERIC)?;
-    let seq = nl.request(GENL_ID_CTRL, 0, &genl_body(CTRL_CMD_GETFAMILY, &[(CTRL_ATTR_FAMILY_NAME, b"netdev\0")]))?;
+    let nl = Netlink::open(libc::NETLINK_GENERIC)?.with_timeout(std::time::Duration::from_secs(2))?;
+    let seq = nl.send(genl_msg(GENL_ID_CTRL, 0, CTRL_CMD_GETFAMILY, &[(CTRL_ATTR_FAMILY_NAME, b"netdev\0")]))?;
     let mut family = None;
     nl.answers(seq, false, |_, body| {
         for (t, d) in genl_attrs(body) {
@@ -59,8 +60,9 @@ fn query_napi(ifindex: u32) -> Result<Vec<NapiInfo>> {
     .context("resolving the `netdev` generic netlink family")?;
     let family = family.ok_or_else(|| anyhow!("no `netdev` generic netlink family (kernel too old?)"))?;
 
-    let body = genl_body(NETDEV_CMD_NAPI_GET, &[(NETDEV_A_NAPI_IFINDEX, &ifindex.to_ne_bytes())]);
-    let seq = nl.request(family, libc::NLM_F_DUMP as u16, &body)?;
+    let msg =
+        genl_msg(family, libc::NLM_F_DUMP, NETDEV_CMD_NAPI_GET, &[(NETDEV_A_NAPI_IFINDEX, &ifindex.to_ne_bytes())]);
+    let seq = nl.send(msg)?;
     let mut out = Vec::new();
     nl.answers(seq, true, |_, body| {
         let (mut idx, mut id, mut pid) = (None, None, None);

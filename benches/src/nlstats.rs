@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use xmacvlan_lab::netlink::{attrs, Netlink};
+use xmacvlan_lab::netlink::{self, attrs, Msg, Netlink};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
@@ -33,21 +33,23 @@ pub struct NsSock(Netlink);
 impl NsSock {
     /// Opens the socket inside the namespace at `ns_path`.
     pub fn open(ns_path: &Path) -> Result<NsSock> {
-        Ok(NsSock(Netlink::open_in(ns_path, libc::NETLINK_ROUTE)?))
+        Ok(NsSock(netlink::open_in(ns_path, libc::NETLINK_ROUTE)?))
     }
 
-    /// An RTM_*LINK request for interface `ifindex` (0: all), its sequence number.
-    fn request(&self, ty: u16, flags: u16, ifindex: i32) -> Result<u32> {
+    /// An RTM_*LINK request for interface `ifindex` (0: all).
+    fn request(ty: u16, flags: libc::c_int, ifindex: i32) -> Msg {
         // ifinfomsg: family, pad, type, index, flags, change.
-        let mut m = [0u8; 16];
-        m[0] = libc::AF_UNSPEC as u8;
-        m[4..8].copy_from_slice(&ifindex.to_ne_bytes());
-        Ok(self.0.request(ty, flags, &m)?)
+        let mut ifinfo = [0u8; 16];
+        ifinfo[0] = libc::AF_UNSPEC as u8;
+        ifinfo[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut m = Msg::new(ty, flags);
+        m.put(&ifinfo);
+        m
     }
 
     /// Every interface of the namespace but loopback.
     pub fn links(&self) -> Result<Vec<Link>> {
-        let seq = self.request(RTM_GETLINK, libc::NLM_F_DUMP as u16, 0)?;
+        let seq = self.0.send(Self::request(RTM_GETLINK, libc::NLM_F_DUMP, 0))?;
         let mut out = Vec::new();
         self.0
             .answers(seq, true, |ty, body| {
@@ -82,8 +84,7 @@ impl NsSock {
 
     /// Deletes interface `ifindex` (a veth takes its peer along); one already gone is no error.
     pub fn del_link(&self, ifindex: i32) -> Result<()> {
-        let seq = self.request(RTM_DELLINK, libc::NLM_F_ACK as u16, ifindex)?;
-        match self.0.answers(seq, false, |_, _| {}) {
+        match self.0.ack(Self::request(RTM_DELLINK, 0, ifindex)) {
             Err(e) if e.raw_os_error() != Some(libc::ENODEV) => Err(e).context(format!("deleting interface {ifindex}")),
             _ => Ok(()),
         }

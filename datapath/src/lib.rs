@@ -23,6 +23,7 @@ mod endpoint;
 pub mod flood;
 pub mod frame;
 pub mod fwd;
+pub mod netlink;
 mod plane;
 mod pool;
 pub mod probe;

@@ -5,9 +5,9 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`sys`] | the OS layer: syscall results, `setns` onto a thread, sockets (packet, netlink), ioctls, sysctls, CPU pinning |
+//! | [`sys`] | the OS layer: syscall results, `setns` onto a thread, packet sockets, ioctls, sysctls, CPU pinning |
 //! | [`cmd`] | commands (`ip`, `ethtool`, …) with a deadline, and `ip -batch` |
-//! | [`netlink`] | raw netlink requests and answers (link counters of many namespaces, generic netlink) |
+//! | [`netlink`] | the datapath's raw netlink, and a socket opened inside a namespace (link counters of many namespaces, generic netlink) |
 //! | [`netns`] | [`Netns`], a namespace deleted when dropped; many made and removed in one batch |
 //! | [`topology`] | the links a lab is made of: a veth wire between two namespaces, kernel macvlan children |
 //! | [`daemon`] | [`DaemonProcess`], the xmacvlan daemon run inside a lab namespace, stopped by its PID |

@@ -52,18 +52,6 @@ pub fn setsockopt<T: Copy>(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c
     check(rc, || format!("setsockopt(level {level}, option {name})")).map(drop)
 }
 
-/// A netlink socket of `protocol` (NETLINK_ROUTE, NETLINK_GENERIC) in the calling thread's
-/// namespace, whose receives give up after `recv_timeout`.
-pub fn netlink_socket(protocol: libc::c_int, recv_timeout: Duration) -> io::Result<OwnedFd> {
-    let fd = socket(libc::AF_NETLINK, libc::SOCK_RAW, protocol)?;
-    let tv = libc::timeval {
-        tv_sec: recv_timeout.as_secs() as libc::time_t,
-        tv_usec: recv_timeout.subsec_micros() as libc::suseconds_t,
-    };
-    setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, tv)?;
-    Ok(fd)
-}
-
 /// The index of interface `name` in the calling thread's namespace.
 pub fn ifindex(name: &str) -> io::Result<u32> {
     let c =

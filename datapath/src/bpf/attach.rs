@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use libbpf_rs::{ProgramHandle, Xdp, XdpFlags};
 
 use super::{Bpf, Prog, TcProg, XdpMode};
+use crate::netlink::{attrs, Msg, Netlink};
 use crate::Error;
 
 /// Names of our programs, as the kernel reports them: how a restarted daemon recognises what a
@@ -197,7 +198,6 @@ struct XdpIds {
 fn xdp_ids(ifindex: u32) -> std::io::Result<XdpIds> {
     const RTM_GETLINK: u16 = 18;
     const RTM_NEWLINK: u16 = 16;
-    const NLMSG_ERROR: u16 = 2;
     const IFLA_EXT_MASK: u16 = 29;
     const IFLA_XDP: u16 = 43;
     const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
@@ -209,32 +209,24 @@ fn xdp_ids(ifindex: u32) -> std::io::Result<XdpIds> {
     const IFLA_XDP_DRV_PROG_ID: u16 = 5;
     const IFLA_XDP_SKB_PROG_ID: u16 = 6;
 
-    // nlmsghdr (16) + ifinfomsg (16) + IFLA_EXT_MASK attribute (8).
-    let mut req = [0u8; 40];
-    req[0..4].copy_from_slice(&40u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
-    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    req[20..24].copy_from_slice(&(ifindex as i32).to_ne_bytes()); // ifinfomsg.ifi_index
-    req[32..34].copy_from_slice(&8u16.to_ne_bytes());
-    req[34..36].copy_from_slice(&IFLA_EXT_MASK.to_ne_bytes());
-    req[36..40].copy_from_slice(&RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
-    let mut buf = vec![0u8; 32 << 10];
-    let n = super::block::rtnl_request(&req, &mut buf)?;
-    let msg = &buf[..n];
-    let u16_at = |b: &[u8], i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+    // ifinfomsg (family, pad, type, index, flags, change), and no statistics in the answer.
+    let mut m = Msg::new(RTM_GETLINK, 0);
+    let mut ifinfo = [0u8; 16];
+    ifinfo[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    m.put(&ifinfo);
+    m.attr(IFLA_EXT_MASK, &RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
+    let nl = Netlink::open(libc::NETLINK_ROUTE)?;
+    let seq = nl.send(m)?;
+    let mut link = None;
+    nl.answers(seq, false, |ty, body| {
+        if ty == RTM_NEWLINK && body.len() >= 16 {
+            link = Some(body[16..].to_vec());
+        }
+    })?;
+    let link = link.ok_or_else(|| std::io::Error::other("no RTM_NEWLINK in the answer"))?;
     let u32_at = |b: &[u8], i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    if msg.len() < 32 {
-        return Err(std::io::Error::other("short netlink reply"));
-    }
-    match u16_at(msg, 4) {
-        RTM_NEWLINK => {}
-        NLMSG_ERROR => return Err(std::io::Error::from_raw_os_error(-(u32_at(msg, 16) as i32))),
-        t => return Err(std::io::Error::other(format!("unexpected netlink reply type {t}"))),
-    }
-    let end = (u32_at(msg, 0) as usize).min(msg.len());
     let mut ids = XdpIds::default();
-    let Some((_, xdp)) = attrs(&msg[32..end]).find(|&(t, _)| t == IFLA_XDP) else { return Ok(ids) };
+    let Some((_, xdp)) = attrs(&link).find(|&(t, _)| t == IFLA_XDP) else { return Ok(ids) };
     let (mut attached, mut prog) = (0u8, 0u32);
     for (t, p) in attrs(xdp) {
         match (t, p.len()) {
@@ -254,22 +246,6 @@ fn xdp_ids(ifindex: u32) -> std::io::Result<XdpIds> {
     Ok(ids)
 }
 
-/// Netlink attributes as (type, payload), each padded to 4 bytes; stops at a malformed one.
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if b.len() < 4 {
-            return None;
-        }
-        let (len, ty) = (u16::from_ne_bytes([b[0], b[1]]) as usize, u16::from_ne_bytes([b[2], b[3]]) & 0x3fff);
-        if len < 4 || len > b.len() {
-            return None;
-        }
-        let payload = &b[4..len];
-        b = &b[len.next_multiple_of(4).min(b.len())..];
-        Some((ty, payload))
-    })
-}
-
 /// The kernel's id of a loaded program.
 fn prog_id(fd: BorrowedFd<'_>) -> u32 {
     let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
@@ -280,19 +256,5 @@ fn prog_id(fd: BorrowedFd<'_>) -> u32 {
         info.id
     } else {
         0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn netlink_attributes_are_walked_with_their_padding_and_a_bad_length_stops_the_walk() {
-        // (len 5, type 2, one byte + 3 padding), (len 8, type 4 | NLA_F_NESTED, u32 7), (len 2: bad)
-        let b = [5, 0, 2, 0, 1, 0, 0, 0, 8, 0, 4, 0x80, 7, 0, 0, 0, 2, 0, 9, 0];
-        let got: Vec<(u16, Vec<u8>)> = attrs(&b).map(|(t, p)| (t, p.to_vec())).collect();
-        assert_eq!(got, vec![(2, vec![1]), (4, vec![7, 0, 0, 0])]);
-        assert_eq!(attrs(&[]).count(), 0);
     }
 }
