@@ -65,6 +65,20 @@ pub struct PortStats {
 }
 
 impl PortStats {
+    /// Adds what the kernel-side paths delivered to this port, and did not, to its counters; and
+    /// at an endpoint what xmv_endpoint_tc took from its container (the frames the collector
+    /// refused are received and dropped there).
+    pub fn add_fast(&mut self, f: &crate::bpf::FastCount) {
+        self.tx += f.frames;
+        self.tx_bytes += f.bytes;
+        self.rx += f.rx + f.lost;
+        self.rx_bytes += f.rx_bytes;
+        self.drops[DropReason::SocketFull as usize] += f.lost;
+        self.drops[DropReason::DstDown as usize] += f.down;
+        self.drops[DropReason::Oversize as usize] += f.oversize;
+        self.drops[DropReason::TxError as usize] += f.errors;
+    }
+
     pub fn add(&mut self, c: &PortCounters) {
         self.rx += c.rx.get();
         self.rx_bytes += c.rx_bytes.get();

@@ -6,20 +6,20 @@
 //! sockets or through the collector's packet socket, and they decide it with [`fwd::decide`], a pure
 //! function of frame and table, with exact per-port books.
 //!
-//! Rooms: [`Datapath`] (`control.rs`) is the control-plane handle — networks and endpoints are added
+//! Rooms: [`Datapath`] (`control/`) is the control-plane handle — networks and endpoints are added
 //! and removed while the workers run, and every change either completes or leaves nothing behind
-//! (`endpoint.rs`: an endpoint's sockets, maps and attachments). The worker's side: `worker.rs` (the
+//! (`control/endpoint.rs`: an endpoint's sockets, maps and attachments; `control/report.rs`: what
+//! it reports). The worker's side: `worker.rs` (the
 //! loop), `domain.rs` (one forwarding domain's sockets), `plane.rs` (decide, stage, edit tags),
 //! `txbatch.rs` (transmit to endpoints), `flood.rs` (the collector's socket), `pool.rs` and
 //! `budget.rs` (UMEM frames), `xsk/` (AF_XDP itself). Pure rules: `fwd.rs`, `frame.rs`. Books:
-//! `counters.rs`, `report.rs`. `probe.rs`: test frames.
+//! `counters.rs`. `netlink.rs`: raw netlink (the tc block, XDP queries). `probe.rs`: test frames.
 
 pub mod bpf;
 pub mod budget;
 mod control;
 pub mod counters;
 mod domain;
-mod endpoint;
 pub mod flood;
 pub mod frame;
 pub mod fwd;
@@ -27,14 +27,13 @@ pub mod netlink;
 mod plane;
 mod pool;
 pub mod probe;
-mod report;
 pub mod txbatch;
 mod worker;
 pub mod xsk;
 
+pub use control::endpoint::Detached;
+pub use control::report::{KernelPaths, NetworkReport, PortReport, Report};
 pub use control::Datapath;
-pub use endpoint::Detached;
-pub use report::{KernelPaths, NetworkReport, PortReport, Report};
 
 use crate::frame::MacAddr;
 use crate::fwd::Mode;

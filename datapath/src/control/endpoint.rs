@@ -6,17 +6,16 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
+use super::{sync_sources, Iface, ENDPOINT_RINGS};
 use crate::bpf::{self, Prog, TcProg, XdpMode};
 use crate::budget::{group_frames, GROUP_SIZE};
-use crate::control::{Iface, ENDPOINT_RINGS};
 use crate::counters::{PortStats, SharedPortCounters};
 use crate::domain::Port;
 use crate::frame::MacAddr;
 use crate::fwd::{self, Mode, PortId, PortInfo, MAX_PORTS};
-use crate::report::add_fast;
 use crate::worker::{Command, Reply};
 use crate::xsk::{Area, Umem, Xsk, XskMode};
-use crate::{control::sync_sources, Datapath, EndpointSpec, Error, FastPath, NetId};
+use crate::{Datapath, EndpointSpec, Error, FastPath, NetId};
 
 pub(crate) struct EndpointRec {
     pub iface: Iface,
@@ -327,7 +326,7 @@ impl Datapath {
             stats.add(c);
         }
         let f = self.fast_delta(&ep);
-        add_fast(&mut stats, &f);
+        stats.add_fast(&f);
         self.departed.absorb(&stats);
         let network = self.networks.get_mut(&net).expect("exists");
         network.fast_departed.add(&f);

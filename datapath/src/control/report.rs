@@ -1,10 +1,10 @@
 //! What the datapath reports: counters per port summed over workers, the workers' own, the
 //! kernel-side paths' (fast paths, tc flood), departed ports, and each network's UMEM census.
 
+use super::endpoint::EndpointRec;
+use super::Network;
 use crate::bpf;
-use crate::control::Network;
 use crate::counters::{PortStats, SharedPortCounters, UmemStats, WorkerStats};
-use crate::endpoint::EndpointRec;
 use crate::frame::MacAddr;
 use crate::fwd::{self, PortId, PARENT};
 use crate::{Datapath, FastPath, NetId};
@@ -89,7 +89,7 @@ impl Datapath {
                         let k = self.kernel_rx(n);
                         s.rx += k.0;
                         s.rx_bytes += k.1;
-                        add_fast(&mut s, &self.parent_fast_delta(n));
+                        s.add_fast(&self.parent_fast_delta(n));
                         // Frames for the workers that never reached their flood socket.
                         let lost = self.flood_delta(n).lost;
                         s.rx += lost;
@@ -116,7 +116,7 @@ impl Datapath {
                         },
                         stats: {
                             let mut s = sum(&ep.counters);
-                            add_fast(&mut s, &self.fast_delta(ep));
+                            s.add_fast(&self.fast_delta(ep));
                             s
                         },
                     })
@@ -189,18 +189,4 @@ fn not_below_zero(v: u64) -> u64 {
     } else {
         v
     }
-}
-
-/// Adds what the kernel-side paths delivered to a port, and did not, to its counters; and at an
-/// endpoint what xmv_endpoint_tc took from its container (the frames the collector refused are
-/// received and dropped there).
-pub(crate) fn add_fast(s: &mut PortStats, f: &bpf::FastCount) {
-    s.tx += f.frames;
-    s.tx_bytes += f.bytes;
-    s.rx += f.rx + f.lost;
-    s.rx_bytes += f.rx_bytes;
-    s.drops[fwd::DropReason::SocketFull as usize] += f.lost;
-    s.drops[fwd::DropReason::DstDown as usize] += f.down;
-    s.drops[fwd::DropReason::Oversize as usize] += f.oversize;
-    s.drops[fwd::DropReason::TxError as usize] += f.errors;
 }

@@ -1,6 +1,10 @@
-//! The control-plane handle: networks (one per parent or internal anchor) and their workers,
-//! XDP and tc attachment, slots, source lists, endpoint state, shutdown. Endpoints are endpoint.rs,
-//! counters report.rs.
+//! The control-plane handle, [`Datapath`]: networks (one per parent or internal anchor) and their
+//! workers, XDP and tc attachment, slots, source lists, endpoint state, shutdown. Next door, the
+//! same handle's other facets: `endpoint` (adding and removing endpoints) and `report` (what the
+//! counters say).
+
+pub(crate) mod endpoint;
+pub(crate) mod report;
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -12,11 +16,11 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
+use self::endpoint::{EndpointRec, Group};
 use crate::bpf::{self, Bpf, Prog, TcProg, XdpMode, MAX_QUEUES, MAX_SLOTS};
 use crate::budget::chunk_for_mtu;
 use crate::counters::{PortStats, SharedPortCounters, UmemCounters, WorkerCounters};
 use crate::domain::{Domain, Port};
-use crate::endpoint::{EndpointRec, Group};
 use crate::flood::FloodSocket;
 use crate::frame::MacAddr;
 use crate::fwd::{self, PortId, Table};
