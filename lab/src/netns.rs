@@ -2,7 +2,7 @@
 //! the cleanup registry while it lives so that a run ended by a signal or a panic removes it too.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -76,13 +76,6 @@ impl Netns {
     /// `/var/run/netns/NAME`.
     pub fn path(&self) -> String {
         format!("/var/run/netns/{}", self.name)
-    }
-
-    /// `ip netns exec NAME ARGS…`, not yet run.
-    pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).args(args).stdin(Stdio::null());
-        c
     }
 }
 
