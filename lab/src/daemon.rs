@@ -166,8 +166,9 @@ impl DaemonProcess {
         self.pid
     }
 
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
+    /// Whether it is still running (an exit is noticed, and reaped, here).
+    pub fn running(&mut self) -> bool {
+        matches!(self.try_wait(), Ok(None))
     }
 
     pub fn log_path(&self) -> &Path {

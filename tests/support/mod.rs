@@ -360,6 +360,16 @@ impl Daemon {
         (status, std::fs::read_to_string(d.log_path()).unwrap_or_default())
     }
 
+    /// The daemon's PID (`ip netns exec` execs it: the same process).
+    pub fn pid(&self) -> i32 {
+        self.0.pid()
+    }
+
+    /// Whether the daemon is still running (not exited, not stopped by us).
+    pub fn alive(&mut self) -> bool {
+        self.0.running()
+    }
+
     /// SIGKILL, as a crash would: nothing is cleaned up.
     pub fn kill9(&mut self) {
         self.0.kill9();

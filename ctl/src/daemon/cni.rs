@@ -60,9 +60,13 @@ impl Daemon {
         let refused = if a.mtu > master_mtu {
             Some(format!("invalid MTU {}, must be [0, master MTU({master_mtu})]", a.mtu))
         } else {
-            a.mac
-                .as_ref()
-                .and_then(|m| m.parse::<MacAddr>().err().map(|e| format!("invalid args {m} for MAC addr: {e}")))
+            a.mac.as_ref().and_then(|m| match m.parse::<MacAddr>() {
+                Err(e) => Some(format!("invalid args {m} for MAC addr: {e}")),
+                Ok(mac) if mac.is_multicast() || mac.is_zero() => Some(format!(
+                    "invalid args {m} for MAC addr: a multicast or zero address; an interface needs a unicast MAC"
+                )),
+                Ok(_) => None,
+            })
         };
         if let Some(msg) = refused {
             if made {

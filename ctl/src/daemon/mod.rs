@@ -21,10 +21,10 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rtnetlink::Handle;
@@ -49,7 +49,7 @@ use self::cni::CniParts;
 use self::connect::{default_routes, Veth};
 use self::endpoints::{Endpoint, Endpoints, EpId, Key};
 use self::network::{parse_macs, resolve_parent};
-use self::server::{bind_socket, monitor_links, refuse_if_live, sample_rates, serve};
+use self::server::{bind_socket, monitor_links, refuse_if_live, sample_rates, serve, SharedReaders};
 use crate::api::reply::NetworkInspect;
 use crate::api::Request;
 use crate::ipam::{Ipam, IpamSpec};
@@ -157,6 +157,7 @@ pub async fn run(opts: Options) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the daemon needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN): run it with sudo");
     }
+    raise_nofile();
     let mut store = Store::new(&opts.state_dir)?;
     // Everything the file says is checked before anything is set up, so a bad file stops the start
     // (or, with --start-empty, is moved aside) with nothing attached or created.
@@ -209,16 +210,35 @@ pub async fn run(opts: Options) -> Result<()> {
     tokio::spawn(monitor_links(daemon.clone()));
     tokio::spawn(sample_rates(daemon.clone()));
 
+    let readers = SharedReaders::default();
+    let mut last_accept_warning = None;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            conn = listener.accept() => {
-                let (stream, _) = conn.context("accepting a control connection")?;
-                tokio::spawn(serve(daemon.clone(), stream));
-            }
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve(daemon.clone(), readers.clone(), stream));
+                }
+                // Out of descriptors (EMFILE, ENFILE) or memory: close the older half of the
+                // connections that have not sent their request yet and let their tasks end, or,
+                // with none, wait for descriptors. The datapath forwards whatever happens here; the
+                // daemon never ends for it.
+                Err(e) => {
+                    let shed = readers.lock().unwrap_or_else(|e| e.into_inner()).shed();
+                    if last_accept_warning.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10)) {
+                        eprintln!(
+                            "xmacvlan daemon: accepting a control connection: {e}; closed {shed} connection(s) \
+                             that had sent nothing yet, retrying"
+                        );
+                        last_accept_warning = Some(Instant::now());
+                    }
+                    let pause = if shed > 0 { 2 } else { 50 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+            },
         }
     }
     eprintln!("xmacvlan daemon: shutting down (endpoints stay for the next start)");
@@ -226,6 +246,23 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut d = daemon.lock().await;
     d.shutdown().await;
     Ok(())
+}
+
+/// Raises the soft limit on open descriptors to the hard one: every endpoint holds descriptors
+/// (README, Limits), and systemd's default soft limit is 1 024.
+fn raise_nofile() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the local `lim`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let soft = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            eprintln!("xmacvlan daemon: open descriptors: soft limit raised from {soft} to {}", lim.rlim_max);
+        }
+    }
 }
 
 /// NETNS → the path to open: a PID, a path, or a name under /var/run/netns.
@@ -239,9 +276,16 @@ fn netns_path(spec: &str) -> PathBuf {
     }
 }
 
+/// Opens the network namespace `spec` names. Never blocks: opened non-blocking (a FIFO at that path
+/// would otherwise wait for a writer while every other client waits for the daemon), and anything
+/// that is not a network namespace file is refused by name.
 fn open_netns(spec: &str) -> Result<(File, (u64, u64))> {
     let path = netns_path(spec);
-    let f = File::open(&path).map_err(|e| anyhow!("network namespace '{spec}' not found ({}: {e})", path.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| anyhow!("network namespace '{spec}' not found ({}: {e})", path.display()))?;
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     // SAFETY: ioctl on an fd we own; NS_GET_NSTYPE takes no argument.
     let kind = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) };

@@ -11,10 +11,13 @@ use crate::api::CreateNetwork;
 use crate::ipam::Ipam;
 use crate::netopts::NetOpts;
 
-/// A network's name: 1-64 letters, digits, '_', '.' or '-', not taken.
+/// A network's name, as Docker's (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), at most 64 characters, not taken.
 pub(super) fn network_name(name: &str, taken: bool) -> Result<()> {
-    if name.is_empty() || name.len() > 64 || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch)) {
-        bail!("network name '{name}' is invalid: use 1-64 letters, digits, '_', '.' or '-'");
+    let first_ok = name.starts_with(|ch: char| ch.is_ascii_alphanumeric());
+    if !first_ok || name.len() > 64 || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch)) {
+        bail!(
+            "network name '{name}' is invalid: a letter or digit, then letters, digits, '_', '.' or '-' (at most 64)"
+        );
     }
     if taken {
         bail!("network name '{name}' is already taken");
@@ -191,6 +194,10 @@ mod tests {
         network_name("lab-net_1.a", false).unwrap();
         assert!(err(network_name("", false)).contains("'' is invalid"));
         assert!(err(network_name("a b", false)).contains("'a b' is invalid"));
+        for bad in [".", "..", "-n", "_n", ".hidden"] {
+            assert!(err(network_name(bad, false)).contains(&format!("'{bad}' is invalid")), "{bad}");
+        }
+        network_name("9.n-_", false).expect("a digit first");
         assert!(err(network_name(&"n".repeat(65), false)).contains("is invalid"));
         assert_eq!(err(network_name("taken", true)), "network name 'taken' is already taken");
     }

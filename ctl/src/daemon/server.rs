@@ -1,9 +1,16 @@
 //! The control socket's server and the daemon's background tasks: accepting clients (one request
 //! line, one reply line each), following link state, sampling the workers' rates.
+//!
+//! No client can stall or starve the others: a request line is at most [`MAX_REQUEST`] bytes and
+//! must arrive within [`READ_DEADLINE`]; at most [`MAX_READERS`] connections may be sending theirs
+//! at once (a newer one closes the oldest); running out of descriptors closes the older half of
+//! those and accepts again (or, with none to close, waits), and never ends the daemon.
 
+use std::collections::VecDeque;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
@@ -11,8 +18,10 @@ use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::MulticastGroup;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::oneshot;
 
 use super::{Daemon, Key, Shared};
 use crate::api::{CodedError, Envelope, Reply};
@@ -76,21 +85,95 @@ pub(super) async fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-pub(super) async fn serve(daemon: Shared, stream: UnixStream) {
+/// The longest request line taken; a longer one is refused unread (the biggest real request, a CNI
+/// GC listing thousands of attachments, is far below).
+pub(super) const MAX_REQUEST: usize = 1 << 20;
+/// How long a client may take to send its request line.
+pub(super) const READ_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a client may take to read its reply.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// Connections still sending their request at once; a newer one closes the oldest of them.
+pub(super) const MAX_READERS: usize = 256;
+/// The longest error message quoted from the request decoder (it may quote the request).
+const MAX_QUOTED: usize = 200;
+
+/// The connections still sending their request, oldest first. There are at most [`MAX_READERS`]:
+/// a new connection closes the oldest one, so clients that connect and send nothing (or half a
+/// line) can neither hold the daemon's descriptors nor lock out a client that has a request.
+#[derive(Default)]
+pub(super) struct Readers {
+    next: u64,
+    waiting: VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+pub(super) type SharedReaders = Arc<std::sync::Mutex<Readers>>;
+
+impl Readers {
+    /// Admits a new connection: its id and the signal that it was closed for a newer one.
+    fn admit(&mut self) -> (u64, oneshot::Receiver<()>) {
+        if self.waiting.len() >= MAX_READERS {
+            if let Some((_, oldest)) = self.waiting.pop_front() {
+                let _ = oldest.send(());
+            }
+        }
+        let id = self.next;
+        self.next += 1;
+        let (tx, rx) = oneshot::channel();
+        self.waiting.push_back((id, tx));
+        (id, rx)
+    }
+
+    /// Out of descriptors: closes the older half of the connections still sending their request
+    /// (at least one), so that the connections waiting to be accepted, a client with a request
+    /// among them, get descriptors. How many were closed.
+    pub(super) fn shed(&mut self) -> usize {
+        let n = self.waiting.len().div_ceil(2);
+        for (_, oldest) in self.waiting.drain(..n) {
+            let _ = oldest.send(());
+        }
+        n
+    }
+
+    /// Connection `id` has sent its request (or is gone).
+    fn done(&mut self, id: u64) {
+        self.waiting.retain(|(i, _)| *i != id);
+    }
+}
+
+/// Reads one request line of at most [`MAX_REQUEST`] bytes (a last line without its newline is
+/// taken too). The error is what the client is told.
+async fn read_request(rd: OwnedReadHalf) -> Result<String, String> {
+    let mut buf = Vec::new();
+    let mut r = BufReader::new(rd.take(MAX_REQUEST as u64 + 1));
+    r.read_until(b'\n', &mut buf).await.map_err(|e| format!("reading the request: {e}"))?;
+    if buf.len() > MAX_REQUEST {
+        return Err(format!("request refused: longer than {MAX_REQUEST} bytes"));
+    }
+    String::from_utf8(buf).map_err(|_| "request refused: not UTF-8".to_string())
+}
+
+pub(super) async fn serve(daemon: Shared, readers: SharedReaders, stream: UnixStream) {
     // Peer credentials: only root (or the daemon's own user) may drive the datapath.
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     let allowed = stream.peer_cred().map(|c| c.uid() == 0 || c.uid() == euid).unwrap_or(false);
     let (rd, mut wr) = stream.into_split();
-    let mut line = String::new();
-    if BufReader::new(rd).read_line(&mut line).await.is_err() {
-        return;
-    }
-    let reply = if !allowed {
-        failure("permission denied: the control socket is for root only".into())
-    } else {
-        match serde_json::from_str::<Envelope>(&line) {
-            Err(e) => failure(format!("malformed request: {e}")),
+    let (id, evicted) = readers.lock().unwrap_or_else(|e| e.into_inner()).admit();
+    let line = tokio::select! {
+        r = tokio::time::timeout(READ_DEADLINE, read_request(rd)) => {
+            r.unwrap_or_else(|_| Err(format!("request refused: no complete line within {} s", READ_DEADLINE.as_secs())))
+        }
+        _ = evicted => Err(format!(
+            "closed: more than {MAX_READERS} connections were sending requests, and this one was the oldest"
+        )),
+    };
+    readers.lock().unwrap_or_else(|e| e.into_inner()).done(id);
+    let reply = match line {
+        Ok(line) if line.is_empty() => return,
+        Err(msg) => failure(msg),
+        Ok(_) if !allowed => failure("permission denied: the control socket is for root only".into()),
+        Ok(line) => match serde_json::from_str::<Envelope>(&line) {
+            Err(e) => failure(format!("malformed request: {}", quote(&e.to_string()))),
             Ok(env) if env.version != api::API_VERSION => failure(format!(
                 "API version mismatch: the CLI speaks v{}, this daemon v{}; use the xmacvlan binary that matches the running daemon",
                 env.version,
@@ -106,11 +189,19 @@ pub(super) async fn serve(daemon: Shared, stream: UnixStream) {
                     }
                 }
             }
-        }
+        },
     };
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
     out.push(b'\n');
-    let _ = wr.write_all(&out).await;
+    let _ = tokio::time::timeout(WRITE_DEADLINE, wr.write_all(&out)).await;
+}
+
+/// At most [`MAX_QUOTED`] characters of `s`.
+fn quote(s: &str) -> String {
+    match s.char_indices().nth(MAX_QUOTED) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
 }
 
 pub(super) fn failure(msg: String) -> Reply {
@@ -156,5 +247,46 @@ pub(super) async fn sample_rates(daemon: Shared) {
             .collect();
         d.rates.workers = now;
         d.rates.at = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_reader_closes_the_oldest_when_all_places_are_taken() {
+        let mut r = Readers::default();
+        let mut first: Vec<_> = (0..MAX_READERS).map(|_| r.admit()).collect();
+        assert!(first.iter_mut().all(|(_, rx)| rx.try_recv().is_err()), "none closed while there is room");
+        // One has sent its request: its place is free again.
+        r.done(first[5].0);
+        let (_, mut newest) = r.admit();
+        assert!(first.iter_mut().all(|(_, rx)| rx.try_recv().is_err()), "a freed place is used first");
+        // Full again: the next one closes the oldest still waiting (0), then the next oldest (1).
+        let _ = r.admit();
+        assert!(first[0].1.try_recv().is_ok(), "the oldest is closed");
+        let _ = r.admit();
+        assert!(first[1].1.try_recv().is_ok());
+        assert!(first[2].1.try_recv().is_err() && newest.try_recv().is_err());
+        assert_eq!(r.waiting.len(), MAX_READERS);
+        // Out of descriptors: the older half goes, oldest first.
+        assert_eq!(r.shed(), MAX_READERS / 2);
+        assert!(first[2].1.try_recv().is_ok() && first[MAX_READERS / 2 + 2].1.try_recv().is_err());
+        assert_eq!(r.waiting.len(), MAX_READERS / 2);
+        let mut r = Readers::default();
+        assert_eq!(r.shed(), 0, "nothing to close");
+        let (_, mut only) = r.admit();
+        assert_eq!(r.shed(), 1, "at least one");
+        assert!(only.try_recv().is_ok());
+    }
+
+    #[test]
+    fn quoted_errors_are_bounded() {
+        assert_eq!(quote("short"), "short");
+        let long = "é".repeat(1000);
+        let q = quote(&long);
+        assert_eq!(q.chars().count(), MAX_QUOTED + 1, "{MAX_QUOTED} characters and an ellipsis");
+        assert!(q.ends_with('…'));
     }
 }
