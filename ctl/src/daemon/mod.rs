@@ -334,8 +334,12 @@ impl Daemon {
                 to_data(v)
             }
             Request::NetworkRm { name, force } => {
+                self.removable(&name, force)?;
+                self.persist_with(|s| s.networks.retain(|n| n.name != name)).with_context(|| {
+                    format!("network '{name}' was not removed: the state file could not be updated")
+                })?;
                 let v = self.remove(&name, force).await?;
-                self.persist().context("the network is removed, but the state file could not be updated")?;
+                self.persist_after("network rm");
                 to_data(v)
             }
             Request::NetworkLs => to_data(self.nets.values().map(|n| self.view(n)).collect::<Vec<_>>()),
@@ -353,13 +357,21 @@ impl Daemon {
                 to_data(v)
             }
             Request::Disconnect { network, endpoint } => {
+                let net = self.net(&network)?;
+                let host = net.endpoints.get(net.find_endpoint(&endpoint)?).expect("found").st.host.clone();
+                self.persist_with(|s| {
+                    for n in s.networks.iter_mut().filter(|n| n.name == network) {
+                        n.endpoints.retain(|e| e.host != host);
+                    }
+                })
+                .context("the endpoint was not disconnected: the state file could not be updated")?;
                 let v = self.disconnect(&network, &endpoint).await?;
-                self.persist().context("the endpoint is removed, but the state file could not be updated")?;
+                self.persist_after("network disconnect");
                 to_data(v)
             }
             Request::Macaddr { network, endpoint, action, macs } => {
                 let v = self.macaddr(&network, &endpoint, action, &macs).await?;
-                self.persist().context("the list is changed, but the state file could not be updated")?;
+                self.persist_after("network macaddr");
                 to_data(v)
             }
             Request::Stats => to_data(self.stats()),
@@ -420,8 +432,24 @@ impl Daemon {
     /// Saves the state (durably: see `state.rs`); every successful change goes through here
     /// before it is reported.
     fn persist(&mut self) -> Result<()> {
-        let snapshot = self.snapshot();
+        self.persist_with(|_| {})
+    }
+
+    /// Saves the state as `change` makes it from the registry's: what a removing command will leave,
+    /// saved before it touches the host, so that one whose state cannot be saved changes nothing.
+    fn persist_with(&mut self, change: impl FnOnce(&mut State)) -> Result<()> {
+        let mut snapshot = self.snapshot();
+        change(&mut snapshot);
         self.store.save(snapshot).context("saving the state file")
+    }
+
+    /// Saves the state after a command whose change was saved before it acted: only what acting
+    /// changed besides (a passthru parent given back) is left to record, and a failure here
+    /// undoes nothing; it is reported in the log.
+    fn persist_after(&mut self, what: &str) {
+        if let Err(e) = self.persist() {
+            eprintln!("xmacvlan daemon: {what} is done and saved; recording what followed from it failed: {e:#}");
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! domain per parent or internal anchor), MAC checks, passthru's hold on its parent, source mode's
 //! sender lists.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rtnetlink::Handle;
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::Mode;
@@ -162,12 +162,19 @@ impl Daemon {
         Ok(v)
     }
 
-    pub(super) async fn remove(&mut self, name: &str, force: bool) -> Result<NetworkRemoved> {
+    /// Whether network `name` may be removed: it exists, and has no endpoints unless `force`.
+    pub(super) fn removable(&self, name: &str, force: bool) -> Result<()> {
         let net = self.net(name)?;
         if !net.endpoints.is_empty() && !force {
             let list: Vec<String> = net.endpoints.iter().map(Endpoint::label).collect();
             bail!("network '{name}' has connected endpoints: {}; disconnect them or use --force", list.join(", "));
         }
+        Ok(())
+    }
+
+    pub(super) async fn remove(&mut self, name: &str, force: bool) -> Result<NetworkRemoved> {
+        self.removable(name, force)?;
+        let net = self.net(name)?;
         let ids: Vec<EpId> = net.endpoints.entries().map(|(id, _)| id).collect();
         for id in ids {
             self.disconnect_at(name, id).await?;
@@ -292,6 +299,16 @@ impl Daemon {
             }
             MacaddrAction::Flush => list.clear(),
         }
+        // The new list is saved before the datapath gets it: a list that cannot be saved changes
+        // nothing, and what is saved is what the next start applies.
+        let (strings, host) = (list.iter().map(MacAddr::to_string).collect::<Vec<_>>(), ep.st.host.clone());
+        self.persist_with(|s| {
+            let ep = s.networks.iter_mut().filter(|n| n.name == network).flat_map(|n| &mut n.endpoints);
+            for e in ep.filter(|e| e.host == host) {
+                e.source_macs = strings.clone();
+            }
+        })
+        .context("the list is unchanged: the state file could not be updated")?;
         let dp = self.domains[&dkey].dp;
         self.dp.set_sources(dp, port, &list)?;
         let net = self.nets.get_mut(network).expect("checked above");
