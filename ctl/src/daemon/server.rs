@@ -272,7 +272,10 @@ mod tests {
         assert_eq!(r.waiting.len(), MAX_READERS);
         // Out of descriptors: the older half goes, oldest first.
         assert_eq!(r.shed(), MAX_READERS / 2);
-        assert!(first[2].1.try_recv().is_ok() && first[MAX_READERS / 2 + 2].1.try_recv().is_err());
+        // Waiting were 2, 3, 4, then 6 on (0 and 1 closed, 5 done): the half ends at 2 + half.
+        let half = MAX_READERS / 2;
+        assert!(first[2].1.try_recv().is_ok() && first[2 + half].1.try_recv().is_ok());
+        assert!(first[3 + half].1.try_recv().is_err());
         assert_eq!(r.waiting.len(), MAX_READERS / 2);
         let mut r = Readers::default();
         assert_eq!(r.shed(), 0, "nothing to close");
