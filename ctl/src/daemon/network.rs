@@ -14,7 +14,7 @@ use crate::api::reply::{NetworkRemoved, SourceMacs};
 use crate::api::{CreateNetwork, MacaddrAction, NetworkView};
 use crate::ipam::Ipam;
 use crate::netopts::NetOpts;
-use crate::state::PassthruSaved;
+use crate::state::{EndpointKind, PassthruSaved};
 use crate::{netlink, netopts};
 
 impl Daemon {
@@ -165,8 +165,13 @@ impl Daemon {
     /// Whether network `name` may be removed: it exists, and has no endpoints unless `force`.
     pub(super) fn removable(&self, name: &str, force: bool) -> Result<()> {
         let net = self.net(name)?;
-        if !net.endpoints.is_empty() && !force {
-            let list: Vec<String> = net.endpoints.iter().map(Endpoint::label).collect();
+        if (!net.endpoints.is_empty() || !net.dormant.is_empty()) && !force {
+            // An inactive network's endpoints (dormant) count as connected too.
+            let dormant = net.dormant.iter().map(|e| match &e.kind {
+                EndpointKind::Veth { netns, .. } => netns.clone(),
+                EndpointKind::Tap { .. } => format!("tap {}", e.host),
+            });
+            let list: Vec<String> = net.endpoints.iter().map(Endpoint::label).chain(dormant).collect();
             bail!("network '{name}' has connected endpoints: {}; disconnect them or use --force", list.join(", "));
         }
         Ok(())
@@ -182,6 +187,14 @@ impl Daemon {
         let net = self.nets.remove(name).expect("checked above");
         if let Some(k) = net.domain {
             self.release_domain(k).await;
+        }
+        // An inactive network's endpoints are out of the datapath; their links go with it.
+        for e in &net.dormant {
+            if let Ok(Some(l)) = netlink::link_by_name(&self.h, &e.host).await {
+                if let Err(err) = netlink::del_link(&self.h, l.index).await {
+                    eprintln!("xmacvlan daemon: removing {} of network '{name}': {err:#}", e.host);
+                }
+            }
         }
         Ok(NetworkRemoved { removed: name.to_string() })
     }

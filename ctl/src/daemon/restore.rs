@@ -1,5 +1,6 @@
 //! Start and stop: networks and endpoints brought back from the state file (adopting the links a
-//! previous daemon left), and what a clean stop gives back to the host.
+//! previous daemon left), networks that follow their parent away and back (hot-plug), and what a
+//! clean stop gives back to the host.
 
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
@@ -55,40 +56,14 @@ impl Daemon {
                 cni: ns.cni,
             };
             self.next_id = self.next_id.max(ns.id + 1);
-            let link = match net.parent.clone() {
-                Some(p) => resolve_parent(self.h.clone(), &p).await.map(|(link, vlan)| {
-                    net.vlan = vlan;
-                    Some(link)
-                }),
-                None => Ok(None),
-            };
-            match async { self.acquire_domain(net.id, link?.as_deref()).await }.await {
-                Ok(k) => net.domain = Some(k),
+            net.dormant = ns.endpoints;
+            let name = ns.name.clone();
+            self.nets.insert(ns.name, net);
+            match self.activate(&name).await {
+                Ok(dropped) => changed |= dropped,
                 Err(e) => {
-                    eprintln!("xmacvlan daemon: network '{}' stays inactive: {e:#}", ns.name);
-                    net.status = format!("inactive: {e:#}");
-                    net.dormant = ns.endpoints;
-                    self.nets.insert(ns.name, net);
-                    continue;
-                }
-            }
-            self.nets.insert(ns.name.clone(), net);
-            for ep in ns.endpoints {
-                let what = format!("{:?} {}", ep.kind, ep.ifname);
-                match self.restore_endpoint(&ns.name, ep).await {
-                    Ok(e) => {
-                        let net = self.nets.get_mut(&ns.name).expect("inserted above");
-                        for a in e.addrs.iter().filter(|_| !net.cni) {
-                            if let Err(err) = net.ipam.reserve(a) {
-                                eprintln!("xmacvlan daemon: network '{}': {err}", ns.name);
-                            }
-                        }
-                        net.endpoints.push(e);
-                    }
-                    Err(e) => {
-                        changed = true;
-                        eprintln!("xmacvlan daemon: network '{}': dropping endpoint {what}: {e:#}", ns.name);
-                    }
+                    eprintln!("xmacvlan daemon: network '{name}' stays inactive: {e:#}");
+                    self.nets.get_mut(&name).expect("inserted above").status = format!("inactive: {e:#}");
                 }
             }
         }
@@ -100,6 +75,68 @@ impl Daemon {
             self.persist()?;
         }
         Ok(())
+    }
+
+    /// Brings inactive network `name` up: its parent resolved, its forwarding domain acquired, its
+    /// dormant endpoints adopted (their links made again where they vanished while their namespace
+    /// lives). At start, and when a missing parent appears. Whether endpoints were dropped (their
+    /// namespace is gone): the state changed. On error the network stays as it was.
+    pub(super) async fn activate(&mut self, name: &str) -> Result<bool> {
+        let net = &self.nets[name];
+        let (id, parent) = (net.id, net.parent.clone());
+        let (link, vlan) = match &parent {
+            Some(p) => {
+                let (link, vlan) = resolve_parent(self.h.clone(), p).await?;
+                (Some(link), vlan)
+            }
+            None => (None, 0),
+        };
+        let key = self.acquire_domain(id, link.as_deref()).await?;
+        let net = self.nets.get_mut(name).expect("exists");
+        (net.vlan, net.domain, net.status) = (vlan, Some(key), "active".into());
+        let mut dropped = false;
+        for ep in std::mem::take(&mut net.dormant) {
+            let what = format!("{:?} {}", ep.kind, ep.ifname);
+            match self.restore_endpoint(name, ep).await {
+                Ok(e) => {
+                    let net = self.nets.get_mut(name).expect("exists");
+                    for a in e.addrs.iter().filter(|_| !net.cni) {
+                        if let Err(err) = net.ipam.reserve(a) {
+                            eprintln!("xmacvlan daemon: network '{name}': {err}");
+                        }
+                    }
+                    net.endpoints.push(e);
+                }
+                Err(e) => {
+                    dropped = true;
+                    eprintln!("xmacvlan daemon: network '{name}': dropping endpoint {what}: {e:#}");
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// The parent of forwarding domain `key` is gone (unplugged, deleted): its networks go inactive
+    /// as at a start without it — endpoints kept, dormant, their links left in place — and the
+    /// domain's datapath network is released. [`Self::activate`] brings them back when it returns.
+    pub(super) async fn parent_gone(&mut self, key: u32) {
+        let Some(d) = self.domains.get(&key) else { return };
+        let (dp, parent) = (d.dp, d.link.name.clone());
+        let names: Vec<String> = self.nets.values().filter(|n| n.domain == Some(key)).map(|n| n.name.clone()).collect();
+        for name in names {
+            let net = self.nets.get_mut(&name).expect("listed above");
+            let ids: Vec<_> = net.endpoints.entries().map(|(id, _)| id).collect();
+            for id in ids {
+                let e = net.endpoints.remove(id).expect("listed above");
+                self.dp.remove_endpoint(dp, e.port);
+                net.ipam.release(&e.addrs);
+                net.dormant.push(e.st);
+            }
+            net.domain = None;
+            net.status = format!("inactive: parent {parent} is gone");
+            eprintln!("xmacvlan daemon: network '{name}' is inactive: its parent {parent} is gone");
+            self.release_domain(key).await;
+        }
     }
 
     pub(super) async fn restore_endpoint(&mut self, network: &str, st: EndpointState) -> Result<Endpoint> {

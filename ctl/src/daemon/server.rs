@@ -30,6 +30,9 @@ use crate::{api, netlink};
 
 impl Daemon {
     pub(super) async fn link_event(&mut self, link: &Link, deleted: bool) {
+        if self.parent_event(link, deleted).await {
+            return;
+        }
         let found = self.nets.values().find_map(|n| {
             let dp = self.domains.get(&n.domain?)?.dp;
             let id = n.endpoints.find(&Key::Link(link.index))?;
@@ -60,6 +63,47 @@ impl Daemon {
             };
             self.dp.set_endpoint_up(dp, port, up);
         }
+    }
+}
+
+impl Daemon {
+    /// A parent that went (its networks go inactive) or a link whose name an inactive network
+    /// waits for as its parent (they come back). Whether the event was about a parent.
+    async fn parent_event(&mut self, link: &Link, deleted: bool) -> bool {
+        if deleted {
+            if !self.domains.get(&link.index).is_some_and(|d| !d.anchor && d.link.name == link.name) {
+                return false;
+            }
+            self.parent_gone(link.index).await;
+        } else {
+            let waiting: Vec<String> = self
+                .nets
+                .values()
+                .filter(|n| n.domain.is_none())
+                .filter(|n| {
+                    n.parent.as_deref().is_some_and(|p| p == link.name || p.starts_with(&format!("{}.", link.name)))
+                })
+                .map(|n| n.name.clone())
+                .collect();
+            if waiting.is_empty() {
+                return false;
+            }
+            for name in waiting {
+                match self.activate(&name).await {
+                    Ok(_) => eprintln!("xmacvlan daemon: network '{name}' is active again: {} is back", link.name),
+                    Err(e) => {
+                        eprintln!("xmacvlan daemon: network '{name}' stays inactive: {e:#}");
+                        if let Some(n) = self.nets.get_mut(&name) {
+                            n.status = format!("inactive: {e:#}");
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.persist() {
+            eprintln!("xmacvlan daemon: {e:#}");
+        }
+        true
     }
 }
 

@@ -9,6 +9,7 @@ use xmacvlan_datapath::{PortReport, Report};
 use super::{Daemon, Network};
 use crate::api::reply::{Departed, FastPathView, NetworkStats, PortEndpoint, PortKernel, PortStats, Stats, WorkerView};
 use crate::api::{EndpointView, NetworkView, SubnetView};
+use crate::state::{EndpointKind, EndpointState};
 
 impl Daemon {
     pub(super) fn view(&self, n: &Network) -> NetworkView {
@@ -36,21 +37,8 @@ impl Daemon {
                 .collect(),
             xdp_mode: dom.and_then(|d| self.dp.xdp_mode(d.dp)).unwrap_or("none").into(),
             status: n.status.clone(),
-            endpoints: n
-                .endpoints
-                .iter()
-                .map(|e| EndpointView {
-                    kind: if e.netns().is_some() { "veth" } else { "tap" }.into(),
-                    netns: e.netns().map(str::to_string),
-                    ifname: e.st.ifname.clone(),
-                    host_ifname: e.st.host.clone(),
-                    mac: e.mac.to_string(),
-                    ips: e.addrs.iter().map(|a| a.to_string()).collect(),
-                    mtu: e.st.mtu,
-                    source_macs: e.st.source_macs.clone(),
-                    container_id: e.st.cni.as_ref().map(|a| a.container_id.clone()),
-                })
-                .collect(),
+            // An inactive network's endpoints are dormant (kept for when it comes back): listed too.
+            endpoints: n.endpoints.iter().map(|e| &e.st).chain(&n.dormant).map(endpoint_view).collect(),
             cni: n.cni,
         }
     }
@@ -121,6 +109,25 @@ impl Daemon {
             ports,
             umem: r.umem,
         })
+    }
+}
+
+/// An endpoint as `ls` and `inspect` list it, from what the state keeps of it.
+fn endpoint_view(st: &EndpointState) -> EndpointView {
+    let netns = match &st.kind {
+        EndpointKind::Veth { netns, .. } => Some(netns.clone()),
+        EndpointKind::Tap { .. } => None,
+    };
+    EndpointView {
+        kind: if netns.is_some() { "veth" } else { "tap" }.into(),
+        netns,
+        ifname: st.ifname.clone(),
+        host_ifname: st.host.clone(),
+        mac: st.mac.clone(),
+        ips: st.addrs.clone(),
+        mtu: st.mtu,
+        source_macs: st.source_macs.clone(),
+        container_id: st.cni.as_ref().map(|a| a.container_id.clone()),
     }
 }
 
