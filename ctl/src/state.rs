@@ -10,6 +10,7 @@
 //! again. Each state file has a generation and the journal
 //! names the one it continues, so a journal left over from before a rewrite is never replayed.
 
+pub mod intent;
 mod journal;
 
 use std::fs::{self, File, OpenOptions};

@@ -61,6 +61,14 @@ impl Daemon {
             (Some(_), Some(_)) => bail!("give either a NETNS or --tap NAME, not both"),
             (None, None) => bail!("give the NETNS to connect, or --tap NAME for a VM"),
         };
+        // Before anything is made: a crash from here on leaves a link the next start removes.
+        let about_to_make = match &target {
+            Target::Veth { ns_id, .. } => host_ifname(net.id, *ns_id),
+            Target::Tap { name, .. } => name.clone(),
+        };
+        self.intents.record(&about_to_make).context("the endpoint was not connected: recording its link failed")?;
+        let net = self.net(&c.network)?;
+        let dom = &self.domains[&dkey];
         let mtu = rules::endpoint_mtu(c.mtu, max_mtu, net.internal, &link_name)?;
         // Validate the MAC before taking addresses, so a bad MAC leaves the pools untouched.
         let requested_mac = rules::requested_mac(c.mac.as_deref())?;

@@ -55,6 +55,7 @@ use crate::api::Request;
 use crate::ipam::{Ipam, IpamSpec};
 use crate::netlink::{self, Link};
 use crate::netopts::NetOpts;
+use crate::state::intent::Intents;
 use crate::state::{EndpointState, NetworkState, PassthruSaved, State, Store, STATE_VERSION};
 
 pub struct Options {
@@ -138,6 +139,8 @@ struct Rates {
 }
 
 struct Daemon {
+    /// The link a connect is about to create (see `state::intent`).
+    intents: Intents,
     dp: Datapath,
     h: Handle,
     store: Store,
@@ -186,7 +189,10 @@ pub async fn run(opts: Options) -> Result<()> {
         .context("starting the datapath")?;
     let workers = dp.report().workers;
     let h = netlink::connect()?;
+    let intents = Intents::new(&opts.state_dir);
+    let unsaved = intents.pending();
     let mut d = Daemon {
+        intents,
         dp,
         h,
         store,
@@ -198,6 +204,7 @@ pub async fn run(opts: Options) -> Result<()> {
         rates: Rates { at: Instant::now(), per_sec: vec![(0.0, 0.0, 0.0); workers.len()], workers },
     };
     d.restore(saved).await?;
+    d.remove_unsaved(unsaved).await;
     // Listening only now: a client that can connect finds the restored networks in place.
     let listener = bind_socket(&opts.socket).await?;
     let daemon: Shared = Arc::new(Mutex::new(d));
@@ -323,6 +330,16 @@ fn to_data(reply: impl serde::Serialize) -> Result<Value> {
 
 impl Daemon {
     async fn handle(&mut self, req: Request) -> Result<Value> {
+        let connecting = matches!(req, Request::Connect(_) | Request::CniAdd(_));
+        let reply = self.dispatch(req).await;
+        if connecting {
+            // Saved, or undone: the link it was about to create is accounted for either way.
+            self.intents.clear();
+        }
+        reply
+    }
+
+    async fn dispatch(&mut self, req: Request) -> Result<Value> {
         match req {
             Request::NetworkCreate(c) => {
                 let name = c.name.clone();

@@ -77,6 +77,34 @@ impl Daemon {
         Ok(())
     }
 
+    /// Removes the links a previous daemon was making when it stopped (killed in the middle of a
+    /// connect, before the endpoint was saved): those the intent record names and no network has.
+    /// A veth goes with its container end.
+    pub(super) async fn remove_unsaved(&mut self, pending: Vec<String>) {
+        for host in pending {
+            let saved = self
+                .nets
+                .values()
+                .any(|n| n.endpoints.iter().any(|e| e.st.host == host) || n.dormant.iter().any(|e| e.host == host));
+            if saved {
+                continue;
+            }
+            let Ok(Some(link)) = netlink::link_by_name(&self.h, &host).await else { continue };
+            let kind = netlink::link_kind(&self.h, link.index).await.ok().flatten();
+            if !matches!(kind.as_deref(), Some("veth" | "tun")) {
+                eprintln!("xmacvlan daemon: {host} is not a veth or tap; leaving it alone");
+                continue;
+            }
+            match netlink::del_link(&self.h, link.index).await {
+                Ok(()) => eprintln!(
+                    "xmacvlan daemon: removed {host}: made by a connect that did not finish (the daemon stopped)"
+                ),
+                Err(e) => eprintln!("xmacvlan daemon: removing {host}, left by an unfinished connect: {e:#}"),
+            }
+        }
+        self.intents.clear();
+    }
+
     /// Brings inactive network `name` up: its parent resolved, its forwarding domain acquired, its
     /// dormant endpoints adopted (their links made again where they vanished while their namespace
     /// lives). At start, and when a missing parent appears. Whether endpoints were dropped (their
