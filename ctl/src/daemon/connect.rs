@@ -66,7 +66,7 @@ impl Daemon {
             Target::Veth { ns_id, .. } => host_ifname(net.id, *ns_id),
             Target::Tap { name, .. } => name.clone(),
         };
-        self.intents.record(&about_to_make).context("the endpoint was not connected: recording its link failed")?;
+        self.intents.record(&[about_to_make]).context("the endpoint was not connected: recording its link failed")?;
         let net = self.net(&c.network)?;
         let dom = &self.domains[&dkey];
         let mtu = rules::endpoint_mtu(c.mtu, max_mtu, net.internal, &link_name)?;

@@ -330,10 +330,13 @@ fn to_data(reply: impl serde::Serialize) -> Result<Value> {
 
 impl Daemon {
     async fn handle(&mut self, req: Request) -> Result<Value> {
-        let connecting = matches!(req, Request::Connect(_) | Request::CniAdd(_));
+        let links = matches!(
+            req,
+            Request::Connect(_) | Request::CniAdd(_) | Request::Disconnect { .. } | Request::NetworkRm { .. }
+        );
         let reply = self.dispatch(req).await;
-        if connecting {
-            // Saved, or undone: the link it was about to create is accounted for either way.
+        if links {
+            // Saved, or undone: the links it was about to make or remove are accounted for.
             self.intents.clear();
         }
         reply
@@ -352,6 +355,12 @@ impl Daemon {
             }
             Request::NetworkRm { name, force } => {
                 self.removable(&name, force)?;
+                let n = &self.nets[&name];
+                let hosts =
+                    n.endpoints.iter().map(|e| e.st.host.clone()).chain(n.dormant.iter().map(|e| e.host.clone()));
+                self.intents
+                    .record(&hosts.collect::<Vec<_>>())
+                    .context("network was not removed: recording its links failed")?;
                 self.persist_with(|s| s.networks.retain(|n| n.name != name)).with_context(|| {
                     format!("network '{name}' was not removed: the state file could not be updated")
                 })?;
@@ -376,6 +385,9 @@ impl Daemon {
             Request::Disconnect { network, endpoint } => {
                 let net = self.net(&network)?;
                 let host = net.endpoints.get(net.find_endpoint(&endpoint)?).expect("found").st.host.clone();
+                self.intents
+                    .record(std::slice::from_ref(&host))
+                    .context("the endpoint was not disconnected: recording its link failed")?;
                 self.persist_with(|s| {
                     for n in s.networks.iter_mut().filter(|n| n.name == network) {
                         n.endpoints.retain(|e| e.host != host);

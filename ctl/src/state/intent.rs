@@ -1,10 +1,12 @@
-//! Intents: the link a `connect` is about to create, recorded durably before it is created. A
-//! daemon killed between creating the link and saving the endpoint leaves a link no state file
-//! names; the next start reads the intent and removes that link — provably its own (the record
-//! says so), with its container end (a veth pair goes as one) — and touches nothing else.
+//! Intents: the links a command is about to create or remove, recorded durably before it acts. A
+//! daemon killed between making a link and saving its endpoint (`connect`), or between saving an
+//! endpoint's removal and removing its link (`disconnect`, `rm`), leaves a link no state file
+//! names; the next start reads the intent and removes such a link — provably its own (the record
+//! says so), with its container end (a veth pair goes as one) — and touches nothing else. A link
+//! the state does name is adopted as usual.
 //!
-//! One connect runs at a time, so the file holds at most one name: written (and synced) before the
-//! link is made, emptied once the connect is saved or undone.
+//! One command runs at a time: the file holds its links only, written (and synced) before it acts,
+//! emptied once it is saved or undone.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -24,8 +26,8 @@ impl Intents {
         Intents { path: dir.join(FILE), file: None }
     }
 
-    /// Records that the link `host` is about to be created; durable when this returns.
-    pub fn record(&mut self, host: &str) -> Result<()> {
+    /// Records that the links `hosts` are about to be made or removed; durable when this returns.
+    pub fn record(&mut self, hosts: &[String]) -> Result<()> {
         let path = &self.path;
         let file = match &mut self.file {
             Some(f) => f,
@@ -40,9 +42,9 @@ impl Intents {
                     .with_context(|| format!("opening {}", path.display()))?,
             ),
         };
-        let line = format!("{host}\n");
+        let lines: String = hosts.iter().map(|h| format!("{h}\n")).collect();
         file.set_len(0)
-            .and_then(|()| file.write_all_at(line.as_bytes(), 0))
+            .and_then(|()| file.write_all_at(lines.as_bytes(), 0))
             .and_then(|()| file.sync_data())
             .with_context(|| format!("writing {}", path.display()))
     }
@@ -74,10 +76,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         assert!(Intents::new(&dir).pending().is_empty(), "no file: nothing pending");
         let mut a = Intents::new(&dir);
-        a.record("xmv0123abcd").unwrap();
-        assert_eq!(Intents::new(&dir).pending(), ["xmv0123abcd"], "what a restart reads");
-        a.record("vm0").unwrap();
-        assert_eq!(Intents::new(&dir).pending(), ["vm0"], "one at a time: the newer replaces it");
+        a.record(&["xmv0123abcd".into(), "vm0".into()]).unwrap();
+        assert_eq!(Intents::new(&dir).pending(), ["xmv0123abcd", "vm0"], "what a restart reads");
+        a.record(&["xmv4567ef01".into()]).unwrap();
+        assert_eq!(Intents::new(&dir).pending(), ["xmv4567ef01"], "a command's own: the newer replaces them");
         a.clear();
         assert!(Intents::new(&dir).pending().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
