@@ -1,5 +1,5 @@
-//! The daemon killed (SIGKILL) in the middle of a burst of connects and disconnects, at random
-//! points, round after round (issue 17): after each restart the links are exactly what the state
+//! The daemon killed (SIGKILL) in the middle of a burst of connects, disconnects and (every third
+//! round) a network's removal and re-creation, at random points, round after round (issue 17): after each restart the links are exactly what the state
 //! names — no daemon-side veth nobody knows, no container left with an interface the daemon does not
 //! know — and every namespace can be connected again. The seed is printed; XMACVLAN_CRASH_SEED
 //! replays a run.
@@ -29,9 +29,14 @@ impl Rng {
     }
 }
 
-/// The namespaces the daemon lists as connected, and their daemon-side links.
+/// The namespaces the daemon lists as connected, and their daemon-side links (none while the
+/// network does not exist).
 fn listed(lab: &Lab) -> (BTreeSet<String>, BTreeSet<String>) {
-    let v: Value = serde_json::from_str(&lab.cli_ok(&["network", "inspect", "--format", "json", "labnet"])).unwrap();
+    let out = lab.cli(&["network", "inspect", "--format", "json", "labnet"]);
+    if !out.status.success() {
+        return Default::default();
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let eps = v["endpoints"].as_array().unwrap();
     let netns = eps.iter().map(|e| e["netns"].as_str().unwrap().to_string()).collect();
     let hosts = eps.iter().map(|e| e["host_ifname"].as_str().unwrap().to_string()).collect();
@@ -55,15 +60,28 @@ fn a_daemon_killed_mid_connect_leaves_nothing_behind_after_its_restart() {
     for round in 0..ROUNDS {
         // A burst of connects and disconnects (each namespace toggled), the daemon killed during it.
         // A connect takes a few ms: most kills land inside the burst, some inside a connect.
-        let delay = Duration::from_millis(rng.below(60));
+        let recreate = round % 3 == 1;
+        let delay = Duration::from_millis(rng.below(if recreate { 120 } else { 60 }));
         let socket = lab.socket();
         let (connected, _) = listed(&lab);
         let burst = std::thread::spawn({
             let paths = paths.clone();
             move || {
+                let x = |args: &[&str]| {
+                    let mut full = vec![BIN, "--socket", &socket];
+                    full.extend_from_slice(args);
+                    let _ = run(&full);
+                };
                 for p in &paths {
                     let verb = if connected.contains(p) { "disconnect" } else { "connect" };
-                    let _ = run(&[BIN, "--socket", &socket, "network", verb, "labnet", p]);
+                    x(&["network", verb, "labnet", p]);
+                }
+                if recreate {
+                    x(&["network", "rm", "--force", "labnet"]);
+                    x(&["network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "-o", "parent=eth1", "labnet"]);
+                    for p in &paths[..3] {
+                        x(&["network", "connect", "labnet", p]);
+                    }
                 }
             }
         });
@@ -86,6 +104,9 @@ fn a_daemon_killed_mid_connect_leaves_nothing_behind_after_its_restart() {
             assert_eq!(has_eth0, netns.contains(p), "round {round} (killed after {delay:?}): container {} eth0", i + 1);
         }
         // Every namespace can be connected: connect the rest, then disconnect all for the next round.
+        if lab.cli(&["network", "inspect", "labnet"]).status.code() != Some(0) {
+            lab.cli_ok(&["network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "-o", "parent=eth1", "labnet"]);
+        }
         for p in paths.iter().filter(|p| !netns.contains(*p)) {
             lab.cli_ok(&["network", "connect", "labnet", p]);
         }
