@@ -61,14 +61,6 @@ impl Daemon {
             (Some(_), Some(_)) => bail!("give either a NETNS or --tap NAME, not both"),
             (None, None) => bail!("give the NETNS to connect, or --tap NAME for a VM"),
         };
-        // Before anything is made: a crash from here on leaves a link the next start removes.
-        let about_to_make = match &target {
-            Target::Veth { ns_id, .. } => host_ifname(net.id, *ns_id),
-            Target::Tap { name, .. } => name.clone(),
-        };
-        self.intents.record(&[about_to_make]).context("the endpoint was not connected: recording its link failed")?;
-        let net = self.net(&c.network)?;
-        let dom = &self.domains[&dkey];
         let mtu = rules::endpoint_mtu(c.mtu, max_mtu, net.internal, &link_name)?;
         // Validate the MAC before taking addresses, so a bad MAC leaves the pools untouched.
         let requested_mac = rules::requested_mac(c.mac.as_deref())?;
@@ -117,14 +109,27 @@ impl Daemon {
         }
         let net_id = self.nets[&c.network].id;
         let plan = Plan { dp, opts: o, mac, mtu, create: true };
-        let built = match &target {
-            Target::Veth { ns, ns_id, netns } => {
-                let host = host_ifname(net_id, *ns_id);
-                let veth =
-                    Veth { host: &host, ifname: &c.ifname, ns: ns.try_clone()?, netns, addrs: &addrs, routes: &routes };
-                self.build_veth(plan, veth).await.map(|b| (b, host))
-            }
-            Target::Tap { name, owner } => self.build_tap(plan, name, *owner).await.map(|b| (b, name.clone())),
+        let host = match &target {
+            Target::Veth { ns_id, .. } => host_ifname(net_id, *ns_id),
+            Target::Tap { name, .. } => name.clone(),
+        };
+        // Recorded before it is made: a crash from here on leaves a link the next start removes.
+        let built = match self.intents.record(std::slice::from_ref(&host)) {
+            Err(e) => Err(e.context("the endpoint was not connected: recording the link about to be made")),
+            Ok(()) => match &target {
+                Target::Veth { ns, netns, .. } => {
+                    let veth = Veth {
+                        host: &host,
+                        ifname: &c.ifname,
+                        ns: ns.try_clone()?,
+                        netns,
+                        addrs: &addrs,
+                        routes: &routes,
+                    };
+                    self.build_veth(plan, veth).await.map(|b| (b, host.clone()))
+                }
+                Target::Tap { name, owner } => self.build_tap(plan, name, *owner).await.map(|b| (b, name.clone())),
+            },
         };
         let net = self.nets.get_mut(&c.network).expect("exists");
         let ((port, host_index), host) = match built {
