@@ -37,7 +37,10 @@ pub fn created(n: &NetworkView, format: Format) -> Result<()> {
 }
 
 pub fn connected(c: &Connected, format: Format) -> Result<()> {
-    show(c, format, |c| format!("{} {} {} {}", c.netns.as_deref().unwrap_or("-"), c.ifname, c.ips.join(","), c.mac))
+    show(c, format, |c| {
+        let e = &c.endpoint;
+        format!("{} {} {} {}", e.netns.as_deref().unwrap_or("-"), e.ifname, e.ips.join(","), e.mac)
+    })
 }
 
 pub fn disconnected(d: &Disconnected, format: Format) -> Result<()> {

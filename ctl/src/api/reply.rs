@@ -41,7 +41,7 @@ pub struct SubnetView {
     pub aux_addresses: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointView {
     /// "veth" or "tap".
     pub kind: String,
@@ -73,18 +73,12 @@ pub struct NetworkRemoved {
     pub removed: String,
 }
 
-/// `network connect`, and CNI ADD.
+/// `network connect`, and CNI ADD: the network, and the endpoint as `inspect` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connected {
     pub network: String,
-    /// "veth" or "tap".
-    pub kind: String,
-    pub netns: Option<String>,
-    pub ifname: String,
-    pub host_ifname: String,
-    pub mac: String,
-    pub ips: Vec<String>,
-    pub mtu: u32,
+    #[serde(flatten)]
+    pub endpoint: EndpointView,
 }
 
 /// `network disconnect`.

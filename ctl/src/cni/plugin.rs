@@ -146,7 +146,8 @@ fn add(conf: &NetConf, env: &Env) -> Result<Value> {
     };
     match daemon(conf).call(|c| c.cni_add(req)) {
         Ok(v) => {
-            let iface = json!({ "name": env.ifname, "mac": v.mac, "sandbox": env.netns, "mtu": v.mtu });
+            let iface =
+                json!({ "name": env.ifname, "mac": v.endpoint.mac, "sandbox": env.netns, "mtu": v.endpoint.mtu });
             Ok(render_result(&conf.cni_version, &iface, &ipam, conf.dns.as_ref()))
         }
         Err(e) => {

@@ -11,6 +11,7 @@ use xmacvlan_datapath::fwd::{Mode, PortId};
 use xmacvlan_datapath::{EndpointSpec, NetId};
 
 use super::rules;
+use super::view::endpoint_view;
 use super::{host_ifname, open_netns, random_mac, valid_ifname, CniParts, Daemon, Endpoint, EpId, EpOpts, Key};
 use crate::api::reply::{Connected, Disconnected};
 use crate::api::{CniRoute, Connect};
@@ -158,16 +159,7 @@ impl Daemon {
             cni: cni.map(|p| p.attachment),
         };
         let ep = Endpoint { st, port, host_index, mac, addrs };
-        let v = Connected {
-            network: c.network.clone(),
-            kind: if ep.netns().is_some() { "veth" } else { "tap" }.into(),
-            netns: ep.netns().map(str::to_string),
-            ifname: ep.st.ifname.clone(),
-            host_ifname: ep.st.host.clone(),
-            mac: ep.mac.to_string(),
-            ips: ep.st.addrs.clone(),
-            mtu: ep.st.mtu,
-        };
+        let v = Connected { network: c.network.clone(), endpoint: endpoint_view(&ep.st) };
         net.endpoints.push(ep);
         Ok(v)
     }

@@ -113,7 +113,7 @@ impl Daemon {
 }
 
 /// An endpoint as `ls` and `inspect` list it, from what the state keeps of it.
-fn endpoint_view(st: &EndpointState) -> EndpointView {
+pub(super) fn endpoint_view(st: &EndpointState) -> EndpointView {
     let netns = match &st.kind {
         EndpointKind::Veth { netns, .. } => Some(netns.clone()),
         EndpointKind::Tap { .. } => None,
