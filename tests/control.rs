@@ -143,18 +143,6 @@ fn networks_share_a_parent_and_internal_networks_stay_internal() {
     assert!(lab.dp.xdp_links().is_empty());
 }
 
-/// Waits until `f` holds, up to `limit`; returns how long it took.
-fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v

@@ -27,18 +27,6 @@ fn ping(ns: &Netns, ip: &str, wait: &str) -> bool {
     ns.exec(&["ping", "-c", "1", "-W", wait, ip]).status.success()
 }
 
-/// Polls `f` every 50 ms for up to `limit`; how long it took, None if it never held.
-fn until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
 /// The wire as the lab made it: wire0 (the wire host) —veth— eth1 (the parent), addressed and up.
 fn plug_wire(lab: &Lab) {
     let (w, p) = (End { netns: &lab.wire.name, ifname: "wire0" }, End { netns: &lab.dp.name, ifname: "eth1" });
@@ -63,7 +51,7 @@ fn a_parent_unplugged_and_plugged_back_forwards_again_without_a_restart() {
 
     // Unplugged: the parent is deleted (its wire with it).
     ok(&["ip", "-n", &lab.dp.name, "link", "del", "eth1"]);
-    let gone = until(Duration::from_secs(5), || status(&lab).starts_with("inactive"));
+    let gone = within(Duration::from_secs(5), || status(&lab).starts_with("inactive"));
     println!("network inactive {gone:?} after the parent went: {}", status(&lab));
     assert!(gone.is_some(), "ls shows the network inactive: {}", status(&lab));
     assert!(status(&lab).contains("eth1"), "and says why: {}", status(&lab));
@@ -75,8 +63,8 @@ fn a_parent_unplugged_and_plugged_back_forwards_again_without_a_restart() {
     // Plugged back: an interface of the same name (a new ifindex), the same wire.
     plug_wire(&lab);
     let back = Instant::now();
-    let resumed = until(Duration::from_secs(10), || ping(&lab.wire, &c1, "0.25"));
-    let active = until(Duration::from_secs(5), || status(&lab) == "active");
+    let resumed = within(Duration::from_secs(10), || ping(&lab.wire, &c1, "0.25"));
+    let active = within(Duration::from_secs(5), || status(&lab) == "active");
     // The wire host's first ARP request may go out before the daemon has attached again: its
     // retry comes a second later (retrans_time_ms).
     println!(
@@ -105,7 +93,7 @@ fn an_inactive_network_removed_takes_its_endpoints_links_along() {
     lab.cli_ok(&["network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "-o", "parent=eth1", "labnet"]);
     attach(&lab, Backend::Xmacvlan, 1, None);
     ok(&["ip", "-n", &lab.dp.name, "link", "del", "eth1"]);
-    assert!(until(Duration::from_secs(5), || status(&lab).starts_with("inactive")).is_some());
+    assert!(within(Duration::from_secs(5), || status(&lab).starts_with("inactive")).is_some());
     assert!(lab.dp.links().iter().any(|l| l.starts_with("xmv")), "the endpoint's link is kept meanwhile");
     lab.cli_ok(&["network", "rm", "--force", "labnet"]);
     assert!(!lab.dp.links().iter().any(|l| l.starts_with("xmv")), "gone with the network: {:?}", lab.dp.links());

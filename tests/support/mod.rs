@@ -152,6 +152,18 @@ impl NetnsExt for Netns {
     }
 }
 
+/// Polls `f` every 20 ms until it holds, up to `limit`; how long it took, None if it never held.
+pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 /// Whether the suites run in the forced-userspace configuration (XMACVLAN_TEST_FAST_PATH=off: the
 /// daemons the tests start send every frame through AF_XDP and the workers).
 pub fn forced_userspace() -> bool {
