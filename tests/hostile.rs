@@ -1,6 +1,6 @@
 //! Clients that try to stall or kill the daemon (issue 17): a FIFO given as a namespace, a request
 //! line held half-sent, a 100 MB line, thousands of idle connections at a descriptor limit of
-//! 1 024, and at one too small for them. Through all of it the daemon stays up and another
+//! 1 024, and at one too small for them; and a legitimate command that takes seconds. Through all of it the daemon stays up and another
 //! client's `network ls` answers; the latencies are printed (`--nocapture`), the checks are that
 //! nothing waits for a deadline it should not (seconds, not milliseconds: no timing claim here).
 //!
@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::*;
+use xmacvlan_ctl::api;
 use xmacvlan_ctl::client::Client;
 
 /// Longer than any answer of an unstalled daemon, shorter than the daemon's 5 s read deadline: a
@@ -211,4 +212,64 @@ fn idle_connections_neither_kill_the_daemon_nor_lock_others_out() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("Too many open files") && text.contains("retrying"), "EMFILE was met and waited out: {text}");
     assert!(Path::new(&lab.socket()).exists());
+}
+
+#[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
+fn readers_do_not_wait_for_a_slow_command() {
+    require_root!();
+    // Removing a network of 100 endpoints takes seconds (each veth goes with its namespace's
+    // share of an RCU grace period); `ls`, `inspect` and `stats` meanwhile answer at once, with
+    // the network as it was before the removal began.
+    const N: usize = 100;
+    let lab = Lab::with_containers(N);
+    let _d = Daemon::start(&lab);
+    lab.cli_ok(&["network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "-o", "parent=eth1", "labnet"]);
+    let client = Client::new(lab.socket()).with_timeout(Duration::from_secs(60));
+    for i in 1..=N {
+        let c = api::Connect {
+            network: "labnet".into(),
+            netns: Some(lab.c(i).path()),
+            tap: None,
+            owner: None,
+            ip: None,
+            ip6: None,
+            mac: None,
+            ifname: "eth0".into(),
+            mtu: None,
+        };
+        client.connect(c).unwrap_or_else(|e| panic!("connect c{i}: {e:#}"));
+    }
+    let endpoints = || lab.dp.links().iter().filter(|l| l.starts_with("xmv") && l.len() == 11).count();
+    assert_eq!(endpoints(), N);
+    std::thread::scope(|s| {
+        let t = Instant::now();
+        let rm = s.spawn(|| Client::new(lab.socket()).with_timeout(Duration::from_secs(120)).rm("labnet".into(), true));
+        // The removal has begun once its first endpoint link is gone.
+        within(Duration::from_secs(30), || endpoints() < N).expect("the removal begins");
+        let began = t.elapsed();
+        let (ls, nets) = timed(|| client.ls().expect("ls answers"));
+        let (inspect, seen) = timed(|| client.inspect("labnet".into()).expect("inspect answers"));
+        let (stats, _) = timed(|| client.stats().expect("stats answers"));
+        let left = endpoints();
+        rm.join().unwrap().expect("the removal succeeds");
+        let took = t.elapsed();
+        println!(
+            "rm of {N} endpoints: {took:?} (began after {began:?}); meanwhile ls {ls:?}, inspect {inspect:?}, \
+             stats {stats:?}, with {left} endpoint links still to remove"
+        );
+        assert!(left > 0, "the readers answered while the removal was still running");
+        assert!(nets.len() == 1 && nets[0].endpoints.len() == N, "ls shows the network as it was: {nets:?}");
+        assert_eq!(seen.network.endpoints.len(), N);
+    });
+    // Once it has answered, readers see it done.
+    assert!(client.ls().unwrap().is_empty());
+    assert!(client.inspect("labnet".into()).is_err());
+}
+
+/// `f`'s answer and how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let t = Instant::now();
+    let v = f();
+    (t.elapsed(), v)
 }

@@ -216,7 +216,7 @@ impl Daemon {
         .await?;
         let dp = self.domains[&dkey].dp;
         let vlan = self.nets[name].vlan;
-        self.dp.probe(dp, port, vlan, ns, &ifname).map_err(|e| {
+        self.dp().probe(dp, port, vlan, ns, &ifname).map_err(|e| {
             anyhow!("the datapath does not forward to {ifname} of container {}: {e}", c.attachment.container_id)
         })?;
         Ok(CniChecked { network: name.clone(), ifname, mac: mac.to_string(), forwarding: true })

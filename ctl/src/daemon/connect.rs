@@ -170,7 +170,7 @@ impl Daemon {
     pub(super) async fn build_veth(&mut self, plan: Plan, v: Veth<'_>) -> Result<(PortId, u32)> {
         let Plan { dp, opts: o, mac, mtu, create } = plan;
         let (addrs, routes) = (v.addrs, v.routes);
-        let workers = self.dp.workers() as u32;
+        let workers = self.dp().workers() as u32;
         let host = v.host.to_string();
         if create {
             netlink::create_veth(&self.h, &host, v.ifname, mac, mtu, workers, &v.ns).await?;
@@ -213,12 +213,12 @@ impl Daemon {
                 nodst: o.nodst,
                 keep_pcp: o.keep_pcp,
             };
-            let id = self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?;
+            let id = self.dp().add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?;
             port = Some(id);
             netlink::set_up(&self.h, link.index).await?;
             if create {
                 let (ifname, addrs, routes) = (v.ifname.to_string(), addrs.to_vec(), routes.to_vec());
-                let offloads = self.dp.keeps_offloads(dp, id);
+                let offloads = self.dp().keeps_offloads(dp, id);
                 netlink::in_netns(v.ns.try_clone()?, move |h| async move {
                     let l = netlink::link_by_name(&h, &ifname)
                         .await?
@@ -277,7 +277,8 @@ impl Daemon {
                 nodst: o.nodst,
                 keep_pcp: o.keep_pcp,
             };
-            port = Some(self.dp.add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {name}"))?);
+            port =
+                Some(self.dp().add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {name}"))?);
             netlink::set_up(&self.h, link.index).await?;
             anyhow::Ok(())
         }
@@ -297,16 +298,16 @@ impl Daemon {
         create: bool,
     ) -> Result<(PortId, u32)> {
         if let Err(e) = steps {
-            let detached = port.and_then(|p| self.dp.detach_endpoint(dp, p));
+            let detached = port.and_then(|p| self.dp().detach_endpoint(dp, p));
             if create {
                 let _ = netlink::del_link(&self.h, index).await;
             }
-            self.dp.close(detached.into_iter().collect());
+            self.dp().close(detached.into_iter().collect());
             return Err(e);
         }
         let port = port.expect("set when steps succeed");
         let up = netlink::link_by_index(&self.h, index).await.ok().flatten().is_some_and(|l| l.lower_up);
-        self.dp.set_endpoint_up(dp, port, up);
+        self.dp().set_endpoint_up(dp, port, up);
         Ok((port, index))
     }
 
@@ -323,12 +324,12 @@ impl Daemon {
         let net = self.nets.get_mut(network).expect("checked above");
         let ep = net.endpoints.remove(id).expect("the caller found it");
         net.ipam.release(&ep.addrs);
-        let detached = dp.and_then(|dp| self.dp.detach_endpoint(dp, ep.port));
+        let detached = dp.and_then(|dp| self.dp().detach_endpoint(dp, ep.port));
         self.give_back_parent(network).await;
         // Deleting the link first unbinds the endpoint's sockets on the way, so closing them
         // afterwards does not wait for an RCU grace period of its own.
         let deleted = netlink::del_link(&self.h, ep.host_index).await;
-        self.dp.close(detached.into_iter().collect());
+        self.dp().close(detached.into_iter().collect());
         deleted?;
         Ok(Disconnected { network: network.to_string(), endpoint: ep.label(), removed: ep.st.host.clone() })
     }

@@ -15,7 +15,9 @@
 //! - `rules`: the registry's rules, pure (names, specs, pools, parent sharing, MTUs, MACs,
 //!   passthru): `network` and `connect` gather the host's facts and apply them before any side
 //!   effect;
-//! - `view`: what `ls`, `inspect` and `stats` answer (the typed replies of `api::reply`);
+//! - `view`: what `ls`, `inspect` and `stats` answer (the typed replies of `api::reply`), and
+//!   `board`: where they read it, the networks as the last finished command left them (a reader
+//!   never waits for a command in progress);
 //! - `cni`: the daemon's half of the CNI plugin; `relay`: the flood relay's veth pair.
 
 use std::collections::BTreeMap;
@@ -30,11 +32,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use rtnetlink::Handle;
 use serde_json::Value;
 use tokio::sync::Mutex;
-use xmacvlan_datapath::counters::WorkerStats;
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::Mode;
 use xmacvlan_datapath::{Config, Datapath, FastPath, NetId};
 
+mod board;
 mod cni;
 mod connect;
 mod endpoints;
@@ -45,12 +47,12 @@ mod rules;
 mod server;
 mod view;
 
+use self::board::Board;
 use self::cni::CniParts;
 use self::connect::{default_routes, Veth};
 use self::endpoints::{Endpoint, Endpoints, EpId, Key};
 use self::network::{parse_macs, resolve_parent};
 use self::server::{bind_socket, monitor_links, refuse_if_live, sample_rates, serve, SharedReaders};
-use crate::api::reply::NetworkInspect;
 use crate::api::Request;
 use crate::ipam::{Ipam, IpamSpec};
 use crate::netlink::{self, Link};
@@ -132,16 +134,11 @@ struct Domain {
     rx_vlan_was_on: bool,
 }
 
-struct Rates {
-    at: Instant,
-    workers: Vec<WorkerStats>,
-    per_sec: Vec<(f64, f64, f64)>,
-}
-
 struct Daemon {
     /// The link a connect is about to create (see `state::intent`).
     intents: Intents,
-    dp: Datapath,
+    /// The datapath (see `dp`) and what the readers see.
+    board: Arc<Board>,
     h: Handle,
     store: Store,
     nets: BTreeMap<String, Network>,
@@ -150,7 +147,6 @@ struct Daemon {
     next_dp: NetId,
     /// Parents the state file says we turned receive VLAN offload off on (see Domain).
     rx_vlan_off: Vec<String>,
-    rates: Rates,
 }
 
 type Shared = Arc<Mutex<Daemon>>;
@@ -187,13 +183,12 @@ pub async fn run(opts: Options) -> Result<()> {
     let cpus = if opts.cpus.is_empty() { vec![None] } else { opts.cpus.iter().map(|&c| Some(c)).collect() };
     let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, fast_path: opts.fast_path, ..Config::default() })
         .context("starting the datapath")?;
-    let workers = dp.report().workers;
     let h = netlink::connect()?;
     let intents = Intents::new(&opts.state_dir);
     let unsaved = intents.pending();
     let mut d = Daemon {
         intents,
-        dp,
+        board: Arc::new(Board::new(dp)),
         h,
         store,
         nets: BTreeMap::new(),
@@ -201,21 +196,18 @@ pub async fn run(opts: Options) -> Result<()> {
         next_id: 1,
         next_dp: 1,
         rx_vlan_off: Vec::new(),
-        rates: Rates { at: Instant::now(), per_sec: vec![(0.0, 0.0, 0.0); workers.len()], workers },
     };
     d.restore(saved).await?;
     d.remove_unsaved(unsaved).await;
+    d.post_all();
+    let board = d.board.clone();
     // Listening only now: a client that can connect finds the restored networks in place.
     let listener = bind_socket(&opts.socket).await?;
     let daemon: Shared = Arc::new(Mutex::new(d));
-    eprintln!(
-        "xmacvlan daemon: {} worker(s), listening on {}",
-        daemon.lock().await.dp.workers(),
-        opts.socket.display()
-    );
+    eprintln!("xmacvlan daemon: {} worker(s), listening on {}", board.dp().workers(), opts.socket.display());
 
     tokio::spawn(monitor_links(daemon.clone()));
-    tokio::spawn(sample_rates(daemon.clone()));
+    tokio::spawn(sample_rates(board.clone()));
 
     let readers = SharedReaders::default();
     let mut last_accept_warning = None;
@@ -227,7 +219,7 @@ pub async fn run(opts: Options) -> Result<()> {
             _ = int.recv() => break,
             conn = listener.accept() => match conn {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve(daemon.clone(), readers.clone(), stream));
+                    tokio::spawn(serve(daemon.clone(), board.clone(), readers.clone(), stream));
                 }
                 // Out of descriptors (EMFILE, ENFILE) or memory: close the older half of the
                 // connections that have not sent their request yet and let their tasks end, or,
@@ -323,21 +315,59 @@ fn valid_ifname(name: &str) -> bool {
     !name.is_empty() && name.len() <= 15 && !name.contains(['/', ' ', ':']) && name != "." && name != ".."
 }
 
+/// The network a request may change (the one it names), None for the readers' requests.
+fn changes(req: &Request) -> Option<&str> {
+    match req {
+        Request::NetworkLs | Request::NetworkInspect { .. } | Request::Stats => None,
+        Request::NetworkCreate(c) => Some(&c.name),
+        Request::NetworkRm { name, .. } => Some(name),
+        Request::Connect(c) => Some(&c.network),
+        Request::Disconnect { network, .. }
+        | Request::Macaddr { network, .. }
+        | Request::CniDel { network, .. }
+        | Request::CniStatus { network, .. }
+        | Request::CniGc { network, .. } => Some(network),
+        Request::CniAdd(a) => Some(&a.network.name),
+        Request::CniCheck(c) => Some(&c.network.name),
+    }
+}
+
+/// A reader's request answered from the board (None for any other request): it never waits for
+/// the registry.
+fn read(board: &Board, req: &Request) -> Option<Result<Value>> {
+    Some(match req {
+        Request::NetworkLs => to_data(board.ls()),
+        Request::NetworkInspect { name } => board.inspect(name).and_then(to_data),
+        Request::Stats => to_data(board.stats()),
+        _ => return None,
+    })
+}
+
 /// A typed reply as the `data` of the reply line.
 fn to_data(reply: impl serde::Serialize) -> Result<Value> {
     Ok(serde_json::to_value(reply)?)
 }
 
 impl Daemon {
+    /// The datapath, for one call.
+    fn dp(&self) -> std::sync::MutexGuard<'_, Datapath> {
+        self.board.dp()
+    }
+
     async fn handle(&mut self, req: Request) -> Result<Value> {
         let links = matches!(
             req,
             Request::Connect(_) | Request::CniAdd(_) | Request::Disconnect { .. } | Request::NetworkRm { .. }
         );
+        let network = changes(&req).map(str::to_string);
         let reply = self.dispatch(req).await;
         if links {
             // Saved, or undone: the links it was about to make or remove are accounted for.
             self.intents.clear();
+        }
+        // Done or undone: the readers see it before the client hears of it.
+        if let Some(name) = network {
+            self.post(&name);
         }
         reply
     }
@@ -368,10 +398,8 @@ impl Daemon {
                 self.persist_after("network rm");
                 to_data(v)
             }
-            Request::NetworkLs => to_data(self.nets.values().map(|n| self.view(n)).collect::<Vec<_>>()),
-            Request::NetworkInspect { name } => {
-                let n = self.net(&name)?;
-                to_data(NetworkInspect { network: self.view(n), counters: self.network_stats(n, &self.dp.report()) })
+            Request::NetworkLs | Request::NetworkInspect { .. } | Request::Stats => {
+                read(&self.board, &req).expect("a reader's request")
             }
             Request::Connect(c) => {
                 let (network, key) = (c.network.clone(), c.tap.clone().or(c.netns.clone()).unwrap_or_default());
@@ -403,7 +431,6 @@ impl Daemon {
                 self.persist_after("network macaddr");
                 to_data(v)
             }
-            Request::Stats => to_data(self.stats()),
             Request::CniAdd(a) => {
                 let (network, att) = (a.network.name.clone(), a.attachment.clone());
                 let v = self.cni_add(a).await?;

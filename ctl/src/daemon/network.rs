@@ -21,7 +21,7 @@ impl Daemon {
     /// Finds or sets up the forwarding domain of a network: its parent's (shared by every network
     /// on that parent), or a fresh anchor for an internal network.
     pub(super) async fn acquire_domain(&mut self, id: u32, parent: Option<&str>) -> Result<u32> {
-        let workers = self.dp.workers() as u32;
+        let workers = self.dp().workers() as u32;
         let (link, anchor) = match parent {
             None => {
                 let name = anchor_name(id);
@@ -73,7 +73,8 @@ impl Daemon {
                 return Err(e);
             }
         }
-        if let Err(e) = self.dp.add_network(dp, &spec) {
+        let added = self.dp().add_network(dp, &spec);
+        if let Err(e) = added {
             self.release_relay().await;
             if anchor {
                 let _ = netlink::del_link(&self.h, link.index).await;
@@ -96,7 +97,7 @@ impl Daemon {
             return;
         }
         let d = self.domains.remove(&key).expect("present");
-        self.dp.remove_network(d.dp);
+        self.dp().remove_network(d.dp);
         self.release_relay().await;
         if d.rx_vlan_was_on {
             if let Err(e) = netlink::enable_rx_vlan_offload(&d.link.name) {
@@ -323,7 +324,7 @@ impl Daemon {
         })
         .context("the list is unchanged: the state file could not be updated")?;
         let dp = self.domains[&dkey].dp;
-        self.dp.set_sources(dp, port, &list)?;
+        self.dp().set_sources(dp, port, &list)?;
         let net = self.nets.get_mut(network).expect("checked above");
         let listed = net.endpoints.source_macs_mut(id).expect("found above");
         *listed = list.iter().map(MacAddr::to_string).collect();

@@ -10,11 +10,12 @@ use crate::netlink;
 impl Daemon {
     /// The tc flood's relay pair (netlink::create_relay) exists while a network on a wire does.
     pub(super) async fn ensure_relay(&mut self) -> Result<()> {
-        if self.dp.relay().is_some() {
+        if self.dp().relay().is_some() {
             return Ok(());
         }
         let (relay, collector) = netlink::create_relay(&self.h).await?;
-        if let Err(e) = self.dp.set_relay((relay.index, &relay.name), (collector.index, &collector.name)) {
+        let set = self.dp().set_relay((relay.index, &relay.name), (collector.index, &collector.name));
+        if let Err(e) = set {
             let _ = netlink::del_link(&self.h, relay.index).await;
             return Err(anyhow::Error::new(e).context("attaching the tc flood's relay"));
         }
@@ -33,7 +34,8 @@ impl Daemon {
         if self.domains.values().any(|d| !d.anchor) {
             return;
         }
-        if let Some(r) = self.dp.clear_relay() {
+        let cleared = self.dp().clear_relay();
+        if let Some(r) = cleared {
             if let Err(e) = netlink::del_link(&self.h, r.relay).await {
                 eprintln!("xmacvlan daemon: removing the flood relay {}: {e:#}", netlink::RELAY);
             }

@@ -156,7 +156,7 @@ impl Daemon {
             let ids: Vec<_> = net.endpoints.entries().map(|(id, _)| id).collect();
             for id in ids {
                 let e = net.endpoints.remove(id).expect("listed above");
-                self.dp.remove_endpoint(dp, e.port);
+                self.board.dp().remove_endpoint(dp, e.port);
                 net.ipam.release(&e.addrs);
                 net.dormant.push(e.st);
             }
@@ -195,12 +195,12 @@ impl Daemon {
                 }
                 // Made for fewer workers than this daemon runs (--cpus changed): every worker
                 // needs a queue, so the pair is made again, with the same name, MAC and addresses.
-                if let Some(l) = existing.take_if(|l| l.rx_queues < self.dp.workers() as u32) {
+                if let Some(l) = existing.take_if(|l| l.rx_queues < self.dp().workers() as u32) {
                     eprintln!(
                         "xmacvlan daemon: {} has {} queue(s) for {} workers; recreating it",
                         st.host,
                         l.rx_queues,
-                        self.dp.workers()
+                        self.dp().workers()
                     );
                     netlink::del_link(&self.h, l.index).await?;
                 }
@@ -220,7 +220,7 @@ impl Daemon {
         };
         if !st.source_macs.is_empty() {
             let macs = parse_macs(&st.source_macs)?;
-            if let Err(e) = self.dp.set_sources(dp, port, &macs) {
+            if let Err(e) = self.dp().set_sources(dp, port, &macs) {
                 eprintln!("xmacvlan daemon: {}: restoring its source MACs: {e}", st.host);
             }
         }
@@ -232,7 +232,7 @@ impl Daemon {
     /// without XDP, nothing a container sends reaches this namespace's stack (its side shows
     /// NO-CARRIER until the next start). Internal anchors hold nothing and go.
     pub(super) async fn shutdown(&mut self) {
-        self.dp.shutdown();
+        self.dp().shutdown();
         self.remove_relay().await;
         for e in self.nets.values().flat_map(|n| n.endpoints.iter()) {
             if let Err(err) = netlink::set_down(&self.h, e.host_index).await {

@@ -1,5 +1,6 @@
 //! The control socket's server and the daemon's background tasks: accepting clients (one request
-//! line, one reply line each), following link state, sampling the workers' rates.
+//! line, one reply line each; readers answered from the board, commands one at a time), following
+//! link state, sampling the workers' rates.
 //!
 //! No client can stall or starve the others: a request line is at most [`MAX_REQUEST`] bytes and
 //! must arrive within [`READ_DEADLINE`]; at most [`MAX_READERS`] connections may be sending theirs
@@ -10,7 +11,7 @@ use std::collections::VecDeque;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
@@ -23,7 +24,8 @@ use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 
-use super::{Daemon, Key, Shared};
+use super::board::Board;
+use super::{read, Daemon, Key, Shared};
 use crate::api::{CodedError, Envelope, Reply};
 use crate::netlink::Link;
 use crate::{api, netlink};
@@ -42,7 +44,7 @@ impl Daemon {
         if deleted {
             // The namespace (or the link) went away under us: forget the endpoint.
             eprintln!("xmacvlan daemon: endpoint {label} on '{net_name}' disappeared; disconnecting it");
-            self.dp.remove_endpoint(dp, port);
+            self.dp().remove_endpoint(dp, port);
             if let Some(n) = self.nets.get_mut(&net_name) {
                 if let Some(ep) = n.endpoints.remove(id) {
                     n.ipam.release(&ep.addrs);
@@ -53,6 +55,7 @@ impl Daemon {
             if let Err(e) = self.persist() {
                 eprintln!("xmacvlan daemon: {e:#}");
             }
+            self.post(&net_name);
         } else {
             // Events arrive late and in bursts (a connect sets the host end up before the
             // container end, and the carrier-off event of the first step can come after connect
@@ -61,7 +64,7 @@ impl Daemon {
                 Ok(Some(now)) => now.lower_up,
                 _ => link.lower_up,
             };
-            self.dp.set_endpoint_up(dp, port, up);
+            self.dp().set_endpoint_up(dp, port, up);
         }
     }
 }
@@ -103,6 +106,7 @@ impl Daemon {
         if let Err(e) = self.persist() {
             eprintln!("xmacvlan daemon: {e:#}");
         }
+        self.post_all();
         true
     }
 }
@@ -196,7 +200,7 @@ async fn read_request(rd: OwnedReadHalf) -> Result<String, String> {
     String::from_utf8(buf).map_err(|_| "request refused: not UTF-8".to_string())
 }
 
-pub(super) async fn serve(daemon: Shared, readers: SharedReaders, stream: UnixStream) {
+pub(super) async fn serve(daemon: Shared, board: Arc<Board>, readers: SharedReaders, stream: UnixStream) {
     // Peer credentials: only root (or the daemon's own user) may drive the datapath.
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -224,8 +228,12 @@ pub(super) async fn serve(daemon: Shared, readers: SharedReaders, stream: UnixSt
                 api::API_VERSION
             )),
             Ok(env) => {
-                let mut d = daemon.lock().await;
-                match d.handle(env.request).await {
+                // A reader answers from the board; a command waits for the registry.
+                let answer = match read(&board, &env.request) {
+                    Some(answer) => answer,
+                    None => daemon.lock().await.handle(env.request).await,
+                };
+                match answer {
                     Ok(data) => Reply { version: api::API_VERSION, ok: true, error: None, data, code: None },
                     Err(e) => {
                         let code = e.downcast_ref::<CodedError>().map(|c| c.code);
@@ -274,23 +282,11 @@ pub(super) async fn monitor_links(daemon: Shared) {
     }
 }
 
-pub(super) async fn sample_rates(daemon: Shared) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+pub(super) async fn sample_rates(board: Arc<Board>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let mut d = daemon.lock().await;
-        let now = d.dp.report().workers;
-        let dt = d.rates.at.elapsed().as_secs_f64().max(1e-3);
-        d.rates.per_sec = now
-            .iter()
-            .zip(&d.rates.workers)
-            .map(|(n, p)| {
-                let r = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
-                (r(n.rx_frames, p.rx_frames), r(n.tx_frames, p.tx_frames), r(n.dropped, p.dropped))
-            })
-            .collect();
-        d.rates.workers = now;
-        d.rates.at = Instant::now();
+        board.sample();
     }
 }
 
