@@ -41,6 +41,8 @@ impl Outcome {
 struct Runtime<'a> {
     lab: &'a Lab,
     conf: Value,
+    /// CNI_IFNAME.
+    ifname: &'a str,
 }
 
 impl<'a> Runtime<'a> {
@@ -60,7 +62,12 @@ impl<'a> Runtime<'a> {
                 "routes": [{ "dst": "0.0.0.0/0" }]
             }
         });
-        Runtime { lab, conf }
+        Runtime { lab, conf, ifname: "eth0" }
+    }
+
+    /// The same configuration with another CNI_IFNAME.
+    fn renamed(&self, ifname: &'a str) -> Self {
+        Runtime { lab: self.lab, conf: self.conf.clone(), ifname }
     }
 
     fn l2_only(mut self) -> Self {
@@ -85,7 +92,7 @@ impl<'a> Runtime<'a> {
             .env("CNI_COMMAND", cmd)
             .env("CNI_CONTAINERID", id)
             .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
+            .env("CNI_IFNAME", self.ifname)
             .env("CNI_ARGS", args)
             .env("CNI_PATH", CNI_PATH)
             .stdin(Stdio::piped())
@@ -417,6 +424,16 @@ fn errors_are_the_specs() {
     assert_eq!(e.code(), 4);
     let v = rt.invoke_with("VERSION", &json!({ "cniVersion": "1.0.0" }), "", "", "");
     assert_eq!(v.out["supportedVersions"], json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
+    // What the daemon's rules refuse is an invalid value too (7), named: an interface name, a MAC
+    // another attachment of the L2 domain has.
+    let e = rt.renamed("eth0/x").invoke("ADD", c);
+    assert!(e.code() == 7 && e.msg().contains("'eth0/x' is not a valid interface name"), "{}", e.out);
+    let mac = "IgnoreUnknown=1;MAC=02:00:c6:12:00:07";
+    assert!(rt.invoke_with("ADD", &rt.conf, &c.name, &c.path(), mac).ok);
+    let c2 = lab.c(2);
+    let e = rt.invoke_with("ADD", &rt.conf, &c2.name, &c2.path(), mac);
+    assert!(e.code() == 7 && e.msg().contains("02:00:c6:12:00:07"), "{}", e.out);
+    rt.del(c);
     assert!(networks(&lab).is_empty(), "refused ADDs leave nothing behind");
     assert_eq!(lab.dp.links(), ["lo", "eth1"]);
 }
@@ -465,7 +482,7 @@ fn status_and_gc() {
 
 impl Runtime<'_> {
     fn clone_with(&self, key: &str, v: Value) -> Self {
-        Runtime { lab: self.lab, conf: self.conf.clone() }.with(key, v)
+        Runtime { lab: self.lab, conf: self.conf.clone(), ifname: self.ifname }.with(key, v)
     }
 }
 

@@ -1,7 +1,9 @@
-//! The daemon killed (SIGKILL) in the middle of a burst of connects, disconnects and (every third
-//! round) a network's removal and re-creation, at random points, round after round (issue 17): after each restart the links are exactly what the state
-//! names — no daemon-side veth nobody knows, no container left with an interface the daemon does not
-//! know — and every namespace can be connected again. The seed is printed; XMACVLAN_CRASH_SEED
+//! The daemon killed (SIGKILL) in the middle of a burst of connects, disconnects, CNI ADDs and DELs
+//! (a CNI network comes with its first attachment and goes with its last) and (every third round)
+//! a network's removal and re-creation, at random points, round after round (issue 17): after each
+//! restart the links are exactly what the state names — no daemon-side veth nobody knows, no
+//! container left with an interface the daemon does not know — and every namespace can be
+//! connected and attached again. The seed is printed; XMACVLAN_CRASH_SEED
 //! replays a run.
 //!
 //! Root only; the test builds its own lab of namespaces and removes it.
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
+use xmacvlan_ctl::client::Client;
 
 const CONTAINERS: usize = 10;
 const ROUNDS: usize = 20;
@@ -29,10 +32,10 @@ impl Rng {
     }
 }
 
-/// The namespaces the daemon lists as connected, and their daemon-side links (none while the
-/// network does not exist).
-fn listed(lab: &Lab) -> (BTreeSet<String>, BTreeSet<String>) {
-    let out = lab.cli(&["network", "inspect", "--format", "json", "labnet"]);
+/// The namespaces the daemon lists as connected to `network`, and their daemon-side links (none
+/// while the network does not exist).
+fn listed(lab: &Lab, network: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let out = lab.cli(&["network", "inspect", "--format", "json", network]);
     if !out.status.success() {
         return Default::default();
     }
@@ -41,6 +44,15 @@ fn listed(lab: &Lab) -> (BTreeSet<String>, BTreeSet<String>) {
     let netns = eps.iter().map(|e| e["netns"].as_str().unwrap().to_string()).collect();
     let hosts = eps.iter().map(|e| e["host_ifname"].as_str().unwrap().to_string()).collect();
     (netns, hosts)
+}
+
+/// Container `i`'s CNI attachment: its container ID, and the address its IPAM plugin gave.
+fn cni_id(i: usize) -> String {
+    format!("ctr{i}")
+}
+
+fn cni_ip(i: usize) -> String {
+    format!("198.18.3.{}/24", i + 1)
 }
 
 #[test]
@@ -63,7 +75,8 @@ fn a_daemon_killed_mid_connect_leaves_nothing_behind_after_its_restart() {
         let recreate = round % 3 == 1;
         let delay = Duration::from_millis(rng.below(if recreate { 120 } else { 60 }));
         let socket = lab.socket();
-        let (connected, _) = listed(&lab);
+        let (connected, _) = listed(&lab, "labnet");
+        let (attached, _) = listed(&lab, "cninet");
         let burst = std::thread::spawn({
             let paths = paths.clone();
             move || {
@@ -72,9 +85,16 @@ fn a_daemon_killed_mid_connect_leaves_nothing_behind_after_its_restart() {
                     full.extend_from_slice(args);
                     let _ = run(&full);
                 };
-                for p in &paths {
+                let client = Client::new(&socket);
+                for (i, p) in paths.iter().enumerate() {
                     let verb = if connected.contains(p) { "disconnect" } else { "connect" };
                     x(&["network", verb, "labnet", p]);
+                    // The CNI plugin's half, as it asks the daemon.
+                    let _ = if attached.contains(p) {
+                        client.cni_del("cninet".into(), cni_attachment(&cni_id(i))).map(drop)
+                    } else {
+                        client.cni_add(cni_request(&cni_id(i), p, &cni_ip(i))).map(drop)
+                    };
                 }
                 if recreate {
                     x(&["network", "rm", "--force", "labnet"]);
@@ -93,30 +113,54 @@ fn a_daemon_killed_mid_connect_leaves_nothing_behind_after_its_restart() {
 
         // Links == state: the daemon-side veths are the listed ones, and a container has an
         // interface exactly when it is listed.
-        let (netns, hosts) = listed(&lab);
+        let (netns, mut hosts) = listed(&lab, "labnet");
+        let (cni_netns, cni_hosts) = listed(&lab, "cninet");
+        hosts.extend(cni_hosts);
         // Endpoint veths are `xmv` and 8 hex digits (the anchor and relay links are named otherwise).
         let veth = |l: &String| l.len() == 11 && l.starts_with("xmv") && l[3..].bytes().all(|b| b.is_ascii_hexdigit());
         let ours: BTreeSet<String> = lab.dp.links().into_iter().filter(veth).collect();
         orphans_seen += leftover.iter().filter(|l| veth(l) && !hosts.contains(*l)).count();
         assert_eq!(ours, hosts, "round {round} (killed after {delay:?}): daemon-side veths are the listed ones");
         for (i, p) in paths.iter().enumerate() {
-            let has_eth0 = lab.c(i + 1).links().iter().any(|l| l == "eth0");
-            assert_eq!(has_eth0, netns.contains(p), "round {round} (killed after {delay:?}): container {} eth0", i + 1);
+            let links = lab.c(i + 1).links();
+            let has = |name: &str| links.iter().any(|l| l == name);
+            assert_eq!(
+                has("eth0"),
+                netns.contains(p),
+                "round {round} (killed after {delay:?}): container {} eth0",
+                i + 1
+            );
+            assert_eq!(
+                has("net1"),
+                cni_netns.contains(p),
+                "round {round} (killed after {delay:?}): container {} net1",
+                i + 1
+            );
         }
         // Every namespace can be connected: connect the rest, then disconnect all for the next round.
         if lab.cli(&["network", "inspect", "labnet"]).status.code() != Some(0) {
             lab.cli_ok(&["network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "-o", "parent=eth1", "labnet"]);
         }
-        for p in paths.iter().filter(|p| !netns.contains(*p)) {
-            lab.cli_ok(&["network", "connect", "labnet", p]);
-        }
-        for p in &paths {
-            lab.cli_ok(&["network", "disconnect", "labnet", p]);
-        }
-        // Half the rounds start from all connected (the burst disconnects), half from none.
-        if round % 2 == 0 {
-            for p in &paths {
+        let client = Client::new(lab.socket());
+        for (i, p) in paths.iter().enumerate() {
+            if !netns.contains(p) {
                 lab.cli_ok(&["network", "connect", "labnet", p]);
+            }
+            if !cni_netns.contains(p) {
+                let add = client.cni_add(cni_request(&cni_id(i), p, &cni_ip(i)));
+                add.unwrap_or_else(|e| panic!("round {round}: CNI ADD of container {}: {e}", i + 1));
+            }
+        }
+        for (i, p) in paths.iter().enumerate() {
+            lab.cli_ok(&["network", "disconnect", "labnet", p]);
+            client.cni_del("cninet".into(), cni_attachment(&cni_id(i))).expect("CNI DEL");
+        }
+        // Half the rounds start from all connected and attached (the burst disconnects and
+        // deletes), half from none.
+        if round % 2 == 0 {
+            for (i, p) in paths.iter().enumerate() {
+                lab.cli_ok(&["network", "connect", "labnet", p]);
+                client.cni_add(cni_request(&cni_id(i), p, &cni_ip(i))).expect("CNI ADD");
             }
         }
     }

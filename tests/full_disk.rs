@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use support::*;
+use xmacvlan_ctl::client::Client;
 
 /// A tmpfs mounted at `path` (created), unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -69,6 +70,9 @@ fn a_full_state_directory_changes_nothing_and_a_restart_agrees() {
     lab.cli_ok(&src);
     lab.cli_ok(&["network", "connect", "srcnet", &c3]);
     lab.cli_ok(&["network", "macaddr", "add", "srcnet", &c3, "02:00:c6:12:00:01"]);
+    // The CNI plugin's requests, as it sends them after its IPAM plugin has answered.
+    let client = Client::new(lab.socket());
+    client.cni_add(cni_request("ctr2", &c2, "198.18.3.2/24")).expect("CNI ADD");
 
     disk.fill();
     // Edits of the source list until one is not saved: the journal's last page is full.
@@ -104,6 +108,20 @@ fn a_full_state_directory_changes_nothing_and_a_restart_agrees() {
         assert_eq!(runtime(&lab), before, "{args:?} changed the runtime");
         assert_eq!(lab.dp.links(), links_before, "{args:?} changed the links");
     }
+    // The CNI plugin's requests (DEL, GC, ADD), as it sends them.
+    for what in ["CNI DEL", "CNI GC", "CNI ADD"] {
+        let err = match what {
+            "CNI DEL" => client.cni_del("cninet".into(), cni_attachment("ctr2")).map(drop),
+            "CNI GC" => client.cni_gc("cninet".into(), Vec::new()).map(drop),
+            _ => client.cni_add(cni_request("ctr1", &c1, "198.18.3.1/24")).map(drop),
+        }
+        .expect_err(what)
+        .to_string();
+        println!("{what} on a full disk: {err}");
+        assert!(err.contains("state") && err.contains("No space left"), "{what} says why: {err}");
+        assert_eq!(runtime(&lab), before, "{what} changed the runtime");
+        assert_eq!(lab.dp.links(), links_before, "{what} changed the links");
+    }
 
     // The file agrees with the runtime: a restart brings back exactly what was reported.
     disk.empty();
@@ -114,6 +132,7 @@ fn a_full_state_directory_changes_nothing_and_a_restart_agrees() {
     // With room again, a disconnect and an rm are saved, and stay done across a restart.
     lab.cli_ok(&["network", "disconnect", "labnet", &c1]);
     lab.cli_ok(&["network", "rm", "--force", "srcnet"]);
+    Client::new(lab.socket()).cni_del("cninet".into(), cni_attachment("ctr2")).expect("CNI DEL");
     let after = runtime(&lab);
     assert!(d.stop());
     let _d = Daemon::start(&lab);

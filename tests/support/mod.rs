@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use xmacvlan_ctl::api::{Attachment, CniAdd, CniIp, CniNetwork};
 use xmacvlan_lab::sys::{self, PacketSocket};
 use xmacvlan_lab::topology::{self, End, MacvlanChild};
 use xmacvlan_lab::{DaemonProcess, DaemonSpec};
@@ -573,3 +574,23 @@ pub fn marker() -> [u8; 8] {
 
 pub const BROADCAST: [u8; 6] = [0xff; 6];
 pub const OUTSIDE: [u8; 6] = [0x02, 0x00, 0xc6, 0x12, 0x00, 0x99];
+
+/// What the CNI plugin asks the daemon for an ADD of attachment `id` (CNI_IFNAME net1) of
+/// namespace `netns` on the CNI network cninet (master eth1, bridge), once its IPAM plugin has
+/// given `ip`: for tests that drive the daemon's CNI half without the plugin.
+pub fn cni_request(id: &str, netns: &str, ip: &str) -> CniAdd {
+    CniAdd {
+        network: CniNetwork { name: "cninet".into(), master: Some("eth1".into()), mode: "bridge".into() },
+        attachment: cni_attachment(id),
+        netns: netns.into(),
+        mtu: 0,
+        mac: None,
+        ips: vec![CniIp { address: ip.parse().expect("an address with its prefix"), gateway: None }],
+        routes: Vec::new(),
+    }
+}
+
+/// Attachment `id` (CNI_IFNAME net1) of [`cni_request`].
+pub fn cni_attachment(id: &str) -> Attachment {
+    Attachment { container_id: id.into(), ifname: "net1".into() }
+}

@@ -8,7 +8,7 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
 use rtnetlink::Handle;
 use xmacvlan_datapath::frame::MacAddr;
@@ -18,6 +18,7 @@ use crate::api::reply::{CniChecked, CniCollected, CniDeleted, CniReady, Connecte
 use crate::api::{Attachment, CniAdd, CniCheck, CniIp, CniNetwork, CniRoute, CodedError, Connect, CreateNetwork};
 use crate::ipam::{Assigned, IpamSpec};
 use crate::netlink;
+use crate::state::EndpointState;
 
 /// CNI error codes (spec "Error codes").
 pub const INVALID_CONFIG: u32 = 7;
@@ -33,7 +34,8 @@ pub(super) struct CniParts {
     pub routes: Vec<CniRoute>,
 }
 
-fn coded(code: u32, msg: impl Into<String>) -> anyhow::Error {
+/// An error with the CNI error code the plugin answers with.
+pub(super) fn coded(code: u32, msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(CodedError::new(code, msg))
 }
 
@@ -101,13 +103,43 @@ impl Daemon {
         }
     }
 
+    /// Before a DEL or GC acts: records the links of the attachments it will remove (those `keep`
+    /// refuses) and saves the state it will leave, without them (and without the network, when
+    /// they are its last: it goes with its last attachment). Nothing is removed unless this
+    /// succeeds, so a DEL or GC whose state cannot be saved changes nothing.
+    pub(super) fn save_cni_removal(&mut self, network: &str, keep: impl Fn(&Option<Attachment>) -> bool) -> Result<()> {
+        let Some(n) = self.nets.get(network) else { return Ok(()) };
+        let cni = n.cni;
+        let hosts: Vec<String> = n
+            .endpoints
+            .iter()
+            .map(|e| &e.st)
+            .chain(&n.dormant)
+            .filter(|e| !keep(&e.cni))
+            .map(|e| e.host.clone())
+            .collect();
+        self.intents.record(&hosts).context("recording the attachments' links failed")?;
+        self.persist_with(|s| {
+            for n in s.networks.iter_mut().filter(|n| n.name == network) {
+                n.endpoints.retain(|e| keep(&e.cni));
+            }
+            if cni {
+                s.networks.retain(|n| n.name != network || !n.endpoints.is_empty());
+            }
+        })
+        .context("the state file could not be updated")
+    }
+
     /// Removes an attachment; none (or no network) is success, as DEL must be idempotent.
     pub(super) async fn cni_del(&mut self, network: &str, att: &Attachment) -> Result<CniDeleted> {
         let mut removed = None;
         if let Some(id) = self.find_attachment(network, att) {
             removed = Some(self.disconnect_at(network, id).await?);
         } else if let Some(n) = self.nets.get_mut(network) {
-            n.dormant.retain(|e| e.cni.as_ref() != Some(att));
+            let (gone, kept) = std::mem::take(&mut n.dormant).into_iter().partition(|e| e.cni.as_ref() == Some(att));
+            n.dormant = kept;
+            let gone: Vec<EndpointState> = gone;
+            self.remove_dormant(network, &gone).await;
         }
         self.drop_if_unused(network).await;
         Ok(CniDeleted { network: network.to_string(), removed })
@@ -125,10 +157,13 @@ impl Daemon {
             ));
         }
         let keep = |a: &Option<Attachment>| a.as_ref().is_some_and(|a| valid.contains(a));
-        let mut removed: Vec<String> = n.dormant.iter().filter(|e| !keep(&e.cni)).map(|e| e.ifname.clone()).collect();
-        n.dormant.retain(|e| keep(&e.cni));
+        let (kept, gone): (Vec<EndpointState>, Vec<EndpointState>) =
+            std::mem::take(&mut n.dormant).into_iter().partition(|e| keep(&e.cni));
+        n.dormant = kept;
+        let mut removed: Vec<String> = gone.iter().map(|e| e.ifname.clone()).collect();
         let doomed: Vec<(EpId, String)> =
             n.endpoints.entries().filter(|(_, e)| !keep(&e.st.cni)).map(|(id, e)| (id, e.label())).collect();
+        self.remove_dormant(network, &gone).await;
         for (id, label) in doomed {
             self.disconnect_at(network, id).await?;
             removed.push(label);

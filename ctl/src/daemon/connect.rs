@@ -10,6 +10,7 @@ use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::{Mode, PortId};
 use xmacvlan_datapath::{EndpointSpec, NetId};
 
+use super::cni::{coded, INVALID_CONFIG};
 use super::rules;
 use super::view::endpoint_view;
 use super::{host_ifname, open_netns, random_mac, valid_ifname, CniParts, Daemon, Endpoint, EpId, EpOpts, Key};
@@ -23,65 +24,10 @@ impl Daemon {
     /// Connects an endpoint. `cni`: a CNI attachment with the addresses and routes its IPAM
     /// plugin gave (the network's own IPAM is not asked).
     pub(super) async fn connect(&mut self, c: Connect, cni: Option<CniParts>) -> Result<Connected> {
-        let net = self.net(&c.network)?;
-        if net.cni && cni.is_none() {
-            bail!(
-                "network '{}' belongs to the CNI plugin (addresses come from the runtime's IPAM): attach containers through the runtime",
-                c.network
-            );
-        }
-        let Some(dkey) = net.domain else { bail!("network '{}' is {}", c.network, net.status) };
-        let dom = &self.domains[&dkey];
-        let (dp, max_mtu, link_name) = (dom.dp, dom.link.mtu, dom.link.name.clone());
-        let target = match (&c.netns, &c.tap) {
-            (Some(spec), None) => {
-                if c.owner.is_some() {
-                    bail!("--owner is for --tap endpoints only");
-                }
-                let (ns, ns_id) = open_netns(spec)?;
-                if let Some(e) = net.endpoints.find(&Key::Netns(ns_id)).and_then(|id| net.endpoints.get(id)) {
-                    bail!("namespace '{spec}' is already connected to network '{}' (as {})", c.network, e.st.ifname);
-                }
-                if !valid_ifname(&c.ifname) {
-                    bail!(
-                        "--ifname '{}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)",
-                        c.ifname
-                    );
-                }
-                Target::Veth { ns, ns_id, netns: spec.clone() }
-            }
-            (None, Some(tap)) => {
-                if !valid_ifname(tap) {
-                    bail!("--tap '{tap}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)");
-                }
-                if netlink::link_by_name(&self.h, tap).await?.is_some() {
-                    bail!("--tap {tap}: an interface of that name exists already");
-                }
-                Target::Tap { name: tap.clone(), owner: c.owner }
-            }
-            (Some(_), Some(_)) => bail!("give either a NETNS or --tap NAME, not both"),
-            (None, None) => bail!("give the NETNS to connect, or --tap NAME for a VM"),
-        };
-        let mtu = rules::endpoint_mtu(c.mtu, max_mtu, net.internal, &link_name)?;
-        // Validate the MAC before taking addresses, so a bad MAC leaves the pools untouched.
-        let requested_mac = rules::requested_mac(c.mac.as_deref())?;
-        let passthru = net.opts.mode == Mode::Passthru;
-        let parent_mac = dom.link.mac;
-        if passthru {
-            // Like the kernel, a passthru endpoint with a MAC of its own changes the parent's; that
-            // would pull the parent from under the other networks on it.
-            let sharing = self.nets.values().find(|n| n.domain == Some(dkey) && n.name != c.network);
-            let existing = net.endpoints.first().map(|e| e.label());
-            rules::passthru_endpoint(
-                &c.network,
-                &link_name,
-                existing,
-                requested_mac,
-                parent_mac,
-                sharing.map(|n| n.name.as_str()),
-            )?;
-        }
-        let o = net.ep_opts();
+        // A request the rules refuse is an invalid value (CNI code 7), whoever sent it.
+        let Checked { dkey, dp, target, mtu, requested_mac, passthru, parent_mac } =
+            self.check_connect(&c, cni.is_some()).await.map_err(|e| coded(INVALID_CONFIG, format!("{e:#}")))?;
+        let o = self.nets[&c.network].ep_opts();
         let net = self.nets.get_mut(&c.network).expect("checked above");
         let (addrs, routes) = match &cni {
             Some(p) => (p.addrs.clone(), p.routes.clone()),
@@ -100,7 +46,7 @@ impl Daemon {
         };
         if let Err(e) = self.check_mac(mac, dkey, o.vlan, passthru) {
             self.nets.get_mut(&c.network).expect("exists").ipam.release(&addrs);
-            return Err(e);
+            return Err(coded(INVALID_CONFIG, format!("{e:#}")));
         }
         if passthru {
             if let Err(e) = self.take_parent(&c.network, dkey, mac).await {
@@ -162,6 +108,69 @@ impl Daemon {
         let v = Connected { network: c.network.clone(), endpoint: endpoint_view(&ep.st) };
         net.endpoints.push(ep);
         Ok(v)
+    }
+
+    /// Everything about a connect that the rules decide, before anything is taken or made.
+    async fn check_connect(&self, c: &Connect, cni: bool) -> Result<Checked> {
+        let net = self.net(&c.network)?;
+        if net.cni && !cni {
+            bail!(
+                "network '{}' belongs to the CNI plugin (addresses come from the runtime's IPAM): attach containers through the runtime",
+                c.network
+            );
+        }
+        let Some(dkey) = net.domain else { bail!("network '{}' is {}", c.network, net.status) };
+        let dom = &self.domains[&dkey];
+        let (dp, max_mtu, link_name) = (dom.dp, dom.link.mtu, dom.link.name.clone());
+        let target = match (&c.netns, &c.tap) {
+            (Some(spec), None) => {
+                if c.owner.is_some() {
+                    bail!("--owner is for --tap endpoints only");
+                }
+                let (ns, ns_id) = open_netns(spec)?;
+                if let Some(e) = net.endpoints.find(&Key::Netns(ns_id)).and_then(|id| net.endpoints.get(id)) {
+                    bail!("namespace '{spec}' is already connected to network '{}' (as {})", c.network, e.st.ifname);
+                }
+                if !valid_ifname(&c.ifname) {
+                    bail!(
+                        "--ifname '{}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)",
+                        c.ifname
+                    );
+                }
+                Target::Veth { ns, ns_id, netns: spec.clone() }
+            }
+            (None, Some(tap)) => {
+                if !valid_ifname(tap) {
+                    bail!("--tap '{tap}' is not a valid interface name (1-15 characters, no '/', ':' or spaces)");
+                }
+                if netlink::link_by_name(&self.h, tap).await?.is_some() {
+                    bail!("--tap {tap}: an interface of that name exists already");
+                }
+                Target::Tap { name: tap.clone(), owner: c.owner }
+            }
+            (Some(_), Some(_)) => bail!("give either a NETNS or --tap NAME, not both"),
+            (None, None) => bail!("give the NETNS to connect, or --tap NAME for a VM"),
+        };
+        let mtu = rules::endpoint_mtu(c.mtu, max_mtu, net.internal, &link_name)?;
+        // Validate the MAC before taking addresses, so a bad MAC leaves the pools untouched.
+        let requested_mac = rules::requested_mac(c.mac.as_deref())?;
+        let passthru = net.opts.mode == Mode::Passthru;
+        let parent_mac = dom.link.mac;
+        if passthru {
+            // Like the kernel, a passthru endpoint with a MAC of its own changes the parent's; that
+            // would pull the parent from under the other networks on it.
+            let sharing = self.nets.values().find(|n| n.domain == Some(dkey) && n.name != c.network);
+            let existing = net.endpoints.first().map(|e| e.label());
+            rules::passthru_endpoint(
+                &c.network,
+                &link_name,
+                existing,
+                requested_mac,
+                parent_mac,
+                sharing.map(|n| n.name.as_str()),
+            )?;
+        }
+        Ok(Checked { dkey, dp, target, mtu, requested_mac, passthru, parent_mac })
     }
 
     /// Creates (or, `create` false, adopts) an endpoint's veth pair, attaches the datapath and
@@ -336,6 +345,17 @@ impl Daemon {
 }
 
 /// Where a new endpoint goes.
+/// A connect the rules allow: where, what, with which MTU and MAC.
+struct Checked {
+    dkey: u32,
+    dp: NetId,
+    target: Target,
+    mtu: u32,
+    requested_mac: Option<MacAddr>,
+    passthru: bool,
+    parent_mac: Option<MacAddr>,
+}
+
 pub(super) enum Target {
     Veth { ns: File, ns_id: (u64, u64), netns: String },
     Tap { name: String, owner: Option<u32> },

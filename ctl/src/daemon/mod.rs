@@ -357,7 +357,12 @@ impl Daemon {
     async fn handle(&mut self, req: Request) -> Result<Value> {
         let links = matches!(
             req,
-            Request::Connect(_) | Request::CniAdd(_) | Request::Disconnect { .. } | Request::NetworkRm { .. }
+            Request::Connect(_)
+                | Request::CniAdd(_)
+                | Request::Disconnect { .. }
+                | Request::NetworkRm { .. }
+                | Request::CniDel { .. }
+                | Request::CniGc { .. }
         );
         let network = changes(&req).map(str::to_string);
         let reply = self.dispatch(req).await;
@@ -441,15 +446,21 @@ impl Daemon {
                 to_data(v)
             }
             Request::CniDel { network, attachment } => {
+                self.save_cni_removal(&network, |a| a.as_ref() != Some(&attachment))
+                    .context("the attachment was not removed")?;
                 let v = self.cni_del(&network, &attachment).await?;
-                self.persist().context("the attachment is removed, but the state file could not be updated")?;
+                self.persist_after("CNI DEL");
                 to_data(v)
             }
             Request::CniCheck(c) => to_data(self.cni_check(c).await?),
             Request::CniStatus { network, master } => to_data(self.cni_status(&network, master.as_deref()).await?),
             Request::CniGc { network, valid } => {
+                if self.nets.get(&network).is_some_and(|n| n.cni) {
+                    self.save_cni_removal(&network, |a| a.as_ref().is_some_and(|a| valid.contains(a)))
+                        .context("no attachment was collected")?;
+                }
                 let v = self.cni_gc(&network, &valid).await?;
-                self.persist().context("the attachments are removed, but the state file could not be updated")?;
+                self.persist_after("CNI GC");
                 to_data(v)
             }
         }

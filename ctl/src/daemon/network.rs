@@ -14,7 +14,7 @@ use crate::api::reply::{NetworkRemoved, SourceMacs};
 use crate::api::{CreateNetwork, MacaddrAction, NetworkView};
 use crate::ipam::Ipam;
 use crate::netopts::NetOpts;
-use crate::state::{EndpointKind, PassthruSaved};
+use crate::state::{EndpointKind, EndpointState, PassthruSaved};
 use crate::{netlink, netopts};
 
 impl Daemon {
@@ -190,14 +190,20 @@ impl Daemon {
             self.release_domain(k).await;
         }
         // An inactive network's endpoints are out of the datapath; their links go with it.
-        for e in &net.dormant {
+        self.remove_dormant(name, &net.dormant).await;
+        Ok(NetworkRemoved { removed: name.to_string() })
+    }
+
+    /// Removes the links of dormant endpoints (out of the datapath: an inactive network's) that
+    /// are being forgotten; a failure is logged, as the endpoints are gone from the state either way.
+    pub(super) async fn remove_dormant(&self, network: &str, dormant: &[EndpointState]) {
+        for e in dormant {
             if let Ok(Some(l)) = netlink::link_by_name(&self.h, &e.host).await {
                 if let Err(err) = netlink::del_link(&self.h, l.index).await {
-                    eprintln!("xmacvlan daemon: removing {} of network '{name}': {err:#}", e.host);
+                    eprintln!("xmacvlan daemon: removing {} of network '{network}': {err:#}", e.host);
                 }
             }
         }
-        Ok(NetworkRemoved { removed: name.to_string() })
     }
 
     /// A MAC may be used once per VLAN of an L2 domain, and never be the parent's own (except by
