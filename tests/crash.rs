@@ -1,10 +1,10 @@
 //! The daemon killed (SIGKILL) in the middle of a burst of connects, disconnects, CNI ADDs and DELs
-//! (a CNI network comes with its first attachment and goes with its last) and (every third round)
-//! a network's removal and re-creation, at random points, round after round (issue 17): after each
-//! restart the links are exactly what the state names — no daemon-side veth nobody knows, no
-//! container left with an interface the daemon does not know — and every namespace can be
-//! connected and attached again. The seed is printed; XMACVLAN_CRASH_SEED
-//! replays a run.
+//! (a CNI network comes with its first attachment and goes with its last) and, every third round,
+//! a network's removal and re-creation and an internal network's creation and removal, at random
+//! points, round after round (issue 17): after each restart the links are exactly what the state
+//! names — no daemon-side veth nobody knows, no anchor of no network, no container left with an
+//! interface the daemon does not know — and every namespace can be connected and attached again.
+//! The seed is printed; XMACVLAN_CRASH_SEED replays a run.
 //!
 //! Root only; the test builds its own lab of namespaces and removes it.
 
@@ -86,6 +86,11 @@ fn a_daemon_killed_mid_connect_leaves_nothing_behind_after_its_restart() {
                     let _ = run(&full);
                 };
                 let client = Client::new(&socket);
+                if recreate {
+                    // An internal network: its anchor is a link of its own.
+                    x(&["network", "create", "--internal", "--subnet", "198.18.4.0/24", "inet"]);
+                    x(&["network", "rm", "inet"]);
+                }
                 for (i, p) in paths.iter().enumerate() {
                     let verb = if connected.contains(p) { "disconnect" } else { "connect" };
                     x(&["network", verb, "labnet", p]);
@@ -137,6 +142,12 @@ fn a_daemon_killed_mid_connect_leaves_nothing_behind_after_its_restart() {
                 i + 1
             );
         }
+        // An internal network's anchor is there exactly while the network is.
+        if lab.cli(&["network", "inspect", "inet"]).status.success() {
+            lab.cli_ok(&["network", "rm", "inet"]);
+        }
+        let anchors: Vec<String> = lab.dp.links().into_iter().filter(|l| l.starts_with("xmvi")).collect();
+        assert!(anchors.is_empty(), "round {round} (killed after {delay:?}): anchors of no network: {anchors:?}");
         // Every namespace can be connected: connect the rest, then disconnect all for the next round.
         if lab.cli(&["network", "inspect", "labnet"]).status.code() != Some(0) {
             lab.cli_ok(&["network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "-o", "parent=eth1", "labnet"]);

@@ -357,7 +357,8 @@ impl Daemon {
     async fn handle(&mut self, req: Request) -> Result<Value> {
         let links = matches!(
             req,
-            Request::Connect(_)
+            Request::NetworkCreate(_)
+                | Request::Connect(_)
                 | Request::CniAdd(_)
                 | Request::Disconnect { .. }
                 | Request::NetworkRm { .. }
@@ -391,8 +392,14 @@ impl Daemon {
             Request::NetworkRm { name, force } => {
                 self.removable(&name, force)?;
                 let n = &self.nets[&name];
-                let hosts =
-                    n.endpoints.iter().map(|e| e.st.host.clone()).chain(n.dormant.iter().map(|e| e.host.clone()));
+                // Its endpoints' links, and an internal network's anchor.
+                let anchor = n.domain.and_then(|k| self.domains.get(&k)).filter(|d| d.anchor);
+                let hosts = n
+                    .endpoints
+                    .iter()
+                    .map(|e| e.st.host.clone())
+                    .chain(n.dormant.iter().map(|e| e.host.clone()))
+                    .chain(anchor.map(|d| d.link.name.clone()));
                 self.intents
                     .record(&hosts.collect::<Vec<_>>())
                     .context("network was not removed: recording its links failed")?;

@@ -29,6 +29,9 @@ impl Daemon {
                 if let Some(old) = netlink::link_by_name(&self.h, &name).await? {
                     netlink::del_link(&self.h, old.index).await?;
                 }
+                // Recorded before it is made, as a connect's veth: if the daemon dies before the
+                // network is saved, the next start removes it.
+                self.intents.record(std::slice::from_ref(&name)).context("recording the anchor about to be made")?;
                 (netlink::create_anchor(&self.h, &name, workers).await?, true)
             }
             Some(pname) => {

@@ -78,14 +78,15 @@ impl Daemon {
     }
 
     /// Removes the links a previous daemon was making when it stopped (killed in the middle of a
-    /// connect, before the endpoint was saved): those the intent record names and no network has.
-    /// A veth goes with its container end.
+    /// connect, before the endpoint was saved, or of the creation of an internal network): those
+    /// the intent record names and no network has. A veth goes with its container end.
     pub(super) async fn remove_unsaved(&mut self, pending: Vec<String>) {
         for host in pending {
             let saved = self
                 .nets
                 .values()
-                .any(|n| n.endpoints.iter().any(|e| e.st.host == host) || n.dormant.iter().any(|e| e.host == host));
+                .any(|n| n.endpoints.iter().any(|e| e.st.host == host) || n.dormant.iter().any(|e| e.host == host))
+                || self.domains.values().any(|d| d.anchor && d.link.name == host);
             if saved {
                 continue;
             }
