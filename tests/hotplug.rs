@@ -23,6 +23,12 @@ fn endpoints(lab: &Lab) -> usize {
     v["endpoints"].as_array().unwrap().len()
 }
 
+/// Whether `ifname` in `ns` has carrier (LOWER_UP).
+fn carrier(ns: &Netns, ifname: &str) -> bool {
+    let v: Value = serde_json::from_str(&ok(&["ip", "-n", &ns.name, "-j", "link", "show", ifname])).unwrap();
+    v[0]["flags"].as_array().unwrap().iter().any(|f| f == "LOWER_UP")
+}
+
 fn ping(ns: &Netns, ip: &str, wait: &str) -> bool {
     ns.exec(&["ping", "-c", "1", "-W", wait, ip]).status.success()
 }
@@ -56,6 +62,9 @@ fn a_parent_unplugged_and_plugged_back_forwards_again_without_a_restart() {
     assert!(gone.is_some(), "ls shows the network inactive: {}", status(&lab));
     assert!(status(&lab).contains("eth1"), "and says why: {}", status(&lab));
     assert_eq!(endpoints(&lab), 2, "endpoints are kept");
+    // Out of the datapath, so set down as at a clean stop: nothing a container sends reaches the
+    // daemon namespace's stack, and the container sees why its frames stop (NO-CARRIER).
+    assert!(!carrier(lab.c(1), "eth0"), "the container's interface has no carrier while the parent is gone");
     let out = lab.cli(&["network", "rm", "labnet"]);
     assert!(!out.status.success(), "an inactive network's endpoints count as connected");
     assert!(String::from_utf8_lossy(&out.stderr).contains(&lab.c(1).path()), "and are named");
@@ -76,6 +85,7 @@ fn a_parent_unplugged_and_plugged_back_forwards_again_without_a_restart() {
     assert_eq!(status(&lab), "active");
     assert_eq!(endpoints(&lab), 2);
     assert!(ping(lab.c(1), &container_ip(2), "2"), "endpoint to endpoint too");
+    assert!(carrier(lab.c(1), "eth0"));
 
     // And the state says so: a restart finds the same.
     assert!(d.stop(), "clean stop: {}", d.log());

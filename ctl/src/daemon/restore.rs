@@ -146,8 +146,10 @@ impl Daemon {
     }
 
     /// The parent of forwarding domain `key` is gone (unplugged, deleted): its networks go inactive
-    /// as at a start without it — endpoints kept, dormant, their links left in place — and the
-    /// domain's datapath network is released. [`Self::activate`] brings them back when it returns.
+    /// as at a start without it — endpoints kept, dormant, their links left in place but set down
+    /// as at a clean stop (without the datapath's programs, what a container sent would reach this
+    /// namespace's stack; its side shows NO-CARRIER meanwhile) — and the domain's datapath network
+    /// is released. [`Self::activate`] brings them back when it returns.
     pub(super) async fn parent_gone(&mut self, key: u32) {
         let Some(d) = self.domains.get(&key) else { return };
         let (dp, parent) = (d.dp, d.link.name.clone());
@@ -155,11 +157,18 @@ impl Daemon {
         for name in names {
             let net = self.nets.get_mut(&name).expect("listed above");
             let ids: Vec<_> = net.endpoints.entries().map(|(id, _)| id).collect();
+            let mut hosts = Vec::with_capacity(ids.len());
             for id in ids {
                 let e = net.endpoints.remove(id).expect("listed above");
                 self.board.dp().remove_endpoint(dp, e.port);
                 net.ipam.release(&e.addrs);
+                hosts.push((e.host_index, e.st.host.clone()));
                 net.dormant.push(e.st);
+            }
+            for (index, host) in hosts {
+                if let Err(err) = netlink::set_down(&self.h, index).await {
+                    eprintln!("xmacvlan daemon: setting {host} down: {err:#}");
+                }
             }
             net.domain = None;
             net.status = format!("inactive: parent {parent} is gone");
