@@ -225,20 +225,10 @@ fn readers_do_not_wait_for_a_slow_command() {
     let lab = Lab::with_containers(N);
     let _d = Daemon::start(&lab);
     lab.cli_ok(&["network", "create", "--subnet", SUBNET, "--gateway", GATEWAY, "-o", "parent=eth1", "labnet"]);
+    lab.cli_ok(&["network", "create", "--subnet", "198.18.1.0/24", "-o", "parent=eth1", "other"]);
     let client = Client::new(lab.socket()).with_timeout(Duration::from_secs(60));
     for i in 1..=N {
-        let c = api::Connect {
-            network: "labnet".into(),
-            netns: Some(lab.c(i).path()),
-            tap: None,
-            owner: None,
-            ip: None,
-            ip6: None,
-            mac: None,
-            ifname: "eth0".into(),
-            mtu: None,
-        };
-        client.connect(c).unwrap_or_else(|e| panic!("connect c{i}: {e:#}"));
+        client.connect(connect("labnet", &lab.c(i).path())).unwrap_or_else(|e| panic!("connect c{i}: {e:#}"));
     }
     let endpoints = || lab.dp.links().iter().filter(|l| l.starts_with("xmv") && l.len() == 11).count();
     assert_eq!(endpoints(), N);
@@ -252,6 +242,21 @@ fn readers_do_not_wait_for_a_slow_command() {
         let (inspect, seen) = timed(|| client.inspect("labnet".into()).expect("inspect answers"));
         let (stats, _) = timed(|| client.stats().expect("stats answers"));
         let left = endpoints();
+        // Two commands wait for the removal: one whose client gives up (closes) before its turn,
+        // which is then not carried out, and one whose client only shuts down its sending side
+        // (as `socat` does), which is answered.
+        let request = |netns: String| {
+            let env =
+                api::Envelope { version: api::API_VERSION, request: api::Request::Connect(connect("other", &netns)) };
+            let mut line = serde_json::to_vec(&env).unwrap();
+            line.push(b'\n');
+            let mut s = UnixStream::connect(lab.socket()).unwrap();
+            s.write_all(&line).unwrap();
+            s
+        };
+        drop(request(lab.c(1).path()));
+        let half = request(lab.c(2).path());
+        half.shutdown(std::net::Shutdown::Write).unwrap();
         rm.join().unwrap().expect("the removal succeeds");
         let took = t.elapsed();
         println!(
@@ -259,12 +264,33 @@ fn readers_do_not_wait_for_a_slow_command() {
              stats {stats:?}, with {left} endpoint links still to remove"
         );
         assert!(left > 0, "the readers answered while the removal was still running");
-        assert!(nets.len() == 1 && nets[0].endpoints.len() == N, "ls shows the network as it was: {nets:?}");
+        let labnet = nets.iter().find(|n| n.name == "labnet");
+        assert!(labnet.is_some_and(|n| n.endpoints.len() == N), "ls shows the network as it was: {nets:?}");
         assert_eq!(seen.network.endpoints.len(), N);
+        let answer = reply_line(&half, Duration::from_secs(30));
+        assert!(answer.contains(r#""ok":true"#), "the half-closed client is answered: {answer}");
     });
+    let other = client.inspect("other".into()).unwrap().network.endpoints;
+    let netns: Vec<_> = other.iter().map(|e| e.netns.clone().unwrap()).collect();
+    assert_eq!(netns, [lab.c(2).path()], "the command of the client that gave up was not carried out");
     // Once it has answered, readers see it done.
-    assert!(client.ls().unwrap().is_empty());
+    assert_eq!(client.ls().unwrap().len(), 1);
     assert!(client.inspect("labnet".into()).is_err());
+}
+
+/// A connect of `netns` to `network`, as the CLI sends it.
+fn connect(network: &str, netns: &str) -> api::Connect {
+    api::Connect {
+        network: network.into(),
+        netns: Some(netns.into()),
+        tap: None,
+        owner: None,
+        ip: None,
+        ip6: None,
+        mac: None,
+        ifname: "eth0".into(),
+        mtu: None,
+    }
 }
 
 /// `f`'s answer and how long it took.

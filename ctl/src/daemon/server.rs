@@ -8,6 +8,7 @@
 //! those and accepts again (or, with none to close, waits), and never ends the daemon.
 
 use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -190,7 +191,7 @@ impl Readers {
 
 /// Reads one request line of at most [`MAX_REQUEST`] bytes (a last line without its newline is
 /// taken too). The error is what the client is told.
-async fn read_request(rd: OwnedReadHalf) -> Result<String, String> {
+async fn read_request(rd: &mut OwnedReadHalf) -> Result<String, String> {
     let mut buf = Vec::new();
     let mut r = BufReader::new(rd.take(MAX_REQUEST as u64 + 1));
     r.read_until(b'\n', &mut buf).await.map_err(|e| format!("reading the request: {e}"))?;
@@ -205,10 +206,10 @@ pub(super) async fn serve(daemon: Shared, board: Arc<Board>, readers: SharedRead
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     let allowed = stream.peer_cred().map(|c| c.uid() == 0 || c.uid() == euid).unwrap_or(false);
-    let (rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = stream.into_split();
     let (id, evicted) = readers.lock().unwrap_or_else(|e| e.into_inner()).admit();
     let line = tokio::select! {
-        r = tokio::time::timeout(READ_DEADLINE, read_request(rd)) => {
+        r = tokio::time::timeout(READ_DEADLINE, read_request(&mut rd)) => {
             r.unwrap_or_else(|_| Err(format!("request refused: no complete line within {} s", READ_DEADLINE.as_secs())))
         }
         _ = evicted => Err(format!(
@@ -231,7 +232,16 @@ pub(super) async fn serve(daemon: Shared, board: Arc<Board>, readers: SharedRead
                 // A reader answers from the board; a command waits for the registry.
                 let answer = match read(&board, &env.request) {
                     Some(answer) => answer,
-                    None => daemon.lock().await.handle(env.request).await,
+                    None => {
+                        let mut d = daemon.lock().await;
+                        // A client that gave up while the command waited for its turn (a CNI
+                        // plugin past its deadline, which has given its addresses back) is not
+                        // answered with a change it will never hear of.
+                        if hung_up(&rd) {
+                            return;
+                        }
+                        d.handle(env.request).await
+                    }
                 };
                 match answer {
                     Ok(data) => Reply { version: api::API_VERSION, ok: true, error: None, data, code: None },
@@ -246,6 +256,15 @@ pub(super) async fn serve(daemon: Shared, board: Arc<Board>, readers: SharedRead
     let mut out = serde_json::to_vec(&reply).unwrap_or_default();
     out.push(b'\n');
     let _ = tokio::time::timeout(WRITE_DEADLINE, wr.write_all(&out)).await;
+}
+
+/// Whether the client has closed its connection (POLLHUP: both directions shut; a client that
+/// only shut down its sending side after its request, as `socat` does, still waits for the reply).
+fn hung_up(rd: &OwnedReadHalf) -> bool {
+    let mut p = libc::pollfd { fd: rd.as_ref().as_raw_fd(), events: 0, revents: 0 };
+    // SAFETY: poll reads and writes the one pollfd given, and returns at once (timeout 0).
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLHUP != 0
 }
 
 /// At most [`MAX_QUOTED`] characters of `s`.
