@@ -6,6 +6,7 @@ pub mod api;
 pub mod client;
 pub mod cni;
 pub mod daemon;
+pub mod docker;
 pub mod ipam;
 pub mod netlink;
 pub mod netopts;
