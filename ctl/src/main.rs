@@ -45,6 +45,10 @@ enum Cmd {
         /// to state.json.unusable-TIME, never overwritten).
         #[arg(long)]
         start_empty: bool,
+        /// Also serve Docker's network driver protocol as plugin NAME
+        /// (/run/docker/plugins/NAME.sock): `docker network create -d NAME …`.
+        #[arg(long, value_name = "NAME")]
+        docker_plugin: Option<String>,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -235,14 +239,22 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let result = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Daemon { state_dir, cpus, worker_nice, fast_path, xdp_fast_path, start_empty } => {
+            Cmd::Daemon { state_dir, cpus, worker_nice, fast_path, xdp_fast_path, start_empty, docker_plugin } => {
                 let cpus = if cpus.is_empty() { default_cpus() } else { cpus };
                 let fast_path = if xdp_fast_path {
                     FastPath::Xdp
                 } else {
                     fast_path.parse().map_err(|e: String| anyhow::anyhow!(e))?
                 };
-                let opts = daemon::Options { state_dir, socket: cli.socket, cpus, worker_nice, fast_path, start_empty };
+                let opts = daemon::Options {
+                    state_dir,
+                    socket: cli.socket,
+                    cpus,
+                    worker_nice,
+                    fast_path,
+                    start_empty,
+                    docker_plugin,
+                };
                 daemon::run(opts).await
             }
             Cmd::Network(n) => {

@@ -13,13 +13,18 @@ pub struct NetOpts {
     /// VLAN networks: a received tag with a non-zero priority is delivered as a priority tag
     /// (`vlan_pcp=keep`) instead of being removed with the rest of the tag (`strip`, the default).
     pub keep_pcp: bool,
+    /// The endpoints' MTU (`com.docker.network.driver.mtu`, Docker's key); the parent's when None.
+    pub mtu: Option<u32>,
 }
 
-pub const KNOWN: &str = "parent, macvlan_mode, nodst, vlan_pcp";
+/// Docker's key for a network's MTU.
+pub const MTU: &str = "com.docker.network.driver.mtu";
+
+pub const KNOWN: &str = "parent, macvlan_mode, nodst, vlan_pcp, com.docker.network.driver.mtu";
 
 impl NetOpts {
     pub fn parse(options: &[(String, String)]) -> Result<NetOpts, String> {
-        let mut o = NetOpts { parent: None, mode: Mode::Bridge, nodst: false, keep_pcp: false };
+        let mut o = NetOpts { parent: None, mode: Mode::Bridge, nodst: false, keep_pcp: false, mtu: None };
         for (k, v) in options {
             match k.as_str() {
                 "parent" if v.is_empty() => {
@@ -41,6 +46,10 @@ impl NetOpts {
                         _ => return Err(format!("-o vlan_pcp={v} is not valid (strip or keep)")),
                     }
                 }
+                MTU => match v.parse::<u32>() {
+                    Ok(m) if m >= 68 => o.mtu = Some(m),
+                    _ => return Err(format!("-o {MTU}={v} is not a valid MTU (68 or more)")),
+                },
                 other => return Err(format!("unknown driver option '{other}' (known: {KNOWN})")),
             }
         }

@@ -112,7 +112,10 @@ pub fn inspect(i: &NetworkInspect, format: Option<Format>, all: bool) -> Result<
         rows.iter().map(|e| {
             vec![
                 e.kind.clone(),
-                e.netns.clone().unwrap_or_else(|| "-".into()),
+                e.netns
+                    .clone()
+                    .or_else(|| e.endpoint_id.as_ref().map(|id| format!("docker:{}", &id[..id.len().min(12)])))
+                    .unwrap_or_else(|| "-".into()),
                 e.ifname.clone(),
                 e.host_ifname.clone(),
                 e.mac.clone(),
@@ -135,6 +138,15 @@ pub fn inspect(i: &NetworkInspect, format: Option<Format>, all: bool) -> Result<
     Ok(())
 }
 
+/// A network's name in a table: a Docker network's is its NetworkID, shown as Docker shows IDs
+/// (the first 12 digits).
+fn shown_name(n: &NetworkView) -> String {
+    match n.docker {
+        true => format!("docker:{}", &n.name[..n.name.len().min(12)]),
+        false => n.name.clone(),
+    }
+}
+
 pub fn ls(nets: &[NetworkView], format: Format) -> Result<()> {
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(nets)?);
@@ -143,7 +155,7 @@ pub fn ls(nets: &[NetworkView], format: Format) -> Result<()> {
     let rows = nets.iter().map(|n| {
         vec![
             n.id.to_string(),
-            n.name.clone(),
+            shown_name(n),
             format!("{}/{}", n.driver, n.mode),
             n.parent.clone().unwrap_or_else(|| "(internal)".into()),
             n.subnets.iter().map(|s| s.subnet.as_str()).collect::<Vec<_>>().join(","),

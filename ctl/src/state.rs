@@ -67,6 +67,10 @@ pub struct NetworkState {
     /// Made by the CNI plugin (no IPAM of ours; removed with its last attachment).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cni: bool,
+    /// Made by Docker through the network driver (named by its NetworkID; Docker's IPAM hands out
+    /// the addresses).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub docker: bool,
 }
 
 /// The parent as it was before a passthru endpoint took it over.
@@ -85,6 +89,9 @@ pub enum EndpointKind {
     Veth { netns: String, ns_id: (u64, u64) },
     /// A persistent tap device in the daemon's namespace, opened by a VM.
     Tap { owner: Option<u32> },
+    /// A veth pair made for Docker's `Join`: `host` in the daemon's namespace, the other end
+    /// (`ifname` as made) moved by Docker into a container whose namespace we are not told.
+    Docker { endpoint_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -324,6 +331,7 @@ mod tests {
                 ipam: IpamSpec { subnets: vec!["198.18.0.0/24".into()], ..Default::default() },
                 passthru: None,
                 cni: true,
+                docker: false,
                 endpoints: vec![EndpointState {
                     kind: EndpointKind::Veth { netns: "/run/netns/a".into(), ns_id: (4, 5) },
                     ifname: "eth0".into(),

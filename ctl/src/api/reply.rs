@@ -31,6 +31,9 @@ pub struct NetworkView {
     /// Made by the CNI plugin (and removed with its last attachment).
     #[serde(default)]
     pub cni: bool,
+    /// Made by Docker through the network driver: the name is Docker's NetworkID.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub docker: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,7 +46,7 @@ pub struct SubnetView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointView {
-    /// "veth" or "tap".
+    /// "veth", "tap" or "docker" (a veth Docker moved into a container).
     pub kind: String,
     pub netns: Option<String>,
     pub ifname: String,
@@ -57,6 +60,9 @@ pub struct EndpointView {
     /// A CNI attachment's container ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// A Docker endpoint's EndpointID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_id: Option<String>,
 }
 
 /// `network inspect`: the network, and its ports' counters while it is active.

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use rtnetlink::Handle;
 use xmacvlan_datapath::frame::MacAddr;
 
-use super::{open_netns, resolve_parent, Daemon, EpId, Key};
+use super::{open_netns, resolve_parent, Daemon, EpId, Key, Owner};
 use crate::api::reply::{CniChecked, CniCollected, CniDeleted, CniReady, Connected};
 use crate::api::{Attachment, CniAdd, CniCheck, CniIp, CniNetwork, CniRoute, CodedError, Connect, CreateNetwork};
 use crate::ipam::{Assigned, IpamSpec};
@@ -109,7 +109,7 @@ impl Daemon {
     /// succeeds, so a DEL or GC whose state cannot be saved changes nothing.
     pub(super) fn save_cni_removal(&mut self, network: &str, keep: impl Fn(&Option<Attachment>) -> bool) -> Result<()> {
         let Some(n) = self.nets.get(network) else { return Ok(()) };
-        let cni = n.cni;
+        let cni = n.owner == Owner::Cni;
         let hosts: Vec<String> = n
             .endpoints
             .iter()
@@ -150,7 +150,7 @@ impl Daemon {
         let Some(n) = self.nets.get_mut(network) else {
             return Ok(CniCollected { network: network.to_string(), removed: Vec::new() });
         };
-        if !n.cni {
+        if n.owner != Owner::Cni {
             return Err(coded(
                 INVALID_CONFIG,
                 format!("network '{network}' was made with `xmacvlan network create`, not by the CNI plugin"),
@@ -265,7 +265,7 @@ impl Daemon {
             None => default_route_link(self.h.clone()).await.map_err(|e| coded(INVALID_CONFIG, format!("{e:#}")))?,
         };
         if let Some(net) = self.nets.get(&n.name) {
-            if !net.cni {
+            if net.owner != Owner::Cni {
                 return Err(coded(
                     INVALID_CONFIG,
                     format!(
@@ -297,7 +297,7 @@ impl Daemon {
             internal: false,
             options: vec![("parent".into(), master), ("macvlan_mode".into(), n.mode.clone())],
         };
-        self.create_network(c, true).await.map_err(|e| coded(INVALID_CONFIG, format!("{e:#}")))?;
+        self.create_network(c, Owner::Cni).await.map_err(|e| coded(INVALID_CONFIG, format!("{e:#}")))?;
         let net = &self.nets[&n.name];
         Ok(self.domains[&net.domain.expect("just made")].link.mtu)
     }
@@ -308,7 +308,11 @@ impl Daemon {
 
     /// A CNI network goes with its last attachment.
     pub(super) async fn drop_if_unused(&mut self, network: &str) {
-        if self.nets.get(network).is_some_and(|n| n.cni && n.endpoints.is_empty() && n.dormant.is_empty()) {
+        if self
+            .nets
+            .get(network)
+            .is_some_and(|n| n.owner == Owner::Cni && n.endpoints.is_empty() && n.dormant.is_empty())
+        {
             if let Err(e) = self.remove(network, true).await {
                 eprintln!("xmacvlan daemon: removing the unused CNI network '{network}': {e:#}");
             }

@@ -13,7 +13,7 @@ use xmacvlan_datapath::{EndpointSpec, NetId};
 use super::cni::{coded, INVALID_CONFIG};
 use super::rules;
 use super::view::endpoint_view;
-use super::{host_ifname, open_netns, random_mac, valid_ifname, CniParts, Daemon, Endpoint, EpId, EpOpts, Key};
+use super::{host_ifname, open_netns, random_mac, valid_ifname, CniParts, Daemon, Endpoint, EpId, EpOpts, Key, Owner};
 use crate::api::reply::{Connected, Disconnected};
 use crate::api::{CniRoute, Connect};
 use crate::ipam::{derive_mac, Assigned};
@@ -68,7 +68,7 @@ impl Daemon {
                     let veth = Veth {
                         host: &host,
                         ifname: &c.ifname,
-                        ns: ns.try_clone()?,
+                        ns: Some(ns.try_clone()?),
                         netns,
                         addrs: &addrs,
                         routes: &routes,
@@ -113,11 +113,16 @@ impl Daemon {
     /// Everything about a connect that the rules decide, before anything is taken or made.
     async fn check_connect(&self, c: &Connect, cni: bool) -> Result<Checked> {
         let net = self.net(&c.network)?;
-        if net.cni && !cni {
-            bail!(
+        match (net.owner, cni) {
+            (Owner::Cni, false) => bail!(
                 "network '{}' belongs to the CNI plugin (addresses come from the runtime's IPAM): attach containers through the runtime",
                 c.network
-            );
+            ),
+            (Owner::Docker, _) => bail!(
+                "network '{}' belongs to Docker (addresses come from Docker's IPAM): use `docker network connect`",
+                c.network
+            ),
+            _ => {}
         }
         let Some(dkey) = net.domain else { bail!("network '{}' is {}", c.network, net.status) };
         let dom = &self.domains[&dkey];
@@ -151,7 +156,7 @@ impl Daemon {
             (Some(_), Some(_)) => bail!("give either a NETNS or --tap NAME, not both"),
             (None, None) => bail!("give the NETNS to connect, or --tap NAME for a VM"),
         };
-        let mtu = rules::endpoint_mtu(c.mtu, max_mtu, net.internal, &link_name)?;
+        let mtu = rules::endpoint_mtu(c.mtu.or(net.opts.mtu), max_mtu, net.internal, &link_name)?;
         // Validate the MAC before taking addresses, so a bad MAC leaves the pools untouched.
         let requested_mac = rules::requested_mac(c.mac.as_deref())?;
         let passthru = net.opts.mode == Mode::Passthru;
@@ -182,7 +187,8 @@ impl Daemon {
         let workers = self.dp().workers() as u32;
         let host = v.host.to_string();
         if create {
-            netlink::create_veth(&self.h, &host, v.ifname, mac, mtu, workers, &v.ns).await?;
+            let ns = v.ns.as_ref().ok_or_else(|| anyhow!("{host}: no namespace to make its peer in"))?;
+            netlink::create_veth(&self.h, &host, v.ifname, mac, mtu, workers, ns).await?;
         }
         let link = netlink::link_by_name(&self.h, &host)
             .await?
@@ -196,15 +202,23 @@ impl Daemon {
             // clones) then queues on that end's own ring instead of the CPU's shared backlog of
             // 1000 frames, which a broadcast to more endpoints than that overflowed.
             netlink::disable_tso(&host)?;
-            let fast = {
-                let ifname = v.ifname.to_string();
-                match netlink::in_netns(v.ns.try_clone()?, move |_| async move { netlink::enable_gro(&ifname) }).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        eprintln!("xmacvlan: {}: NAPI (GRO) could not be turned on, no XDP fast path: {e:#}", v.ifname);
-                        false
+            let fast = match &v.ns {
+                Some(ns) => {
+                    let ifname = v.ifname.to_string();
+                    match netlink::in_netns(ns.try_clone()?, move |_| async move { netlink::enable_gro(&ifname) }).await
+                    {
+                        Ok(()) => true,
+                        Err(e) => {
+                            eprintln!(
+                                "xmacvlan: {}: NAPI (GRO) could not be turned on, no XDP fast path: {e:#}",
+                                v.ifname
+                            );
+                            false
+                        }
                     }
                 }
+                // Turned on when it was made; a device keeps it across namespaces.
+                None => true,
             };
             // Our program first (XDP, or tc for the tc fast path), then up: an adopted link (down
             // since a clean stop) never passes a frame to the host stack.
@@ -228,7 +242,8 @@ impl Daemon {
             if create {
                 let (ifname, addrs, routes) = (v.ifname.to_string(), addrs.to_vec(), routes.to_vec());
                 let offloads = self.dp().keeps_offloads(dp, id);
-                netlink::in_netns(v.ns.try_clone()?, move |h| async move {
+                let ns = v.ns.as_ref().expect("checked when the pair was made").try_clone()?;
+                netlink::in_netns(ns, move |h| async move {
                     let l = netlink::link_by_name(&h, &ifname)
                         .await?
                         .ok_or_else(|| anyhow!("{ifname} is missing in the namespace"))?;
@@ -344,7 +359,6 @@ impl Daemon {
     }
 }
 
-/// Where a new endpoint goes.
 /// A connect the rules allow: where, what, with which MTU and MAC.
 struct Checked {
     dkey: u32,
@@ -356,6 +370,7 @@ struct Checked {
     parent_mac: Option<MacAddr>,
 }
 
+/// Where a new endpoint goes.
 pub(super) enum Target {
     Veth { ns: File, ns_id: (u64, u64), netns: String },
     Tap { name: String, owner: Option<u32> },
@@ -377,7 +392,9 @@ pub(super) struct Plan {
 pub(super) struct Veth<'a> {
     pub(super) host: &'a str,
     pub(super) ifname: &'a str,
-    pub(super) ns: File,
+    /// The namespace of the container end; None when it is not known (a Docker endpoint adopted
+    /// at start: Docker moved it into a container), and it was configured when it was made.
+    pub(super) ns: Option<File>,
     pub(super) netns: &'a str,
     pub(super) addrs: &'a [Assigned],
     pub(super) routes: &'a [CniRoute],

@@ -29,7 +29,7 @@ impl Endpoint {
     pub fn netns(&self) -> Option<&str> {
         match &self.st.kind {
             EndpointKind::Veth { netns, .. } => Some(netns),
-            EndpointKind::Tap { .. } => None,
+            EndpointKind::Tap { .. } | EndpointKind::Docker { .. } => None,
         }
     }
 
@@ -38,6 +38,7 @@ impl Endpoint {
         match &self.st.kind {
             EndpointKind::Veth { netns, .. } => format!("{netns} ({})", self.st.ifname),
             EndpointKind::Tap { .. } => format!("tap {}", self.st.ifname),
+            EndpointKind::Docker { endpoint_id } => format!("Docker endpoint {endpoint_id}"),
         }
     }
 
@@ -46,6 +47,7 @@ impl Endpoint {
         let (ns, name) = match &self.st.kind {
             EndpointKind::Veth { netns, ns_id } => (Some(Key::Netns(*ns_id)), Key::Name(netns.clone())),
             EndpointKind::Tap { .. } => (None, Key::Name(self.st.ifname.clone())),
+            EndpointKind::Docker { endpoint_id } => (None, Key::Name(endpoint_id.clone())),
         };
         [
             Some(Key::Port(self.port)),

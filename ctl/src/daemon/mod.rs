@@ -18,7 +18,8 @@
 //! - `view`: what `ls`, `inspect` and `stats` answer (the typed replies of `api::reply`), and
 //!   `board`: where they read it, the networks as the last finished command left them (a reader
 //!   never waits for a command in progress);
-//! - `cni`: the daemon's half of the CNI plugin; `relay`: the flood relay's veth pair.
+//! - `cni`: the daemon's half of the CNI plugin; `docker`: of the Docker network driver;
+//!   `relay`: the flood relay's veth pair.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -39,6 +40,7 @@ use xmacvlan_datapath::{Config, Datapath, FastPath, NetId};
 mod board;
 mod cni;
 mod connect;
+mod docker;
 mod endpoints;
 mod network;
 mod relay;
@@ -69,6 +71,32 @@ pub struct Options {
     pub fast_path: FastPath,
     /// Start without networks when the state file is unusable (it is moved aside, not deleted).
     pub start_empty: bool,
+    /// Serve Docker's remote network driver protocol as this plugin name
+    /// (`/run/docker/plugins/NAME.sock`).
+    pub docker_plugin: Option<String>,
+}
+
+/// Who made a network, and so who attaches endpoints to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// `xmacvlan network create`: our IPAM, endpoints by `network connect`.
+    Cli,
+    /// The CNI plugin's first ADD: addresses from the runtime's IPAM plugin, endpoints by ADD,
+    /// removed with the last one.
+    Cni,
+    /// Docker's `CreateNetwork` (named by its NetworkID): addresses from Docker's IPAM, endpoints
+    /// by `Join`.
+    Docker,
+}
+
+impl Owner {
+    fn from_state(cni: bool, docker: bool) -> Owner {
+        match (cni, docker) {
+            (true, _) => Owner::Cni,
+            (_, true) => Owner::Docker,
+            _ => Owner::Cli,
+        }
+    }
 }
 
 struct Network {
@@ -94,8 +122,9 @@ struct Network {
     endpoints: Endpoints,
     /// Endpoints of an inactive network, kept as saved.
     dormant: Vec<EndpointState>,
-    /// Made by the CNI plugin: no IPAM of ours, removed with its last attachment.
-    cni: bool,
+    owner: Owner,
+    /// Docker's endpoints created and not joined yet.
+    reserved: docker::Reservations,
 }
 
 impl Network {
@@ -180,6 +209,11 @@ pub async fn run(opts: Options) -> Result<()> {
         Err(e) => bail!("{e:#}\nfix or move the file, or start with --start-empty to begin without networks"),
     };
     refuse_if_live(&opts.socket).await?;
+    // Bound before anything is set up: a bad name, or a live daemon on it, stops the start here.
+    let plugin = match &opts.docker_plugin {
+        Some(name) => Some((name.clone(), docker::bind(name).await?)),
+        None => None,
+    };
     let cpus = if opts.cpus.is_empty() { vec![None] } else { opts.cpus.iter().map(|&c| Some(c)).collect() };
     let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, fast_path: opts.fast_path, ..Config::default() })
         .context("starting the datapath")?;
@@ -206,6 +240,13 @@ pub async fn run(opts: Options) -> Result<()> {
     let daemon: Shared = Arc::new(Mutex::new(d));
     eprintln!("xmacvlan daemon: {} worker(s), listening on {}", board.dp().workers(), opts.socket.display());
 
+    // dockerd's calls wait in the plugin socket's backlog until the registry is restored.
+    let plugin = plugin.map(|(name, listener)| {
+        let path = crate::docker::socket_path(&name);
+        eprintln!("xmacvlan daemon: Docker network driver '{name}' on {}", path.display());
+        tokio::spawn(docker::serve(listener, daemon.clone()));
+        path
+    });
     tokio::spawn(monitor_links(daemon.clone()));
     tokio::spawn(sample_rates(board.clone()));
 
@@ -242,6 +283,9 @@ pub async fn run(opts: Options) -> Result<()> {
     }
     eprintln!("xmacvlan daemon: shutting down (endpoints stay for the next start)");
     let _ = std::fs::remove_file(&opts.socket);
+    if let Some(p) = plugin {
+        let _ = std::fs::remove_file(p);
+    }
     let mut d = daemon.lock().await;
     d.shutdown().await;
     Ok(())
@@ -392,6 +436,9 @@ impl Daemon {
             Request::NetworkRm { name, force } => {
                 self.removable(&name, force)?;
                 let n = &self.nets[&name];
+                if n.owner == Owner::Docker && !force {
+                    bail!("network '{name}' belongs to Docker: remove it with `docker network rm` (or --force)");
+                }
                 // Its endpoints' links, and an internal network's anchor.
                 let anchor = n.domain.and_then(|k| self.domains.get(&k)).filter(|d| d.anchor);
                 let hosts = n
@@ -462,7 +509,7 @@ impl Daemon {
             Request::CniCheck(c) => to_data(self.cni_check(c).await?),
             Request::CniStatus { network, master } => to_data(self.cni_status(&network, master.as_deref()).await?),
             Request::CniGc { network, valid } => {
-                if self.nets.get(&network).is_some_and(|n| n.cni) {
+                if self.nets.get(&network).is_some_and(|n| n.owner == Owner::Cni) {
                     self.save_cni_removal(&network, |a| a.as_ref().is_some_and(|a| valid.contains(a)))
                         .context("no attachment was collected")?;
                 }
@@ -497,7 +544,8 @@ impl Daemon {
                     ipam: n.spec.clone(),
                     endpoints: n.endpoints.iter().map(|e| e.st.clone()).chain(n.dormant.iter().cloned()).collect(),
                     passthru: n.passthru.clone(),
-                    cni: n.cni,
+                    cni: n.owner == Owner::Cni,
+                    docker: n.owner == Owner::Docker,
                 })
                 .collect(),
         }

@@ -9,7 +9,7 @@ use xmacvlan_datapath::fwd::Mode;
 use xmacvlan_datapath::ParentSpec;
 
 use super::rules::{self, Sharing};
-use super::{anchor_name, Daemon, Domain, Endpoint, Endpoints, EpId, Key, Network};
+use super::{anchor_name, Daemon, Domain, Endpoint, Endpoints, EpId, Key, Network, Owner};
 use crate::api::reply::{NetworkRemoved, SourceMacs};
 use crate::api::{CreateNetwork, MacaddrAction, NetworkView};
 use crate::ipam::Ipam;
@@ -115,15 +115,15 @@ impl Daemon {
     }
 
     pub(super) async fn create(&mut self, c: CreateNetwork) -> Result<NetworkView> {
-        self.create_network(c, false).await
+        self.create_network(c, Owner::Cli).await
     }
 
-    /// `cni`: made by the CNI plugin, without subnets (its IPAM plugin hands out addresses).
-    pub(super) async fn create_network(&mut self, c: CreateNetwork, cni: bool) -> Result<NetworkView> {
+    /// `owner`: who makes it (a CNI network has no subnets: its IPAM plugin hands out addresses).
+    pub(super) async fn create_network(&mut self, c: CreateNetwork, owner: Owner) -> Result<NetworkView> {
         rules::network_name(&c.name, self.nets.contains_key(&c.name))?;
         rules::driver(&c.driver)?;
         let opts = NetOpts::parse(&c.options).map_err(|e| anyhow!(e))?;
-        rules::network_spec(&c, &opts, cni)?;
+        rules::network_spec(&c, &opts, owner == Owner::Cni)?;
         let parent = opts.parent.clone();
         let ipam = Ipam::new(&c.ipam).map_err(|e| anyhow!(e))?;
         rules::no_pool_overlap(&c.name, &ipam, self.nets.values().map(|n| (n.name.as_str(), &n.ipam)))?;
@@ -135,10 +135,17 @@ impl Daemon {
             None => (None, 0),
         };
         if let (Some(p), Some(link)) = (&parent, &link) {
-            let ln = netlink::link_by_name(&self.h, link).await?.map(|l| l.index);
+            let l = netlink::link_by_name(&self.h, link).await?;
+            let ln = l.as_ref().map(|l| l.index);
             let same_parent = |n: &&Network| n.vlan == vlan && n.domain.is_some() && n.domain == ln;
             let other = self.nets.values().find(same_parent).map(|n| Sharing { name: &n.name, mode: n.opts.mode });
             rules::parent_use(p, link, vlan, &opts, other)?;
+            if let (Some(m), Some(l)) = (opts.mtu, &l) {
+                // The endpoints' MTU cannot exceed their parent's, as for a kernel macvlan child.
+                rules::endpoint_mtu(Some(m), l.mtu, false, link).map_err(|_| {
+                    anyhow!("-o {}={m} is larger than the MTU of the parent {link} ({})", netopts::MTU, l.mtu)
+                })?;
+            }
         }
         let id = self.next_id;
         let domain = self.acquire_domain(id, link.as_deref()).await?;
@@ -159,7 +166,8 @@ impl Daemon {
             status: "active".into(),
             endpoints: Endpoints::default(),
             dormant: Vec::new(),
-            cni,
+            owner,
+            reserved: Default::default(),
         };
         let v = self.view(&net);
         self.nets.insert(c.name, net);
@@ -174,6 +182,7 @@ impl Daemon {
             let dormant = net.dormant.iter().map(|e| match &e.kind {
                 EndpointKind::Veth { netns, .. } => netns.clone(),
                 EndpointKind::Tap { .. } => format!("tap {}", e.host),
+                EndpointKind::Docker { endpoint_id } => format!("Docker endpoint {endpoint_id}"),
             });
             let list: Vec<String> = net.endpoints.iter().map(Endpoint::label).chain(dormant).collect();
             bail!("network '{name}' has connected endpoints: {}; disconnect them or use --force", list.join(", "));

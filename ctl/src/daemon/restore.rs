@@ -7,7 +7,9 @@ use ipnet::IpNet;
 use xmacvlan_datapath::frame::MacAddr;
 
 use super::connect::Plan;
-use super::{default_routes, open_netns, parse_macs, resolve_parent, Daemon, Endpoint, Endpoints, Network, Veth};
+use super::{
+    default_routes, open_netns, parse_macs, resolve_parent, Daemon, Endpoint, Endpoints, Network, Owner, Veth,
+};
 use crate::ipam::{Assigned, Ipam};
 use crate::netlink;
 use crate::netopts::NetOpts;
@@ -53,7 +55,8 @@ impl Daemon {
                 status: "active".into(),
                 endpoints: Endpoints::default(),
                 dormant: Vec::new(),
-                cni: ns.cni,
+                owner: Owner::from_state(ns.cni, ns.docker),
+                reserved: Default::default(),
             };
             self.next_id = self.next_id.max(ns.id + 1);
             net.dormant = ns.endpoints;
@@ -129,7 +132,7 @@ impl Daemon {
             match self.restore_endpoint(name, ep).await {
                 Ok(e) => {
                     let net = self.nets.get_mut(name).expect("exists");
-                    for a in e.addrs.iter().filter(|_| !net.cni) {
+                    for a in e.addrs.iter().filter(|_| net.owner == Owner::Cli) {
                         if let Err(err) = net.ipam.reserve(a) {
                             eprintln!("xmacvlan daemon: network '{name}': {err}");
                         }
@@ -181,7 +184,8 @@ impl Daemon {
         let net = &self.nets[network];
         let dp = self.domains[&net.domain.expect("active network")].dp;
         let o = net.ep_opts();
-        let routes = if net.cni { st.routes.clone() } else { default_routes(&net.ipam.default_gateways()) };
+        let routes =
+            if net.owner == Owner::Cni { st.routes.clone() } else { default_routes(&net.ipam.default_gateways()) };
         let mac: MacAddr = st.mac.parse().map_err(|e| anyhow!("MAC {}: {e}", st.mac))?;
         let addrs: Vec<Assigned> = st
             .addrs
@@ -214,8 +218,26 @@ impl Daemon {
                     );
                     netlink::del_link(&self.h, l.index).await?;
                 }
-                let veth = Veth { host: &st.host, ifname: &st.ifname, ns, netns, addrs: &addrs, routes: &routes };
+                let veth =
+                    Veth { host: &st.host, ifname: &st.ifname, ns: Some(ns), netns, addrs: &addrs, routes: &routes };
                 let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: existing.is_none() };
+                self.build_veth(plan, veth).await?
+            }
+            // Docker moved the other end into a container we are not told of: the pair is adopted
+            // while it exists (it goes with the container's namespace), never made again.
+            EndpointKind::Docker { .. } => {
+                let Some(l) = &existing else { bail!("{} is gone (its container's namespace went)", st.host) };
+                if netlink::link_kind(&self.h, l.index).await?.as_deref() != Some("veth") {
+                    bail!("{} exists but is not a veth; leaving it alone", st.host);
+                }
+                // Docker gives the container end back (under the name we made it with) when the
+                // container goes; its Leave did not reach us: the endpoint is collected.
+                if netlink::link_by_name(&self.h, &st.ifname).await?.is_some() {
+                    netlink::del_link(&self.h, l.index).await?;
+                    bail!("its container is gone (Docker gave {} back while the daemon was down)", st.ifname);
+                }
+                let veth = Veth { host: &st.host, ifname: &st.ifname, ns: None, netns: "", addrs: &[], routes: &[] };
+                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: false };
                 self.build_veth(plan, veth).await?
             }
             EndpointKind::Tap { owner } => {

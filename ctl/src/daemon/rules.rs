@@ -182,7 +182,7 @@ mod tests {
     }
 
     fn opts(parent: Option<&str>, mode: Mode) -> NetOpts {
-        NetOpts { parent: parent.map(str::to_string), mode, nodst: false, keep_pcp: false }
+        NetOpts { parent: parent.map(str::to_string), mode, nodst: false, keep_pcp: false, mtu: None }
     }
 
     fn err(r: Result<impl std::fmt::Debug>) -> String {

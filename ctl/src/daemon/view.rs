@@ -7,7 +7,7 @@ use xmacvlan_datapath::fwd::DropReason;
 use xmacvlan_datapath::PortReport;
 
 use super::board::{Ports, Posted};
-use super::{Daemon, Network};
+use super::{Daemon, Network, Owner};
 use crate::api::reply::{PortEndpoint, PortKernel, PortStats};
 use crate::api::{EndpointView, NetworkView, SubnetView};
 use crate::state::{EndpointKind, EndpointState};
@@ -40,7 +40,8 @@ impl Daemon {
             status: n.status.clone(),
             // An inactive network's endpoints are dormant (kept for when it comes back): listed too.
             endpoints: n.endpoints.iter().map(|e| &e.st).chain(&n.dormant).map(endpoint_view).collect(),
-            cni: n.cni,
+            cni: n.owner == Owner::Cni,
+            docker: n.owner == Owner::Docker,
         }
     }
 
@@ -59,7 +60,8 @@ impl Daemon {
                         ifname: e.st.ifname.clone(),
                         ips: e.st.addrs.clone(),
                     };
-                    (e.port, if e.netns().is_some() { "endpoint" } else { "tap" }, place)
+                    let kind = if matches!(e.st.kind, EndpointKind::Tap { .. }) { "tap" } else { "endpoint" };
+                    (e.port, kind, place)
                 })
                 .collect(),
         });
@@ -79,12 +81,13 @@ impl Daemon {
 
 /// An endpoint as `ls` and `inspect` list it, from what the state keeps of it.
 pub(super) fn endpoint_view(st: &EndpointState) -> EndpointView {
-    let netns = match &st.kind {
-        EndpointKind::Veth { netns, .. } => Some(netns.clone()),
-        EndpointKind::Tap { .. } => None,
+    let (kind, netns, endpoint_id) = match &st.kind {
+        EndpointKind::Veth { netns, .. } => ("veth", Some(netns.clone()), None),
+        EndpointKind::Tap { .. } => ("tap", None, None),
+        EndpointKind::Docker { endpoint_id } => ("docker", None, Some(endpoint_id.clone())),
     };
     EndpointView {
-        kind: if netns.is_some() { "veth" } else { "tap" }.into(),
+        kind: kind.into(),
         netns,
         ifname: st.ifname.clone(),
         host_ifname: st.host.clone(),
@@ -93,6 +96,7 @@ pub(super) fn endpoint_view(st: &EndpointState) -> EndpointView {
         mtu: st.mtu,
         source_macs: st.source_macs.clone(),
         container_id: st.cni.as_ref().map(|a| a.container_id.clone()),
+        endpoint_id,
     }
 }
 

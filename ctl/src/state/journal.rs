@@ -45,7 +45,7 @@ pub enum Record {
 /// A network without its endpoints. Every field is named, so that a field added to
 /// [`NetworkState`] has to be thought about here.
 fn head(n: &NetworkState) -> NetworkState {
-    let NetworkState { name, id, parent, internal, mode, options, ipam, endpoints: _, passthru, cni } = n;
+    let NetworkState { name, id, parent, internal, mode, options, ipam, endpoints: _, passthru, cni, docker } = n;
     NetworkState {
         name: name.clone(),
         id: *id,
@@ -57,6 +57,7 @@ fn head(n: &NetworkState) -> NetworkState {
         endpoints: Vec::new(),
         passthru: passthru.clone(),
         cni: *cni,
+        docker: *docker,
     }
 }
 
@@ -167,6 +168,7 @@ pub(crate) mod tests {
             endpoints: hosts.iter().map(|h| endpoint(h)).collect(),
             passthru: None,
             cni: false,
+            docker: false,
         }
     }
 
