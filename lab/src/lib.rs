@@ -11,6 +11,7 @@
 //! | [`netns`] | [`Netns`], a namespace deleted when dropped; many made and removed in one batch |
 //! | [`topology`] | the links a lab is made of: a veth wire between two namespaces, kernel macvlan children |
 //! | [`daemon`] | [`DaemonProcess`], the xmacvlan daemon run inside a lab namespace, stopped by its PID |
+//! | [`docker`] | [`Dockerd`], a private Docker daemon inside a lab namespace, and a busybox image without a registry |
 //! | [`cleanup`] | the registry of what was created, removed on return, panic and SIGINT/SIGTERM/SIGHUP |
 //!
 //! Everything is built inside namespaces the lab creates; nothing in the caller's namespace is touched.
@@ -19,12 +20,14 @@
 pub mod cleanup;
 pub mod cmd;
 pub mod daemon;
+pub mod docker;
 pub mod netlink;
 pub mod netns;
 pub mod sys;
 pub mod topology;
 
 pub use daemon::{DaemonProcess, DaemonSpec};
+pub use docker::Dockerd;
 pub use netns::{ns_path, Netns};
 
 /// `02:42:c6:12:00:10` for `[0x02, 0x42, 0xc6, 0x12, 0x00, 0x10]`.

@@ -1,0 +1,328 @@
+//! Docker itself drives xmacvlan (issue 18): a private dockerd in the lab's daemon namespace (own
+//! data root, exec root and socket; no iptables, no bridge), an image imported from busybox-static,
+//! and the Docker macvlan guide's commands run with `-d macvlan` (Docker's built-in driver, on a
+//! kernel macvlan child of eth1) and with `-d <our plugin>`, with the same observable results.
+//!
+//! Our plugin is named after the test process (`xmvt<pid>`) so that it never takes the socket of
+//! an xmacvlan plugin the machine runs for real. Root and docker.io (`make deps`) needed; each
+//! test builds its own lab and removes it.
+
+mod support;
+
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+use xmacvlan_lab::Dockerd;
+
+const IMAGE: &str = "xmvbusybox";
+
+/// Dropped in this order: dockerd (it stops its containers), our daemon, then the lab.
+struct DockerLab {
+    dockerd: Dockerd,
+    /// Our daemon, serving the driver.
+    daemon: Daemon,
+    lab: Lab,
+    /// Our driver's name for `-d`.
+    plugin: String,
+}
+
+impl DockerLab {
+    fn new() -> Self {
+        let lab = Lab::new();
+        let plugin = format!("xmvt{}", std::process::id());
+        let daemon = Daemon::start_with(&lab, &["--docker-plugin", &plugin]);
+        let dockerd = Dockerd::start(&lab.dp.name, &lab.tmp.join("docker"), &[]).unwrap_or_else(|e| panic!("{e:#}"));
+        dockerd.import_busybox(IMAGE).unwrap_or_else(|e| panic!("{e:#}"));
+        DockerLab { dockerd, daemon, lab, plugin }
+    }
+
+    /// `docker ARGS`, which must succeed: its stdout, trimmed.
+    fn docker(&self, args: &[&str]) -> String {
+        match self.dockerd.docker(args) {
+            Ok(out) => out.trim().to_string(),
+            Err(e) => panic!("{e:#}\ndaemon log:\n{}", self.daemon.log()),
+        }
+    }
+
+    /// `docker ARGS`, which must fail: its error.
+    fn docker_fails(&self, args: &[&str]) -> String {
+        match self.dockerd.docker(args) {
+            Ok(out) => panic!("docker {args:?} succeeded: {out}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// Runs a long-lived container (`sleep` ignores SIGTERM: stopped after 1 s, not 10).
+    fn run(&self, name: &str, net: &str, extra: &[&str]) {
+        let mut args = vec!["run", "-d", "--stop-timeout", "1", "--name", name, "--net", net];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, "sleep", "600"]);
+        self.docker(&args);
+    }
+
+    /// Whether container `name` gets an answer from `ip`.
+    fn pings(&self, name: &str, ip: &str) -> bool {
+        self.dockerd.docker(&["exec", name, "ping", "-c", "1", "-W", "2", ip]).is_ok()
+    }
+}
+
+/// `ip -j addr show eth0` inside container `name`: its MAC and addresses.
+fn eth0(l: &DockerLab, name: &str) -> (String, Vec<String>) {
+    let out = l.docker(&["exec", name, "ip", "-o", "link", "show", "eth0"]);
+    let mac = out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap_or_default().to_string();
+    let out = l.docker(&["exec", name, "ip", "-o", "addr", "show", "eth0"]);
+    let addrs = out
+        .lines()
+        .filter_map(|line| {
+            let mut w = line.split_whitespace().skip_while(|w| *w != "inet" && *w != "inet6");
+            w.next().and(w.next()).map(str::to_string)
+        })
+        .filter(|a| !a.starts_with("fe80"))
+        .collect();
+    (mac, addrs)
+}
+
+#[test]
+#[ignore = "needs root, docker.io (network namespaces, XDP, a private dockerd); `make test` runs it"]
+fn the_macvlan_guide_with_dockers_driver_and_with_ours() {
+    require_root!();
+    let l = DockerLab::new();
+    let wire_ip = GATEWAY;
+    for driver in ["macvlan", l.plugin.as_str()] {
+        // The guide's network, on the lab's wire (eth1; the wire host is the gateway).
+        l.docker(&[
+            "network",
+            "create",
+            "-d",
+            driver,
+            "--subnet=198.18.0.0/24",
+            "--gateway=198.18.0.254",
+            "-o",
+            "parent=eth1",
+            "pub_net",
+        ]);
+        l.run("c1", "pub_net", &["--ip", "198.18.0.10"]);
+        l.run("c2", "pub_net", &["--ip", "198.18.0.11", "--mac-address", "02:42:c6:12:00:0b"]);
+        let (mac1, addrs1) = eth0(&l, "c1");
+        let (mac2, addrs2) = eth0(&l, "c2");
+        println!("-d {driver}: c1 {mac1} {addrs1:?}, c2 {mac2} {addrs2:?}");
+        assert_eq!(addrs1, ["198.18.0.10/24"], "-d {driver}: --ip is honoured");
+        assert_eq!(addrs2, ["198.18.0.11/24"]);
+        assert_eq!(mac2, "02:42:c6:12:00:0b", "-d {driver}: --mac-address is honoured");
+        assert!(l.pings("c1", "198.18.0.11"), "-d {driver}: container to container");
+        assert!(l.pings("c2", wire_ip), "-d {driver}: container to the wire host");
+        let from_wire = l.lab.wire.exec(&["ping", "-c", "1", "-W", "2", "198.18.0.10"]);
+        assert!(from_wire.status.success(), "-d {driver}: wire host to container");
+        if driver != "macvlan" {
+            // Forwarded by us: the network is ours, named by Docker's ID, with both endpoints,
+            // and their ports counted the pings.
+            let nets: Value = serde_json::from_str(&l.lab.cli_ok(&["network", "ls", "--format", "json"])).unwrap();
+            let n = &nets[0];
+            let id = l.docker(&["network", "inspect", "-f", "{{.Id}}", "pub_net"]);
+            assert!(n["docker"] == true && n["name"] == id.as_str(), "{nets}");
+            assert_eq!(n["endpoints"].as_array().unwrap().len(), 2, "{nets}");
+            let stats = l.lab.stats();
+            let ports = stats["networks"][0]["ports"].as_array().unwrap().clone();
+            let endpoints: Vec<&Value> = ports.iter().filter(|p| p["kind"] == "endpoint").collect();
+            assert_eq!(endpoints.len(), 2, "{stats}");
+            assert!(endpoints.iter().all(|p| p["rx"].as_u64() > Some(0) && p["tx"].as_u64() > Some(0)), "{stats}");
+        }
+        // `docker rm` and `docker network rm` leave nothing: no link, no XDP, no state.
+        l.docker(&["rm", "-f", "c1", "c2"]);
+        l.docker(&["network", "rm", "pub_net"]);
+        let links = l.lab.dp.links();
+        assert!(!links.iter().any(|x| x.starts_with("xmv") || x.starts_with("xmc")), "-d {driver}: {links:?}");
+        assert!(l.lab.dp.xdp_links().is_empty(), "-d {driver}: no XDP left: {:?}", l.lab.dp.xdp_links());
+        let nets: Value = serde_json::from_str(&l.lab.cli_ok(&["network", "ls", "--format", "json"])).unwrap();
+        assert_eq!(nets, serde_json::json!([]));
+    }
+}
+
+#[test]
+#[ignore = "needs root, docker.io (network namespaces, XDP, a private dockerd); `make test` runs it"]
+fn bad_options_get_dockers_error_path_and_leave_nothing() {
+    require_root!();
+    let l = DockerLab::new();
+    let d = l.plugin.as_str();
+    let cases: [(&[&str], &str); 4] = [
+        (&["-o", "parent=eth9"], "-o parent interface was not found on the host: eth9"),
+        (&["-o", "parent=eth1.5000"], "vlan id must be between 1-4094, received: 5000"),
+        (&["-o", "parent=eth1", "-o", "macvlan_mode=turbo"], "turbo"),
+        (&["-o", "parent=eth1", "-o", "com.docker.network.driver.mtu=9999"], "9999"),
+    ];
+    // A parent our CLI holds in passthru mode, and a pool our CLI uses, are refused too.
+    l.lab.cli_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "198.18.9.0/24",
+        "-o",
+        "parent=eth1",
+        "-o",
+        "macvlan_mode=passthru",
+        "pt",
+    ]);
+    let err = l.docker_fails(&["network", "create", "-d", d, "--subnet", "198.18.0.0/24", "-o", "parent=eth1", "bad"]);
+    assert!(err.contains("passthru") && err.contains("pt"), "{err}");
+    l.lab.cli_ok(&["network", "rm", "pt"]);
+    l.lab.cli_ok(&["network", "create", "--subnet", "198.18.0.0/24", "-o", "parent=eth1", "cli"]);
+    let err = l.docker_fails(&["network", "create", "-d", d, "--subnet", "198.18.0.0/25", "-o", "parent=eth1", "bad"]);
+    assert!(err.contains("Pool overlaps") && err.contains("cli"), "{err}");
+    l.lab.cli_ok(&["network", "rm", "cli"]);
+    for (opts, says) in cases {
+        let mut args = vec!["network", "create", "-d", d, "--subnet", "198.18.0.0/24"];
+        args.extend_from_slice(opts);
+        args.push("bad");
+        let err = l.docker_fails(&args);
+        println!("{opts:?}: {err}");
+        assert!(err.contains(says), "{opts:?} names the bad value: {err}");
+        assert!(l.docker(&["network", "ls", "--filter", "name=bad", "-q"]).is_empty());
+        let nets: Value = serde_json::from_str(&l.lab.cli_ok(&["network", "ls", "--format", "json"])).unwrap();
+        assert_eq!(nets, serde_json::json!([]), "{opts:?} left nothing");
+        assert!(l.lab.dp.xdp_links().is_empty());
+    }
+    // A call we do not know is 404; a request that is not HTTP gets 400 and its connection closed.
+    let socket = format!("/run/docker/plugins/{d}.sock");
+    for (request, status) in [
+        ("POST /NetworkDriver.Bogus HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", "HTTP/1.1 404"),
+        ("GARBAGE\r\n\r\n", "HTTP/1.1 400"),
+    ] {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        let _ = std::io::BufReader::new(&s).read_line(&mut reply);
+        assert!(reply.starts_with(status), "{request:?}: {reply}");
+    }
+}
+
+#[test]
+#[ignore = "needs root, docker.io (network namespaces, XDP, a private dockerd); `make test` runs it"]
+fn dual_stack_vlans_and_internal_networks() {
+    require_root!();
+    let l = DockerLab::new();
+    let d = l.plugin.as_str();
+
+    // Dual stack, with both drivers: --ip6 honoured, containers reach each other over IPv6.
+    for driver in ["macvlan", d] {
+        l.docker(&[
+            "network",
+            "create",
+            "-d",
+            driver,
+            "--ipv6",
+            "--subnet=198.18.0.0/24",
+            "--gateway=198.18.0.254",
+            "--subnet=2001:2:0:1::/64",
+            "--gateway=2001:2:0:1::1",
+            "-o",
+            "parent=eth1",
+            "v6net",
+        ]);
+        l.run("c1", "v6net", &["--ip", "198.18.0.10", "--ip6", "2001:2:0:1::10"]);
+        l.run("c2", "v6net", &["--ip", "198.18.0.11", "--ip6", "2001:2:0:1::11"]);
+        let (_, addrs) = eth0(&l, "c1");
+        assert_eq!(addrs, ["198.18.0.10/24", "2001:2:0:1::10/64"], "-d {driver}");
+        assert!(l.pings("c2", "2001:2:0:1::10"), "-d {driver}: IPv6 container to container");
+        l.docker(&["rm", "-f", "c1", "c2"]);
+        l.docker(&["network", "rm", "v6net"]);
+    }
+
+    // VLAN 50 on eth1 (Docker's dotted parent; its own driver would need 8021q, absent here):
+    // its containers reach each other, and nothing untagged from the wire reaches them.
+    l.docker(&["network", "create", "-d", d, "--subnet=198.18.50.0/24", "-o", "parent=eth1.50", "vlan50"]);
+    l.run("v1", "vlan50", &["--ip", "198.18.50.10"]);
+    l.run("v2", "vlan50", &["--ip", "198.18.50.11"]);
+    assert!(l.pings("v1", "198.18.50.11"), "same VLAN");
+    l.lab.wire.ok(&["ip", "addr", "add", "198.18.50.254/24", "dev", "wire0"]);
+    let untagged = l.lab.wire.exec(&["ping", "-c", "1", "-W", "1", "198.18.50.10"]);
+    assert!(!untagged.status.success(), "untagged frames from the wire do not reach VLAN 50");
+    l.docker(&["rm", "-f", "v1", "v2"]);
+    l.docker(&["network", "rm", "vlan50"]);
+
+    // --internal: containers reach each other and nothing else; no program on the parent.
+    l.docker(&["network", "create", "-d", d, "--internal", "--subnet=198.18.70.0/24", "inet"]);
+    l.run("i1", "inet", &["--ip", "198.18.70.10"]);
+    l.run("i2", "inet", &["--ip", "198.18.70.11"]);
+    assert!(l.pings("i1", "198.18.70.11"), "internal: container to container");
+    assert!(!l.pings("i1", GATEWAY), "internal: not to the wire");
+    assert!(l.lab.dp.xdp_links().iter().all(|x| x != "eth1"), "internal: nothing on the parent");
+    l.docker(&["rm", "-f", "i1", "i2"]);
+    l.docker(&["network", "rm", "inet"]);
+    let links = l.lab.dp.links();
+    assert!(!links.iter().any(|x| x.starts_with("xmv") || x.starts_with("xmc")), "{links:?}");
+}
+
+/// Endpoints of our network, as `ls` lists them.
+fn our_endpoints(l: &DockerLab) -> usize {
+    let nets: Value = serde_json::from_str(&l.lab.cli_ok(&["network", "ls", "--format", "json"])).unwrap();
+    nets[0]["endpoints"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+#[ignore = "needs root, docker.io (network namespaces, XDP, a private dockerd); `make test` runs it"]
+fn restarts_both_ways() {
+    require_root!();
+    let mut l = DockerLab::new();
+    let d = l.plugin.clone();
+    l.docker(&[
+        "network",
+        "create",
+        "-d",
+        &d,
+        "--subnet=198.18.0.0/24",
+        "--gateway=198.18.0.254",
+        "-o",
+        "parent=eth1",
+        "net",
+    ]);
+    l.run("c1", "net", &["--ip", "198.18.0.10", "--restart", "always"]);
+    l.run("c2", "net", &["--ip", "198.18.0.11", "--restart", "always"]);
+    assert!(l.pings("c1", "198.18.0.11"));
+
+    // Our daemon killed and started again: the containers forward as before.
+    l.daemon.kill9();
+    l.daemon = Daemon::start_with(&l.lab, &["--docker-plugin", &d]);
+    assert_eq!(our_endpoints(&l), 2, "{}", l.daemon.log());
+    assert!(l.pings("c1", "198.18.0.11"), "after our restart: container to container");
+    assert!(l.pings("c2", GATEWAY), "after our restart: container to the wire host");
+
+    // dockerd restarted (without --live-restore): it stops the containers (Leave, DeleteEndpoint)
+    // and starts those with a restart policy again (CreateEndpoint, Join) on the network it
+    // never sends again.
+    let dir = l.lab.tmp.join("docker");
+    l.dockerd.stop();
+    assert_eq!(our_endpoints(&l), 0, "dockerd's stop left: {}", l.daemon.log());
+    l.dockerd = Dockerd::start(&l.lab.dp.name, &dir, &["--live-restore"]).unwrap_or_else(|e| panic!("{e:#}"));
+    let back = within(Duration::from_secs(30), || our_endpoints(&l) == 2 && l.pings("c1", "198.18.0.11"));
+    assert!(back.is_some(), "restart-policy containers are back on the network: {}", l.daemon.log());
+
+    // dockerd restarted with --live-restore: the containers keep running and keep their
+    // interfaces; nothing is sent to the driver, nothing changes.
+    l.dockerd.stop();
+    assert_eq!(our_endpoints(&l), 2);
+    let from_wire = l.lab.wire.exec(&["ping", "-c", "1", "-W", "2", "198.18.0.10"]);
+    assert!(from_wire.status.success(), "a live-restored container forwards while dockerd is down");
+    l.dockerd = Dockerd::start(&l.lab.dp.name, &dir, &["--live-restore"]).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(our_endpoints(&l), 2);
+    // (`docker exec` fails after a live restore in this lab, exit 126: the wire host checks.)
+    let from_wire = l.lab.wire.exec(&["ping", "-c", "1", "-W", "2", "198.18.0.11"]);
+    assert!(from_wire.status.success(), "after a live restore");
+
+    // A container removed while our daemon is down: Docker gives up on telling us, and gives the
+    // interface back; our next start collects the endpoint.
+    l.daemon.kill9();
+    let t = Instant::now();
+    l.docker(&["rm", "-f", "c2"]);
+    println!("docker rm -f with the driver down took {:?}", t.elapsed());
+    l.daemon = Daemon::start_with(&l.lab, &["--docker-plugin", &d]);
+    assert_eq!(our_endpoints(&l), 1, "{}", l.daemon.log());
+    let links = l.lab.dp.links();
+    assert_eq!(links.iter().filter(|x| x.starts_with("xmv") || x.starts_with("xmc")).count(), 1, "{links:?}");
+    let from_wire = l.lab.wire.exec(&["ping", "-c", "1", "-W", "2", "198.18.0.10"]);
+    assert!(from_wire.status.success(), "the other container still forwards");
+    l.docker(&["rm", "-f", "c1"]);
+    l.docker(&["network", "rm", "net"]);
+}
