@@ -38,28 +38,27 @@ impl DockerLab {
         DockerLab { dockerd, daemon, lab, plugin }
     }
 
-    /// `docker ARGS`, which must succeed: its stdout, trimmed.
-    fn docker(&self, args: &[&str]) -> String {
-        match self.dockerd.docker(args) {
+    /// `docker LINE` (its words as a shell would split a line without quotes), which must
+    /// succeed: its stdout, trimmed.
+    fn docker(&self, line: &str) -> String {
+        match self.dockerd.docker(&line.split_whitespace().collect::<Vec<_>>()) {
             Ok(out) => out.trim().to_string(),
             Err(e) => panic!("{e:#}\ndaemon log:\n{}", self.daemon.log()),
         }
     }
 
-    /// `docker ARGS`, which must fail: its error.
-    fn docker_fails(&self, args: &[&str]) -> String {
-        match self.dockerd.docker(args) {
-            Ok(out) => panic!("docker {args:?} succeeded: {out}"),
+    /// `docker LINE`, which must fail: its error.
+    fn docker_fails(&self, line: &str) -> String {
+        match self.dockerd.docker(&line.split_whitespace().collect::<Vec<_>>()) {
+            Ok(out) => panic!("docker {line} succeeded: {out}"),
             Err(e) => format!("{e:#}"),
         }
     }
 
-    /// Runs a long-lived container (`sleep` ignores SIGTERM: stopped after 1 s, not 10).
-    fn run(&self, name: &str, net: &str, extra: &[&str]) {
-        let mut args = vec!["run", "-d", "--stop-timeout", "1", "--name", name, "--net", net];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&[IMAGE, "sleep", "600"]);
-        self.docker(&args);
+    /// Runs a long-lived container `name` on `net` with `opts` (`sleep` ignores SIGTERM: stopped
+    /// after 1 s, not 10).
+    fn run(&self, name: &str, net: &str, opts: &str) {
+        self.docker(&format!("run -d --stop-timeout 1 --name {name} --net {net} {opts} {IMAGE} sleep 600"));
     }
 
     /// Whether container `name` gets an answer from `ip`.
@@ -70,9 +69,9 @@ impl DockerLab {
 
 /// `ip -j addr show eth0` inside container `name`: its MAC and addresses.
 fn eth0(l: &DockerLab, name: &str) -> (String, Vec<String>) {
-    let out = l.docker(&["exec", name, "ip", "-o", "link", "show", "eth0"]);
+    let out = l.docker(&format!("exec {name} ip -o link show eth0"));
     let mac = out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap_or_default().to_string();
-    let out = l.docker(&["exec", name, "ip", "-o", "addr", "show", "eth0"]);
+    let out = l.docker(&format!("exec {name} ip -o addr show eth0"));
     let addrs = out
         .lines()
         .filter_map(|line| {
@@ -92,19 +91,11 @@ fn the_macvlan_guide_with_dockers_driver_and_with_ours() {
     let wire_ip = GATEWAY;
     for driver in ["macvlan", l.plugin.as_str()] {
         // The guide's network, on the lab's wire (eth1; the wire host is the gateway).
-        l.docker(&[
-            "network",
-            "create",
-            "-d",
-            driver,
-            "--subnet=198.18.0.0/24",
-            "--gateway=198.18.0.254",
-            "-o",
-            "parent=eth1",
-            "pub_net",
-        ]);
-        l.run("c1", "pub_net", &["--ip", "198.18.0.10"]);
-        l.run("c2", "pub_net", &["--ip", "198.18.0.11", "--mac-address", "02:42:c6:12:00:0b"]);
+        l.docker(&format!(
+            "network create -d {driver} --subnet=198.18.0.0/24 --gateway=198.18.0.254 -o parent=eth1 pub_net"
+        ));
+        l.run("c1", "pub_net", "--ip 198.18.0.10");
+        l.run("c2", "pub_net", "--ip 198.18.0.11 --mac-address 02:42:c6:12:00:0b");
         let (mac1, addrs1) = eth0(&l, "c1");
         let (mac2, addrs2) = eth0(&l, "c2");
         println!("-d {driver}: c1 {mac1} {addrs1:?}, c2 {mac2} {addrs2:?}");
@@ -120,9 +111,17 @@ fn the_macvlan_guide_with_dockers_driver_and_with_ours() {
             // and their ports counted the pings.
             let nets: Value = serde_json::from_str(&l.lab.cli_ok(&["network", "ls", "--format", "json"])).unwrap();
             let n = &nets[0];
-            let id = l.docker(&["network", "inspect", "-f", "{{.Id}}", "pub_net"]);
+            let id = l.docker("network inspect -f {{.Id}} pub_net");
             assert!(n["docker"] == true && n["name"] == id.as_str(), "{nets}");
             assert_eq!(n["endpoints"].as_array().unwrap().len(), 2, "{nets}");
+            // Docker never sends the name; the daemon asks dockerd for it after the first Join.
+            let named = || {
+                let nets: Value = serde_json::from_str(&l.lab.cli_ok(&["network", "ls", "--format", "json"])).unwrap();
+                nets[0]["docker_name"] == "pub_net"
+            };
+            assert!(within(Duration::from_secs(5), named).is_some(), "the name is learnt: {}", l.daemon.log());
+            let table = l.lab.cli_ok(&["network", "ls"]);
+            assert!(table.contains(&format!("pub_net (docker:{})", &id[..12])), "{table}");
             let stats = l.lab.stats();
             let ports = stats["networks"][0]["ports"].as_array().unwrap().clone();
             let endpoints: Vec<&Value> = ports.iter().filter(|p| p["kind"] == "endpoint").collect();
@@ -130,8 +129,8 @@ fn the_macvlan_guide_with_dockers_driver_and_with_ours() {
             assert!(endpoints.iter().all(|p| p["rx"].as_u64() > Some(0) && p["tx"].as_u64() > Some(0)), "{stats}");
         }
         // `docker rm` and `docker network rm` leave nothing: no link, no XDP, no state.
-        l.docker(&["rm", "-f", "c1", "c2"]);
-        l.docker(&["network", "rm", "pub_net"]);
+        l.docker("rm -f c1 c2");
+        l.docker("network rm pub_net");
         let links = l.lab.dp.links();
         assert!(!links.iter().any(|x| x.starts_with("xmv") || x.starts_with("xmc")), "-d {driver}: {links:?}");
         assert!(l.lab.dp.xdp_links().is_empty(), "-d {driver}: no XDP left: {:?}", l.lab.dp.xdp_links());
@@ -146,41 +145,29 @@ fn bad_options_get_dockers_error_path_and_leave_nothing() {
     require_root!();
     let l = DockerLab::new();
     let d = l.plugin.as_str();
-    let cases: [(&[&str], &str); 4] = [
-        (&["-o", "parent=eth9"], "-o parent interface was not found on the host: eth9"),
-        (&["-o", "parent=eth1.5000"], "vlan id must be between 1-4094, received: 5000"),
-        (&["-o", "parent=eth1", "-o", "macvlan_mode=turbo"], "turbo"),
-        (&["-o", "parent=eth1", "-o", "com.docker.network.driver.mtu=9999"], "9999"),
+    let cases = [
+        ("-o parent=eth9", "-o parent interface was not found on the host: eth9"),
+        ("-o parent=eth1.5000", "vlan id must be between 1-4094, received: 5000"),
+        ("-o parent=eth1 -o macvlan_mode=turbo", "turbo"),
+        ("-o parent=eth1 -o com.docker.network.driver.mtu=9999", "9999"),
     ];
     // A parent our CLI holds in passthru mode, and a pool our CLI uses, are refused too.
-    l.lab.cli_ok(&[
-        "network",
-        "create",
-        "--subnet",
-        "198.18.9.0/24",
-        "-o",
-        "parent=eth1",
-        "-o",
-        "macvlan_mode=passthru",
-        "pt",
-    ]);
-    let err = l.docker_fails(&["network", "create", "-d", d, "--subnet", "198.18.0.0/24", "-o", "parent=eth1", "bad"]);
+    let cli = |line: &str| l.lab.cli_ok(&line.split_whitespace().collect::<Vec<_>>());
+    cli("network create --subnet 198.18.9.0/24 -o parent=eth1 -o macvlan_mode=passthru pt");
+    let err = l.docker_fails(&format!("network create -d {d} --subnet 198.18.0.0/24 -o parent=eth1 bad"));
     assert!(err.contains("passthru") && err.contains("pt"), "{err}");
-    l.lab.cli_ok(&["network", "rm", "pt"]);
-    l.lab.cli_ok(&["network", "create", "--subnet", "198.18.0.0/24", "-o", "parent=eth1", "cli"]);
-    let err = l.docker_fails(&["network", "create", "-d", d, "--subnet", "198.18.0.0/25", "-o", "parent=eth1", "bad"]);
+    cli("network rm pt");
+    cli("network create --subnet 198.18.0.0/24 -o parent=eth1 cli");
+    let err = l.docker_fails(&format!("network create -d {d} --subnet 198.18.0.0/25 -o parent=eth1 bad"));
     assert!(err.contains("Pool overlaps") && err.contains("cli"), "{err}");
-    l.lab.cli_ok(&["network", "rm", "cli"]);
+    cli("network rm cli");
     for (opts, says) in cases {
-        let mut args = vec!["network", "create", "-d", d, "--subnet", "198.18.0.0/24"];
-        args.extend_from_slice(opts);
-        args.push("bad");
-        let err = l.docker_fails(&args);
-        println!("{opts:?}: {err}");
-        assert!(err.contains(says), "{opts:?} names the bad value: {err}");
-        assert!(l.docker(&["network", "ls", "--filter", "name=bad", "-q"]).is_empty());
+        let err = l.docker_fails(&format!("network create -d {d} --subnet 198.18.0.0/24 {opts} bad"));
+        println!("{opts}: {err}");
+        assert!(err.contains(says), "{opts} names the bad value: {err}");
+        assert!(l.docker("network ls --filter name=bad -q").is_empty());
         let nets: Value = serde_json::from_str(&l.lab.cli_ok(&["network", "ls", "--format", "json"])).unwrap();
-        assert_eq!(nets, serde_json::json!([]), "{opts:?} left nothing");
+        assert_eq!(nets, serde_json::json!([]), "{opts} left nothing");
         assert!(l.lab.dp.xdp_links().is_empty());
     }
     // A call we do not know is 404; a request that is not HTTP gets 400 and its connection closed.
@@ -207,50 +194,47 @@ fn dual_stack_vlans_and_internal_networks() {
 
     // Dual stack, with both drivers: --ip6 honoured, containers reach each other over IPv6.
     for driver in ["macvlan", d] {
-        l.docker(&[
-            "network",
-            "create",
-            "-d",
-            driver,
-            "--ipv6",
-            "--subnet=198.18.0.0/24",
-            "--gateway=198.18.0.254",
-            "--subnet=2001:2:0:1::/64",
-            "--gateway=2001:2:0:1::1",
-            "-o",
-            "parent=eth1",
-            "v6net",
-        ]);
-        l.run("c1", "v6net", &["--ip", "198.18.0.10", "--ip6", "2001:2:0:1::10"]);
-        l.run("c2", "v6net", &["--ip", "198.18.0.11", "--ip6", "2001:2:0:1::11"]);
+        l.docker(&format!(
+            "network create -d {driver} --ipv6 --subnet=198.18.0.0/24 --gateway=198.18.0.254 \
+             --subnet=2001:2:0:1::/64 --gateway=2001:2:0:1::1 -o parent=eth1 v6net"
+        ));
+        l.run("c1", "v6net", "--ip 198.18.0.10 --ip6 2001:2:0:1::10");
+        l.run("c2", "v6net", "--ip 198.18.0.11 --ip6 2001:2:0:1::11");
         let (_, addrs) = eth0(&l, "c1");
         assert_eq!(addrs, ["198.18.0.10/24", "2001:2:0:1::10/64"], "-d {driver}");
         assert!(l.pings("c2", "2001:2:0:1::10"), "-d {driver}: IPv6 container to container");
-        l.docker(&["rm", "-f", "c1", "c2"]);
-        l.docker(&["network", "rm", "v6net"]);
+        l.docker("rm -f c1 c2");
+        l.docker("network rm v6net");
     }
 
-    // VLAN 50 on eth1 (Docker's dotted parent; its own driver would need 8021q, absent here):
-    // its containers reach each other, and nothing untagged from the wire reaches them.
-    l.docker(&["network", "create", "-d", d, "--subnet=198.18.50.0/24", "-o", "parent=eth1.50", "vlan50"]);
-    l.run("v1", "vlan50", &["--ip", "198.18.50.10"]);
-    l.run("v2", "vlan50", &["--ip", "198.18.50.11"]);
-    assert!(l.pings("v1", "198.18.50.11"), "same VLAN");
+    // VLANs 50 and 60 on eth1 (Docker's dotted parent; its own driver would need 8021q, absent
+    // here): a VLAN's containers reach each other; neither the other VLAN's (ARP, which asks
+    // whatever the subnet) nor the untagged wire reach them.
+    l.docker(&format!("network create -d {d} --subnet=198.18.50.0/24 -o parent=eth1.50 vlan50"));
+    l.docker(&format!("network create -d {d} --subnet=198.18.60.0/24 -o parent=eth1.60 vlan60"));
+    l.run("v1", "vlan50", "--ip 198.18.50.10");
+    l.run("v2", "vlan50", "--ip 198.18.50.11");
+    l.run("w1", "vlan60", "--ip 198.18.60.10");
+    assert!(l.pings("v2", "198.18.50.10"), "same VLAN");
+    let arping =
+        |from: &str| l.dockerd.docker(&["exec", from, "arping", "-c", "1", "-w", "2", "-I", "eth0", "198.18.50.10"]);
+    assert!(arping("v2").is_ok(), "ARP within VLAN 50");
+    assert!(arping("w1").is_err(), "no answer across VLANs");
     l.lab.wire.ok(&["ip", "addr", "add", "198.18.50.254/24", "dev", "wire0"]);
     let untagged = l.lab.wire.exec(&["ping", "-c", "1", "-W", "1", "198.18.50.10"]);
     assert!(!untagged.status.success(), "untagged frames from the wire do not reach VLAN 50");
-    l.docker(&["rm", "-f", "v1", "v2"]);
-    l.docker(&["network", "rm", "vlan50"]);
+    l.docker("rm -f v1 v2 w1");
+    l.docker("network rm vlan50 vlan60");
 
     // --internal: containers reach each other and nothing else; no program on the parent.
-    l.docker(&["network", "create", "-d", d, "--internal", "--subnet=198.18.70.0/24", "inet"]);
-    l.run("i1", "inet", &["--ip", "198.18.70.10"]);
-    l.run("i2", "inet", &["--ip", "198.18.70.11"]);
+    l.docker(&format!("network create -d {d} --internal --subnet=198.18.70.0/24 inet"));
+    l.run("i1", "inet", "--ip 198.18.70.10");
+    l.run("i2", "inet", "--ip 198.18.70.11");
     assert!(l.pings("i1", "198.18.70.11"), "internal: container to container");
     assert!(!l.pings("i1", GATEWAY), "internal: not to the wire");
     assert!(l.lab.dp.xdp_links().iter().all(|x| x != "eth1"), "internal: nothing on the parent");
-    l.docker(&["rm", "-f", "i1", "i2"]);
-    l.docker(&["network", "rm", "inet"]);
+    l.docker("rm -f i1 i2");
+    l.docker("network rm inet");
     let links = l.lab.dp.links();
     assert!(!links.iter().any(|x| x.starts_with("xmv") || x.starts_with("xmc")), "{links:?}");
 }
@@ -267,19 +251,9 @@ fn restarts_both_ways() {
     require_root!();
     let mut l = DockerLab::new();
     let d = l.plugin.clone();
-    l.docker(&[
-        "network",
-        "create",
-        "-d",
-        &d,
-        "--subnet=198.18.0.0/24",
-        "--gateway=198.18.0.254",
-        "-o",
-        "parent=eth1",
-        "net",
-    ]);
-    l.run("c1", "net", &["--ip", "198.18.0.10", "--restart", "always"]);
-    l.run("c2", "net", &["--ip", "198.18.0.11", "--restart", "always"]);
+    l.docker(&format!("network create -d {d} --subnet=198.18.0.0/24 --gateway=198.18.0.254 -o parent=eth1 net"));
+    l.run("c1", "net", "--ip 198.18.0.10 --restart always");
+    l.run("c2", "net", "--ip 198.18.0.11 --restart always");
     assert!(l.pings("c1", "198.18.0.11"));
 
     // Our daemon killed and started again: the containers forward as before.
@@ -315,7 +289,7 @@ fn restarts_both_ways() {
     // interface back; our next start collects the endpoint.
     l.daemon.kill9();
     let t = Instant::now();
-    l.docker(&["rm", "-f", "c2"]);
+    l.docker("rm -f c2");
     println!("docker rm -f with the driver down took {:?}", t.elapsed());
     l.daemon = Daemon::start_with(&l.lab, &["--docker-plugin", &d]);
     assert_eq!(our_endpoints(&l), 1, "{}", l.daemon.log());
@@ -323,6 +297,6 @@ fn restarts_both_ways() {
     assert_eq!(links.iter().filter(|x| x.starts_with("xmv") || x.starts_with("xmc")).count(), 1, "{links:?}");
     let from_wire = l.lab.wire.exec(&["ping", "-c", "1", "-W", "2", "198.18.0.10"]);
     assert!(from_wire.status.success(), "the other container still forwards");
-    l.docker(&["rm", "-f", "c1"]);
-    l.docker(&["network", "rm", "net"]);
+    l.docker("rm -f c1");
+    l.docker("network rm net");
 }

@@ -139,11 +139,13 @@ pub fn inspect(i: &NetworkInspect, format: Option<Format>, all: bool) -> Result<
 }
 
 /// A network's name in a table: a Docker network's is its NetworkID, shown as Docker shows IDs
-/// (the first 12 digits).
+/// (the first 12 digits), after its Docker name once that is known.
 fn shown_name(n: &NetworkView) -> String {
-    match n.docker {
-        true => format!("docker:{}", &n.name[..n.name.len().min(12)]),
-        false => n.name.clone(),
+    let id = || format!("docker:{}", &n.name[..n.name.len().min(12)]);
+    match (n.docker, &n.docker_name) {
+        (true, Some(name)) => format!("{name} ({})", id()),
+        (true, None) => id(),
+        (false, _) => n.name.clone(),
     }
 }
 

@@ -71,6 +71,9 @@ pub struct NetworkState {
     /// the addresses).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub docker: bool,
+    /// A Docker network's name, once learnt from dockerd (Docker never tells a driver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_name: Option<String>,
 }
 
 /// The parent as it was before a passthru endpoint took it over.
@@ -332,6 +335,7 @@ mod tests {
                 passthru: None,
                 cni: true,
                 docker: false,
+                docker_name: None,
                 endpoints: vec![EndpointState {
                     kind: EndpointKind::Veth { netns: "/run/netns/a".into(), ns_id: (4, 5) },
                     ifname: "eth0".into(),

@@ -34,6 +34,9 @@ pub struct NetworkView {
     /// Made by Docker through the network driver: the name is Docker's NetworkID.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub docker: bool,
+    /// A Docker network's name, once learnt from dockerd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

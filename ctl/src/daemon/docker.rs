@@ -16,7 +16,7 @@ use std::fs::File;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use tokio::io::BufReader;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::Mode;
@@ -107,11 +107,43 @@ async fn answer(daemon: &Shared, path: &str, body: &[u8], peer: Option<i32>) -> 
             Ok(json!({}))
         }
         "CreateNetwork" | "DeleteNetwork" | "CreateEndpoint" | "Join" | "Leave" | "DeleteEndpoint" => {
-            daemon.lock().await.docker_call(call, body, peer).await
+            let reply = daemon.lock().await.docker_call(call, body, peer).await;
+            // By its first Join a network is Docker's to describe: learn its name beside us.
+            if let (true, Some(pid), Ok(r)) = (call == "Join" && reply.is_ok(), peer, decode::<NetworkRef>(call, body))
+            {
+                tokio::spawn(learn_name(daemon.clone(), pid, r.network_id));
+            }
+            reply
         }
         _ => return (404, docker::error(&format!("unknown call {path}"))),
     };
     (200, reply.unwrap_or_else(|e| docker::error(&format!("{e:#}"))))
+}
+
+/// Asks dockerd (process `pid`) the name of network `id`, which Docker never tells a driver, and
+/// records it (`ls` shows it). Runs beside the registry, not under it: dockerd answers its API
+/// while it waits for a driver, and a dockerd that does not answer within 2 s leaves the name
+/// unknown until the network's next Join.
+async fn learn_name(daemon: Shared, pid: i32, id: String) {
+    if daemon.lock().await.nets.get(&id).is_none_or(|n| n.docker_name.is_some()) {
+        return;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return };
+    let socket = docker::api_socket(&cmdline);
+    let ask = async {
+        let mut s = UnixStream::connect(&socket).await?;
+        s.write_all(format!("GET /networks/{id} HTTP/1.0\r\nHost: docker\r\n\r\n").as_bytes()).await?;
+        let mut answer = Vec::new();
+        s.take(1 << 20).read_to_end(&mut answer).await?;
+        std::io::Result::Ok(answer)
+    };
+    let Ok(Ok(answer)) = tokio::time::timeout(std::time::Duration::from_secs(2), ask).await else { return };
+    let Some(name) = docker::network_name(&answer) else { return };
+    let mut d = daemon.lock().await;
+    let Some(n) = d.nets.get_mut(&id) else { return };
+    n.docker_name = Some(name);
+    d.persist_after("learning a Docker network's name");
+    d.post(&id);
 }
 
 fn decode<T: DeserializeOwned>(call: &str, body: &[u8]) -> Result<T> {

@@ -4,8 +4,9 @@
 //! in an order that can be undone; on any failure the steps already taken are undone, so a failed
 //! command leaves nothing behind.
 //!
-//! This room holds the registry (networks, forwarding domains, the daemon itself), start-up and the
-//! dispatch of requests; the rest of the daemon lives next door:
+//! This room holds the registry (networks, forwarding domains, the daemon itself), start-up and
+//! saving; the rest of the daemon lives next door:
+//! - `dispatch`: a request to the registry (which method, what is saved when, what is posted);
 //! - `server`: the control socket (a request line, a reply line), the link monitor, the rate sampler;
 //! - `network`: create/remove, the forwarding domains networks share, MAC checks, passthru's parent,
 //!   source mode's sender lists;
@@ -31,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rtnetlink::Handle;
-use serde_json::Value;
 use tokio::sync::Mutex;
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::Mode;
@@ -40,6 +40,7 @@ use xmacvlan_datapath::{Config, Datapath, FastPath, NetId};
 mod board;
 mod cni;
 mod connect;
+mod dispatch;
 mod docker;
 mod endpoints;
 mod network;
@@ -55,7 +56,6 @@ use self::connect::{default_routes, Veth};
 use self::endpoints::{Endpoint, Endpoints, EpId, Key};
 use self::network::{parse_macs, resolve_parent};
 use self::server::{bind_socket, monitor_links, refuse_if_live, sample_rates, serve, SharedReaders};
-use crate::api::Request;
 use crate::ipam::{Ipam, IpamSpec};
 use crate::netlink::{self, Link};
 use crate::netopts::NetOpts;
@@ -125,6 +125,8 @@ struct Network {
     owner: Owner,
     /// Docker's endpoints created and not joined yet.
     reserved: docker::Reservations,
+    /// A Docker network's name, once learnt.
+    docker_name: Option<String>,
 }
 
 impl Network {
@@ -359,165 +361,10 @@ fn valid_ifname(name: &str) -> bool {
     !name.is_empty() && name.len() <= 15 && !name.contains(['/', ' ', ':']) && name != "." && name != ".."
 }
 
-/// The network a request may change (the one it names), None for the readers' requests.
-fn changes(req: &Request) -> Option<&str> {
-    match req {
-        Request::NetworkLs | Request::NetworkInspect { .. } | Request::Stats => None,
-        Request::NetworkCreate(c) => Some(&c.name),
-        Request::NetworkRm { name, .. } => Some(name),
-        Request::Connect(c) => Some(&c.network),
-        Request::Disconnect { network, .. }
-        | Request::Macaddr { network, .. }
-        | Request::CniDel { network, .. }
-        | Request::CniStatus { network, .. }
-        | Request::CniGc { network, .. } => Some(network),
-        Request::CniAdd(a) => Some(&a.network.name),
-        Request::CniCheck(c) => Some(&c.network.name),
-    }
-}
-
-/// A reader's request answered from the board (None for any other request): it never waits for
-/// the registry.
-fn read(board: &Board, req: &Request) -> Option<Result<Value>> {
-    Some(match req {
-        Request::NetworkLs => to_data(board.ls()),
-        Request::NetworkInspect { name } => board.inspect(name).and_then(to_data),
-        Request::Stats => to_data(board.stats()),
-        _ => return None,
-    })
-}
-
-/// A typed reply as the `data` of the reply line.
-fn to_data(reply: impl serde::Serialize) -> Result<Value> {
-    Ok(serde_json::to_value(reply)?)
-}
-
 impl Daemon {
     /// The datapath, for one call.
     fn dp(&self) -> std::sync::MutexGuard<'_, Datapath> {
         self.board.dp()
-    }
-
-    async fn handle(&mut self, req: Request) -> Result<Value> {
-        let links = matches!(
-            req,
-            Request::NetworkCreate(_)
-                | Request::Connect(_)
-                | Request::CniAdd(_)
-                | Request::Disconnect { .. }
-                | Request::NetworkRm { .. }
-                | Request::CniDel { .. }
-                | Request::CniGc { .. }
-        );
-        let network = changes(&req).map(str::to_string);
-        let reply = self.dispatch(req).await;
-        if links {
-            // Saved, or undone: the links it was about to make or remove are accounted for.
-            self.intents.clear();
-        }
-        // Done or undone: the readers see it before the client hears of it.
-        if let Some(name) = network {
-            self.post(&name);
-        }
-        reply
-    }
-
-    async fn dispatch(&mut self, req: Request) -> Result<Value> {
-        match req {
-            Request::NetworkCreate(c) => {
-                let name = c.name.clone();
-                let v = self.create(c).await?;
-                if let Err(e) = self.persist() {
-                    let _ = self.remove(&name, true).await;
-                    return Err(e.context(format!("network '{name}' was not created")));
-                }
-                to_data(v)
-            }
-            Request::NetworkRm { name, force } => {
-                self.removable(&name, force)?;
-                let n = &self.nets[&name];
-                if n.owner == Owner::Docker && !force {
-                    bail!("network '{name}' belongs to Docker: remove it with `docker network rm` (or --force)");
-                }
-                // Its endpoints' links, and an internal network's anchor.
-                let anchor = n.domain.and_then(|k| self.domains.get(&k)).filter(|d| d.anchor);
-                let hosts = n
-                    .endpoints
-                    .iter()
-                    .map(|e| e.st.host.clone())
-                    .chain(n.dormant.iter().map(|e| e.host.clone()))
-                    .chain(anchor.map(|d| d.link.name.clone()));
-                self.intents
-                    .record(&hosts.collect::<Vec<_>>())
-                    .context("network was not removed: recording its links failed")?;
-                self.persist_with(|s| s.networks.retain(|n| n.name != name)).with_context(|| {
-                    format!("network '{name}' was not removed: the state file could not be updated")
-                })?;
-                let v = self.remove(&name, force).await?;
-                self.persist_after("network rm");
-                to_data(v)
-            }
-            Request::NetworkLs | Request::NetworkInspect { .. } | Request::Stats => {
-                read(&self.board, &req).expect("a reader's request")
-            }
-            Request::Connect(c) => {
-                let (network, key) = (c.network.clone(), c.tap.clone().or(c.netns.clone()).unwrap_or_default());
-                let v = self.connect(c, None).await?;
-                if let Err(e) = self.persist() {
-                    let _ = self.disconnect(&network, &key).await;
-                    return Err(e.context("the endpoint was not connected"));
-                }
-                to_data(v)
-            }
-            Request::Disconnect { network, endpoint } => {
-                let net = self.net(&network)?;
-                let host = net.endpoints.get(net.find_endpoint(&endpoint)?).expect("found").st.host.clone();
-                self.intents
-                    .record(std::slice::from_ref(&host))
-                    .context("the endpoint was not disconnected: recording its link failed")?;
-                self.persist_with(|s| {
-                    for n in s.networks.iter_mut().filter(|n| n.name == network) {
-                        n.endpoints.retain(|e| e.host != host);
-                    }
-                })
-                .context("the endpoint was not disconnected: the state file could not be updated")?;
-                let v = self.disconnect(&network, &endpoint).await?;
-                self.persist_after("network disconnect");
-                to_data(v)
-            }
-            Request::Macaddr { network, endpoint, action, macs } => {
-                let v = self.macaddr(&network, &endpoint, action, &macs).await?;
-                self.persist_after("network macaddr");
-                to_data(v)
-            }
-            Request::CniAdd(a) => {
-                let (network, att) = (a.network.name.clone(), a.attachment.clone());
-                let v = self.cni_add(a).await?;
-                if let Err(e) = self.persist() {
-                    let _ = self.cni_del(&network, &att).await;
-                    return Err(e.context("the attachment was not made"));
-                }
-                to_data(v)
-            }
-            Request::CniDel { network, attachment } => {
-                self.save_cni_removal(&network, |a| a.as_ref() != Some(&attachment))
-                    .context("the attachment was not removed")?;
-                let v = self.cni_del(&network, &attachment).await?;
-                self.persist_after("CNI DEL");
-                to_data(v)
-            }
-            Request::CniCheck(c) => to_data(self.cni_check(c).await?),
-            Request::CniStatus { network, master } => to_data(self.cni_status(&network, master.as_deref()).await?),
-            Request::CniGc { network, valid } => {
-                if self.nets.get(&network).is_some_and(|n| n.owner == Owner::Cni) {
-                    self.save_cni_removal(&network, |a| a.as_ref().is_some_and(|a| valid.contains(a)))
-                        .context("no attachment was collected")?;
-                }
-                let v = self.cni_gc(&network, &valid).await?;
-                self.persist_after("CNI GC");
-                to_data(v)
-            }
-        }
     }
 
     fn net(&self, name: &str) -> Result<&Network> {
@@ -546,6 +393,7 @@ impl Daemon {
                     passthru: n.passthru.clone(),
                     cni: n.owner == Owner::Cni,
                     docker: n.owner == Owner::Docker,
+                    docker_name: n.docker_name.clone(),
                 })
                 .collect(),
         }

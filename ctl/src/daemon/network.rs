@@ -168,6 +168,7 @@ impl Daemon {
             dormant: Vec::new(),
             owner,
             reserved: Default::default(),
+            docker_name: None,
         };
         let v = self.view(&net);
         self.nets.insert(c.name, net);

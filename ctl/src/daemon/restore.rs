@@ -57,6 +57,7 @@ impl Daemon {
                 dormant: Vec::new(),
                 owner: Owner::from_state(ns.cni, ns.docker),
                 reserved: Default::default(),
+                docker_name: ns.docker_name.clone(),
             };
             self.next_id = self.next_id.max(ns.id + 1);
             net.dormant = ns.endpoints;

@@ -26,7 +26,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 
 use super::board::Board;
-use super::{read, Daemon, Key, Shared};
+use super::dispatch::read;
+use super::{Daemon, Key, Shared};
 use crate::api::{CodedError, Envelope, Reply};
 use crate::netlink::Link;
 use crate::{api, netlink};

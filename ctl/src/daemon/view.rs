@@ -42,6 +42,7 @@ impl Daemon {
             endpoints: n.endpoints.iter().map(|e| &e.st).chain(&n.dormant).map(endpoint_view).collect(),
             cni: n.owner == Owner::Cni,
             docker: n.owner == Owner::Docker,
+            docker_name: n.docker_name.clone(),
         }
     }
 

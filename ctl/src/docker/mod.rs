@@ -13,6 +13,7 @@ pub mod http;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -175,6 +176,35 @@ pub fn endpoint_addresses(i: &EndpointInterface) -> Result<Vec<Assigned>, String
         .collect()
 }
 
+/// Where dockerd (command line `cmdline`, NUL-separated as in /proc/PID/cmdline) serves its API:
+/// its first `-H`/`--host unix://PATH`, else Docker's default socket.
+pub fn api_socket(cmdline: &[u8]) -> PathBuf {
+    let args: Vec<&str> = cmdline.split(|&b| b == 0).filter_map(|a| std::str::from_utf8(a).ok()).collect();
+    let mut hosts = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        match *a {
+            "-H" | "--host" => hosts.extend(args.get(i + 1).copied()),
+            _ => hosts.extend(a.strip_prefix("-H=").or_else(|| a.strip_prefix("--host="))),
+        }
+    }
+    hosts
+        .into_iter()
+        .find_map(|h| h.strip_prefix("unix://"))
+        .map_or_else(|| PathBuf::from("/var/run/docker.sock"), PathBuf::from)
+}
+
+/// The name in dockerd's answer to `GET /networks/ID` (HTTP/1.0: the body is the rest of the
+/// stream); None unless it is a 200 with a JSON body naming it.
+pub fn network_name(response: &[u8]) -> Option<String> {
+    let status = response.split(|&b| b == b'\n').next()?;
+    if !status.starts_with(b"HTTP/1.") || !std::str::from_utf8(status).ok()?.contains(" 200 ") {
+        return None;
+    }
+    let at = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let body: Value = serde_json::from_slice(&response[at + 4..]).ok()?;
+    body.get("Name")?.as_str().map(str::to_string)
+}
+
 /// The reply to a failed call: Docker shows `Error response from daemon: remote: MSG`.
 pub fn error(msg: &str) -> Value {
     json!({ "Err": msg })
@@ -260,6 +290,17 @@ mod tests {
         assert!(c.ipam.subnets.is_empty());
         let e = network_spec(&create(json!({ "NetworkID": "n", "IPv4Data": [{ "Pool": "nonsense" }] })));
         assert_eq!(e.unwrap_err(), "pool 'nonsense' is not a subnet");
+    }
+
+    #[test]
+    fn dockerds_api_socket_and_a_networks_name() {
+        assert_eq!(api_socket(b"dockerd\0--data-root\0/d\0"), PathBuf::from("/var/run/docker.sock"));
+        assert_eq!(api_socket(b"dockerd\0-H\0tcp://0.0.0.0:2375\0-H\0unix:///x/d.sock\0"), PathBuf::from("/x/d.sock"));
+        assert_eq!(api_socket(b"dockerd\0--host=unix:///y.sock\0"), PathBuf::from("/y.sock"));
+        let ok = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"Name\":\"pub_net\",\"Id\":\"4f\"}\n";
+        assert_eq!(network_name(ok).as_deref(), Some("pub_net"));
+        assert_eq!(network_name(b"HTTP/1.0 404 Not Found\r\n\r\n{\"message\":\"no\"}"), None);
+        assert_eq!(network_name(b"HTTP/1.0 200 OK\r\n\r\nnot json"), None);
     }
 
     #[test]

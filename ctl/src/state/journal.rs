@@ -45,7 +45,20 @@ pub enum Record {
 /// A network without its endpoints. Every field is named, so that a field added to
 /// [`NetworkState`] has to be thought about here.
 fn head(n: &NetworkState) -> NetworkState {
-    let NetworkState { name, id, parent, internal, mode, options, ipam, endpoints: _, passthru, cni, docker } = n;
+    let NetworkState {
+        name,
+        id,
+        parent,
+        internal,
+        mode,
+        options,
+        ipam,
+        endpoints: _,
+        passthru,
+        cni,
+        docker,
+        docker_name,
+    } = n;
     NetworkState {
         name: name.clone(),
         id: *id,
@@ -58,6 +71,7 @@ fn head(n: &NetworkState) -> NetworkState {
         passthru: passthru.clone(),
         cni: *cni,
         docker: *docker,
+        docker_name: docker_name.clone(),
     }
 }
 
@@ -169,6 +183,7 @@ pub(crate) mod tests {
             passthru: None,
             cni: false,
             docker: false,
+            docker_name: None,
         }
     }
 
