@@ -210,12 +210,16 @@ fn dual_stack_vlans_and_internal_networks() {
     // VLANs 50 and 60 on eth1 (Docker's dotted parent; its own driver would need 8021q, absent
     // here): a VLAN's containers reach each other; neither the other VLAN's (ARP, which asks
     // whatever the subnet) nor the untagged wire reach them.
-    l.docker(&format!("network create -d {d} --subnet=198.18.50.0/24 -o parent=eth1.50 vlan50"));
+    l.docker(&format!(
+        "network create -d {d} --subnet=198.18.50.0/24 -o parent=eth1.50 -o com.docker.network.driver.mtu=1400 vlan50"
+    ));
     l.docker(&format!("network create -d {d} --subnet=198.18.60.0/24 -o parent=eth1.60 vlan60"));
     l.run("v1", "vlan50", "--ip 198.18.50.10");
     l.run("v2", "vlan50", "--ip 198.18.50.11");
     l.run("w1", "vlan60", "--ip 198.18.60.10");
     assert!(l.pings("v2", "198.18.50.10"), "same VLAN");
+    let link = l.docker("exec v1 ip -o link show eth0");
+    assert!(link.contains("mtu 1400"), "the network's MTU option: {link}");
     let arping =
         |from: &str| l.dockerd.docker(&["exec", from, "arping", "-c", "1", "-w", "2", "-I", "eth0", "198.18.50.10"]);
     assert!(arping("v2").is_ok(), "ARP within VLAN 50");
