@@ -128,6 +128,17 @@ fn the_macvlan_guide_with_dockers_driver_and_with_ours() {
             assert_eq!(endpoints.len(), 2, "{stats}");
             assert!(endpoints.iter().all(|p| p["rx"].as_u64() > Some(0) && p["tx"].as_u64() > Some(0)), "{stats}");
         }
+        // What a container start costs with each driver (printed, not judged): five more, timed.
+        let mut took: Vec<Duration> = (0..5)
+            .map(|i| {
+                let t = Instant::now();
+                l.run(&format!("t{i}"), "pub_net", &format!("--ip 198.18.0.{}", 20 + i));
+                t.elapsed()
+            })
+            .collect();
+        took.sort();
+        println!("-d {driver}: docker run -d took {:?} (median of 5; min {:?}, max {:?})", took[2], took[0], took[4]);
+        l.docker("rm -f t0 t1 t2 t3 t4");
         // `docker rm` and `docker network rm` leave nothing: no link, no XDP, no state.
         l.docker("rm -f c1 c2");
         l.docker("network rm pub_net");
