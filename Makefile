@@ -1,7 +1,7 @@
 # xmacvlan — the two commands: `make demo` and `make test` (both as root).
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping ethtool procps iperf3 podman runc containernetworking-plugins busybox-static docker.io
+APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping ethtool procps iperf3 podman runc containernetworking-plugins busybox-static docker.io python3-prometheus-client
 
 .PHONY: all deps build demo test unit lint bench bench-smoke bench-decide clean
 

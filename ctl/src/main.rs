@@ -49,6 +49,10 @@ enum Cmd {
         /// (/run/docker/plugins/NAME.sock): `docker network create -d NAME …`.
         #[arg(long, value_name = "NAME")]
         docker_plugin: Option<String>,
+        /// Serve the counters for Prometheus (`GET /metrics`) on a loopback IP:PORT
+        /// (127.0.0.1:9464) or a Unix socket path. Off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Manage networks.
     #[command(subcommand)]
@@ -239,7 +243,16 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let result = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Daemon { state_dir, cpus, worker_nice, fast_path, xdp_fast_path, start_empty, docker_plugin } => {
+            Cmd::Daemon {
+                state_dir,
+                cpus,
+                worker_nice,
+                fast_path,
+                xdp_fast_path,
+                start_empty,
+                docker_plugin,
+                metrics,
+            } => {
                 let cpus = if cpus.is_empty() { default_cpus() } else { cpus };
                 let fast_path = if xdp_fast_path {
                     FastPath::Xdp
@@ -254,6 +267,7 @@ fn main() {
                     fast_path,
                     start_empty,
                     docker_plugin,
+                    metrics,
                 };
                 daemon::run(opts).await
             }

@@ -24,7 +24,8 @@ use xmacvlan_datapath::fwd::Mode;
 use super::connect::{Plan, Veth};
 use super::endpoints::{Endpoint, Key};
 use super::{random_mac, rules, Daemon, Owner, Shared};
-use crate::docker::{self, http, CreateEndpointRequest, CreateNetworkRequest, EndpointRef, JoinRequest, NetworkRef};
+use crate::docker::{self, CreateEndpointRequest, CreateNetworkRequest, EndpointRef, JoinRequest, NetworkRef};
+use crate::http;
 use crate::ipam::{derive_mac, Assigned};
 use crate::state::{EndpointKind, EndpointState};
 
@@ -77,7 +78,9 @@ async fn connection(daemon: Shared, stream: UnixStream) {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(http::BadRequest(msg)) => {
-                let _ = http::write_reply(&mut wr, 400, docker::error(&msg).to_string().as_bytes()).await;
+                let _ =
+                    http::write_reply(&mut wr, 400, docker::CONTENT_TYPE, docker::error(&msg).to_string().as_bytes())
+                        .await;
                 return;
             }
         };
@@ -88,7 +91,8 @@ async fn connection(daemon: Shared, stream: UnixStream) {
         } else {
             answer(&daemon, &req.path, &req.body, peer).await
         };
-        if http::write_reply(&mut wr, status, body.to_string().as_bytes()).await.is_err() || req.close {
+        let written = http::write_reply(&mut wr, status, docker::CONTENT_TYPE, body.to_string().as_bytes()).await;
+        if written.is_err() || req.close {
             return;
         }
     }

@@ -20,7 +20,7 @@
 //!   `board`: where they read it, the networks as the last finished command left them (a reader
 //!   never waits for a command in progress);
 //! - `cni`: the daemon's half of the CNI plugin; `docker`: of the Docker network driver;
-//!   `relay`: the flood relay's veth pair.
+//!   `metrics`: the Prometheus endpoint; `relay`: the flood relay's veth pair.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -43,6 +43,7 @@ mod connect;
 mod dispatch;
 mod docker;
 mod endpoints;
+mod metrics;
 mod network;
 mod relay;
 mod restore;
@@ -74,6 +75,8 @@ pub struct Options {
     /// Serve Docker's remote network driver protocol as this plugin name
     /// (`/run/docker/plugins/NAME.sock`).
     pub docker_plugin: Option<String>,
+    /// Serve the counters for Prometheus here (a loopback IP:PORT or a Unix socket path).
+    pub metrics: Option<String>,
 }
 
 /// Who made a network, and so who attaches endpoints to it.
@@ -216,6 +219,10 @@ pub async fn run(opts: Options) -> Result<()> {
         Some(name) => Some((name.clone(), docker::bind(name).await?)),
         None => None,
     };
+    let scrapes = match &opts.metrics {
+        Some(addr) => Some((addr.clone(), metrics::bind(addr).await?)),
+        None => None,
+    };
     let cpus = if opts.cpus.is_empty() { vec![None] } else { opts.cpus.iter().map(|&c| Some(c)).collect() };
     let dp = Datapath::start(Config { cpus, nice: opts.worker_nice, fast_path: opts.fast_path, ..Config::default() })
         .context("starting the datapath")?;
@@ -249,6 +256,10 @@ pub async fn run(opts: Options) -> Result<()> {
         tokio::spawn(docker::serve(listener, daemon.clone()));
         path
     });
+    if let Some((addr, listener)) = scrapes {
+        eprintln!("xmacvlan daemon: metrics on {addr} (GET /metrics)");
+        tokio::spawn(metrics::serve(listener, board.clone()));
+    }
     tokio::spawn(monitor_links(daemon.clone()));
     tokio::spawn(sample_rates(board.clone()));
 

@@ -1,15 +1,13 @@
 //! Docker's remote network driver protocol (libnetwork's "remote" driver), the half that is pure:
 //! the requests dockerd sends and what they mean for a network of ours, unit-tested without
 //! Docker. The daemon serves it on `/run/docker/plugins/NAME.sock` (`daemon/docker.rs`), framed by
-//! [`http`].
+//! [`crate::http`].
 //!
 //! What dockerd sends (observed with Debian's docker.io 20.10, `../shared/REFERENCE.md` §8): the
 //! network by its ID only (never its name), `-o` options under `com.docker.network.generic`, the
 //! pools Docker's own IPAM chose; an endpoint with the addresses that IPAM picked; a join with a
 //! sandbox that does not exist yet (the interface is made in dockerd's namespace and Docker moves
 //! it).
-
-pub mod http;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

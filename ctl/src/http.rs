@@ -1,6 +1,7 @@
-//! Just enough HTTP/1.1 for a Docker plugin socket: POST requests with a `Content-Length` body
-//! (dockerd's plugin client always sends one), one after another on a kept-alive connection, and
-//! replies with a JSON body. Headers are parsed by `httparse`; a request is bounded (headers
+//! Just enough HTTP/1.1 for the daemon's two HTTP sockets, Docker's plugin socket and the metrics
+//! endpoint: requests with a `Content-Length` body or none (dockerd's plugin client always sends
+//! one; a scraper's GET has none), one after another on a kept-alive connection, and replies with
+//! a body of a given type. Headers are parsed by `httparse`; a request is bounded (headers
 //! [`MAX_HEAD`], body [`MAX_BODY`]) and a malformed one ends its connection with 400.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -79,8 +80,13 @@ pub async fn read_request<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<R
     Ok(Some(Request { method, path, body, close }))
 }
 
-/// Writes a reply with a JSON body.
-pub async fn write_reply<W: AsyncWrite + Unpin>(w: &mut W, status: u16, body: &[u8]) -> std::io::Result<()> {
+/// Writes a reply with a body of `content_type`.
+pub async fn write_reply<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -88,11 +94,8 @@ pub async fn write_reply<W: AsyncWrite + Unpin>(w: &mut W, status: u16, body: &[
         405 => "Method Not Allowed",
         _ => "Error",
     };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-        super::CONTENT_TYPE,
-        body.len()
-    );
+    let head =
+        format!("HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len());
     let mut out = head.into_bytes();
     out.extend_from_slice(body);
     w.write_all(&out).await?;
@@ -158,7 +161,7 @@ mod tests {
     fn a_reply() {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let mut out = Vec::new();
-        rt.block_on(write_reply(&mut out, 404, b"{}")).unwrap();
+        rt.block_on(write_reply(&mut out, 404, "application/vnd.docker.plugins.v1+json", b"{}")).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/vnd.docker.plugins.v1+json\r\nContent-Length: 2\r\n\r\n{}"
