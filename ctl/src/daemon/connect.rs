@@ -341,6 +341,25 @@ impl Daemon {
         self.disconnect_at(network, id).await
     }
 
+    /// Disconnects endpoint `id` of `network` (both exist) saving first, as every removing command
+    /// does: its link is recorded, the state without it saved, and only then is it removed. `what`
+    /// names the command in the log.
+    pub(super) async fn disconnect_saved(&mut self, network: &str, id: EpId, what: &str) -> Result<Disconnected> {
+        let host = self.nets[network].endpoints.get(id).expect("the caller found it").st.host.clone();
+        self.intents
+            .record(std::slice::from_ref(&host))
+            .context("the endpoint was not disconnected: recording its link failed")?;
+        self.persist_with(|s| {
+            for n in s.networks.iter_mut().filter(|n| n.name == network) {
+                n.endpoints.retain(|e| e.host != host);
+            }
+        })
+        .context("the endpoint was not disconnected: the state file could not be updated")?;
+        let v = self.disconnect_at(network, id).await?;
+        self.persist_after(what);
+        Ok(v)
+    }
+
     /// Removes endpoint `id` of `network` (both exist).
     pub(super) async fn disconnect_at(&mut self, network: &str, id: EpId) -> Result<Disconnected> {
         let net = &self.nets[network];

@@ -3,7 +3,7 @@
 //! and undoes itself when it cannot), what it records of the links it makes or removes, and what
 //! it posts for the readers, who never wait for it (`board`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::board::Board;
@@ -79,30 +79,7 @@ impl Daemon {
                 }
                 to_data(v)
             }
-            Request::NetworkRm { name, force } => {
-                self.removable(&name, force)?;
-                let n = &self.nets[&name];
-                if n.owner == Owner::Docker && !force {
-                    bail!("network '{name}' belongs to Docker: remove it with `docker network rm` (or --force)");
-                }
-                // Its endpoints' links, and an internal network's anchor.
-                let anchor = n.domain.and_then(|k| self.domains.get(&k)).filter(|d| d.anchor);
-                let hosts = n
-                    .endpoints
-                    .iter()
-                    .map(|e| e.st.host.clone())
-                    .chain(n.dormant.iter().map(|e| e.host.clone()))
-                    .chain(anchor.map(|d| d.link.name.clone()));
-                self.intents
-                    .record(&hosts.collect::<Vec<_>>())
-                    .context("network was not removed: recording its links failed")?;
-                self.persist_with(|s| s.networks.retain(|n| n.name != name)).with_context(|| {
-                    format!("network '{name}' was not removed: the state file could not be updated")
-                })?;
-                let v = self.remove(&name, force).await?;
-                self.persist_after("network rm");
-                to_data(v)
-            }
+            Request::NetworkRm { name, force } => to_data(self.remove_saved(&name, force, "network rm").await?),
             Request::NetworkLs | Request::NetworkInspect { .. } | Request::Stats => {
                 read(&self.board, &req).expect("a reader's request")
             }
@@ -116,20 +93,8 @@ impl Daemon {
                 to_data(v)
             }
             Request::Disconnect { network, endpoint } => {
-                let net = self.net(&network)?;
-                let host = net.endpoints.get(net.find_endpoint(&endpoint)?).expect("found").st.host.clone();
-                self.intents
-                    .record(std::slice::from_ref(&host))
-                    .context("the endpoint was not disconnected: recording its link failed")?;
-                self.persist_with(|s| {
-                    for n in s.networks.iter_mut().filter(|n| n.name == network) {
-                        n.endpoints.retain(|e| e.host != host);
-                    }
-                })
-                .context("the endpoint was not disconnected: the state file could not be updated")?;
-                let v = self.disconnect(&network, &endpoint).await?;
-                self.persist_after("network disconnect");
-                to_data(v)
+                let id = self.net(&network)?.find_endpoint(&endpoint)?;
+                to_data(self.disconnect_saved(&network, id, "network disconnect").await?)
             }
             Request::Macaddr { network, endpoint, action, macs } => {
                 let v = self.macaddr(&network, &endpoint, action, &macs).await?;

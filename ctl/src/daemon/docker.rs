@@ -175,7 +175,7 @@ impl Daemon {
             "DeleteNetwork" => self.docker_delete_network(decode(call, body)?).await,
             "CreateEndpoint" => self.docker_create_endpoint(decode(call, body)?).await,
             "Join" => self.docker_join(decode(call, body)?, peer).await,
-            "Leave" => self.docker_leave(decode(call, body)?).await,
+            "Leave" => self.docker_leave(&decode(call, body)?).await,
             "DeleteEndpoint" => self.docker_delete_endpoint(decode(call, body)?).await,
             _ => unreachable!("answer() passes only these"),
         };
@@ -210,18 +210,11 @@ impl Daemon {
     }
 
     async fn docker_delete_network(&mut self, r: NetworkRef) -> Result<Value> {
-        let Ok(n) = self.docker_net(&r.network_id) else { return Ok(json!({})) };
+        if self.docker_net(&r.network_id).is_err() {
+            return Ok(json!({}));
+        }
         // Docker refuses to remove a network with endpoints; any left (a Leave we missed) go too.
-        let hosts: Vec<String> = n.endpoints.iter().map(|e| e.st.host.clone()).collect();
-        let anchor = n.domain.and_then(|k| self.domains.get(&k)).filter(|d| d.anchor).map(|d| d.link.name.clone());
-        self.intents
-            .record(&hosts.into_iter().chain(anchor).collect::<Vec<_>>())
-            .context("the network was not removed: recording its links failed")?;
-        let id = r.network_id.clone();
-        self.persist_with(|s| s.networks.retain(|n| n.name != id))
-            .context("the network was not removed: the state file could not be updated")?;
-        self.remove(&r.network_id, true).await?;
-        self.persist_after("DeleteNetwork");
+        self.remove_saved(&r.network_id, true, "DeleteNetwork").await?;
         Ok(json!({}))
     }
 
@@ -334,28 +327,16 @@ impl Daemon {
         Ok(reply(&self.nets[&r.network_id]))
     }
 
-    async fn docker_leave(&mut self, r: EndpointRef) -> Result<Value> {
+    async fn docker_leave(&mut self, r: &EndpointRef) -> Result<Value> {
         let Ok(net) = self.docker_net(&r.network_id) else { return Ok(json!({})) };
         let Some(id) = net.endpoints.find(&Key::Name(r.endpoint_id.clone())) else { return Ok(json!({})) };
-        let host = net.endpoints.get(id).expect("found").st.host.clone();
-        self.intents
-            .record(std::slice::from_ref(&host))
-            .context("the endpoint was not left: recording its link failed")?;
-        let network = r.network_id.clone();
-        self.persist_with(|s| {
-            for n in s.networks.iter_mut().filter(|n| n.name == network) {
-                n.endpoints.retain(|e| e.host != host);
-            }
-        })
-        .context("the endpoint was not left: the state file could not be updated")?;
-        self.disconnect_at(&r.network_id, id).await?;
-        self.persist_after("Leave");
+        self.disconnect_saved(&r.network_id, id, "Leave").await?;
         Ok(json!({}))
     }
 
     async fn docker_delete_endpoint(&mut self, r: EndpointRef) -> Result<Value> {
         // Joined still (Docker could not reach us for its Leave): leave first.
-        self.docker_leave(EndpointRef { network_id: r.network_id.clone(), endpoint_id: r.endpoint_id.clone() }).await?;
+        self.docker_leave(&r).await?;
         if let Some(n) = self.nets.get_mut(&r.network_id) {
             n.reserved.remove(&r.endpoint_id);
         }

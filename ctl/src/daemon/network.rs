@@ -188,7 +188,32 @@ impl Daemon {
             let list: Vec<String> = net.endpoints.iter().map(Endpoint::label).chain(dormant).collect();
             bail!("network '{name}' has connected endpoints: {}; disconnect them or use --force", list.join(", "));
         }
+        if net.owner == Owner::Docker && !force {
+            bail!("network '{name}' belongs to Docker: remove it with `docker network rm` (or --force)");
+        }
         Ok(())
+    }
+
+    /// Removes network `name` saving first, as every removing command does: its endpoints' links
+    /// (dormant ones too) and an internal network's anchor are recorded, the state without it is
+    /// saved, and only then is anything removed. `what` names the command in the log.
+    pub(super) async fn remove_saved(&mut self, name: &str, force: bool, what: &str) -> Result<NetworkRemoved> {
+        self.removable(name, force)?;
+        let n = &self.nets[name];
+        let anchor = n.domain.and_then(|k| self.domains.get(&k)).filter(|d| d.anchor);
+        let links: Vec<String> = n
+            .endpoints
+            .iter()
+            .map(|e| e.st.host.clone())
+            .chain(n.dormant.iter().map(|e| e.host.clone()))
+            .chain(anchor.map(|d| d.link.name.clone()))
+            .collect();
+        self.intents.record(&links).context("network was not removed: recording its links failed")?;
+        self.persist_with(|s| s.networks.retain(|n| n.name != name))
+            .with_context(|| format!("network '{name}' was not removed: the state file could not be updated"))?;
+        let v = self.remove(name, force).await?;
+        self.persist_after(what);
+        Ok(v)
     }
 
     pub(super) async fn remove(&mut self, name: &str, force: bool) -> Result<NetworkRemoved> {
