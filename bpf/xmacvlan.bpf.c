@@ -102,6 +102,15 @@ struct {
 	__type(value, struct ep_port);
 } ep_ports SEC(".maps");
 
+/* The IP guard's addresses: (slot, address) -> 1 for every address an endpoint with
+ * XMV_EP_IP_GUARD may send from (its own, and its EUI-64 link-local one). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4 * XMV_MAX_SLOTS);
+	__type(key, struct guard_key);
+	__type(value, __u8);
+} guard_ips SEC(".maps");
+
 /* Parent slot -> the endpoints its wire floods reach (only where the tc flood is on). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -172,6 +181,11 @@ int xmv_parent(struct xdp_md *ctx)
 
 	if ((void *)(eth + 1) > data_end) {
 		count(XMV_STAT_PASS_SHORT);
+		return XDP_PASS;
+	}
+	/* A group source MAC is nobody's: the host stack may have the frame, no endpoint gets it. */
+	if (eth->h_source[0] & 1) {
+		count(XMV_STAT_GROUP_SRC);
 		return XDP_PASS;
 	}
 	if (eth->h_proto == bpf_htons(ETH_P_8021Q)) {
@@ -504,8 +518,9 @@ int xmv_parent_tc(struct __sk_buff *skb)
 	struct mac_val *v;
 	__u32 slot = 0;
 
-	/* The stack has moved an 802.1Q tag out of the frame by now (vlan_present). */
-	if ((void *)(eth + 1) > data_end)
+	/* The stack has moved an 802.1Q tag out of the frame by now (vlan_present). A group source
+	 * MAC (xmv_parent counted it) is the host's alone. */
+	if ((void *)(eth + 1) > data_end || (eth->h_source[0] & 1))
 		return TC_ACT_OK;
 	key.parent_ifindex = skb->ingress_ifindex;
 	if (eth->h_dest[0] & 1) {
@@ -670,6 +685,112 @@ static __always_inline int ep_take(struct __sk_buff *skb, void *data, void *data
 	return 1;
 }
 
+static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
+}
+
+/* A container's frame the source guard refused: taken from it and dropped there, one outcome. */
+static __always_inline int ep_spoofed(struct __sk_buff *skb, struct fast_count *c, int ip)
+{
+	__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
+
+	c->rx += segs;
+	c->rx_bytes += skb->len;
+	if (ip)
+		c->spoofed_ip += segs;
+	else
+		c->spoofed_src += segs;
+	return TC_ACT_SHOT;
+}
+
+enum guard_verdict { GUARD_OK, GUARD_SPOOFED, GUARD_WORKERS };
+
+static __always_inline int guard_allows(__u32 slot, const __u8 *addr, int v4)
+{
+	struct guard_key key = { .slot = slot };
+
+	if (v4) {
+		if (!(addr[0] | addr[1] | addr[2] | addr[3]))
+			return 1; /* 0.0.0.0: DHCP discovery, ARP probes */
+		key.addr[10] = 0xff;
+		key.addr[11] = 0xff;
+		__builtin_memcpy(&key.addr[12], addr, 4);
+	} else {
+		__u64 a, b;
+
+		__builtin_memcpy(&a, addr, 8);
+		__builtin_memcpy(&b, addr + 8, 8);
+		if (!(a | b))
+			return 1; /* ::, duplicate address detection */
+		__builtin_memcpy(key.addr, addr, 16);
+	}
+	return bpf_map_lookup_elem(&guard_ips, &key) != 0;
+}
+
+/* The IP guard of an untagged frame (guard.rs has the rules; the workers apply all of them):
+ * IPv4 and IPv6 sources and ARP's sender fields are checked here; neighbour discovery, and IPv6
+ * behind extension headers, go to the workers, which read ND's options. */
+static __always_inline int ip_guard(struct __sk_buff *skb, struct ep_port *ep)
+{
+	void *data, *data_end;
+	__u16 proto;
+	__u32 need;
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN > data_end)
+		return GUARD_WORKERS;
+	proto = ((struct ethhdr *)data)->h_proto;
+	if (proto == bpf_htons(ETH_P_IP))
+		need = ETH_HLEN + sizeof(struct iphdr);
+	else if (proto == bpf_htons(ETH_P_IPV6))
+		need = ETH_HLEN + sizeof(struct ipv6hdr) + 1;
+	else if (proto == bpf_htons(ETH_P_ARP))
+		need = ETH_HLEN + 28;
+	else
+		return GUARD_OK;
+	if (data + need > data_end) {
+		if (skb->len < need)
+			return GUARD_WORKERS; /* too short to check: the workers count it */
+		bpf_skb_pull_data(skb, need);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		if (data + need > data_end)
+			return GUARD_WORKERS;
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + ETH_HLEN;
+
+		return guard_allows(ep->slot, (const __u8 *)&ip->saddr, 1) ? GUARD_OK : GUARD_SPOOFED;
+	}
+	if (proto == bpf_htons(ETH_P_ARP)) {
+		__u8 *arp = data + ETH_HLEN;
+
+		/* Ethernet/IPv4 ARP (htype 1, ptype 0x0800, hlen 6, plen 4); sha at 8, spa at 14. */
+		if (arp[0] != 0 || arp[1] != 1 || arp[2] != 0x08 || arp[3] != 0 || arp[4] != 6 || arp[5] != 4 ||
+		    !mac_eq(arp + 8, ep->mac))
+			return GUARD_SPOOFED;
+		return guard_allows(ep->slot, arp + 14, 1) ? GUARD_OK : GUARD_SPOOFED;
+	}
+	{
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+		__u8 next = ip6->nexthdr;
+
+		if (!guard_allows(ep->slot, (const __u8 *)&ip6->saddr, 0))
+			return GUARD_SPOOFED;
+		if (next == 0 || next == 43 || next == 60)
+			return GUARD_WORKERS;
+		if (next == IPPROTO_ICMPV6) {
+			__u8 *type = (void *)(ip6 + 1);
+
+			if (*type >= 133 && *type <= 137)
+				return GUARD_WORKERS;
+		}
+		return GUARD_OK;
+	}
+}
+
 /* The filter of the endpoints' shared tc block, on the ingress of every tc-fed endpoint veth's host
  * side (the tc fast path; datapath/src/bpf/block.rs): a container's frame, as fwd::decide rules for
  * an untagged network on a wire —
@@ -701,6 +822,21 @@ int xmv_endpoint_tc(struct __sk_buff *skb)
 	c = bpf_map_lookup_elem(&fast_stats, &slot);
 	if (!c)
 		return TC_ACT_SHOT;
+	/* The source guard (guard.rs): a group source MAC from anyone, another's with spoof_check. */
+	if ((void *)(eth + 1) <= data_end &&
+	    ((eth->h_source[0] & 1) || ((ep->flags & XMV_EP_MAC_GUARD) && !mac_eq(eth->h_source, ep->mac))))
+		return ep_spoofed(skb, c, 0);
+	if ((ep->flags & XMV_EP_IP_GUARD) && !skb->vlan_present) {
+		int verdict = ip_guard(skb, ep);
+
+		if (verdict == GUARD_SPOOFED)
+			return ep_spoofed(skb, c, 1);
+		if (verdict == GUARD_WORKERS)
+			return ep_to_workers(skb, ep, c);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		eth = data;
+	}
 	if ((void *)(eth + 1) > data_end || skb->vlan_present || eth->h_proto == bpf_htons(ETH_P_8021Q) ||
 	    eth->h_proto == bpf_htons(ETH_P_8021AD))
 		return ep_to_workers(skb, ep, c);

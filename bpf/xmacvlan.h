@@ -57,7 +57,8 @@ struct xmv_config {
  * The last four count what xmv_endpoint_tc took from the endpoint's container: frames it decided
  * itself (each has one outcome above, at another endpoint or at the parent slot), the bytes of
  * those, the bytes of those it delivered to another endpoint (what the parent's books subtract),
- * and frames for the workers the collector's backlog refused. */
+ * and frames for the workers the collector's backlog refused. The source guard's drops of a
+ * container's frames (each an outcome at the sender) close the list. */
 struct fast_count {
 	__u64 frames;
 	__u64 bytes;
@@ -68,6 +69,8 @@ struct fast_count {
 	__u64 rx_bytes;
 	__u64 local_bytes;
 	__u64 lost;
+	__u64 spoofed_src; /* a container's frame the source guard dropped: not its source MAC */
+	__u64 spoofed_ip;  /* ... its IP/ARP sender fields not its addresses (the IP guard) */
 };
 
 /* Value of the `ep_ports` map, keyed by the daemon-side veth of an endpoint whose container's
@@ -80,9 +83,21 @@ struct ep_port {
 	__u32 wire_max_len;   /* longest untagged frame the wire takes: the parent's MTU + 14 */
 	__u32 collector;      /* where frames for the workers go (the relay pair's xmacvlan1) */
 	__u32 flags;          /* XMV_EP_* */
+	__u8 mac[6];          /* the endpoint's MAC: the only source the MAC guard lets out */
+	__u16 pad;
 };
 #define XMV_EP_BRIDGE 1 /* bridge mode: unicast to a bridge endpoint stays local, floods need the workers */
 #define XMV_EP_WIRE   2 /* the network has a wire (not internal) */
+#define XMV_EP_MAC_GUARD 4 /* spoof_check: a frame whose source MAC is not `mac` is dropped */
+#define XMV_EP_IP_GUARD  8 /* ip_guard: IPv4/IPv6 sources and ARP senders must be in `guard_ips`;
+                            * neighbour discovery goes to the workers, which check its options */
+
+/* Key of the `guard_ips` map: an address the IP guard lets the endpoint in `slot` send from
+ * (IPv4 as ::ffff:a.b.c.d). */
+struct guard_key {
+	__u32 slot;
+	__u8 addr[16];
+};
 
 /* The endpoints a broadcast/multicast frame from the wire reaches (tc flood), per parent slot:
  * every untagged private/vepa/bridge/passthru endpoint (kernel macvlan's macvlan_broadcast to
@@ -159,6 +174,7 @@ enum xmv_stat {
 	XMV_STAT_FAST_TC,           /* parent: known unicast passed on to the tc fast path */
 	XMV_STAT_EP_TC,             /* endpoint tc: a container's frame decided in the kernel */
 	XMV_STAT_EP_TO_WORKERS,     /* endpoint tc: a container's frame handed to the workers */
+	XMV_STAT_GROUP_SRC,         /* parent: a group source MAC, passed to the host stack only */
 	XMV_STAT_MAX,
 };
 

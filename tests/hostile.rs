@@ -290,6 +290,8 @@ fn connect(network: &str, netns: &str) -> api::Connect {
         mac: None,
         ifname: "eth0".into(),
         mtu: None,
+        spoof_check: None,
+        ip_guard: None,
     }
 }
 

@@ -188,11 +188,21 @@ struct ConnectArgs {
     /// Owner (uid) of the tap device, so an unprivileged VM monitor can open it.
     #[arg(long, requires = "tap")]
     owner: Option<u32>,
+    /// This endpoint's MAC guard, on or off (default: the network's `-o spoof_check`, on).
+    #[arg(long = "spoof-check", value_parser = on_off)]
+    spoof_check: Option<bool>,
+    /// This endpoint's IP guard, on or off (default: the network's `-o ip_guard`, off).
+    #[arg(long = "ip-guard", value_parser = on_off)]
+    ip_guard: Option<bool>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
     network: String,
     #[arg(required_unless_present = "tap")]
     netns: Option<String>,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    xmacvlan_ctl::netopts::switch("", s).map_err(|_| format!("'{s}' is not valid (on or off)"))
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -302,6 +312,8 @@ fn main() {
                             mac: a.mac,
                             ifname: a.ifname,
                             mtu: a.mtu,
+                            spoof_check: a.spoof_check,
+                            ip_guard: a.ip_guard,
                         };
                         show::connected(&c.connect(req)?, a.format)
                     }

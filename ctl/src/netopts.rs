@@ -2,6 +2,7 @@
 //! `parent` (with Docker's dotted VLAN notation `eth0.50`), `macvlan_mode`, `nodst`, `vlan_pcp`.
 
 use xmacvlan_datapath::fwd::Mode;
+pub use xmacvlan_datapath::guard::Guard;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetOpts {
@@ -15,16 +16,35 @@ pub struct NetOpts {
     pub keep_pcp: bool,
     /// The endpoints' MTU (`com.docker.network.driver.mtu`, Docker's key); the parent's when None.
     pub mtu: Option<u32>,
+    /// The endpoints' source guard: `spoof_check` (on unless `off`) and `ip_guard` (off unless
+    /// `on`); datapath/src/guard.rs has the rules.
+    pub guard: Guard,
 }
 
 /// Docker's key for a network's MTU.
 pub const MTU: &str = "com.docker.network.driver.mtu";
 
-pub const KNOWN: &str = "parent, macvlan_mode, nodst, vlan_pcp, com.docker.network.driver.mtu";
+pub const KNOWN: &str = "parent, macvlan_mode, nodst, vlan_pcp, spoof_check, ip_guard, com.docker.network.driver.mtu";
+
+/// `on`/`off` (or `true`/`false`) of option `key`.
+pub fn switch(key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("-o {key}={v} is not valid (on or off)")),
+    }
+}
 
 impl NetOpts {
     pub fn parse(options: &[(String, String)]) -> Result<NetOpts, String> {
-        let mut o = NetOpts { parent: None, mode: Mode::Bridge, nodst: false, keep_pcp: false, mtu: None };
+        let mut o = NetOpts {
+            parent: None,
+            mode: Mode::Bridge,
+            nodst: false,
+            keep_pcp: false,
+            mtu: None,
+            guard: Guard::DEFAULT,
+        };
         for (k, v) in options {
             match k.as_str() {
                 "parent" if v.is_empty() => {
@@ -46,6 +66,8 @@ impl NetOpts {
                         _ => return Err(format!("-o vlan_pcp={v} is not valid (strip or keep)")),
                     }
                 }
+                "spoof_check" => o.guard.mac = switch(k, v)?,
+                "ip_guard" => o.guard.ip = switch(k, v)?,
                 MTU => match v.parse::<u32>() {
                     Ok(m) if m >= 68 => o.mtu = Some(m),
                     _ => return Err(format!("-o {MTU}={v} is not a valid MTU (68 or more)")),
@@ -115,6 +137,9 @@ mod tests {
             .unwrap();
         assert_eq!((o.mode, o.nodst, o.keep_pcp, o.parent.as_deref()), (Mode::Source, true, true, Some("eth0.50")));
         assert_eq!(opts(&[]).unwrap().mode, Mode::Bridge);
+        assert_eq!(opts(&[]).unwrap().guard, Guard { mac: true, ip: false }, "the MAC guard is on by default");
+        let g = opts(&[("spoof_check", "off"), ("ip_guard", "on")]).unwrap().guard;
+        assert_eq!(g, Guard { mac: false, ip: true });
         for (kv, says) in [
             (vec![("macvlan_mode", "l2")], "requested macvlan mode 'l2' is not valid"),
             (vec![("nodst", "true")], "nodst is for macvlan_mode=source"),
@@ -122,6 +147,8 @@ mod tests {
             (vec![("vlan_pcp", "copy")], "-o vlan_pcp=copy"),
             (vec![("parent", "")], "-o parent= is empty"),
             (vec![("mtu", "9000")], "unknown driver option 'mtu'"),
+            (vec![("spoof_check", "no")], "-o spoof_check=no is not valid (on or off)"),
+            (vec![("ip_guard", "")], "-o ip_guard= is not valid"),
         ] {
             let e = opts(&kv).unwrap_err();
             assert!(e.contains(says), "{kv:?}: {e}");

@@ -116,6 +116,11 @@ pub struct EndpointState {
     /// A CNI attachment's routes (other endpoints' come from their network's gateways).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<CniRoute>,
+    /// The endpoint's own source guard, where `connect` (or the CNI configuration) gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoof_check: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_guard: Option<bool>,
 }
 
 pub struct Store {
@@ -349,6 +354,8 @@ mod tests {
                         dst: "0.0.0.0/0".parse().unwrap(),
                         gw: Some("198.18.0.1".parse().unwrap()),
                     }],
+                    spoof_check: Some(false),
+                    ip_guard: Some(true),
                 }],
             }],
         };

@@ -56,12 +56,39 @@ pub struct EpPort {
     /// The parent's MTU + 14.
     pub wire_max_len: u32,
     pub collector: u32,
-    /// [`EP_BRIDGE`] | [`EP_WIRE`].
+    /// [`EP_BRIDGE`] | [`EP_WIRE`] | [`EP_MAC_GUARD`] | [`EP_IP_GUARD`].
     pub flags: u32,
+    /// The endpoint's MAC, for the MAC guard.
+    pub mac: [u8; 6],
+    pub pad: u16,
 }
-const _: () = assert!(std::mem::size_of::<EpPort>() == 24);
+const _: () = assert!(std::mem::size_of::<EpPort>() == 32);
 pub const EP_BRIDGE: u32 = 1;
 pub const EP_WIRE: u32 = 2;
+/// spoof_check: xmv_endpoint_tc drops a frame whose source MAC is not `mac`.
+pub const EP_MAC_GUARD: u32 = 4;
+/// ip_guard: IPv4/IPv6 sources and ARP senders must be in `guard_ips`; ND goes to the workers.
+pub const EP_IP_GUARD: u32 = 8;
+
+/// Twin of `struct guard_key` in bpf/xmacvlan.h: an address the IP guard lets the endpoint in
+/// `slot` send from (IPv4 as ::ffff:a.b.c.d).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardKey {
+    pub slot: u32,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<GuardKey>() == 20);
+
+impl GuardKey {
+    pub fn new(slot: u32, ip: std::net::IpAddr) -> Self {
+        let addr = match ip {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        };
+        GuardKey { slot, addr }
+    }
+}
 
 /// Twin of `struct xmv_config` in bpf/xmacvlan.h.
 #[repr(C)]
@@ -101,7 +128,12 @@ pub struct FastCount {
     pub local_bytes: u64,
     /// Frames of the container for the workers that the collector's backlog refused.
     pub lost: u64,
+    /// Frames of the container the source guard dropped (each an outcome at the endpoint itself):
+    /// not its source MAC, not its IP/ARP sender.
+    pub spoofed_src: u64,
+    pub spoofed_ip: u64,
 }
+const _: () = assert!(std::mem::size_of::<FastCount>() == 11 * 8);
 impl FastCount {
     pub fn since(&self, base: &FastCount) -> FastCount {
         FastCount {
@@ -114,6 +146,8 @@ impl FastCount {
             rx_bytes: self.rx_bytes.wrapping_sub(base.rx_bytes),
             local_bytes: self.local_bytes.wrapping_sub(base.local_bytes),
             lost: self.lost.wrapping_sub(base.lost),
+            spoofed_src: self.spoofed_src.wrapping_sub(base.spoofed_src),
+            spoofed_ip: self.spoofed_ip.wrapping_sub(base.spoofed_ip),
         }
     }
 
@@ -127,6 +161,8 @@ impl FastCount {
         self.rx_bytes += o.rx_bytes;
         self.local_bytes += o.local_bytes;
         self.lost += o.lost;
+        self.spoofed_src += o.spoofed_src;
+        self.spoofed_ip += o.spoofed_ip;
     }
 
     /// Outcomes: delivered or not.
@@ -135,7 +171,7 @@ impl FastCount {
     }
 
     pub fn dropped(&self) -> u64 {
-        self.down + self.oversize + self.errors
+        self.down + self.oversize + self.errors + self.spoofed_src + self.spoofed_ip
     }
 }
 
@@ -200,7 +236,7 @@ pub const MAX_QUEUES: u32 = 64;
 pub const MAX_SLOTS: u32 = 4096;
 
 /// Indexes of the `xdp_stats` per-CPU array (enum xmv_stat).
-pub const XDP_STAT_NAMES: [&str; 11] = [
+pub const XDP_STAT_NAMES: [&str; 12] = [
     "to_xsk",
     "pass_multicast",
     "pass_unknown",
@@ -212,6 +248,7 @@ pub const XDP_STAT_NAMES: [&str; 11] = [
     "fast_tc",
     "endpoint_tc",
     "endpoint_to_workers",
+    "group_src",
 ];
 
 /// How an XDP program is attached.
@@ -307,6 +344,7 @@ pub struct Bpf {
     endpoint_tc: OwnedFd,
     macs: MapHandle,
     ep_ports: MapHandle,
+    guard_ips: MapHandle,
     /// Slot → the tc fast path's veth (0 = none): what a frame's XDP metadata is checked against.
     fast_ports: MapHandle,
     sources: MapHandle,
@@ -343,6 +381,7 @@ impl Bpf {
             endpoint_tc: dup(skel.progs.xmv_endpoint_tc.as_fd())?,
             macs: MapHandle::try_from(&skel.maps.macs).map_err(bpf_err("map macs"))?,
             ep_ports: MapHandle::try_from(&skel.maps.ep_ports).map_err(bpf_err("map ep_ports"))?,
+            guard_ips: MapHandle::try_from(&skel.maps.guard_ips).map_err(bpf_err("map guard_ips"))?,
             fast_ports: MapHandle::try_from(&skel.maps.fast_ports).map_err(bpf_err("map fast_ports"))?,
             sources: MapHandle::try_from(&skel.maps.sources).map_err(bpf_err("map sources"))?,
             listed_sources: AtomicU32::new(0),
@@ -387,9 +426,9 @@ impl Bpf {
     /// What the kernel-side paths did for the endpoint in `slot`, summed over CPUs (cumulative
     /// since the slot was first used).
     pub fn fast_counts(&self, slot: u32) -> FastCount {
-        let [frames, bytes, down, oversize, errors, rx, rx_bytes, local_bytes, lost] =
+        let [frames, bytes, down, oversize, errors, rx, rx_bytes, local_bytes, lost, spoofed_src, spoofed_ip] =
             percpu_sum(&self.fast_stats, slot);
-        FastCount { frames, bytes, down, oversize, errors, rx, rx_bytes, local_bytes, lost }
+        FastCount { frames, bytes, down, oversize, errors, rx, rx_bytes, local_bytes, lost, spoofed_src, spoofed_ip }
     }
 
     /// What the tc flood did on the parent in `slot`, summed over CPUs.
@@ -499,6 +538,24 @@ impl Bpf {
         let _ = self.ep_ports.delete(&ifindex.to_ne_bytes());
     }
 
+    /// Lets the IP guard of the endpoint in `slot` pass these source addresses (all or none).
+    pub fn set_guard_ips(&self, slot: u32, addrs: &[std::net::IpAddr]) -> Result<(), Error> {
+        for (i, &ip) in addrs.iter().enumerate() {
+            let key = GuardKey::new(slot, ip);
+            if let Err(e) = self.guard_ips.update(as_bytes(&key), &[1u8], MapFlags::ANY) {
+                self.del_guard_ips(slot, &addrs[..i]);
+                return Err(bpf_err("update guard_ips")(e));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn del_guard_ips(&self, slot: u32, addrs: &[std::net::IpAddr]) {
+        for &ip in addrs {
+            let _ = self.guard_ips.delete(as_bytes(&GuardKey::new(slot, ip)));
+        }
+    }
+
     pub fn set_slot(&self, ifindex: u32, slot: u32) -> Result<(), Error> {
         self.slots.update(&ifindex.to_ne_bytes(), &slot.to_ne_bytes(), MapFlags::ANY).map_err(bpf_err("update slots"))
     }
@@ -554,6 +611,7 @@ impl Pod for MacKey {}
 impl Pod for MacVal {}
 impl Pod for Config {}
 impl Pod for EpPort {}
+impl Pod for GuardKey {}
 
 fn as_bytes<T: Pod>(k: &T) -> &[u8] {
     // SAFETY: T is one of our repr(C) structs of u32/u16/u8 fields without padding (sizes

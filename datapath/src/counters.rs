@@ -77,6 +77,8 @@ impl PortStats {
         self.drops[DropReason::DstDown as usize] += f.down;
         self.drops[DropReason::Oversize as usize] += f.oversize;
         self.drops[DropReason::TxError as usize] += f.errors;
+        self.drops[DropReason::SpoofedSrc as usize] += f.spoofed_src;
+        self.drops[DropReason::SpoofedIp as usize] += f.spoofed_ip;
     }
 
     pub fn add(&mut self, c: &PortCounters) {

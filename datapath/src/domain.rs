@@ -3,6 +3,7 @@
 //! it). Fill rings are topped up per the budget (budget.rs); frames for endpoints leave through the
 //! worker's packet socket (txbatch.rs), frames for the wire through the parent's TX ring.
 
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
@@ -205,10 +206,12 @@ impl Domain {
         &mut self,
         id: PortId,
         info: PortInfo,
+        addrs: Arc<[IpAddr]>,
         port: Port,
         pool: Option<(u16, Arc<Area>)>,
     ) -> Result<(), String> {
         self.plane.table.add_endpoint(id, info).map_err(|e| e.to_string())?;
+        self.plane.table.set_addresses(id, addrs);
         if let Some((umem, area)) = pool {
             self.plane.set_pool(umem, Some(Pool::new(area, 0)));
             if self.deficit.len() <= usize::from(umem) {

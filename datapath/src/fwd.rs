@@ -17,12 +17,18 @@
 //!   local, its group frames go to the bridge siblings and the wire; everything else, and
 //!   everything a private/vepa/passthru/source endpoint sends, goes out of the parent.
 //! - a destination that is down gets nothing; frames longer than the destination MTU are dropped.
+//! - where kernel macvlan trusts its children, this does not: a container's frame passes its
+//!   endpoint's source guard first (guard.rs: its own source MAC, and with the IP guard its own
+//!   addresses), and a group source MAC is dropped from the wire too.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::frame::{Ethernet, MacAddr, ParseError};
+use crate::guard::{self, Guard};
 
 /// A port of one forwarding domain (one parent and its endpoints). Port 0 is the parent.
 pub type PortId = u16;
@@ -61,10 +67,15 @@ pub enum DropReason {
     SocketFull,
     /// The kernel refused to transmit the frame for another reason (the errno is not kept).
     TxError,
+    /// A container's frame whose source MAC is not its endpoint's (the MAC guard), or any frame
+    /// with a group source MAC.
+    SpoofedSrc,
+    /// A container's frame whose IP, ARP or ND sender fields are not its endpoint's (the IP guard).
+    SpoofedIp,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 14;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::BadVlan,
@@ -78,6 +89,8 @@ impl DropReason {
         DropReason::XskRxRingFull,
         DropReason::SocketFull,
         DropReason::TxError,
+        DropReason::SpoofedSrc,
+        DropReason::SpoofedIp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +107,8 @@ impl DropReason {
             DropReason::XskRxRingFull => "xsk_rx_ring_full",
             DropReason::SocketFull => "socket_full",
             DropReason::TxError => "tx_error",
+            DropReason::SpoofedSrc => "spoofed_src",
+            DropReason::SpoofedIp => "spoofed_ip",
         }
     }
 }
@@ -157,6 +172,8 @@ pub struct PortInfo {
     /// VLAN endpoints: a tag with a non-zero priority (PCP) is rewritten to a priority tag (VID 0,
     /// PCP and DEI kept) instead of being removed.
     pub keep_pcp: bool,
+    /// Which sender fields of the container's frames are checked (endpoints; the parent's is unused).
+    pub guard: Guard,
 }
 
 impl PortInfo {
@@ -174,7 +191,16 @@ impl PortInfo {
 
     /// An untagged bridge-mode endpoint that is up.
     pub fn endpoint(mac: MacAddr, mtu: u32) -> Self {
-        PortInfo { mac, mtu, vlan: 0, up: true, mode: Mode::Bridge, nodst: false, keep_pcp: false }
+        PortInfo {
+            mac,
+            mtu,
+            vlan: 0,
+            up: true,
+            mode: Mode::Bridge,
+            nodst: false,
+            keep_pcp: false,
+            guard: Guard::DEFAULT,
+        }
     }
 }
 
@@ -262,6 +288,8 @@ pub struct Table {
     /// False for an internal network: no wire behind the parent port, so unknown unicast from an
     /// endpoint is dropped and floods stay among the endpoints.
     wire: bool,
+    /// Port → its addresses, for the IP guard (empty for ports without one).
+    addrs: Vec<Arc<[IpAddr]>>,
 }
 
 /// The table refused an update.
@@ -287,6 +315,7 @@ impl Table {
             ports: vec![Some(parent)],
             endpoints: Vec::new(),
             wire: true,
+            addrs: Vec::new(),
         }
     }
 
@@ -336,11 +365,29 @@ impl Table {
         self.macs.remove(&key(info.vlan, info.mac));
         self.endpoints.retain(|&p| p != id);
         self.passthru.retain(|&(_, p)| p != id);
+        if let Some(a) = self.addrs.get_mut(usize::from(id)) {
+            *a = Arc::from([]);
+        }
         self.sources.retain(|_, list| {
             list.retain(|&p| p != id);
             !list.is_empty()
         });
         Some(info)
+    }
+
+    /// The addresses endpoint `id`'s IP guard allows (besides its link-local and the unspecified
+    /// address, see [`guard::allowed`]).
+    pub fn set_addresses(&mut self, id: PortId, addrs: Arc<[IpAddr]>) {
+        let idx = usize::from(id);
+        if self.addrs.len() <= idx {
+            self.addrs.resize(idx + 1, Arc::from([]));
+        }
+        self.addrs[idx] = addrs;
+    }
+
+    #[inline]
+    pub fn addresses(&self, id: PortId) -> &[IpAddr] {
+        self.addrs.get(usize::from(id)).map_or(&[], |a| a)
     }
 
     pub fn set_up(&mut self, id: PortId, up: bool) {
@@ -500,6 +547,9 @@ pub fn decide(frame: &[u8], ingress: PortId, table: &Table) -> Action {
     if ingress == PARENT {
         let vlan = eth.vlan();
         let src = eth.src();
+        if src.is_multicast() {
+            return Action::Drop { reason: DropReason::SpoofedSrc, port: PARENT };
+        }
         let listed = table.source_listing(vlan, src);
         if listed.is_none() && !dst.is_multicast() {
             // The common case, with one table lookup and one port read.
@@ -553,6 +603,9 @@ pub fn decide(frame: &[u8], ingress: PortId, table: &Table) -> Action {
     let Some(me) = table.port(ingress) else {
         return Action::Drop { reason: DropReason::NoEndpoint, port: ingress };
     };
+    if let Err(reason) = guard::check(frame, me.guard, me.mac, table.addresses(ingress)) {
+        return Action::Drop { reason, port: ingress };
+    }
     let vlan = me.vlan;
     if me.mode == Mode::Bridge {
         if dst.is_multicast() {
@@ -855,6 +908,37 @@ mod tests {
         t.remove_endpoint(1);
         assert_eq!(t.passthru(0), None);
         t.add_endpoint(2, PortInfo { mode: Mode::Passthru, ..ep(B, 1500) }).unwrap();
+    }
+
+    #[test]
+    fn source_guard_drops_what_a_container_forges() {
+        let mut t = table();
+        let spoofed = |port| Action::Drop { reason: DropReason::SpoofedSrc, port };
+        // A's container with B's source MAC, or a group one: to a sibling, the wire, or a flood.
+        assert_eq!(decide(&frame(C, B, 60), 1, &t), spoofed(1));
+        assert_eq!(decide(&frame(OUTSIDE, B, 60), 1, &t), spoofed(1));
+        assert_eq!(decide(&frame(MacAddr::BROADCAST, B, 60), 1, &t), spoofed(1));
+        assert_eq!(decide(&frame(C, MacAddr::BROADCAST, 60), 1, &t), spoofed(1));
+        // From anyone: a group source from the wire reaches no endpoint.
+        assert_eq!(decide(&frame(A, MacAddr([0x03, 0, 0, 0, 0, 1]), 60), PARENT, &t), spoofed(PARENT));
+        assert_eq!(decide(&frame(MacAddr::BROADCAST, MacAddr::BROADCAST, 60), PARENT, &t), spoofed(PARENT));
+        // spoof_check=off: kernel macvlan.
+        t.remove_endpoint(1);
+        t.add_endpoint(1, PortInfo { guard: Guard::OFF, ..ep(A, 3000) }).unwrap();
+        assert_eq!(decide(&frame(C, B, 60), 1, &t), Action::Forward(3));
+        // The IP guard reads the endpoint's addresses from the table.
+        t.remove_endpoint(1);
+        t.add_endpoint(1, PortInfo { guard: Guard { mac: true, ip: true }, ..ep(A, 3000) }).unwrap();
+        let mut udp = frame(C, A, 60);
+        udp[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        udp[14] = 0x45;
+        udp[26..30].copy_from_slice(&[198, 18, 0, 10]);
+        assert_eq!(decide(&udp, 1, &t), Action::Drop { reason: DropReason::SpoofedIp, port: 1 });
+        t.set_addresses(1, Arc::from(["198.18.0.10".parse::<IpAddr>().unwrap()]));
+        assert_eq!(decide(&udp, 1, &t), Action::Forward(3));
+        assert_eq!(t.addresses(1).len(), 1);
+        t.remove_endpoint(1);
+        assert!(t.addresses(1).is_empty(), "addresses leave with their endpoint");
     }
 
     #[test]

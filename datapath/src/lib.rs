@@ -12,7 +12,7 @@
 //! it reports). The worker's side: `worker.rs` (the
 //! loop), `domain.rs` (one forwarding domain's sockets), `plane.rs` (decide, stage, edit tags),
 //! `txbatch.rs` (transmit to endpoints), `flood.rs` (the collector's socket), `pool.rs` and
-//! `budget.rs` (UMEM frames), `xsk/` (AF_XDP itself). Pure rules: `fwd.rs`, `frame.rs`. Books:
+//! `budget.rs` (UMEM frames), `xsk/` (AF_XDP itself). Pure rules: `fwd.rs`, `guard.rs`, `frame.rs`. Books:
 //! `counters.rs`. `netlink.rs`: raw netlink (the tc block, XDP queries). `probe.rs`: test frames.
 
 pub mod bpf;
@@ -23,6 +23,7 @@ mod domain;
 pub mod flood;
 pub mod frame;
 pub mod fwd;
+pub mod guard;
 pub mod netlink;
 mod plane;
 mod pool;
@@ -157,4 +158,8 @@ pub struct EndpointSpec {
     pub nodst: bool,
     /// VLAN endpoints: deliver tags with a non-zero PCP as priority tags instead of removing them.
     pub keep_pcp: bool,
+    /// Which sender fields of the container's frames are checked (guard.rs).
+    pub guard: guard::Guard,
+    /// The endpoint's addresses: the only IP sources its IP guard lets out.
+    pub addrs: Vec<std::net::IpAddr>,
 }

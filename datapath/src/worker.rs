@@ -14,6 +14,7 @@
 //! a round allocates, locks, or makes a syscall per frame. When idle for a while the worker sleeps
 //! in `epoll_wait`, woken by traffic or by the eventfd the control plane rings.
 
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -52,6 +53,8 @@ pub(crate) enum Command {
         net: NetId,
         id: PortId,
         info: PortInfo,
+        /// Its addresses, for the IP guard.
+        addrs: Arc<[IpAddr]>,
         port: Box<Port>,
         pool: Option<(u16, Arc<Area>)>,
     },
@@ -288,11 +291,11 @@ impl Worker {
                     }
                     None => Ok(Reply::Done),
                 },
-                Command::AddPort { net, id, info, port, pool } => {
+                Command::AddPort { net, id, info, addrs, port, pool } => {
                     let tokens: Vec<(RawFd, u64)> =
                         port.socks.iter().enumerate().map(|(s, k)| (k.xsk.raw_fd(), token(net, id, s))).collect();
                     match self.domains.iter_mut().find(|d| d.net == net) {
-                        Some(d) => match d.add_port(id, info, *port, pool) {
+                        Some(d) => match d.add_port(id, info, addrs, *port, pool) {
                             Ok(()) => {
                                 let watched = tokens.iter().try_for_each(|&(fd, t)| self.watch(fd, t));
                                 match watched {

@@ -580,7 +580,13 @@ pub const OUTSIDE: [u8; 6] = [0x02, 0x00, 0xc6, 0x12, 0x00, 0x99];
 /// given `ip`: for tests that drive the daemon's CNI half without the plugin.
 pub fn cni_request(id: &str, netns: &str, ip: &str) -> CniAdd {
     CniAdd {
-        network: CniNetwork { name: "cninet".into(), master: Some("eth1".into()), mode: "bridge".into() },
+        network: CniNetwork {
+            name: "cninet".into(),
+            master: Some("eth1".into()),
+            mode: "bridge".into(),
+            spoof_check: true,
+            ip_guard: false,
+        },
         attachment: cni_attachment(id),
         netns: netns.into(),
         mtu: 0,

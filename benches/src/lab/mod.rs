@@ -325,6 +325,8 @@ impl Lab {
                             mac: Some(mac_str(&endpoint_mac(i))),
                             ifname: CONTAINER_IF.into(),
                             mtu: None,
+                            spoof_check: None,
+                            ip_guard: None,
                         })
                     })?;
                     check_interrupted()?;

@@ -102,6 +102,15 @@ pub struct CniNetwork {
     pub master: Option<String>,
     /// A macvlan mode name (`bridge` when the config has none).
     pub mode: String,
+    /// The attachment's source guard (`"spoof_check"`, default true; `"ip_guard"`, default false).
+    #[serde(default = "yes")]
+    pub spoof_check: bool,
+    #[serde(default)]
+    pub ip_guard: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,6 +175,12 @@ pub struct Connect {
     pub mac: Option<String>,
     pub ifname: String,
     pub mtu: Option<u32>,
+    /// The endpoint's own source guard, where it differs from its network's (`-o spoof_check`,
+    /// `-o ip_guard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoof_check: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_guard: Option<bool>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

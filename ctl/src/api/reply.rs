@@ -66,6 +66,11 @@ pub struct EndpointView {
     /// A Docker endpoint's EndpointID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_id: Option<String>,
+    /// The endpoint's own source guard, where it differs from its network's options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoof_check: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_guard: Option<bool>,
 }
 
 /// `network inspect`: the network, and its ports' counters while it is active.

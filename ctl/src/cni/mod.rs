@@ -76,6 +76,9 @@ pub struct NetConf {
     pub mtu: u32,
     pub mac: Option<String>,
     pub runtime_mac: Option<String>,
+    /// The source guard: `"spoof_check"` (default true), `"ip_guard"` (default false).
+    pub spoof_check: bool,
+    pub ip_guard: bool,
     /// The `ipam` object as given; its `type` names the plugin.
     pub ipam: Option<Value>,
     pub dns: Option<Value>,
@@ -105,7 +108,13 @@ impl NetConf {
     }
 
     fn network(&self) -> CniNetwork {
-        CniNetwork { name: self.name.clone(), master: self.master.clone(), mode: self.mode.clone() }
+        CniNetwork {
+            name: self.name.clone(),
+            master: self.master.clone(),
+            mode: self.mode.clone(),
+            spoof_check: self.spoof_check,
+            ip_guard: self.ip_guard,
+        }
     }
 }
 
@@ -159,6 +168,16 @@ pub fn parse_conf(stdin: &[u8]) -> Result<NetConf> {
             "linkInContainer=true is not supported: the daemon makes endpoints on a master in its own namespace",
         ));
     }
+    let flag = |k: &str, default: bool| -> Result<bool> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => {
+                Err(CniError::new(code::INVALID_CONFIG, format!("\"{k}\" must be true or false, not {other}")))
+            }
+        }
+    };
+    let (spoof_check, ip_guard) = (flag("spoof_check", true)?, flag("ip_guard", false)?);
     let runtime_mac = obj
         .get("runtimeConfig")
         .and_then(|r| r.get("mac"))
@@ -201,6 +220,8 @@ pub fn parse_conf(stdin: &[u8]) -> Result<NetConf> {
         mtu,
         mac: s("mac")?.filter(|m| !m.is_empty()),
         runtime_mac,
+        spoof_check,
+        ip_guard,
         ipam,
         dns: obj.get("dns").filter(|d| d.as_object().is_some_and(|o| !o.is_empty())).cloned(),
         prev_result: obj.get("prevResult").filter(|p| !p.is_null()).cloned(),
@@ -420,6 +441,19 @@ mod tests {
             code::INVALID_CONFIG
         );
         assert_eq!(parse(conf(json!({ "master": 5 }))).unwrap_err().code, code::INVALID_CONFIG);
+        let e = parse(conf(json!({ "spoof_check": "off" }))).unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (code::INVALID_CONFIG, "\"spoof_check\" must be true or false, not \"off\"")
+        );
+    }
+
+    #[test]
+    fn the_source_guard_goes_to_the_daemon() {
+        let c = parse(conf(json!({}))).unwrap();
+        assert_eq!((c.spoof_check, c.ip_guard), (true, false), "the MAC guard is on by default");
+        let n = parse(conf(json!({ "spoof_check": false, "ip_guard": true }))).unwrap().network();
+        assert_eq!((n.spoof_check, n.ip_guard), (false, true));
     }
 
     #[test]

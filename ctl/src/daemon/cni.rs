@@ -91,6 +91,8 @@ impl Daemon {
             mac: a.mac.clone(),
             ifname: a.attachment.ifname.clone(),
             mtu: (a.mtu != 0).then_some(a.mtu),
+            spoof_check: Some(a.network.spoof_check),
+            ip_guard: Some(a.network.ip_guard),
         };
         match self.connect(c, Some(parts)).await {
             Ok(v) => Ok(v),
@@ -295,7 +297,12 @@ impl Daemon {
             driver: "macvlan".into(),
             ipam: IpamSpec::default(),
             internal: false,
-            options: vec![("parent".into(), master), ("macvlan_mode".into(), n.mode.clone())],
+            options: vec![
+                ("parent".into(), master),
+                ("macvlan_mode".into(), n.mode.clone()),
+                ("spoof_check".into(), if n.spoof_check { "on" } else { "off" }.into()),
+                ("ip_guard".into(), if n.ip_guard { "on" } else { "off" }.into()),
+            ],
         };
         self.create_network(c, Owner::Cni).await.map_err(|e| coded(INVALID_CONFIG, format!("{e:#}")))?;
         let net = &self.nets[&n.name];

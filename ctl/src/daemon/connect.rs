@@ -27,7 +27,7 @@ impl Daemon {
         // A request the rules refuse is an invalid value (CNI code 7), whoever sent it.
         let Checked { dkey, dp, target, mtu, requested_mac, passthru, parent_mac } =
             self.check_connect(&c, cni.is_some()).await.map_err(|e| coded(INVALID_CONFIG, format!("{e:#}")))?;
-        let o = self.nets[&c.network].ep_opts();
+        let o = self.nets[&c.network].ep_opts().with_guard(c.spoof_check, c.ip_guard);
         let net = self.nets.get_mut(&c.network).expect("checked above");
         let (addrs, routes) = match &cni {
             Some(p) => (p.addrs.clone(), p.routes.clone()),
@@ -55,7 +55,7 @@ impl Daemon {
             }
         }
         let net_id = self.nets[&c.network].id;
-        let plan = Plan { dp, opts: o, mac, mtu, create: true };
+        let plan = Plan { dp, opts: o, mac, mtu, create: true, addrs: addrs.iter().map(|a| a.ip).collect() };
         let host = match &target {
             Target::Veth { ns_id, .. } => host_ifname(net_id, *ns_id),
             Target::Tap { name, .. } => name.clone(),
@@ -103,6 +103,8 @@ impl Daemon {
             source_macs: Vec::new(),
             routes: if cni.is_some() { routes } else { Vec::new() },
             cni: cni.map(|p| p.attachment),
+            spoof_check: c.spoof_check,
+            ip_guard: c.ip_guard,
         };
         let ep = Endpoint { st, port, host_index, mac, addrs };
         let v = Connected { network: c.network.clone(), endpoint: endpoint_view(&ep.st) };
@@ -182,7 +184,7 @@ impl Daemon {
     /// configures the container side; undoes what it did on failure.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn build_veth(&mut self, plan: Plan, v: Veth<'_>) -> Result<(PortId, u32)> {
-        let Plan { dp, opts: o, mac, mtu, create } = plan;
+        let Plan { dp, opts: o, mac, mtu, create, addrs: guard_addrs } = plan;
         let (addrs, routes) = (v.addrs, v.routes);
         let workers = self.dp().workers() as u32;
         let host = v.host.to_string();
@@ -235,6 +237,8 @@ impl Daemon {
                 mode: o.mode,
                 nodst: o.nodst,
                 keep_pcp: o.keep_pcp,
+                guard: o.guard,
+                addrs: guard_addrs.clone(),
             };
             let id = self.dp().add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?;
             port = Some(id);
@@ -275,7 +279,7 @@ impl Daemon {
     /// is on while a VM has it open; until then frames for it count as `dst_down`.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn build_tap(&mut self, plan: Plan, name: &str, owner: Option<u32>) -> Result<(PortId, u32)> {
-        let Plan { dp, opts: o, mac, mtu, create } = plan;
+        let Plan { dp, opts: o, mac, mtu, create, addrs: guard_addrs } = plan;
         if create {
             netlink::create_tap(name, owner)?;
         }
@@ -300,6 +304,8 @@ impl Daemon {
                 mode: o.mode,
                 nodst: o.nodst,
                 keep_pcp: o.keep_pcp,
+                guard: o.guard,
+                addrs: guard_addrs.clone(),
             };
             port =
                 Some(self.dp().add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {name}"))?);
@@ -397,13 +403,15 @@ pub(super) enum Target {
 
 /// What an endpoint is to become, whatever its kind: in which forwarding domain, with its network's
 /// options, its MAC and MTU, and whether its links are created (connect) or adopted (restore).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Plan {
     pub(super) dp: NetId,
     pub(super) opts: EpOpts,
     pub(super) mac: MacAddr,
     pub(super) mtu: u32,
     pub(super) create: bool,
+    /// The endpoint's addresses: what its IP guard lets it send from.
+    pub(super) addrs: Vec<IpAddr>,
 }
 
 /// The veth pair of an endpoint: `host` here, `ifname` inside `ns`, with the addresses and routes

@@ -294,7 +294,18 @@ impl Daemon {
             Err(e) => Err(e.context("the endpoint was not joined: recording the link about to be made")),
             Ok(()) => {
                 let veth = Veth { host: &host, ifname: &src, ns: Some(ns), netns: "dockerd", addrs: &[], routes: &[] };
-                self.build_veth(Plan { dp, opts: o, mac: res.mac, mtu, create: true }, veth).await
+                self.build_veth(
+                    Plan {
+                        dp,
+                        opts: o,
+                        mac: res.mac,
+                        mtu,
+                        create: true,
+                        addrs: res.addrs.iter().map(|a| a.ip).collect(),
+                    },
+                    veth,
+                )
+                .await
             }
         };
         let (port, host_index) = match built {
@@ -316,6 +327,8 @@ impl Daemon {
             source_macs: Vec::new(),
             cni: None,
             routes: Vec::new(),
+            spoof_check: None,
+            ip_guard: None,
         };
         let net = self.nets.get_mut(&r.network_id).expect("found above");
         net.endpoints.push(Endpoint { st, port, host_index, mac: res.mac, addrs: res.addrs });

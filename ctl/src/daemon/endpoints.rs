@@ -179,6 +179,8 @@ mod tests {
                 source_macs: Vec::new(),
                 cni: None,
                 routes: Vec::new(),
+                spoof_check: None,
+                ip_guard: None,
             },
             port: n,
             host_index: 100 + u32::from(n),

@@ -35,6 +35,7 @@ use rtnetlink::Handle;
 use tokio::sync::Mutex;
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::Mode;
+use xmacvlan_datapath::guard::Guard;
 use xmacvlan_datapath::{Config, Datapath, FastPath, NetId};
 
 mod board;
@@ -134,7 +135,13 @@ struct Network {
 
 impl Network {
     fn ep_opts(&self) -> EpOpts {
-        EpOpts { vlan: self.vlan, mode: self.opts.mode, nodst: self.opts.nodst, keep_pcp: self.opts.keep_pcp }
+        EpOpts {
+            vlan: self.vlan,
+            mode: self.opts.mode,
+            nodst: self.opts.nodst,
+            keep_pcp: self.opts.keep_pcp,
+            guard: self.opts.guard,
+        }
     }
 
     /// An endpoint: a tap by name; a namespace by identity when it still exists, else by the name
@@ -154,6 +161,15 @@ struct EpOpts {
     mode: Mode,
     nodst: bool,
     keep_pcp: bool,
+    guard: Guard,
+}
+
+impl EpOpts {
+    /// With the endpoint's own source guard (`connect --spoof-check/--ip-guard`), where it has one.
+    fn with_guard(self, spoof_check: Option<bool>, ip_guard: Option<bool>) -> EpOpts {
+        let guard = Guard { mac: spoof_check.unwrap_or(self.guard.mac), ip: ip_guard.unwrap_or(self.guard.ip) };
+        EpOpts { guard, ..self }
+    }
 }
 
 /// One datapath forwarding domain: a parent link with every network on it (macvlan children of

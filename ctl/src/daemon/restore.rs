@@ -2,6 +2,8 @@
 //! previous daemon left), networks that follow their parent away and back (hot-plug), and what a
 //! clean stop gives back to the host.
 
+use std::net::IpAddr;
+
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
 use xmacvlan_datapath::frame::MacAddr;
@@ -184,7 +186,7 @@ impl Daemon {
     pub(super) async fn restore_endpoint(&mut self, network: &str, st: EndpointState) -> Result<Endpoint> {
         let net = &self.nets[network];
         let dp = self.domains[&net.domain.expect("active network")].dp;
-        let o = net.ep_opts();
+        let o = net.ep_opts().with_guard(st.spoof_check, st.ip_guard);
         let routes =
             if net.owner == Owner::Cni { st.routes.clone() } else { default_routes(&net.ipam.default_gateways()) };
         let mac: MacAddr = st.mac.parse().map_err(|e| anyhow!("MAC {}: {e}", st.mac))?;
@@ -196,6 +198,7 @@ impl Daemon {
                 Ok(Assigned { ip: n.addr(), prefix: n.prefix_len() })
             })
             .collect::<Result<_>>()?;
+        let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip).collect();
         let mut existing = netlink::link_by_name(&self.h, &st.host).await?;
         let (port, host_index) = match &st.kind {
             EndpointKind::Veth { netns, ns_id } => {
@@ -221,7 +224,7 @@ impl Daemon {
                 }
                 let veth =
                     Veth { host: &st.host, ifname: &st.ifname, ns: Some(ns), netns, addrs: &addrs, routes: &routes };
-                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: existing.is_none() };
+                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: existing.is_none(), addrs: ips.clone() };
                 self.build_veth(plan, veth).await?
             }
             // Docker moved the other end into a container we are not told of: the pair is adopted
@@ -238,7 +241,7 @@ impl Daemon {
                     bail!("its container is gone (Docker gave {} back while the daemon was down)", st.ifname);
                 }
                 let veth = Veth { host: &st.host, ifname: &st.ifname, ns: None, netns: "", addrs: &[], routes: &[] };
-                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: false };
+                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: false, addrs: ips.clone() };
                 self.build_veth(plan, veth).await?
             }
             EndpointKind::Tap { owner } => {
@@ -247,7 +250,7 @@ impl Daemon {
                         bail!("{} exists but is not a tap; leaving it alone", st.host);
                     }
                 }
-                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: existing.is_none() };
+                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: existing.is_none(), addrs: ips.clone() };
                 self.build_tap(plan, &st.host, *owner).await?
             }
         };

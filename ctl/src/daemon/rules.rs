@@ -170,6 +170,7 @@ pub(super) fn mac_free(
 mod tests {
     use super::*;
     use crate::ipam::IpamSpec;
+    use crate::netopts::Guard;
 
     fn create(name: &str, internal: bool, subnets: &[&str]) -> CreateNetwork {
         CreateNetwork {
@@ -182,7 +183,14 @@ mod tests {
     }
 
     fn opts(parent: Option<&str>, mode: Mode) -> NetOpts {
-        NetOpts { parent: parent.map(str::to_string), mode, nodst: false, keep_pcp: false, mtu: None }
+        NetOpts {
+            parent: parent.map(str::to_string),
+            mode,
+            nodst: false,
+            keep_pcp: false,
+            mtu: None,
+            guard: Guard::DEFAULT,
+        }
     }
 
     fn err(r: Result<impl std::fmt::Debug>) -> String {

@@ -98,6 +98,8 @@ pub(super) fn endpoint_view(st: &EndpointState) -> EndpointView {
         source_macs: st.source_macs.clone(),
         container_id: st.cni.as_ref().map(|a| a.container_id.clone()),
         endpoint_id,
+        spoof_check: st.spoof_check,
+        ip_guard: st.ip_guard,
     }
 }
 

@@ -167,6 +167,8 @@ pub(crate) mod tests {
             source_macs: Vec::new(),
             cni: None,
             routes: Vec::new(),
+            spoof_check: None,
+            ip_guard: None,
         }
     }
 

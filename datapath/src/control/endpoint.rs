@@ -3,6 +3,7 @@
 //! then close once its link is gone), the groups whose UMEMs they share (budget.rs), and the tc
 //! flood's list.
 
+use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use crate::counters::{PortStats, SharedPortCounters};
 use crate::domain::Port;
 use crate::frame::MacAddr;
 use crate::fwd::{self, Mode, PortId, PortInfo, MAX_PORTS};
+use crate::guard;
 use crate::worker::{Command, Reply};
 use crate::xsk::{Area, Umem, Xsk, XskMode};
 use crate::{Datapath, EndpointSpec, Error, FastPath, NetId};
@@ -113,7 +115,9 @@ impl Datapath {
             mode: spec.mode,
             nodst: spec.nodst,
             keep_pcp: spec.keep_pcp,
+            guard: spec.guard,
         };
+        let addrs: Arc<[IpAddr]> = spec.addrs.iter().copied().collect();
         network.table.check_endpoint(id, &info).map_err(|e| Error::Invalid(e.to_string()))?;
         let parent_ifindex = network.parent.ifindex;
         let group = network
@@ -138,12 +142,25 @@ impl Datapath {
             parent_slot: network.parent.slot,
             wire_max_len: network.table.port(fwd::PARENT).map_or(0, |p| p.mtu) + 14,
             collector: self.relay.map_or(0, |r| r.collector),
-            flags: bpf::EP_WIRE | if spec.mode == Mode::Bridge { bpf::EP_BRIDGE } else { 0 },
+            flags: bpf::EP_WIRE
+                | if spec.mode == Mode::Bridge { bpf::EP_BRIDGE } else { 0 }
+                | if spec.guard.mac { bpf::EP_MAC_GUARD } else { 0 }
+                | if spec.guard.ip { bpf::EP_IP_GUARD } else { 0 },
+            mac: spec.mac.0,
+            pad: 0,
+        };
+        // xmv_endpoint_tc's IP guard reads the addresses from `guard_ips`; the workers' from
+        // their tables.
+        let guard_ips: Arc<[IpAddr]> = if tc_fed && spec.guard.ip {
+            addrs.iter().copied().chain([IpAddr::V6(guard::link_local(spec.mac))]).collect()
+        } else {
+            Arc::from([])
         };
         let slot = self.alloc_slot()?;
         let attached = if tc_fed {
             self.bpf
                 .clear_stale(spec.ifindex, &spec.name)
+                .and_then(|()| self.bpf.set_guard_ips(slot, &guard_ips))
                 .and_then(|()| self.bpf.set_ep_port(spec.ifindex, bpf::EpPort { slot, ..ep_port }))
                 .and_then(|()| self.bpf.join_block(spec.ifindex, &spec.name))
                 .map(|()| (XdpMode::None, Some(TcProg::Endpoint)))
@@ -155,12 +172,13 @@ impl Datapath {
             Err(e) => {
                 if tc_fed {
                     self.bpf.del_ep_port(spec.ifindex);
+                    self.bpf.del_guard_ips(slot, &guard_ips);
                 }
                 self.free_slot(slot);
                 return Err(e);
             }
         };
-        let iface = Iface { ifindex: spec.ifindex, name: spec.name.clone(), slot, xdp, tc };
+        let iface = Iface { ifindex: spec.ifindex, name: spec.name.clone(), slot, xdp, tc, guard_ips };
         // A tc-fed endpoint's container frames reach the workers through the collector: no AF_XDP
         // socket of its own (nothing would ever fill it), so no fill-ring frames and no UMEM held.
         let nsock = if tc_fed { 0 } else { workers.min(spec.queues.max(1) as usize) };
@@ -218,7 +236,9 @@ impl Datapath {
         for (w, sock) in socks.into_iter().enumerate() {
             let port = Port::endpoint(sock, umem_id, spec.ifindex, slot, counters[w].clone());
             let pool = news[w].clone().map(|a| (umem_id, a));
-            if let Err(e) = self.workers[w].send(w, Command::AddPort { net, id, info, port: Box::new(port), pool }) {
+            if let Err(e) = self.workers[w]
+                .send(w, Command::AddPort { net, id, info, addrs: addrs.clone(), port: Box::new(port), pool })
+            {
                 self.unwind_port(net, id, umem_id, (0..=w).map(|v| news[v].is_some()).collect());
                 self.undo_iface(&iface);
                 return Err(e);
@@ -243,6 +263,7 @@ impl Datapath {
             }
         }
         network.table.add_endpoint(id, info).expect("checked above");
+        network.table.set_addresses(id, addrs);
         let fast_base = self.bpf.fast_counts(slot);
         let rec = EndpointRec { iface, info, counters, xsk_mode, group, fast, fast_base, veth: spec.veth };
         let parent_mtu = self.networks[&net].table.port(fwd::PARENT).map_or(0, |p| p.mtu);
@@ -426,6 +447,7 @@ mod tests {
                 slot: ifindex + 100,
                 xdp: bpf::XdpMode::Native,
                 tc: None,
+                guard_ips: Arc::from([]),
             },
             info: PortInfo {
                 mac: MacAddr([2, 0, 0, 0, 0, ifindex as u8]),
@@ -435,6 +457,7 @@ mod tests {
                 mode,
                 nodst: false,
                 keep_pcp: false,
+                guard: crate::guard::Guard::DEFAULT,
             },
             counters: Vec::new(),
             xsk_mode: XskMode::Copy,

@@ -7,6 +7,7 @@ pub(crate) mod endpoint;
 pub(crate) mod report;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
@@ -76,6 +77,9 @@ pub(crate) struct Iface {
     /// Our tc program on its tcx ingress: a parent's (xmv_parent_tc), or a tc-fed endpoint's
     /// (xmv_endpoint_tc).
     pub tc: Option<TcProg>,
+    /// The addresses written to `guard_ips` for its slot (a tc-fed endpoint with the IP guard):
+    /// removed with the slot, which a later endpoint may get.
+    pub guard_ips: Arc<[IpAddr]>,
 }
 
 pub(crate) struct Network {
@@ -206,7 +210,8 @@ impl Datapath {
                 }
             }
         };
-        let mut iface = Iface { ifindex: parent.ifindex, name: parent.name.clone(), slot, xdp, tc: None };
+        let mut iface =
+            Iface { ifindex: parent.ifindex, name: parent.name.clone(), slot, xdp, tc: None, guard_ips: Arc::from([]) };
         // The tc program fans wire floods out in every mode; in tc mode it also takes unicast.
         if !parent.internal {
             if let Err(e) = self.bpf.attach_tc(TcProg::Parent, parent.ifindex, &parent.name) {
@@ -283,7 +288,7 @@ impl Datapath {
             }
         }
         Ok(Network {
-            parent: Iface { name: iface.name.clone(), ..*iface },
+            parent: Iface { name: iface.name.clone(), guard_ips: iface.guard_ips.clone(), ..*iface },
             parent_counters: counters,
             parent_xsk_mode: mode,
             chunk,
@@ -340,6 +345,7 @@ impl Datapath {
             Some(TcProg::Endpoint) => {
                 self.bpf.leave_block(iface.ifindex);
                 self.bpf.del_ep_port(iface.ifindex);
+                self.bpf.del_guard_ips(iface.slot, &iface.guard_ips);
             }
             Some(p) => self.bpf.detach_tc(p, iface.ifindex),
             None => {}
