@@ -369,7 +369,7 @@ impl Bench<'_> {
             Source::ContainerToWire | Source::ContainerToContainer => {
                 let link = self.lab.container_link(0)?;
                 let c0 = lab::ns_path(&self.lab.containers[0].ns.name);
-                Traffic::Send(sender::Sender::start(c0, link.ifindex, self.cli.gen_cpu, frame)?)
+                Traffic::Send(sender::Sender::start(c0, link.ifindex, self.cli.gen_cpu, vec![frame], None)?)
             }
         })
     }
