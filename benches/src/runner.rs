@@ -80,7 +80,7 @@ impl Bench<'_> {
         }
     }
 
-    fn pin_napi(&self) -> Result<Vec<i32>> {
+    pub(crate) fn pin_napi(&self) -> Result<Vec<i32>> {
         let dp_path = lab::ns_path(&self.lab.dp.name);
         let ifindex = self.lab.ifindex(&self.lab.dp.name, lab::PARENT_IF)?;
         let napi =
