@@ -63,6 +63,7 @@ impl Rate {
 }
 
 /// Kernel macvlan vs xmacvlan in one lab: RFC 2544 throughput, latency, TCP, CPU cost, scaling.
+/// `xmacvlan bench soak --help`: the soak (`make soak`), a command of its own.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "xmacvlan bench", version)]
 pub struct Cli {

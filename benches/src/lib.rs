@@ -14,7 +14,8 @@
 //! Tests (`--tests`): max (forwarding rate under overload), rfc2544 (zero-loss throughput, binary
 //! search), latency (UDP request/response at 10/50/90 % of throughput), cpu (CPU seconds per million
 //! frames at a fixed load), tcp (iperf3), container (container-sourced traffic), scaling (endpoint
-//! count and broadcast fan-out).
+//! count and broadcast fan-out). `xmacvlan bench soak` is apart (`soak`, `make soak`): ten minutes
+//! of mixed traffic and endpoint churn, then the books, memory, descriptors and UMEM checked.
 //!
 //! Rooms: `cli` (options and their validation), this file (the run: rounds × backends, the report
 //! written), `runner` (one backend's tests, trial by trial), `results` (what report.json holds),
@@ -34,6 +35,7 @@ mod results;
 mod runner;
 mod search;
 mod sender;
+mod soak;
 mod stats;
 mod tcp;
 
@@ -57,6 +59,12 @@ pub use crate::results::{Env, LatencyRun, Report, Results, TcpRun, Throughput, T
 /// the xmacvlan binary to run the daemon with when neither `--xmacvlan-bin` nor `XMACVLAN_BIN` names
 /// one. Returns the exit status: 0 ok, 1 failed, 130 interrupted.
 pub fn main_with(args: Vec<OsString>, default_bin: Option<PathBuf>) -> u8 {
+    if args.get(1).is_some_and(|a| a == "soak") {
+        let mut rest = args;
+        rest.remove(1);
+        rest[0] = "xmacvlan bench soak".into();
+        return soak::main_with(rest, default_bin);
+    }
     let mut cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -80,7 +80,7 @@ impl Bench<'_> {
         }
     }
 
-    fn pin_napi(&self) -> Result<Vec<i32>> {
+    pub(crate) fn pin_napi(&self) -> Result<Vec<i32>> {
         let dp_path = lab::ns_path(&self.lab.dp.name);
         let ifindex = self.lab.ifindex(&self.lab.dp.name, lab::PARENT_IF)?;
         let napi =
@@ -369,7 +369,7 @@ impl Bench<'_> {
             Source::ContainerToWire | Source::ContainerToContainer => {
                 let link = self.lab.container_link(0)?;
                 let c0 = lab::ns_path(&self.lab.containers[0].ns.name);
-                Traffic::Send(sender::Sender::start(c0, link.ifindex, self.cli.gen_cpu, frame)?)
+                Traffic::Send(sender::Sender::start(c0, link.ifindex, self.cli.gen_cpu, vec![frame], None)?)
             }
         })
     }

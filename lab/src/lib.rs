@@ -13,10 +13,12 @@
 //! | [`daemon`] | [`DaemonProcess`], the xmacvlan daemon run inside a lab namespace, stopped by its PID |
 //! | [`docker`] | [`Dockerd`], a private Docker daemon inside a lab namespace, and a busybox image without a registry |
 //! | [`cleanup`] | the registry of what was created, removed on return, panic and SIGINT/SIGTERM/SIGHUP |
+//! | [`books`] | the datapath's books from `xmacvlan stats --format json`: the accounting invariant, the UMEM census |
 //!
 //! Everything is built inside namespaces the lab creates; nothing in the caller's namespace is touched.
 //! Addresses come from 198.18.0.0/15 and 2001:2::/48 (the callers choose them).
 
+pub mod books;
 pub mod cleanup;
 pub mod cmd;
 pub mod daemon;

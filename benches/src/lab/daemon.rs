@@ -13,7 +13,9 @@ use xmacvlan_ctl::ipam::IpamSpec;
 use xmacvlan_lab::daemon::clean_exit;
 use xmacvlan_lab::{sys, DaemonProcess, DaemonSpec};
 
-use super::{ip_str, ns_path, Lab, GEN_IP, NETWORK_NAME, PARENT_IF, SUBNET};
+use super::{
+    endpoint_ip, endpoint_mac, ip_str, mac_str, ns_path, Lab, CONTAINER_IF, GEN_IP, NETWORK_NAME, PARENT_IF, SUBNET,
+};
 
 impl Lab {
     /// One request to the lab's daemon through the control client; a failure shows the daemon's
@@ -61,6 +63,41 @@ impl Lab {
             }
         }
         Ok(Some(m))
+    }
+
+    /// Connects container `i` (its namespace must exist) to the lab's network through the daemon:
+    /// its endpoint `eth0` with the container's MAC and address. Does not wait for the link.
+    pub fn connect_endpoint(&self, i: usize) -> Result<()> {
+        self.call(|c| {
+            c.connect(api::Connect {
+                network: NETWORK_NAME.into(),
+                netns: Some(self.containers[i].ns.path()),
+                tap: None,
+                owner: None,
+                ip: Some(ip_str(&endpoint_ip(i))),
+                ip6: None,
+                mac: Some(mac_str(&endpoint_mac(i))),
+                ifname: CONTAINER_IF.into(),
+                mtu: None,
+                spoof_check: None,
+                ip_guard: None,
+            })
+        })?;
+        Ok(())
+    }
+
+    /// Disconnects container `i`'s endpoint (as `xmacvlan network disconnect` does): the daemon
+    /// deletes its link and keeps its counters under `departed`.
+    pub fn disconnect_endpoint(&self, i: usize) -> Result<()> {
+        let netns = self.containers[i].ns.path();
+        self.call(|c| c.disconnect(NETWORK_NAME.into(), netns))?;
+        Ok(())
+    }
+
+    /// `xmacvlan stats --format json`, as the CLI prints it (the CLI serialises this same reply).
+    pub fn stats_json(&self) -> Result<serde_json::Value> {
+        let stats = self.call(Client::stats)?;
+        Ok(serde_json::to_value(&stats)?)
     }
 
     pub(crate) fn start_daemon(&mut self, fast_path: &str) -> Result<()> {

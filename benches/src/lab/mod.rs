@@ -15,8 +15,6 @@ use xmacvlan_lab::topology::{self, End, MacvlanChild};
 pub use xmacvlan_lab::{mac_str, ns_path};
 use xmacvlan_lab::{sys, DaemonProcess, Netns};
 
-use xmacvlan_ctl::api;
-
 use crate::nlstats::{Link, NsSock};
 
 mod daemon;
@@ -212,7 +210,7 @@ impl Lab {
     }
 
     /// Creates container namespaces up to `n`.
-    fn ensure_containers(&mut self, n: usize) -> Result<()> {
+    pub(crate) fn ensure_containers(&mut self, n: usize) -> Result<()> {
         while self.containers.len() < n {
             let ns = Netns::create(format!("{NS_PREFIX}{}-c{}", self.pid, self.containers.len()))?;
             no_ipv6(&ns.name)?;
@@ -314,21 +312,7 @@ impl Lab {
             Backend::TcFloor => self.grow_floor(from, n)?,
             Backend::Xmacvlan | Backend::XmacvlanXdp | Backend::XmacvlanAfxdp => {
                 for i in from..n {
-                    self.call(|c| {
-                        c.connect(api::Connect {
-                            network: NETWORK_NAME.into(),
-                            netns: Some(self.containers[i].ns.path()),
-                            tap: None,
-                            owner: None,
-                            ip: Some(ip_str(&endpoint_ip(i))),
-                            ip6: None,
-                            mac: Some(mac_str(&endpoint_mac(i))),
-                            ifname: CONTAINER_IF.into(),
-                            mtu: None,
-                            spoof_check: None,
-                            ip_guard: None,
-                        })
-                    })?;
+                    self.connect_endpoint(i)?;
                     check_interrupted()?;
                 }
             }
@@ -425,7 +409,7 @@ impl Lab {
     }
 
     /// Waits until the interfaces of containers `range` are up with their MACs.
-    fn wait_up(&self, range: std::ops::Range<usize>) -> Result<()> {
+    pub(crate) fn wait_up(&self, range: std::ops::Range<usize>) -> Result<()> {
         let end = Instant::now() + Duration::from_secs(20);
         for i in range {
             loop {
