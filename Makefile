@@ -82,9 +82,10 @@ fuzz-build: fuzz-deps
 fuzz-smoke: fuzz-build
 	@$(call FUZZ_RUN,-max_total_time=$(FUZZ_SECONDS))
 
-# e.g. make fuzz FUZZ_RUNS=10000000 (docs/fuzzing.md has the figures of such a run).
+# e.g. make fuzz FUZZ_RUNS=10000000 (docs/fuzzing.md has the figures of such a run);
+# FUZZ_MAX_SECONDS=N also stops each target after N seconds.
 fuzz: fuzz-build
-	@$(call FUZZ_RUN,-runs=$(FUZZ_RUNS))
+	@$(call FUZZ_RUN,-runs=$(FUZZ_RUNS) $(if $(FUZZ_MAX_SECONDS),-max_total_time=$(FUZZ_MAX_SECONDS)))
 
 clean:
 	$(CARGO) clean
