@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config make iproute2 iputils-ping arping ethtool procps iperf3 podman runc containernetworking-plugins busybox-static docker.io python3-prometheus-client
 
-.PHONY: all deps build demo test unit lint bench bench-smoke bench-decide soak clean
+.PHONY: all deps build demo test unit lint bench bench-smoke bench-decide soak fuzz-deps fuzz-build fuzz-smoke fuzz clean
 
 all: build
 
@@ -61,6 +61,39 @@ soak: build
 # The per-frame decision, parse + lookup, with 1, 1k and 64k MACs (criterion).
 bench-decide:
 	$(CARGO) bench -p xmacvlan-datapath --bench decide
+
+# Fuzzing (fuzz/, docs/fuzzing.md): cargo-fuzz on the stable toolchain — RUSTC_BOOTSTRAP=1 lets
+# stable rustc take the -Z flags of libFuzzer's instrumentation — with AddressSanitizer, debug
+# assertions and overflow checks (-a). Its build and the corpus it grows stay in fuzz/target.
+# fuzz-smoke (CI): each target for FUZZ_SECONDS from the seed corpus; fuzz: each for FUZZ_RUNS
+# executions, one after the other. Any crash fails the run and is kept in fuzz/artifacts/<target>/.
+FUZZ_TARGETS := frame request cni_conf state
+FUZZ_SECONDS ?= 30
+FUZZ_RUNS ?= 10000000
+FUZZ := RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+# frame: a frame of up to a UMEM chunk (2 KiB) behind the table's bytes; the others: JSON.
+FUZZ_RUN = for t in $(FUZZ_TARGETS); do \
+		case $$t in frame) len=2048;; *) len=4096;; esac; \
+		mkdir -p fuzz/target/corpus/$$t; \
+		echo "== fuzz $$t: $(1)"; start=$$(date +%s); \
+		$(FUZZ) run -a --fuzz-dir fuzz $$t fuzz/target/corpus/$$t fuzz/corpus/$$t -- \
+			$(1) -max_len=$$len -timeout=10 -print_final_stats=1 || exit 1; \
+		echo "== fuzz $$t: $$(( $$(date +%s) - start )) s"; \
+	done
+
+fuzz-deps:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz-build: fuzz-deps
+	$(FUZZ) build -a --fuzz-dir fuzz
+
+fuzz-smoke: fuzz-build
+	@$(call FUZZ_RUN,-max_total_time=$(FUZZ_SECONDS))
+
+# e.g. make fuzz FUZZ_RUNS=10000000 (docs/fuzzing.md has the figures of such a run);
+# FUZZ_MAX_SECONDS=N also stops each target after N seconds.
+fuzz: fuzz-build
+	@$(call FUZZ_RUN,-runs=$(FUZZ_RUNS) $(if $(FUZZ_MAX_SECONDS),-max_total_time=$(FUZZ_MAX_SECONDS)))
 
 clean:
 	$(CARGO) clean

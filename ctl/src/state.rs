@@ -165,15 +165,7 @@ impl Store {
             }
             Err(e) => bail!("state file {} is unreadable: {e}", path.display()),
         };
-        let mut state: State = serde_json::from_str(&text)
-            .map_err(|e| anyhow!("state file {} is corrupt ({e}); it was left as it is", path.display()))?;
-        if !(1..=STATE_VERSION).contains(&state.version) {
-            bail!(
-                "state file {} has layout version {}, this daemon reads versions 1 to {STATE_VERSION}",
-                path.display(),
-                state.version
-            );
-        }
+        let mut state = parse(&text).map_err(|e| anyhow!("state file {} {e}", path.display()))?;
         self.generation = state.generation;
         let jpath = self.journal_path();
         let journal = match fs::read(&jpath) {
@@ -291,11 +283,31 @@ impl Store {
     }
 }
 
+/// Why a state file's text is not a state (the message follows the file's name).
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("is corrupt ({0}); it was left as it is")]
+    Corrupt(serde_json::Error),
+    #[error("has layout version {0}, this daemon reads versions 1 to {STATE_VERSION}")]
+    Version(u32),
+}
+
+/// The state file's text as [`Store::load`] reads it, before the journal: JSON of a layout
+/// version this daemon reads. Pure, so that the fuzzer (`fuzz/fuzz_targets/state.rs`) runs what
+/// a starting daemon runs on whatever it finds on disk.
+pub fn parse(text: &str) -> Result<State, ParseError> {
+    let state: State = serde_json::from_str(text).map_err(ParseError::Corrupt)?;
+    if !(1..=STATE_VERSION).contains(&state.version) {
+        return Err(ParseError::Version(state.version));
+    }
+    Ok(state)
+}
+
 /// Applies a journal to the state file it continues: after its start line, one line per save,
 /// each a JSON array of records. A last line without its newline was torn by a crash before the
 /// command was acknowledged and is ignored (all of it); a journal for another generation of the
 /// file is left over from before a rewrite and ignored whole.
-fn replay(state: &mut State, journal: &[u8]) -> Result<(), String> {
+pub fn replay(state: &mut State, journal: &[u8]) -> Result<(), String> {
     let Some(end) = journal.iter().rposition(|&b| b == b'\n') else { return Ok(()) };
     let complete = std::str::from_utf8(&journal[..end]).map_err(|e| format!("not UTF-8: {e}"))?;
     let mut lines = complete.split('\n').enumerate().map(|(i, l)| (i + 1, l));

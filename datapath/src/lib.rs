@@ -14,6 +14,7 @@
 //! `txbatch.rs` (transmit to endpoints), `flood.rs` (the collector's socket), `pool.rs` and
 //! `budget.rs` (UMEM frames), `xsk/` (AF_XDP itself). Pure rules: `fwd.rs`, `guard.rs`, `frame.rs`. Books:
 //! `counters.rs`. `netlink.rs`: raw netlink (the tc block, XDP queries). `probe.rs`: test frames.
+//! `replay.rs`: the worker's plane without sockets, for the fuzzer (`fuzz/`).
 
 pub mod bpf;
 pub mod budget;
@@ -28,6 +29,7 @@ pub mod netlink;
 mod plane;
 mod pool;
 pub mod probe;
+pub mod replay;
 pub mod txbatch;
 mod worker;
 pub mod xsk;

@@ -15,7 +15,7 @@
 //! - `restore`: the state file brought back at start, and a clean stop;
 //! - `rules`: the registry's rules, pure (names, specs, pools, parent sharing, MTUs, MACs,
 //!   passthru): `network` and `connect` gather the host's facts and apply them before any side
-//!   effect;
+//!   effect (public, so that the fuzzer runs them on decoded requests);
 //! - `view`: what `ls`, `inspect` and `stats` answer (the typed replies of `api::reply`), and
 //!   `board`: where they read it, the networks as the last finished command left them (a reader
 //!   never waits for a command in progress);
@@ -48,7 +48,8 @@ mod metrics;
 mod network;
 mod relay;
 mod restore;
-mod rules;
+/// Public for the fuzzer (`fuzz/fuzz_targets/request.rs`): the checks a decoded request meets first.
+pub mod rules;
 mod server;
 mod view;
 

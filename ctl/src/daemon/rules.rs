@@ -12,7 +12,7 @@ use crate::ipam::Ipam;
 use crate::netopts::NetOpts;
 
 /// A network's name, as Docker's (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), at most 64 characters, not taken.
-pub(super) fn network_name(name: &str, taken: bool) -> Result<()> {
+pub fn network_name(name: &str, taken: bool) -> Result<()> {
     let first_ok = name.starts_with(|ch: char| ch.is_ascii_alphanumeric());
     if !first_ok || name.len() > 64 || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch)) {
         bail!(
@@ -26,7 +26,7 @@ pub(super) fn network_name(name: &str, taken: bool) -> Result<()> {
 }
 
 /// `-d DRIVER`: macvlan.
-pub(super) fn driver(driver: &str) -> Result<()> {
+pub fn driver(driver: &str) -> Result<()> {
     if driver != "macvlan" {
         bail!("driver '{driver}' is not supported: only -d macvlan");
     }
@@ -35,7 +35,7 @@ pub(super) fn driver(driver: &str) -> Result<()> {
 
 /// What `network create` asks for, on its own: a parent or `--internal` (not both), a mode an
 /// internal network can have, subnets (a CNI network has none: its IPAM plugin decides).
-pub(super) fn network_spec(c: &CreateNetwork, opts: &NetOpts, cni: bool) -> Result<()> {
+pub fn network_spec(c: &CreateNetwork, opts: &NetOpts, cni: bool) -> Result<()> {
     if c.internal {
         if let Some(p) = &opts.parent {
             bail!("an --internal network has no parent: drop -o parent={p} or --internal");
@@ -54,7 +54,7 @@ pub(super) fn network_spec(c: &CreateNetwork, opts: &NetOpts, cni: bool) -> Resu
 }
 
 /// No subnet of the new network `name` overlaps one of another network (Docker's words).
-pub(super) fn no_pool_overlap<'a>(
+pub fn no_pool_overlap<'a>(
     name: &str,
     ipam: &Ipam,
     others: impl IntoIterator<Item = (&'a str, &'a Ipam)>,
@@ -70,7 +70,7 @@ pub(super) fn no_pool_overlap<'a>(
 }
 
 /// The networks already on the same parent link and VLAN, by name and mode.
-pub(super) struct Sharing<'a> {
+pub struct Sharing<'a> {
     pub name: &'a str,
     pub mode: Mode,
 }
@@ -78,13 +78,7 @@ pub(super) struct Sharing<'a> {
 /// A network on parent `parent` (as the user wrote it; `link` is its lower link, `vlan` its tag):
 /// `vlan_pcp=keep` only on a VLAN, and passthru owns its (link, VLAN) alone, as the kernel allows
 /// one child per parent in that mode.
-pub(super) fn parent_use(
-    parent: &str,
-    link: &str,
-    vlan: u16,
-    opts: &NetOpts,
-    same_parent: Option<Sharing>,
-) -> Result<()> {
+pub fn parent_use(parent: &str, link: &str, vlan: u16, opts: &NetOpts, same_parent: Option<Sharing>) -> Result<()> {
     if opts.keep_pcp && vlan == 0 {
         bail!("-o vlan_pcp=keep is for VLAN parents (e.g. {link}.50); {parent} is untagged");
     }
@@ -104,7 +98,7 @@ pub(super) fn parent_use(
 
 /// An endpoint's MTU: the parent's (`max`) unless asked, and then within 68..=max.
 /// `internal`: the limit is the internal network's MTU, else parent `link`'s.
-pub(super) fn endpoint_mtu(requested: Option<u32>, max: u32, internal: bool, link: &str) -> Result<u32> {
+pub fn endpoint_mtu(requested: Option<u32>, max: u32, internal: bool, link: &str) -> Result<u32> {
     match requested {
         None => Ok(max),
         Some(m) if (68..=max).contains(&m) => Ok(m),
@@ -114,7 +108,7 @@ pub(super) fn endpoint_mtu(requested: Option<u32>, max: u32, internal: bool, lin
 }
 
 /// `--mac-address`: a unicast, non-zero MAC.
-pub(super) fn requested_mac(given: Option<&str>) -> Result<Option<MacAddr>> {
+pub fn requested_mac(given: Option<&str>) -> Result<Option<MacAddr>> {
     let Some(s) = given else { return Ok(None) };
     let m: MacAddr = s.parse().map_err(|e| anyhow::anyhow!("--mac-address: {e}"))?;
     if m.is_multicast() || m.is_zero() {
@@ -126,7 +120,7 @@ pub(super) fn requested_mac(given: Option<&str>) -> Result<Option<MacAddr>> {
 /// A passthru network has one endpoint (`existing`: the one it has), and an endpoint MAC other
 /// than the parent's would change the parent's, which `sharing` (another network on the parent)
 /// also uses.
-pub(super) fn passthru_endpoint(
+pub fn passthru_endpoint(
     network: &str,
     link: &str,
     existing: Option<String>,
@@ -149,7 +143,7 @@ pub(super) fn passthru_endpoint(
 
 /// A MAC is used once per VLAN of an L2 domain (`used_by`: the endpoint and network that have it
 /// there), and is never the parent's own, except by a passthru endpoint, which takes it.
-pub(super) fn mac_free(
+pub fn mac_free(
     mac: MacAddr,
     used_by: Option<(String, &str)>,
     parent: Option<(&str, Option<MacAddr>)>,
