@@ -605,6 +605,7 @@ fn modes_vlans_and_source_lists_survive_a_restart() {
         ),
         (vec!["network", "macaddr", "add", "src", &c1, "01:00:5e:00:00:01"], "01:00:5e:00:00:01 is a multicast"),
         (vec!["network", "macaddr", "add", "src", &c1, "02:00:c6:12:00"], "'02:00:c6:12:00'"),
+        (vec!["network", "macaddr", "add", "src", &c1, "+2:00:c6:12:00:52"], "'+2:00:c6:12:00:52'"),
         (vec!["network", "macaddr", "flush", "src", &c1, &s], "flush takes no MAC"),
         (vec!["network", "macaddr", "add", "src", &c1], "at least one MAC"),
         (vec!["network", "macaddr", "add", "src", &c2, &s], "is not connected to network 'src'"),
@@ -613,6 +614,11 @@ fn modes_vlans_and_source_lists_survive_a_restart() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(needle), "{args:?}: {err}");
     }
+    // `set` keeps each MAC once, in the order given (the fuzzer found `set A B A` saved A twice).
+    let other = "02:00:c6:12:00:53";
+    lab.cli_ok(&["network", "macaddr", "set", "src", &c1, &s, other, &s]);
+    assert_eq!(inspect(&lab, "src")["endpoints"][0]["source_macs"], serde_json::json!([s, other]));
+    lab.cli_ok(&["network", "macaddr", "set", "src", &c1, &s]);
     d.kill9();
     let _d = Daemon::start(&lab);
     let src = inspect(&lab, "src");

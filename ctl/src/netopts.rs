@@ -92,7 +92,8 @@ pub fn split_vlan(name: &str) -> Result<Option<(&str, u16)>, String> {
             "required interface name format is name.vlan_id, e.g. eth0.10 for VLAN 10; instead received: {name}"
         ));
     }
-    let vid: u64 = vid.parse().map_err(|_| {
+    // Digits only: parse() would also take a sign ("eth0.+50").
+    let vid: u64 = vid.bytes().all(|b| b.is_ascii_digit()).then(|| vid.parse().ok()).flatten().ok_or_else(|| {
         format!("unable to parse a valid vlan id from '{vid}' in -o parent={name} (e.g. eth0.10 for VLAN 10)")
     })?;
     if !(1..=4094).contains(&vid) {
@@ -124,6 +125,7 @@ mod tests {
             (".10", "received: .10"),
             ("eth0.abc", "'abc'"),
             ("eth0.-1", "'-1'"),
+            ("eth0.+50", "'+50'"),
         ] {
             let e = split_vlan(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");

@@ -80,7 +80,8 @@ impl FromStr for MacAddr {
         let mut parts = s.split([':', '-']);
         for byte in out.iter_mut() {
             let part = parts.next().ok_or_else(err)?;
-            if part.is_empty() || part.len() > 2 {
+            // Hex digits only: from_str_radix would also take a sign ("+2").
+            if part.is_empty() || part.len() > 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(err());
             }
             *byte = u8::from_str_radix(part, 16).map_err(|_| err())?;
@@ -325,7 +326,14 @@ mod tests {
         let m: MacAddr = "02:42:C6:12:00:0a".parse().unwrap();
         assert_eq!(m.to_string(), "02:42:c6:12:00:0a");
         assert_eq!(m.to_u64(), 0x0242_c612_000a);
-        for bad in ["", "02:42:c6:12:00", "02:42:c6:12:00:0a:01", "02:42:zz:12:00:0a", "002:42:c6:12:00:0a"] {
+        for bad in [
+            "",
+            "02:42:c6:12:00",
+            "02:42:c6:12:00:0a:01",
+            "02:42:zz:12:00:0a",
+            "002:42:c6:12:00:0a",
+            "+2:42:c6:12:00:0a",
+        ] {
             let e = bad.parse::<MacAddr>().unwrap_err();
             assert!(e.to_string().contains(bad), "error names the value: {e}");
         }

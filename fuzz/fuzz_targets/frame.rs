@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use libfuzzer_sys::fuzz_target;
 use xmacvlan_datapath::frame::{tag_of, Ethernet, MacAddr, ParseError, ETHERTYPE_VLAN};
 use xmacvlan_datapath::fwd::{decide, Action, DropReason, Edit, Mode, PortId, PortInfo, Table, PARENT};
+use xmacvlan_datapath::guard::{self, Guard};
 use xmacvlan_datapath::replay::{Replay, MAX_FRAME};
 
 /// 02:00:00:00:00:01 ..= 02:00:00:00:00:07 and one multicast address (never an endpoint's in the
@@ -63,6 +64,7 @@ fuzz_target!(|data: &[u8]| {
             mode: Mode::ALL[usize::from(a & 7) % Mode::ALL.len()],
             nodst: a & 16 != 0,
             keep_pcp: a & 32 != 0,
+            guard: if c & 32 == 0 { Guard::DEFAULT } else { Guard::OFF },
         };
         let checked = table.check_endpoint(id, &info);
         let added = table.add_endpoint(id, info);
@@ -95,6 +97,7 @@ fuzz_target!(|data: &[u8]| {
 
     let parsed = Ethernet::parse(frame);
     check_parse(frame, parsed);
+    check_guard(frame);
     let action = decide(frame, ingress, &table);
     let expected = check_decision(frame, parsed, ingress, &table, action);
 
@@ -247,4 +250,26 @@ fn edited(frame: &[u8], edit: Edit) -> Vec<u8> {
         }
     );
     f
+}
+
+/// The source guard on any frame (as sent by the endpoint with PALETTE[1] and two addresses): it
+/// never panics, a stricter guard never lets through what a looser one stops, and with both checks
+/// off only a group source is refused.
+fn check_guard(frame: &[u8]) {
+    let (mac, addrs) = (MacAddr(PALETTE[1]), ["198.18.0.10".parse().unwrap(), "2001:2::a".parse().unwrap()]);
+    let off = guard::check(frame, Guard::OFF, mac, &addrs);
+    let mac_only = guard::check(frame, Guard::DEFAULT, mac, &addrs);
+    let ip_only = guard::check(frame, Guard { mac: false, ip: true }, mac, &addrs);
+    let both = guard::check(frame, Guard { mac: true, ip: true }, mac, &addrs);
+    let group = frame.get(6..12).is_some_and(|s| s[0] & 1 != 0);
+    assert_eq!(off.is_err(), group, "with the guard off only a group source is refused: {off:?}");
+    if both.is_ok() {
+        assert!(mac_only.is_ok() && ip_only.is_ok() && off.is_ok(), "the full guard passed what a part of it stops");
+    }
+    if mac_only.is_err() || ip_only.is_err() {
+        assert!(both.is_err(), "the full guard passed what a part of it stops");
+    }
+    for r in [off, mac_only, ip_only, both].into_iter().filter_map(Result::err) {
+        assert!(matches!(r, DropReason::SpoofedSrc | DropReason::SpoofedIp), "{r:?}");
+    }
 }

@@ -352,8 +352,13 @@ impl Daemon {
                 list.retain(|m| !given.contains(m));
             }
             MacaddrAction::Set => {
-                list = given;
-                list.dedup();
+                // Each MAC once, in the order given (`set A B A` is `set A B`).
+                list.clear();
+                for m in given {
+                    if !list.contains(&m) {
+                        list.push(m);
+                    }
+                }
             }
             MacaddrAction::Flush => list.clear(),
         }
