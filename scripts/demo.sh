@@ -70,6 +70,12 @@ ip netns exec "${CONTAINERS[2]}" ping -c 2 -i 0.2 198.19.0.11      # internal ne
 say "the host's own address on the parent keeps answering (broadcast ARP reaches host and endpoints)"
 ip netns exec "$WIRE" ping -c 2 -i 0.2 198.18.0.253
 
+say "source guard: c2 takes c1's MAC; its frames are dropped and counted (spoofed_src), c1 is unaffected"
+ip -n "${CONTAINERS[1]}" link set eth0 address 02:42:c6:12:00:0b
+ip netns exec "${CONTAINERS[1]}" ping -c 2 -i 0.2 -W 1 198.18.0.254 || echo "(no reply: the datapath dropped c2's forged frames)"
+ip -n "${CONTAINERS[1]}" link set eth0 address 02:42:c6:12:00:0c
+ip netns exec "${CONTAINERS[0]}" ping -c 2 -i 0.2 198.18.0.254
+
 say "counters"
 x stats
 
