@@ -65,18 +65,28 @@ pub fn main_with(args: Vec<OsString>, default_bin: Option<PathBuf>) -> u8 {
         rest[0] = "xmacvlan bench soak".into();
         return soak::main_with(rest, default_bin);
     }
-    let mut cli = match Cli::try_parse_from(&args) {
+    main_of::<Cli>("xmacvlan bench", args, |c| c.xmacvlan_bin = c.xmacvlan_bin.take().or(default_bin), run)
+}
+
+/// A harness command from its arguments to its exit status: `args` parsed as `C` (`set_bin` fills
+/// in the default daemon binary), signals handled, `run`, then every lab it made removed. 0 ok, 1
+/// failed, 2 bad usage, 130 interrupted.
+pub(crate) fn main_of<C: Parser>(
+    what: &str,
+    args: Vec<OsString>,
+    set_bin: impl FnOnce(&mut C),
+    run: impl FnOnce(C, Vec<String>) -> Result<bool>,
+) -> u8 {
+    let mut cli = match C::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    if cli.xmacvlan_bin.is_none() {
-        cli.xmacvlan_bin = default_bin;
-    }
+    set_bin(&mut cli);
     if let Err(e) = lab::install_signal_handling() {
-        eprintln!("xmacvlan bench: error: {e:#}");
+        eprintln!("{what}: error: {e:#}");
         return 1;
     }
     let command = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -86,7 +96,7 @@ pub fn main_with(args: Vec<OsString>, default_bin: Option<PathBuf>) -> u8 {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(e) => {
-            eprintln!("xmacvlan bench: error: {e:#}");
+            eprintln!("{what}: error: {e:#}");
             if lab::interrupted() {
                 130
             } else {

@@ -50,35 +50,7 @@ const CHURN_SLOTS: usize = 2;
 
 /// Entry point of `xmacvlan bench soak ARGS` (`args[0]` the program, then the soak's options).
 pub fn main_with(args: Vec<OsString>, default_bin: Option<PathBuf>) -> u8 {
-    let mut cli = match SoakCli::try_parse_from(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
-        }
-    };
-    if cli.xmacvlan_bin.is_none() {
-        cli.xmacvlan_bin = default_bin;
-    }
-    if let Err(e) = lab::install_signal_handling() {
-        eprintln!("xmacvlan soak: error: {e:#}");
-        return 1;
-    }
-    let command = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    let r = run(cli, command);
-    lab::cleanup_all();
-    match r {
-        Ok(true) => 0,
-        Ok(false) => 1,
-        Err(e) => {
-            eprintln!("xmacvlan soak: error: {e:#}");
-            if lab::interrupted() {
-                130
-            } else {
-                1
-            }
-        }
-    }
+    crate::main_of::<SoakCli>("xmacvlan soak", args, |c| c.xmacvlan_bin = c.xmacvlan_bin.take().or(default_bin), run)
 }
 
 fn log(msg: impl AsRef<str>) {
