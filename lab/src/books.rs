@@ -17,7 +17,7 @@ use std::fmt;
 use serde_json::Value;
 
 /// The terms of the accounting invariant, summed.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Accounting {
     /// Distinct ports summed (by name).
     pub ports: usize,

@@ -35,24 +35,16 @@ pub struct Sample {
     pub disconnects: u64,
 }
 
-/// The books' terms, as judged.
-#[derive(Serialize, Debug, Clone, Default)]
+/// The books as judged: the sums (`lab::books::Accounting`, flattened into the same JSON object) and
+/// what they come to.
+#[derive(Serialize, Debug, Clone)]
 pub struct Books {
     pub holds: bool,
     pub inflow: u64,
     pub outflow: u64,
     pub unaccounted: i128,
-    pub ports: usize,
-    pub rx: u64,
-    pub tx: u64,
-    pub drops: u64,
-    pub departed_rx: u64,
-    pub departed_tx: u64,
-    pub departed_drops: u64,
-    pub flood_copies: u64,
-    pub flood_empty: u64,
-    pub drop_reasons: BTreeMap<String, u64>,
-    pub inconsistent: Vec<String>,
+    #[serde(flatten)]
+    pub sums: Accounting,
 }
 
 impl From<&Accounting> for Books {
@@ -62,17 +54,7 @@ impl From<&Accounting> for Books {
             inflow: a.inflow(),
             outflow: a.outflow(),
             unaccounted: a.inflow() as i128 - a.outflow() as i128,
-            ports: a.ports,
-            rx: a.rx,
-            tx: a.tx,
-            drops: a.drops,
-            departed_rx: a.departed_rx,
-            departed_tx: a.departed_tx,
-            departed_drops: a.departed_drops,
-            flood_copies: a.flood_copies,
-            flood_empty: a.flood_empty,
-            drop_reasons: a.drop_reasons.clone(),
-            inconsistent: a.inconsistent.clone(),
+            sums: a.clone(),
         }
     }
 }
@@ -258,20 +240,14 @@ pub(super) fn summary(r: &SoakReport) -> String {
                     b.inflow,
                     b.outflow,
                     b.unaccounted,
-                    b.tx + b.departed_tx,
-                    b.drops + b.departed_drops
+                    b.sums.tx + b.sums.departed_tx,
+                    b.sums.drops + b.sums.departed_drops
                 )
             }),
         ),
         (
             "drops by reason".into(),
-            r.books_no_endpoints.as_ref().or(r.books_rest.as_ref()).map_or("-".into(), |b| {
-                if b.drop_reasons.is_empty() {
-                    "none".into()
-                } else {
-                    b.drop_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
-                }
-            }),
+            r.books_no_endpoints.as_ref().or(r.books_rest.as_ref()).map_or("-".into(), |b| b.sums.reasons()),
         ),
         (
             "daemon RSS kB".into(),
