@@ -211,7 +211,10 @@ impl Domain {
         pool: Option<(u16, Arc<Area>)>,
     ) -> Result<(), String> {
         self.plane.table.add_endpoint(id, info).map_err(|e| e.to_string())?;
-        self.plane.table.set_addresses(id, addrs);
+        if let Err(e) = self.plane.table.set_addresses(id, addrs) {
+            self.plane.table.remove_endpoint(id);
+            return Err(e.to_string());
+        }
         if let Some((umem, area)) = pool {
             self.plane.set_pool(umem, Some(Pool::new(area, 0)));
             if self.deficit.len() <= usize::from(umem) {

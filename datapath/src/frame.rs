@@ -142,6 +142,13 @@ impl<'a> Ethernet<'a> {
         u16::from_be_bytes([self.buf[field::ETHERTYPE.start], self.buf[field::ETHERTYPE.start + 1]])
     }
 
+    /// The EtherType of the payload: after the tag when tagged.
+    #[inline]
+    pub fn inner_ethertype(&self) -> u16 {
+        let at = self.header_len() - 2;
+        u16::from_be_bytes([self.buf[at], self.buf[at + 1]])
+    }
+
     #[inline]
     pub fn is_tagged(&self) -> bool {
         self.tagged

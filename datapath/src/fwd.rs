@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use crate::frame::{Ethernet, MacAddr, ParseError};
 use crate::guard::{self, Guard};
+use crate::ipvlan::{self, Ipvlan, Verdict};
 
 /// A port of one forwarding domain (one parent and its endpoints). Port 0 is the parent.
 pub type PortId = u16;
@@ -72,10 +73,15 @@ pub enum DropReason {
     SpoofedSrc,
     /// A container's frame whose IP, ARP or ND sender fields are not its endpoint's (the IP guard).
     SpoofedIp,
+    /// ipvlan `private`: a frame for another endpoint of the port (ipvlan_xmit_mode_l2/l3).
+    Isolated,
+    /// ipvlan L3/L3S: a container's broadcast/multicast or non-IP frame, which the host's routes
+    /// do not carry (ipvlan_process_outbound); or one the workers cannot route.
+    NotRouted,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 16;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::BadVlan,
@@ -91,6 +97,8 @@ impl DropReason {
         DropReason::TxError,
         DropReason::SpoofedSrc,
         DropReason::SpoofedIp,
+        DropReason::Isolated,
+        DropReason::NotRouted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -109,6 +117,8 @@ impl DropReason {
             DropReason::TxError => "tx_error",
             DropReason::SpoofedSrc => "spoofed_src",
             DropReason::SpoofedIp => "spoofed_ip",
+            DropReason::Isolated => "isolated",
+            DropReason::NotRouted => "not_routed",
         }
     }
 }
@@ -174,6 +184,9 @@ pub struct PortInfo {
     pub keep_pcp: bool,
     /// Which sender fields of the container's frames are checked (endpoints; the parent's is unused).
     pub guard: Guard,
+    /// An endpoint of an ipvlan port (ipvlan.rs): it has the parent's MAC and is found by its
+    /// addresses, never by its MAC.
+    pub ipvlan: Option<Ipvlan>,
 }
 
 impl PortInfo {
@@ -200,6 +213,7 @@ impl PortInfo {
             nodst: false,
             keep_pcp: false,
             guard: Guard::DEFAULT,
+            ipvlan: None,
         }
     }
 }
@@ -290,6 +304,10 @@ pub struct Table {
     wire: bool,
     /// Port → its addresses, for the IP guard (empty for ports without one).
     addrs: Vec<Arc<[IpAddr]>>,
+    /// (VLAN, address) → the ipvlan endpoint that has it.
+    ips: HashMap<(u16, IpAddr), PortId>,
+    /// The ipvlan ports: VLAN → settings and how many endpoints it has.
+    ipvlans: Vec<(u16, Ipvlan, u32)>,
 }
 
 /// The table refused an update.
@@ -303,6 +321,12 @@ pub enum TableError {
     PassthruTaken(u16, PortId),
     #[error("port {0} is not a source-mode endpoint")]
     NotSource(PortId),
+    #[error("address {0} on VLAN {1} is already used by port {2}")]
+    AddrInUse(IpAddr, u16, PortId),
+    #[error("VLAN {0} of this parent has {1} endpoints; macvlan and ipvlan endpoints cannot share a VLAN")]
+    KindTaken(u16, &'static str),
+    #[error("VLAN {0} of this parent is an ipvlan port in mode {1} {2}; its endpoints all share it")]
+    IpvlanSettings(u16, ipvlan::IpvlanMode, ipvlan::IpvlanFlag),
 }
 
 impl Table {
@@ -316,6 +340,8 @@ impl Table {
             endpoints: Vec::new(),
             wire: true,
             addrs: Vec::new(),
+            ips: HashMap::new(),
+            ipvlans: Vec::new(),
         }
     }
 
@@ -332,6 +358,19 @@ impl Table {
     pub fn check_endpoint(&self, id: PortId, info: &PortInfo) -> Result<(), TableError> {
         if id == PARENT || self.ports.get(usize::from(id)).is_some_and(Option::is_some) {
             return Err(TableError::BadPort(id));
+        }
+        match (info.ipvlan, self.ipvlan(info.vlan)) {
+            (Some(mine), Some(port)) if mine != port => {
+                return Err(TableError::IpvlanSettings(info.vlan, port.mode, port.flag))
+            }
+            (Some(_), None) if self.macs.keys().any(|&k| (k >> 48) as u16 == info.vlan) => {
+                return Err(TableError::KindTaken(info.vlan, "macvlan"))
+            }
+            (None, Some(_)) => return Err(TableError::KindTaken(info.vlan, "ipvlan")),
+            _ => {}
+        }
+        if info.ipvlan.is_some() {
+            return Ok(());
         }
         if let Some(&other) = self.macs.get(&key(info.vlan, info.mac)) {
             return Err(TableError::MacInUse(info.mac, info.vlan, other));
@@ -354,7 +393,15 @@ impl Table {
             self.ports.resize(idx + 1, None);
         }
         self.ports[idx] = Some(info);
-        self.macs.insert(key(info.vlan, info.mac), id);
+        match info.ipvlan {
+            Some(ipv) => match self.ipvlans.iter_mut().find(|(v, ..)| *v == info.vlan) {
+                Some((_, _, n)) => *n += 1,
+                None => self.ipvlans.push((info.vlan, ipv, 1)),
+            },
+            None => {
+                self.macs.insert(key(info.vlan, info.mac), id);
+            }
+        }
         let pos = self.endpoints.partition_point(|&p| p < id);
         self.endpoints.insert(pos, id);
         Ok(())
@@ -362,7 +409,17 @@ impl Table {
 
     pub fn remove_endpoint(&mut self, id: PortId) -> Option<PortInfo> {
         let info = self.ports.get_mut(usize::from(id))?.take()?;
-        self.macs.remove(&key(info.vlan, info.mac));
+        if info.ipvlan.is_some() {
+            self.ips.retain(|_, p| *p != id);
+            if let Some(i) = self.ipvlans.iter().position(|(v, ..)| *v == info.vlan) {
+                self.ipvlans[i].2 -= 1;
+                if self.ipvlans[i].2 == 0 {
+                    self.ipvlans.swap_remove(i);
+                }
+            }
+        } else {
+            self.macs.remove(&key(info.vlan, info.mac));
+        }
         self.endpoints.retain(|&p| p != id);
         self.passthru.retain(|&(_, p)| p != id);
         if let Some(a) = self.addrs.get_mut(usize::from(id)) {
@@ -375,14 +432,45 @@ impl Table {
         Some(info)
     }
 
-    /// The addresses endpoint `id`'s IP guard allows (besides its link-local and the unspecified
-    /// address, see [`guard::allowed`]).
-    pub fn set_addresses(&mut self, id: PortId, addrs: Arc<[IpAddr]>) {
+    /// Whether [`Table::set_addresses`] would accept these addresses for endpoint `id` of `vlan`:
+    /// an ipvlan endpoint's must be no other endpoint's of its port.
+    pub fn check_addresses(&self, id: PortId, vlan: u16, addrs: &[IpAddr]) -> Result<(), TableError> {
+        match addrs.iter().find_map(|&ip| self.ip_owner(vlan, ip).filter(|&p| p != id).map(|p| (ip, p))) {
+            Some((ip, p)) if self.ipvlan(vlan).is_some() => Err(TableError::AddrInUse(ip, vlan, p)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The addresses of endpoint `id`: what its IP guard allows (besides its link-local and the
+    /// unspecified address, see [`guard::allowed`]), and for an ipvlan endpoint what finds it.
+    pub fn set_addresses(&mut self, id: PortId, addrs: Arc<[IpAddr]>) -> Result<(), TableError> {
+        let info = self.port(id).copied();
+        if let Some(info) = info.filter(|i| i.ipvlan.is_some()) {
+            self.check_addresses(id, info.vlan, &addrs)?;
+            self.ips.retain(|_, p| *p != id);
+            self.ips.extend(addrs.iter().map(|&ip| ((info.vlan, ip), id)));
+        }
         let idx = usize::from(id);
         if self.addrs.len() <= idx {
             self.addrs.resize(idx + 1, Arc::from([]));
         }
         self.addrs[idx] = addrs;
+        Ok(())
+    }
+
+    /// The ipvlan endpoint of `vlan` that has address `ip`.
+    #[inline]
+    pub fn ip_owner(&self, vlan: u16, ip: IpAddr) -> Option<PortId> {
+        if self.ips.is_empty() {
+            return None;
+        }
+        self.ips.get(&(vlan, ip)).copied()
+    }
+
+    /// The settings of `vlan`'s ipvlan port, if it is one (it has ipvlan endpoints).
+    #[inline]
+    pub fn ipvlan(&self, vlan: u16) -> Option<Ipvlan> {
+        self.ipvlans.iter().find(|(v, ..)| *v == vlan).map(|&(_, ipv, _)| ipv)
     }
 
     #[inline]
@@ -550,6 +638,9 @@ pub fn decide(frame: &[u8], ingress: PortId, table: &Table) -> Action {
         if src.is_multicast() {
             return Action::Drop { reason: DropReason::SpoofedSrc, port: PARENT };
         }
+        if let Some(ipv) = table.ipvlan(vlan) {
+            return ipvlan_action(frame, &eth, PARENT, vlan, ipv, table);
+        }
         let listed = table.source_listing(vlan, src);
         if listed.is_none() && !dst.is_multicast() {
             // The common case, with one table lookup and one port read.
@@ -607,6 +698,9 @@ pub fn decide(frame: &[u8], ingress: PortId, table: &Table) -> Action {
         return Action::Drop { reason, port: ingress };
     }
     let vlan = me.vlan;
+    if let Some(ipv) = me.ipvlan {
+        return ipvlan_action(frame, &eth, ingress, vlan, ipv, table);
+    }
     if me.mode == Mode::Bridge {
         if dst.is_multicast() {
             return Action::Flood(Flood { modes: Mode::Bridge.bit(), exclude: ingress, wire: true, ..flood(vlan) });
@@ -619,6 +713,37 @@ pub fn decide(frame: &[u8], ingress: PortId, table: &Table) -> Action {
         deliver(PARENT)
     } else {
         Action::Drop { reason: DropReason::NoEndpoint, port: ingress }
+    }
+}
+
+/// An ipvlan port's verdict (ipvlan.rs) as the workers carry it out. Handing a frame to the host
+/// stack or its routes is the kernel's (xmv_endpoint_tc): a frame that reaches the workers for it
+/// — an internal network's, which has neither, or one from the wire whose endpoint left in flight —
+/// is counted.
+#[inline]
+fn ipvlan_action(frame: &[u8], eth: &Ethernet, ingress: PortId, vlan: u16, ipv: Ipvlan, table: &Table) -> Action {
+    let deliver = |port: PortId| match table.check_delivery(port, eth.len(), eth.header_len()) {
+        Ok(()) => Action::Forward(port),
+        Err(reason) => Action::Drop { reason, port },
+    };
+    match ipvlan::decide(frame, eth, ingress, vlan, ipv, table) {
+        Verdict::Endpoint(p) => deliver(p),
+        Verdict::Flood { exclude, wire } => Action::Flood(Flood {
+            vlan,
+            src: eth.src(),
+            sources: false,
+            modes: u8::MAX,
+            exclude,
+            also: None,
+            wire,
+            hlen: eth.header_len() as u8,
+        }),
+        Verdict::Wire if table.has_wire() => deliver(PARENT),
+        Verdict::Drop(reason) => Action::Drop { reason, port: ingress },
+        Verdict::Route if table.has_wire() => Action::Drop { reason: DropReason::NotRouted, port: ingress },
+        Verdict::Wire | Verdict::Host | Verdict::Route => {
+            Action::Drop { reason: DropReason::NoEndpoint, port: ingress }
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub mod flood;
 pub mod frame;
 pub mod fwd;
 pub mod guard;
+pub mod ipvlan;
 pub mod netlink;
 mod plane;
 mod pool;
@@ -162,6 +163,9 @@ pub struct EndpointSpec {
     pub keep_pcp: bool,
     /// Which sender fields of the container's frames are checked (guard.rs).
     pub guard: guard::Guard,
-    /// The endpoint's addresses: the only IP sources its IP guard lets out.
+    /// The endpoint's addresses: the only IP sources its IP guard lets out, and for an ipvlan
+    /// endpoint the addresses that find it (its link-local included).
     pub addrs: Vec<std::net::IpAddr>,
+    /// An endpoint of an ipvlan port (its `mac` is the parent's), with the port's settings.
+    pub ipvlan: Option<ipvlan::Ipvlan>,
 }

@@ -65,6 +65,7 @@ fuzz_target!(|data: &[u8]| {
             nodst: a & 16 != 0,
             keep_pcp: a & 32 != 0,
             guard: if c & 32 == 0 { Guard::DEFAULT } else { Guard::OFF },
+            ipvlan: None,
         };
         let checked = table.check_endpoint(id, &info);
         let added = table.add_endpoint(id, info);

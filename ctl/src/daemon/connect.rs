@@ -238,6 +238,7 @@ impl Daemon {
                 nodst: o.nodst,
                 keep_pcp: o.keep_pcp,
                 guard: o.guard,
+                ipvlan: None,
                 addrs: guard_addrs.clone(),
             };
             let id = self.dp().add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?;
@@ -305,6 +306,7 @@ impl Daemon {
                 nodst: o.nodst,
                 keep_pcp: o.keep_pcp,
                 guard: o.guard,
+                ipvlan: None,
                 addrs: guard_addrs.clone(),
             };
             port =

@@ -116,9 +116,11 @@ impl Datapath {
             nodst: spec.nodst,
             keep_pcp: spec.keep_pcp,
             guard: spec.guard,
+            ipvlan: spec.ipvlan,
         };
         let addrs: Arc<[IpAddr]> = spec.addrs.iter().copied().collect();
         network.table.check_endpoint(id, &info).map_err(|e| Error::Invalid(e.to_string()))?;
+        network.table.check_addresses(id, spec.vlan, &addrs).map_err(|e| Error::Invalid(e.to_string()))?;
         let parent_ifindex = network.parent.ifindex;
         let group = network
             .groups
@@ -263,7 +265,7 @@ impl Datapath {
             }
         }
         network.table.add_endpoint(id, info).expect("checked above");
-        network.table.set_addresses(id, addrs);
+        network.table.set_addresses(id, addrs).expect("checked above");
         let fast_base = self.bpf.fast_counts(slot);
         let rec = EndpointRec { iface, info, counters, xsk_mode, group, fast, fast_base, veth: spec.veth };
         let parent_mtu = self.networks[&net].table.port(fwd::PARENT).map_or(0, |p| p.mtu);
@@ -458,6 +460,7 @@ mod tests {
                 nodst: false,
                 keep_pcp: false,
                 guard: crate::guard::Guard::DEFAULT,
+                ipvlan: None,
             },
             counters: Vec::new(),
             xsk_mode: XskMode::Copy,
