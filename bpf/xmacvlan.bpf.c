@@ -111,6 +111,22 @@ struct {
 	__type(value, __u8);
 } guard_ips SEC(".maps");
 
+/* ipvlan ports: (parent, VLAN) -> the parent's MAC and the port's mode and flag. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct port_key);
+	__type(value, struct ipvlan_port);
+} ipvlan_ports SEC(".maps");
+
+/* ipvlan endpoints' addresses: (parent, VLAN, address) -> the endpoint, as `macs` for MACs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4 * XMV_MAX_SLOTS);
+	__type(key, struct ip_key);
+	__type(value, struct mac_val);
+} ipvlan_ips SEC(".maps");
+
 /* Parent slot -> the endpoints its wire floods reach (only where the tc flood is on). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -156,6 +172,11 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
+static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
+}
+
 static __always_inline int to_xsk(struct xdp_md *ctx, int fallback)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
@@ -167,67 +188,14 @@ static __always_inline int to_xsk(struct xdp_md *ctx, int fallback)
 	return bpf_redirect_map(&xsks, *slot * XMV_MAX_QUEUES + ctx->rx_queue_index, fallback);
 }
 
-SEC("xdp")
-int xmv_parent(struct xdp_md *ctx)
+/* A frame xmv_parent found the endpoint `v` for: its fast path when the endpoint has one that takes
+ * it (`plain`: untagged unicast from a sender no source-mode endpoint lists), else the workers. */
+static __always_inline int steer(struct xdp_md *ctx, struct mac_val *v, int plain)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	struct mac_key key = {};
-	struct xmv_config *cfg;
-	struct mac_val *v;
-	__u32 *listed = 0;
-	__u32 zero = 0;
 
-	if ((void *)(eth + 1) > data_end) {
-		count(XMV_STAT_PASS_SHORT);
-		return XDP_PASS;
-	}
-	/* A group source MAC is nobody's: the host stack may have the frame, no endpoint gets it. */
-	if (eth->h_source[0] & 1) {
-		count(XMV_STAT_GROUP_SRC);
-		return XDP_PASS;
-	}
-	if (eth->h_proto == bpf_htons(ETH_P_8021Q)) {
-		struct vlan_hdr *vh = (void *)(eth + 1);
-		if ((void *)(vh + 1) > data_end) {
-			count(XMV_STAT_PASS_SHORT);
-			return XDP_PASS;
-		}
-		key.vlan = bpf_ntohs(vh->tci) & 0x0fff;
-	}
-	key.parent_ifindex = ctx->ingress_ifindex;
-
-	/* By source MAC: source-mode lists, and group frames reflected to their sender. */
-	__builtin_memcpy(key.mac, eth->h_source, ETH_ALEN);
-	cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg || cfg->listed_sources)
-		listed = bpf_map_lookup_elem(&sources, &key);
-	if (listed && (*listed & XMV_SRC_NODST)) {
-		count(XMV_STAT_SOURCE);
-		return to_xsk(ctx, XDP_PASS);
-	}
-	if (eth->h_dest[0] & 1) {
-		v = bpf_map_lookup_elem(&macs, &key);
-		if (v && (v->flags & XMV_MAC_REFLECT)) {
-			count(XMV_STAT_SOURCE);
-			return to_xsk(ctx, XDP_PASS);
-		}
-		count(XMV_STAT_PASS_MULTICAST);
-		return XDP_PASS;
-	}
-
-	__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
-	v = bpf_map_lookup_elem(&macs, &key);
-	if (!v || (v->flags & XMV_MAC_NO_DST)) {
-		__builtin_memset(key.mac, 0, ETH_ALEN);
-		v = bpf_map_lookup_elem(&macs, &key);
-	}
-	if (!v) {
-		count(XMV_STAT_PASS_UNKNOWN);
-		return XDP_PASS;
-	}
-	if (v->fast_ifindex && !listed && eth->h_proto != bpf_htons(ETH_P_8021Q)) {
+	if (v->fast_ifindex && plain) {
 		__u64 len = data_end - data;
 		__u32 slot = v->slot;
 
@@ -262,6 +230,185 @@ int xmv_parent(struct xdp_md *ctx)
 	return to_xsk(ctx, XDP_PASS);
 }
 
+enum l3_kind { L3_NONE, L3_NO_ADDR, L3_ARP, L3_IP, L3_ICMP6 };
+
+/* The address an ipvlan port demuxes a frame by (ipvlan.rs, l3_addr), into addr (IPv4 as
+ * ::ffff:a.b.c.d): with `dest` ARP's target, the IPv4/IPv6 destination, a DAD solicitation's target;
+ * else the sender's. The L3 header starts at `off`; `len` is the whole frame's length. */
+static __always_inline int l3_addr(void *data, void *data_end, __u32 off, __u16 proto, __u32 len, int dest,
+				   __u8 *addr)
+{
+	if (proto == bpf_htons(ETH_P_ARP)) {
+		__u8 *a = data + off;
+
+		if ((void *)(a + 28) > data_end)
+			return L3_NONE;
+		addr[10] = 0xff;
+		addr[11] = 0xff;
+		__builtin_memcpy(addr + 12, a + (dest ? 24 : 14), 4);
+		return L3_ARP;
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + off;
+		__u32 total;
+
+		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+			return L3_NONE;
+		total = bpf_ntohs(ip->tot_len);
+		if (len < off + total || total < ip->ihl * 4u)
+			return L3_NONE;
+		addr[10] = 0xff;
+		addr[11] = 0xff;
+		__builtin_memcpy(addr + 12, dest ? &ip->daddr : &ip->saddr, 4);
+		return L3_IP;
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + off;
+		__u64 s0, s1;
+
+		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+			return L3_NONE;
+		__builtin_memcpy(&s0, &ip6->saddr, 8);
+		__builtin_memcpy(&s1, (__u8 *)&ip6->saddr + 8, 8);
+		if (!(s0 | s1) && ip6->nexthdr == IPPROTO_ICMPV6) {
+			__u8 *icmp = (void *)(ip6 + 1);
+
+			if ((void *)(icmp + 4) > data_end)
+				return L3_NONE;
+			if (icmp[0] != 135)
+				return L3_NO_ADDR;
+			if ((void *)(icmp + 24) > data_end)
+				return L3_NONE;
+			__builtin_memcpy(addr, icmp + 8, 16);
+			return L3_ICMP6;
+		}
+		__builtin_memcpy(addr, dest ? &ip6->daddr : &ip6->saddr, 16);
+		return L3_IP;
+	}
+	return L3_NONE;
+}
+
+/* A wire frame on an ipvlan port (ipvlan.rs; ipvlan_handle_mode_l2/_l3): to the endpoint that has its
+ * destination address, else the host's. L2 group frames are the host's and the tc flood's; L3S hands
+ * only IP for the parent's MAC to endpoints. Unicast for another MAC is the host's in every mode. */
+static __always_inline int ipvlan_rx(struct xdp_md *ctx, struct ipvlan_port *pv, struct mac_key *key)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct ip_key ik = { .parent_ifindex = key->parent_ifindex, .vlan = key->vlan };
+	__u32 off = ETH_HLEN;
+	__u16 proto;
+	struct mac_val *v;
+	int group, kind;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q)) {
+		struct vlan_hdr *vh = (void *)(eth + 1);
+
+		if ((void *)(vh + 1) > data_end)
+			return XDP_PASS;
+		proto = vh->encapsulated_proto;
+		off += sizeof(*vh);
+	}
+	group = eth->h_dest[0] & 1;
+	if (group && pv->mode == XMV_IPVLAN_L2) {
+		count(XMV_STAT_PASS_MULTICAST);
+		return XDP_PASS;
+	}
+	if (pv->mode == XMV_IPVLAN_L3S ? group || proto == bpf_htons(ETH_P_ARP) : 0) {
+		count(XMV_STAT_PASS_UNKNOWN);
+		return XDP_PASS;
+	}
+	if (!group && !mac_eq(eth->h_dest, pv->mac)) {
+		count(XMV_STAT_PASS_UNKNOWN);
+		return XDP_PASS;
+	}
+	kind = l3_addr(data, data_end, off, proto, data_end - data, 1, ik.addr);
+	if (kind == L3_NONE || kind == L3_NO_ADDR || (kind == L3_ICMP6 && pv->mode == XMV_IPVLAN_L3S)) {
+		count(XMV_STAT_PASS_UNKNOWN);
+		return XDP_PASS;
+	}
+	v = bpf_map_lookup_elem(&ipvlan_ips, &ik);
+	if (!v) {
+		count(group ? XMV_STAT_PASS_MULTICAST : XMV_STAT_PASS_UNKNOWN);
+		return XDP_PASS;
+	}
+	return steer(ctx, v, !group && off == ETH_HLEN);
+}
+
+SEC("xdp")
+int xmv_parent(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct mac_key key = {};
+	struct xmv_config *cfg;
+	struct mac_val *v;
+	__u32 *listed = 0;
+	__u32 zero = 0;
+
+	if ((void *)(eth + 1) > data_end) {
+		count(XMV_STAT_PASS_SHORT);
+		return XDP_PASS;
+	}
+	/* A group source MAC is nobody's: the host stack may have the frame, no endpoint gets it. */
+	if (eth->h_source[0] & 1) {
+		count(XMV_STAT_GROUP_SRC);
+		return XDP_PASS;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_8021Q)) {
+		struct vlan_hdr *vh = (void *)(eth + 1);
+		if ((void *)(vh + 1) > data_end) {
+			count(XMV_STAT_PASS_SHORT);
+			return XDP_PASS;
+		}
+		key.vlan = bpf_ntohs(vh->tci) & 0x0fff;
+	}
+	key.parent_ifindex = ctx->ingress_ifindex;
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || cfg->ipvlan_ports) {
+		struct port_key pk = { .parent_ifindex = key.parent_ifindex, .vlan = key.vlan };
+		struct ipvlan_port *pv = bpf_map_lookup_elem(&ipvlan_ports, &pk);
+
+		if (pv)
+			return ipvlan_rx(ctx, pv, &key);
+	}
+
+	/* By source MAC: source-mode lists, and group frames reflected to their sender. */
+	__builtin_memcpy(key.mac, eth->h_source, ETH_ALEN);
+	if (!cfg || cfg->listed_sources)
+		listed = bpf_map_lookup_elem(&sources, &key);
+	if (listed && (*listed & XMV_SRC_NODST)) {
+		count(XMV_STAT_SOURCE);
+		return to_xsk(ctx, XDP_PASS);
+	}
+	if (eth->h_dest[0] & 1) {
+		v = bpf_map_lookup_elem(&macs, &key);
+		if (v && (v->flags & XMV_MAC_REFLECT)) {
+			count(XMV_STAT_SOURCE);
+			return to_xsk(ctx, XDP_PASS);
+		}
+		count(XMV_STAT_PASS_MULTICAST);
+		return XDP_PASS;
+	}
+
+	__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
+	v = bpf_map_lookup_elem(&macs, &key);
+	if (!v || (v->flags & XMV_MAC_NO_DST)) {
+		__builtin_memset(key.mac, 0, ETH_ALEN);
+		v = bpf_map_lookup_elem(&macs, &key);
+	}
+	if (!v) {
+		count(XMV_STAT_PASS_UNKNOWN);
+		return XDP_PASS;
+	}
+	return steer(ctx, v, !listed && eth->h_proto != bpf_htons(ETH_P_8021Q));
+}
+
 /* The flood list of `parent` (its slot in *slot): there while the parent has our tc program. */
 static __always_inline struct flood_list *parent_list(__u32 parent, __u32 *slot)
 {
@@ -279,8 +426,14 @@ static __always_inline struct flood_list *parent_list(__u32 parent, __u32 *slot)
 static __always_inline int tc_floods(__u32 parent, const __u8 *src, int tagged)
 {
 	struct mac_key key = { .parent_ifindex = parent };
+	struct port_key pk = { .parent_ifindex = parent };
+	struct ipvlan_port *pv;
 
 	if (tagged)
+		return 0;
+	/* An ipvlan port's own MAC may be one of its endpoints' frames back (ipvlan_external_frame). */
+	pv = bpf_map_lookup_elem(&ipvlan_ports, &pk);
+	if (pv && mac_eq(src, pv->mac))
 		return 0;
 	__builtin_memcpy(key.mac, src, ETH_ALEN);
 	return !bpf_map_lookup_elem(&macs, &key) && !bpf_map_lookup_elem(&sources, &key);
@@ -685,11 +838,6 @@ static __always_inline int ep_take(struct __sk_buff *skb, void *data, void *data
 	return 1;
 }
 
-static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
-{
-	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
-}
-
 /* A container's frame the source guard refused: taken from it and dropped there, one outcome. */
 static __always_inline int ep_spoofed(struct __sk_buff *skb, struct fast_count *c, int ip)
 {
@@ -701,6 +849,17 @@ static __always_inline int ep_spoofed(struct __sk_buff *skb, struct fast_count *
 		c->spoofed_ip += segs;
 	else
 		c->spoofed_src += segs;
+	return TC_ACT_SHOT;
+}
+
+/* A container's frame an ipvlan port refuses (`private`, or not routable): dropped at the sender. */
+static __always_inline int ep_refused(struct __sk_buff *skb, struct fast_count *c, __u64 *reason)
+{
+	__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
+
+	c->rx += segs;
+	c->rx_bytes += skb->len;
+	*reason += segs;
 	return TC_ACT_SHOT;
 }
 
@@ -791,6 +950,158 @@ static __always_inline int ip_guard(struct __sk_buff *skb, struct ep_port *ep)
 	}
 }
 
+/* An ipvlan endpoint's frame to the endpoint `v` of its port: to that container's end, or the workers
+ * when the target is not on the tc fast path; nothing with `private`. */
+static __always_inline int ipvlan_local(struct __sk_buff *skb, struct ep_port *ep, struct fast_count *c,
+					struct mac_val *v)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 dslot = v->slot, len = skb->len;
+	struct fast_count *dc;
+
+	if (ep->flags & XMV_EP_IPVLAN_PRIVATE)
+		return ep_refused(skb, c, &c->isolated);
+	if (!(v->flags & XMV_MAC_FAST_TC))
+		return ep_to_workers(skb, ep, c);
+	dc = bpf_map_lookup_elem(&fast_stats, &dslot);
+	if (!dc || !ep_take(skb, data, data_end, c, dc, v->fast_ifindex, v->max_len))
+		return TC_ACT_SHOT;
+	c->local_bytes += len;
+	return bpf_redirect_peer(v->fast_ifindex, 0);
+}
+
+/* An ipvlan endpoint's frame out of the parent (`ingress` 0), or into the host stack as if
+ * received there (BPF_F_INGRESS: ipvlan's dev_forward_skb to its master), counted at the parent's
+ * slot. A VLAN's or an internal network's go to the workers (which tag them, or count them). */
+static __always_inline int ipvlan_out(struct __sk_buff *skb, struct ep_port *ep, struct fast_count *c,
+				      __u64 ingress)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 slot = ep->parent_slot;
+	struct fast_count *dc;
+
+	if (ep->vlan || !(ep->flags & XMV_EP_WIRE))
+		return ep_to_workers(skb, ep, c);
+	dc = bpf_map_lookup_elem(&fast_stats, &slot);
+	if (!dc || !ep_take(skb, data, data_end, c, dc, 1, ep->wire_max_len))
+		return TC_ACT_SHOT;
+	return bpf_redirect(ep->parent_ifindex, ingress);
+}
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+/* An L3 endpoint's IP frame for nobody of its port: routed by the host (ipvlan_process_outbound),
+ * by its routes with the parent as the output interface, to a next hop from its neighbour table
+ * (bpf_redirect_neigh resolves one it lacks). A destination that is the host's own goes to its
+ * stack. Where forwarding is off on the parent, bpf_fib_lookup will not say, and the frame takes
+ * the kernel's own route lookup in bpf_redirect_neigh (as ipvlan's ip_route_output_flow). */
+static __always_inline int ipvlan_route(struct __sk_buff *skb, struct ep_port *ep, struct fast_count *c,
+					void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+	struct bpf_fib_lookup p = {};
+	struct bpf_redir_neigh nh = {};
+	struct fast_count *dc;
+	__u32 slot = ep->parent_slot;
+	long rc;
+
+	if (ep->vlan || !(ep->flags & XMV_EP_WIRE))
+		return ep_to_workers(skb, ep, c);
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end)
+			return ep_refused(skb, c, &c->not_routed);
+		p.family = AF_INET;
+		p.tos = ip->tos;
+		p.l4_protocol = ip->protocol;
+		p.tot_len = bpf_ntohs(ip->tot_len);
+		p.ipv4_src = ip->saddr;
+		p.ipv4_dst = ip->daddr;
+	} else {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return ep_refused(skb, c, &c->not_routed);
+		p.family = AF_INET6;
+		p.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
+		p.l4_protocol = ip6->nexthdr;
+		p.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+		__builtin_memcpy(p.ipv6_src, &ip6->saddr, 16);
+		__builtin_memcpy(p.ipv6_dst, &ip6->daddr, 16);
+	}
+	p.ifindex = ep->parent_ifindex;
+	rc = bpf_fib_lookup(skb, &p, sizeof(p), BPF_FIB_LOOKUP_OUTPUT | BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
+		return ipvlan_out(skb, ep, c, BPF_F_INGRESS);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_FWD_DISABLED && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return ep_refused(skb, c, &c->not_routed);
+	dc = bpf_map_lookup_elem(&fast_stats, &slot);
+	if (!dc || !ep_take(skb, data, data_end, c, dc, 1, rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? 0 : ep->wire_max_len))
+		return TC_ACT_SHOT;
+	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED)
+		return bpf_redirect_neigh(ep->parent_ifindex, 0, 0, 0);
+	nh.nh_family = p.family;
+	if (p.family == AF_INET)
+		nh.ipv4_nh = p.ipv4_dst;
+	else
+		__builtin_memcpy(nh.ipv6_nh, p.ipv6_dst, 16);
+	return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
+}
+
+/* An ipvlan endpoint's untagged frame (ipvlan.rs; ipvlan_xmit_mode_l2/_l3). */
+static __always_inline int ipvlan_tx(struct __sk_buff *skb, struct ep_port *ep, struct fast_count *c)
+{
+	struct ip_key ik = { .parent_ifindex = ep->parent_ifindex, .vlan = ep->vlan };
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct mac_val *v;
+	__u32 need = ETH_HLEN + 64;
+	int group, kind;
+
+	if (need > skb->len)
+		need = skb->len;
+	bpf_skb_pull_data(skb, need);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return ep_to_workers(skb, ep, c);
+	group = eth->h_dest[0] & 1;
+	if (!(ep->flags & XMV_EP_IPVLAN_ROUTED)) {
+		/* L2: group frames to the other endpoints and the wire (the workers' flood). */
+		if (group)
+			return ep_to_workers(skb, ep, c);
+		if ((ep->flags & XMV_EP_IPVLAN_VEPA) || !mac_eq(eth->h_dest, eth->h_source))
+			return ipvlan_out(skb, ep, c, 0);
+		kind = l3_addr(data, data_end, ETH_HLEN, eth->h_proto, skb->len, 1, ik.addr);
+		if (kind != L3_NONE && kind != L3_NO_ADDR) {
+			v = bpf_map_lookup_elem(&ipvlan_ips, &ik);
+			if (v)
+				return ipvlan_local(skb, ep, c, v);
+		}
+		return ipvlan_out(skb, ep, c, BPF_F_INGRESS);
+	}
+	if (!(ep->flags & XMV_EP_IPVLAN_VEPA)) {
+		kind = l3_addr(data, data_end, ETH_HLEN, eth->h_proto, skb->len, 1, ik.addr);
+		if (kind != L3_NONE && kind != L3_NO_ADDR) {
+			v = bpf_map_lookup_elem(&ipvlan_ips, &ik);
+			if (v)
+				return ipvlan_local(skb, ep, c, v);
+		}
+	}
+	if (group || (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6)))
+		return ep_refused(skb, c, &c->not_routed);
+	return ipvlan_route(skb, ep, c, data, data_end);
+}
+
 /* The filter of the endpoints' shared tc block, on the ingress of every tc-fed endpoint veth's host
  * side (the tc fast path; datapath/src/bpf/block.rs): a container's frame, as fwd::decide rules for
  * an untagged network on a wire —
@@ -840,6 +1151,8 @@ int xmv_endpoint_tc(struct __sk_buff *skb)
 	if ((void *)(eth + 1) > data_end || skb->vlan_present || eth->h_proto == bpf_htons(ETH_P_8021Q) ||
 	    eth->h_proto == bpf_htons(ETH_P_8021AD))
 		return ep_to_workers(skb, ep, c);
+	if (ep->flags & XMV_EP_IPVLAN)
+		return ipvlan_tx(skb, ep, c);
 	if (ep->flags & XMV_EP_BRIDGE) {
 		if (eth->h_dest[0] & 1)
 			return ep_to_workers(skb, ep, c);

@@ -45,6 +45,7 @@ struct fast_meta {
 /* The one value of the `config` array: what lets the parent program skip a lookup. */
 struct xmv_config {
 	__u32 listed_sources; /* entries in `sources`: while 0, no frame's sender can be listed */
+	__u32 ipvlan_ports;   /* entries in `ipvlan_ports`: while 0, no parent is an ipvlan port */
 };
 
 /* Value of the `sources` map (key: parent, VLAN, *source* MAC listed by a source-mode endpoint). */
@@ -71,6 +72,8 @@ struct fast_count {
 	__u64 lost;
 	__u64 spoofed_src; /* a container's frame the source guard dropped: not its source MAC */
 	__u64 spoofed_ip;  /* ... its IP/ARP sender fields not its addresses (the IP guard) */
+	__u64 isolated;    /* ipvlan private: a container's frame for another endpoint of its port */
+	__u64 not_routed;  /* ipvlan L3: a container's group or non-IP frame, or one without a route */
 };
 
 /* Value of the `ep_ports` map, keyed by the daemon-side veth of an endpoint whose container's
@@ -84,13 +87,47 @@ struct ep_port {
 	__u32 collector;      /* where frames for the workers go (the relay pair's xmacvlan1) */
 	__u32 flags;          /* XMV_EP_* */
 	__u8 mac[6];          /* the endpoint's MAC: the only source the MAC guard lets out */
-	__u16 pad;
+	__u16 vlan;           /* an ipvlan endpoint's VLAN: its `ipvlan_ips` keys */
 };
 #define XMV_EP_BRIDGE 1 /* bridge mode: unicast to a bridge endpoint stays local, floods need the workers */
 #define XMV_EP_WIRE   2 /* the network has a wire (not internal) */
 #define XMV_EP_MAC_GUARD 4 /* spoof_check: a frame whose source MAC is not `mac` is dropped */
 #define XMV_EP_IP_GUARD  8 /* ip_guard: IPv4/IPv6 sources and ARP senders must be in `guard_ips`;
                             * neighbour discovery goes to the workers, which check its options */
+#define XMV_EP_IPVLAN 16           /* an ipvlan endpoint (datapath/src/ipvlan.rs): found by address */
+#define XMV_EP_IPVLAN_ROUTED 32    /* ... of an L3/L3S port: its frames are local or routed */
+#define XMV_EP_IPVLAN_PRIVATE 64   /* ... of a `private` port: none to another endpoint */
+#define XMV_EP_IPVLAN_VEPA 128     /* ... of a `vepa` port: unicast to another endpoint via the wire */
+
+/* An ipvlan port (datapath/src/ipvlan.rs): a (parent, VLAN) whose endpoints all have the parent's
+ * MAC and are found by address. Key of `ipvlan_ports`: */
+struct port_key {
+	__u32 parent_ifindex;
+	__u16 vlan;
+	__u16 pad;
+};
+
+/* Value of `ipvlan_ports`. */
+struct ipvlan_port {
+	__u8 mac[6]; /* the parent's */
+	__u8 mode;   /* XMV_IPVLAN_L2 | _L3 | _L3S */
+	__u8 flag;   /* XMV_IPVLAN_BRIDGE | _PRIVATE | _VEPA */
+};
+#define XMV_IPVLAN_L2 0
+#define XMV_IPVLAN_L3 1
+#define XMV_IPVLAN_L3S 2
+#define XMV_IPVLAN_BRIDGE 0
+#define XMV_IPVLAN_PRIVATE 1
+#define XMV_IPVLAN_VEPA 2
+
+/* Key of `ipvlan_ips`: an ipvlan endpoint's address on its port (IPv4 as ::ffff:a.b.c.d); the
+ * value is the endpoint's `struct mac_val`, as for a macvlan endpoint's MAC. */
+struct ip_key {
+	__u32 parent_ifindex;
+	__u16 vlan;
+	__u16 pad;
+	__u8 addr[16];
+};
 
 /* Key of the `guard_ips` map: an address the IP guard lets the endpoint in `slot` send from
  * (IPv4 as ::ffff:a.b.c.d). */

@@ -79,6 +79,8 @@ impl PortStats {
         self.drops[DropReason::TxError as usize] += f.errors;
         self.drops[DropReason::SpoofedSrc as usize] += f.spoofed_src;
         self.drops[DropReason::SpoofedIp as usize] += f.spoofed_ip;
+        self.drops[DropReason::Isolated as usize] += f.isolated;
+        self.drops[DropReason::NotRouted as usize] += f.not_routed;
     }
 
     pub fn add(&mut self, c: &PortCounters) {

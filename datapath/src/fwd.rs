@@ -1059,7 +1059,7 @@ mod tests {
         udp[14] = 0x45;
         udp[26..30].copy_from_slice(&[198, 18, 0, 10]);
         assert_eq!(decide(&udp, 1, &t), Action::Drop { reason: DropReason::SpoofedIp, port: 1 });
-        t.set_addresses(1, Arc::from(["198.18.0.10".parse::<IpAddr>().unwrap()]));
+        t.set_addresses(1, Arc::from(["198.18.0.10".parse::<IpAddr>().unwrap()])).unwrap();
         assert_eq!(decide(&udp, 1, &t), Action::Forward(3));
         assert_eq!(t.addresses(1).len(), 1);
         t.remove_endpoint(1);

@@ -15,6 +15,7 @@ use crate::domain::Port;
 use crate::frame::MacAddr;
 use crate::fwd::{self, Mode, PortId, PortInfo, MAX_PORTS};
 use crate::guard;
+use crate::ipvlan::IpvlanFlag;
 use crate::worker::{Command, Reply};
 use crate::xsk::{Area, Umem, Xsk, XskMode};
 use crate::{Datapath, EndpointSpec, Error, FastPath, NetId};
@@ -32,11 +33,14 @@ pub(crate) struct EndpointRec {
     pub fast_base: bpf::FastCount,
     /// A veth (a tap is not): the relay can hand it the tc flood's copies.
     pub veth: bool,
+    /// An ipvlan endpoint's `ipvlan_ips` keys: its addresses on its port (it has no `macs` keys).
+    pub ip_keys: Vec<bpf::IpKey>,
 }
 
 impl EndpointRec {
     pub(crate) fn mac_val(&self) -> bpf::MacVal {
         let mut flags = match self.info.mode {
+            _ if self.info.ipvlan.is_some() => 0,
             Mode::Source => bpf::MAC_NO_DST | bpf::MAC_REFLECT,
             Mode::Private | Mode::Passthru => bpf::MAC_REFLECT,
             Mode::Vepa => 0,
@@ -59,19 +63,40 @@ impl EndpointRec {
     /// frames for an endpoint off the tc fast path (a tap, `--fast-path off|xdp`), the group frames
     /// reflected to a private/passthru/source endpoint and what a source endpoint lists; and where
     /// the endpoint's MTU is below the parent's, XDP measures each frame before GRO merges them.
+    /// An ipvlan endpoint always needs it: only the parent program finds one by address.
     pub(crate) fn needs_steering(&self, parent_mtu: u32) -> bool {
         self.fast != Some(FastPath::Tc)
+            || self.info.ipvlan.is_some()
             || self.info.vlan != 0
             || matches!(self.info.mode, Mode::Source | Mode::Private | Mode::Passthru)
             || self.info.mtu < parent_mtu
     }
 
-    /// The `macs` keys of this endpoint: its MAC, and for passthru the all-zero "any unicast" key.
+    /// The `macs` keys of this endpoint: its MAC, and for passthru the all-zero "any unicast" key;
+    /// none for an ipvlan endpoint (found by its `ip_keys`).
     pub(crate) fn mac_keys(&self, parent_ifindex: u32) -> impl Iterator<Item = bpf::MacKey> {
-        let own = bpf::mac_key(parent_ifindex, self.info.vlan, self.info.mac);
-        let any = (self.info.mode == Mode::Passthru)
+        let macvlan = self.info.ipvlan.is_none();
+        let own = macvlan.then(|| bpf::mac_key(parent_ifindex, self.info.vlan, self.info.mac));
+        let any = (macvlan && self.info.mode == Mode::Passthru)
             .then(|| bpf::mac_key(parent_ifindex, self.info.vlan, MacAddr::default()));
-        std::iter::once(own).chain(any)
+        own.into_iter().chain(any)
+    }
+}
+
+impl Datapath {
+    /// Writes what steers frames from the wire to `ep` (its `macs` or `ipvlan_ips` entries).
+    pub(crate) fn set_steering(&self, ep: &EndpointRec, parent_ifindex: u32) -> Result<(), Error> {
+        if ep.info.ipvlan.is_some() {
+            return self.bpf.set_ipvlan_ips(&ep.ip_keys, ep.mac_val());
+        }
+        ep.mac_keys(parent_ifindex).try_for_each(|k| self.bpf.set_mac(k, ep.mac_val()))
+    }
+
+    pub(crate) fn del_steering(&self, ep: &EndpointRec, parent_ifindex: u32) {
+        self.bpf.del_ipvlan_ips(&ep.ip_keys, Some(ep.iface.slot));
+        for k in ep.mac_keys(parent_ifindex) {
+            self.bpf.del_mac(k, ep.iface.slot);
+        }
     }
 }
 
@@ -137,7 +162,21 @@ impl Datapath {
         // A tc fast path endpoint's container sends through xmv_endpoint_tc (no XDP program: the
         // container keeps TSO) where the network has a wire, and with it the collector that takes
         // what the workers must decide; the others through xmv_endpoint and AF_XDP.
-        let tc_fed = fast == Some(FastPath::Tc) && network.tc_flood;
+        // An ipvlan endpoint's container always does where there is a wire: handing a frame to
+        // the host stack or its routes is done there (xmv_endpoint_tc), never by the workers.
+        let tc_fed = network.tc_flood && (fast == Some(FastPath::Tc) || (spec.ipvlan.is_some() && spec.veth));
+        let ipvlan_flags = match spec.ipvlan {
+            None => 0,
+            Some(ipv) => {
+                bpf::EP_IPVLAN
+                    | if ipv.mode.routed() { bpf::EP_IPVLAN_ROUTED } else { 0 }
+                    | match ipv.flag {
+                        IpvlanFlag::Bridge => 0,
+                        IpvlanFlag::Private => bpf::EP_IPVLAN_PRIVATE,
+                        IpvlanFlag::Vepa => bpf::EP_IPVLAN_VEPA,
+                    }
+            }
+        };
         let ep_port = bpf::EpPort {
             slot: 0,
             parent_ifindex,
@@ -145,11 +184,12 @@ impl Datapath {
             wire_max_len: network.table.port(fwd::PARENT).map_or(0, |p| p.mtu) + 14,
             collector: self.relay.map_or(0, |r| r.collector),
             flags: bpf::EP_WIRE
-                | if spec.mode == Mode::Bridge { bpf::EP_BRIDGE } else { 0 }
+                | if spec.mode == Mode::Bridge && spec.ipvlan.is_none() { bpf::EP_BRIDGE } else { 0 }
                 | if spec.guard.mac { bpf::EP_MAC_GUARD } else { 0 }
-                | if spec.guard.ip { bpf::EP_IP_GUARD } else { 0 },
+                | if spec.guard.ip { bpf::EP_IP_GUARD } else { 0 }
+                | ipvlan_flags,
             mac: spec.mac.0,
-            pad: 0,
+            vlan: spec.vlan,
         };
         // xmv_endpoint_tc's IP guard reads the addresses from `guard_ips`; the workers' from
         // their tables.
@@ -267,15 +307,23 @@ impl Datapath {
         network.table.add_endpoint(id, info).expect("checked above");
         network.table.set_addresses(id, addrs).expect("checked above");
         let fast_base = self.bpf.fast_counts(slot);
-        let rec = EndpointRec { iface, info, counters, xsk_mode, group, fast, fast_base, veth: spec.veth };
-        let parent_mtu = self.networks[&net].table.port(fwd::PARENT).map_or(0, |p| p.mtu);
-        let steered = if rec.needs_steering(parent_mtu) { self.steer_parent(net) } else { Ok(()) };
-        if let Err(e) =
-            steered.and_then(|()| rec.mac_keys(parent_ifindex).try_for_each(|k| self.bpf.set_mac(k, rec.mac_val())))
-        {
-            for k in rec.mac_keys(parent_ifindex) {
-                self.bpf.del_mac(k, rec.iface.slot);
-            }
+        let ip_keys = match info.ipvlan {
+            Some(_) => spec.addrs.iter().map(|&ip| bpf::IpKey::new(parent_ifindex, spec.vlan, ip)).collect(),
+            None => Vec::new(),
+        };
+        let rec = EndpointRec { iface, info, counters, xsk_mode, group, fast, fast_base, veth: spec.veth, ip_keys };
+        let parent = *self.networks[&net].table.port(fwd::PARENT).expect("a table has its parent");
+        let steered = if rec.needs_steering(parent.mtu) { self.steer_parent(net) } else { Ok(()) };
+        let port = info.ipvlan.filter(|_| self.networks[&net].table.has_wire());
+        let ported = steered.and_then(|()| match port {
+            Some(ipv) => self.bpf.set_ipvlan_port(
+                bpf::PortKey { parent_ifindex, vlan: info.vlan, pad: 0 },
+                bpf::IpvlanPort::new(parent.mac, ipv),
+            ),
+            None => Ok(()),
+        });
+        if let Err(e) = ported.and_then(|()| self.set_steering(&rec, parent_ifindex)) {
+            self.del_steering(&rec, parent_ifindex);
             self.networks.get_mut(&net).expect("exists").endpoints.insert(id, rec);
             self.remove_endpoint(net, id);
             return Err(e);
@@ -329,9 +377,16 @@ impl Datapath {
         let ep = network.endpoints.remove(&id)?;
         let listed = network.table.sources_of_port(id);
         network.table.remove_endpoint(id);
-        for k in ep.mac_keys(network.parent.ifindex) {
-            self.bpf.del_mac(k, ep.iface.slot);
+        if ep.info.ipvlan.is_some() && network.table.ipvlan(ep.info.vlan).is_none() {
+            self.bpf.del_ipvlan_port(bpf::PortKey {
+                parent_ifindex: network.parent.ifindex,
+                vlan: ep.info.vlan,
+                pad: 0,
+            });
         }
+        let parent_ifindex = network.parent.ifindex;
+        self.del_steering(&ep, parent_ifindex);
+        let network = self.networks.get_mut(&net).expect("exists");
         sync_sources(&self.bpf, network.parent.ifindex, ep.info.vlan, &listed, &network.table);
         self.unsteer_parent_if_idle(net);
         // No flood copy is made for it any more.
@@ -424,6 +479,11 @@ fn close_in_parallel<T: Send>(items: Vec<T>) {
 
 /// The tc flood's list for a parent's endpoints: every untagged one but source mode, the veths
 /// first (their count is the second value: the relay serves them), then the rest (taps).
+/// An endpoint of an L3/L3S ipvlan port: no broadcast or multicast reaches it.
+fn routed(ep: &EndpointRec) -> bool {
+    ep.info.ipvlan.is_some_and(|i| i.mode.routed())
+}
+
 fn flood_members<'a>(endpoints: impl Iterator<Item = &'a EndpointRec>) -> (Vec<bpf::FloodMember>, usize) {
     let member = |ep: &EndpointRec| bpf::FloodMember {
         ifindex: ep.iface.ifindex,
@@ -432,7 +492,7 @@ fn flood_members<'a>(endpoints: impl Iterator<Item = &'a EndpointRec>) -> (Vec<b
         flags: if ep.info.up { bpf::FLOOD_UP } else { 0 },
     };
     let (peers, others): (Vec<&EndpointRec>, Vec<&EndpointRec>) =
-        endpoints.filter(|ep| ep.info.vlan == 0 && ep.info.mode != Mode::Source).partition(|ep| ep.veth);
+        endpoints.filter(|ep| ep.info.vlan == 0 && ep.info.mode != Mode::Source && !routed(ep)).partition(|ep| ep.veth);
     let n = peers.len();
     (peers.into_iter().chain(others).map(member).collect(), n)
 }
@@ -468,6 +528,7 @@ mod tests {
             fast: None,
             fast_base: bpf::FastCount::default(),
             veth,
+            ip_keys: Vec::new(),
         }
     }
 

@@ -426,9 +426,8 @@ impl Datapath {
         network.table.set_up(id, up);
         if ep.fast.is_some() {
             // Down: the fast path stops and the worker counts what arrives as dst_down.
-            for k in ep.mac_keys(network.parent.ifindex) {
-                let _ = self.bpf.set_mac(k, ep.mac_val());
-            }
+            let parent_ifindex = network.parent.ifindex;
+            let _ = self.set_steering(&self.networks[&net].endpoints[&id], parent_ifindex);
         }
         for (w, h) in self.workers.iter().enumerate() {
             let _ = h.send(w, Command::SetUp { net, id, up });
