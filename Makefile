@@ -29,7 +29,7 @@ demo: build
 # The end-to-end tests are #[ignore]d (a plain `cargo test` lists them as needing root); this runs them.
 test: deps
 	$(CARGO) test --workspace -- --test-threads=1 --include-ignored
-	XMACVLAN_TEST_FAST_PATH=off $(CARGO) test --test bridge --test modes --test vlan --test control --test cni --test hotplug --test guard -- --test-threads=1 --include-ignored
+	XMACVLAN_TEST_FAST_PATH=off $(CARGO) test --test bridge --test modes --test vlan --test control --test cni --test hotplug --test guard --test ipvlan -- --test-threads=1 --include-ignored
 
 unit:
 	$(CARGO) test --workspace --lib --bins

@@ -10,6 +10,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::frames::{arp, udp};
 use support::*;
 
 const SETTLE: Duration = Duration::from_millis(400);
@@ -73,38 +74,6 @@ impl Taps {
         let short = Duration::from_millis(50);
         Seen { wire, c2: self.c2.collect(mark, short).len(), c3: self.c3.collect(mark, short).len() }
     }
-}
-
-/// An Ethernet/IPv4 ARP frame (`op` 1 request, 2 reply), padded with `mark`.
-fn arp(dst: [u8; 6], src: [u8; 6], op: u8, sha: [u8; 6], spa: [u8; 4], tpa: [u8; 4], mark: &[u8; 8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(60);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, op]);
-    f.extend_from_slice(&sha);
-    f.extend_from_slice(&spa);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&tpa);
-    f.extend_from_slice(mark);
-    f.resize(60, 0);
-    f
-}
-
-/// An IPv4/UDP frame from `src_ip` carrying `mark`. Its checksums are left 0: a receiving stack
-/// drops it, the captures see it.
-fn udp(dst: [u8; 6], src: [u8; 6], src_ip: [u8; 4], dst_ip: [u8; 4], mark: &[u8; 8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(60);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    f.extend_from_slice(&[0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 17, 0, 0]);
-    f.extend_from_slice(&src_ip);
-    f.extend_from_slice(&dst_ip);
-    f.extend_from_slice(&[0x30, 0x39, 0x30, 0x39, 0, 16, 0, 0]);
-    f.extend_from_slice(mark);
-    f.resize(60, 0);
-    f
 }
 
 fn drops(lab: &Lab, mac: [u8; 6], reason: &str) -> u64 {

@@ -6,7 +6,9 @@
 //! - from the wire, L2 (ipvlan_handle_mode_l2): a group frame reaches every endpoint (the host
 //!   stack got it already) unless it is one of ours coming back — the parent's MAC as its source
 //!   and a looked-up source address of an endpoint (ipvlan_external_frame); unicast goes to the
-//!   endpoint owning the destination address, else to the host.
+//!   endpoint owning the destination address, else to the host. (Unicast for another MAC the
+//!   kernel hands the endpoint marked PACKET_OTHERHOST, which its IP layer drops: here the host
+//!   has it.)
 //! - from the wire, L3 (ipvlan_handle_mode_l3): any frame whose destination address is an
 //!   endpoint's goes to it (an ARP request for it too — the L3 endpoint, NOARP, ignores it); the
 //!   rest is the host's. L3S hands everything to the host's IP layer first: only IP addressed to
@@ -227,6 +229,9 @@ pub fn decide(frame: &[u8], eth: &Ethernet, ingress: PortId, vlan: u16, ipv: Ipv
                     Verdict::Flood { exclude: PARENT, wire: false }
                 }
             }
+            // The kernel looks unicast for another MAC up too, and the endpoint's stack drops it
+            // (PACKET_OTHERHOST): it is the host's here.
+            _ if !dst.is_multicast() && dst != parent_mac => Verdict::Host,
             IpvlanMode::L2 | IpvlanMode::L3 => owner(true).map_or(Verdict::Host, Verdict::Endpoint),
             IpvlanMode::L3s => match l3_addr(frame, eth, true) {
                 Some((L3::V4 | L3::V6, Some(ip))) if dst == parent_mac => {
@@ -364,6 +369,8 @@ mod tests {
         assert_eq!(run(&t, &ipv4(PARENT_MAC, WIRE, OUT, A), PARENT, L2), Verdict::Endpoint(1));
         assert_eq!(run(&t, &ipv4(PARENT_MAC, WIRE, OUT, HOST), PARENT, L2), Verdict::Host);
         assert_eq!(run(&t, &arp(PARENT_MAC, WIRE, HOST, B), PARENT, L2), Verdict::Endpoint(2));
+        assert_eq!(run(&t, &ipv4(WIRE, WIRE, OUT, A), PARENT, L2), Verdict::Host);
+        assert_eq!(run(&t, &ipv4(WIRE, WIRE, OUT, A), PARENT, L3), Verdict::Host);
     }
 
     #[test]

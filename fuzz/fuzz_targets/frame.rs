@@ -10,11 +10,14 @@
 #![no_main]
 
 use std::cell::RefCell;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use xmacvlan_datapath::frame::{tag_of, Ethernet, MacAddr, ParseError, ETHERTYPE_VLAN};
 use xmacvlan_datapath::fwd::{decide, Action, DropReason, Edit, Mode, PortId, PortInfo, Table, PARENT};
 use xmacvlan_datapath::guard::{self, Guard};
+use xmacvlan_datapath::ipvlan::{Ipvlan, IpvlanFlag, IpvlanMode};
 use xmacvlan_datapath::replay::{Replay, MAX_FRAME};
 
 /// 02:00:00:00:00:01 ..= 02:00:00:00:00:07 and one multicast address (never an endpoint's in the
@@ -52,6 +55,15 @@ fuzz_target!(|data: &[u8]| {
     let mut table =
         if flags & 1 != 0 { Table::internal(MacAddr(PALETTE[0])) } else { Table::new(MacAddr(PALETTE[0]), parent_mtu) };
     let frames = 1 + u32::from(flags >> 1 & 7);
+    // Bits 6-7: an ipvlan port (L2, L3, L3S) on VLAN 0, its flag from the next byte; its endpoints
+    // have the parent's MAC and an address each from a palette of four.
+    let ipvlan = match flags >> 6 {
+        0 => None,
+        m => Some(Ipvlan {
+            mode: IpvlanMode::ALL[usize::from(m) - 1],
+            flag: IpvlanFlag::ALL[usize::from(b.byte()) % IpvlanFlag::ALL.len()],
+        }),
+    };
     let mut id: PortId = 0;
     for _ in 0..b.byte() % 7 {
         let (a, c) = (b.byte(), b.byte());
@@ -67,9 +79,24 @@ fuzz_target!(|data: &[u8]| {
             guard: if c & 32 == 0 { Guard::DEFAULT } else { Guard::OFF },
             ipvlan: None,
         };
+        let info = match ipvlan {
+            Some(ipv) => PortInfo { mac: MacAddr(PALETTE[0]), vlan: 0, mode: Mode::Bridge, ipvlan: Some(ipv), ..info },
+            None => info,
+        };
         let checked = table.check_endpoint(id, &info);
         let added = table.add_endpoint(id, info);
         assert_eq!(checked, added, "check_endpoint and add_endpoint disagree");
+        if added.is_ok() && ipvlan.is_some() {
+            let addrs: Arc<[IpAddr]> = Arc::from([IpAddr::from([198, 18, 0, 10 + (a & 3)])]);
+            let checked = table.check_addresses(id, 0, &addrs);
+            let set = table.set_addresses(id, addrs.clone());
+            assert_eq!(checked, set, "check_addresses and set_addresses disagree");
+            if set.is_ok() {
+                assert_eq!(table.ip_owner(0, addrs[0]), Some(id));
+            } else {
+                table.remove_endpoint(id);
+            }
+        }
         if added.is_ok() && info.mode == Mode::Source {
             let bits = b.byte();
             let mut macs: Vec<MacAddr> = (0..8).filter(|i| bits & 1 << i != 0).map(|i| MacAddr(PALETTE[i])).collect();
@@ -83,8 +110,12 @@ fuzz_target!(|data: &[u8]| {
     if pick & 0x80 != 0 && !endpoints.is_empty() {
         // An endpoint leaves: nothing of it may stay behind.
         let gone = endpoints[usize::from(pick) % endpoints.len()];
+        let addrs = table.addresses(gone).to_vec();
         let info = table.remove_endpoint(gone).expect("listed endpoints exist");
         assert_eq!(table.lookup(info.vlan, info.mac), None);
+        for ip in addrs {
+            assert_eq!(table.ip_owner(info.vlan, ip), None, "{ip} of a departed endpoint still finds it");
+        }
         assert!(table.sources_of_port(gone).is_empty());
         assert!(!table.endpoints().contains(&gone));
     }
@@ -184,6 +215,8 @@ fn check_decision(
         }
         Action::Flood(f) => {
             assert_eq!(usize::from(f.hlen), eth.header_len());
+            // ipvlan's L3 modes never flood (no broadcast or multicast between endpoints).
+            assert!(table.ipvlan(eth.vlan()).is_none_or(|i| !i.mode.routed()), "an L3 ipvlan port flooded");
             let targets: Vec<PortId> = table.flood_targets(&f).collect();
             for &t in &targets {
                 assert!(known(t), "flood to unknown port {t}");

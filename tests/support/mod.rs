@@ -18,6 +18,7 @@ use xmacvlan_lab::sys::{self, PacketSocket};
 use xmacvlan_lab::topology::{self, End, MacvlanChild};
 use xmacvlan_lab::{DaemonProcess, DaemonSpec};
 
+pub mod frames;
 pub mod podman;
 pub mod stats;
 pub mod vlan;
@@ -497,6 +498,21 @@ impl RawSocket {
                 got.push(f.to_vec());
             }
         }
+    }
+
+    /// Every frame received (not our own outgoing ones) until `wait` passes.
+    pub fn collect_all(&self, wait: Duration) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()) {
+            if self.0.readable(left.max(Duration::from_millis(1))) {
+                if let Ok(Some(n)) = self.recv_incoming(&mut buf) {
+                    got.push(buf[..n].to_vec());
+                }
+            }
+        }
+        got
     }
 
     /// How many received frames carrying `marker` are queued now; reads everything queued and
