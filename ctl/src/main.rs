@@ -136,7 +136,7 @@ enum NetCmd {
 
 #[derive(Args)]
 struct CreateArgs {
-    /// Driver (only macvlan).
+    /// Driver: macvlan, or ipvlan (every endpoint has the parent's MAC; told apart by address).
     #[arg(short = 'd', long, default_value = "macvlan")]
     driver: String,
     /// Subnet in CIDR form, IPv4 or IPv6; repeat for several.
@@ -157,7 +157,8 @@ struct CreateArgs {
     /// Endpoints talk only among themselves: no parent, no XDP on any host interface.
     #[arg(long)]
     internal: bool,
-    /// Driver options: parent=IFACE, macvlan_mode=bridge.
+    /// Driver options: parent=IFACE, macvlan_mode=bridge; with -d ipvlan, ipvlan_mode=l2|l3|l3s and
+    /// ipvlan_flag=bridge|private|vepa instead of macvlan_mode.
     #[arg(short = 'o', long = "opt", value_parser = parse_kv)]
     opts: Vec<(String, String)>,
     #[arg(long, value_enum, default_value_t = Format::Table)]

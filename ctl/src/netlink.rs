@@ -156,6 +156,16 @@ pub async fn set_promisc(h: &Handle, index: u32, on: bool) -> Result<()> {
         .map_err(|e| anyhow!("setting promiscuous mode {} on link #{index}: {e}", if on { "on" } else { "off" }))
 }
 
+/// ARP on or off (`ip link set dev X arp off` sets IFF_NOARP): an ipvlan L3 endpoint resolves
+/// no neighbours (and joins no solicited-node groups).
+pub async fn set_arp(h: &Handle, index: u32, on: bool) -> Result<()> {
+    h.link()
+        .set(LinkUnspec::new_with_index(index).arp(on).build())
+        .execute()
+        .await
+        .map_err(|e| anyhow!("setting ARP {} on link #{index}: {e}", if on { "on" } else { "off" }))
+}
+
 pub async fn set_down(h: &Handle, index: u32) -> Result<()> {
     h.link()
         .set(LinkUnspec::new_with_index(index).down().build())
@@ -447,6 +457,22 @@ pub fn disable_ipv6(ifname: &str) -> Result<()> {
 /// calling thread's namespace (ETHTOOL_STXCSUM). A veth normally leaves the checksum of locally
 /// sent TCP/UDP to "hardware" (CHECKSUM_PARTIAL); frames that reach XDP and AF_XDP are raw bytes,
 /// so the container end of an endpoint must put the real checksum in before sending.
+/// No IPv6 address made by the kernel on `ifname` (`addr_gen_mode` 1, none), in the calling
+/// thread's namespace, before the link goes up. False when `ifname` has no IPv6 (a kernel
+/// without it, or `disable_ipv6` set there): no address is to be added then.
+pub fn no_addr_gen(ifname: &str) -> Result<bool> {
+    let conf = format!("/proc/sys/net/ipv6/conf/{ifname}");
+    match std::fs::read_to_string(format!("{conf}/disable_ipv6")) {
+        Ok(v) if v.trim() != "0" => return Ok(false),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("reading {conf}/disable_ipv6")),
+    }
+    let path = format!("{conf}/addr_gen_mode");
+    std::fs::write(&path, "1").with_context(|| format!("writing {path}"))?;
+    Ok(true)
+}
+
 pub fn disable_tx_checksum(ifname: &str) -> Result<()> {
     ethtool_set(ifname, ETHTOOL_STXCSUM, 0).with_context(|| format!("turning TX checksum offload off on {ifname}"))
 }

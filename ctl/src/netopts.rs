@@ -1,14 +1,63 @@
 //! The driver options of `network create` (`-o key=value`), checked before anything is set up:
-//! `parent` (with Docker's dotted VLAN notation `eth0.50`), `macvlan_mode`, `nodst`, `vlan_pcp`.
+//! `parent` (with Docker's dotted VLAN notation `eth0.50`), `macvlan_mode`, `nodst`, `vlan_pcp`;
+//! for `-d ipvlan`, `ipvlan_mode` and `ipvlan_flag` (Docker's ipvlan driver's names) instead of
+//! `macvlan_mode` and `nodst`. Each driver refuses the other's keys by name.
+
+use std::fmt;
+use std::str::FromStr;
 
 use xmacvlan_datapath::fwd::Mode;
 pub use xmacvlan_datapath::guard::Guard;
+use xmacvlan_datapath::ipvlan::Ipvlan;
+
+/// `-d DRIVER`: what a network's endpoints are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Driver {
+    /// Each endpoint has a MAC of its own (drivers/net/macvlan.c).
+    #[default]
+    Macvlan,
+    /// Every endpoint has the parent's MAC and is told apart by its IP addresses
+    /// (drivers/net/ipvlan).
+    Ipvlan,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Macvlan => "macvlan",
+            Driver::Ipvlan => "ipvlan",
+        }
+    }
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Driver {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "macvlan" => Ok(Driver::Macvlan),
+            "ipvlan" => Ok(Driver::Ipvlan),
+            _ => Err(format!("driver '{s}' is not supported: -d macvlan or -d ipvlan")),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetOpts {
     /// The parent as the user wrote it (`eth0`, `eth0.50`); None for an internal network.
     pub parent: Option<String>,
+    /// The macvlan mode (bridge for an ipvlan network, whose endpoints the datapath switches by
+    /// `ipvlan` instead).
     pub mode: Mode,
+    /// An ipvlan network's mode and flag (`ipvlan_mode`, default l2 as Docker's; `ipvlan_flag`,
+    /// default bridge); None for a macvlan network.
+    pub ipvlan: Option<Ipvlan>,
     /// Source mode: frames from listed senders go to the copies only (kernel `nodst`).
     pub nodst: bool,
     /// VLAN networks: a received tag with a non-zero priority is delivered as a priority tag
@@ -25,6 +74,8 @@ pub struct NetOpts {
 pub const MTU: &str = "com.docker.network.driver.mtu";
 
 pub const KNOWN: &str = "parent, macvlan_mode, nodst, vlan_pcp, spoof_check, ip_guard, com.docker.network.driver.mtu";
+pub const KNOWN_IPVLAN: &str =
+    "parent, ipvlan_mode, ipvlan_flag, vlan_pcp, spoof_check, ip_guard, com.docker.network.driver.mtu";
 
 /// `on`/`off` (or `true`/`false`) of option `key`.
 pub fn switch(key: &str, v: &str) -> Result<bool, String> {
@@ -36,16 +87,43 @@ pub fn switch(key: &str, v: &str) -> Result<bool, String> {
 }
 
 impl NetOpts {
+    /// The options of a macvlan network.
     pub fn parse(options: &[(String, String)]) -> Result<NetOpts, String> {
+        NetOpts::parse_for(Driver::Macvlan, options)
+    }
+
+    /// The options of a network of `driver`.
+    pub fn parse_for(driver: Driver, options: &[(String, String)]) -> Result<NetOpts, String> {
+        let ipvlan = driver == Driver::Ipvlan;
         let mut o = NetOpts {
             parent: None,
             mode: Mode::Bridge,
+            ipvlan: ipvlan.then(Ipvlan::default),
             nodst: false,
             keep_pcp: false,
             mtu: None,
             guard: Guard::DEFAULT,
         };
         for (k, v) in options {
+            match (k.as_str(), &mut o.ipvlan) {
+                ("macvlan_mode" | "nodst", Some(_)) => {
+                    return Err(format!(
+                        "-o {k} is a macvlan option, not valid with -d ipvlan (it takes ipvlan_mode and ipvlan_flag)"
+                    ))
+                }
+                ("ipvlan_mode" | "ipvlan_flag", None) => {
+                    return Err(format!("-o {k} is an ipvlan option, not valid with -d macvlan (use -d ipvlan)"))
+                }
+                ("ipvlan_mode", Some(i)) => {
+                    i.mode = v.parse()?;
+                    continue;
+                }
+                ("ipvlan_flag", Some(i)) => {
+                    i.flag = v.parse()?;
+                    continue;
+                }
+                _ => {}
+            }
             match k.as_str() {
                 "parent" if v.is_empty() => {
                     return Err("-o parent= is empty: name an interface, or leave it out for an internal network".into())
@@ -72,7 +150,10 @@ impl NetOpts {
                     Ok(m) if m >= 68 => o.mtu = Some(m),
                     _ => return Err(format!("-o {MTU}={v} is not a valid MTU (68 or more)")),
                 },
-                other => return Err(format!("unknown driver option '{other}' (known: {KNOWN})")),
+                other => {
+                    let known = if ipvlan { KNOWN_IPVLAN } else { KNOWN };
+                    return Err(format!("unknown driver option '{other}' (known: {known})"));
+                }
             }
         }
         if o.nodst && o.mode != Mode::Source {
@@ -154,6 +235,48 @@ mod tests {
         ] {
             let e = opts(&kv).unwrap_err();
             assert!(e.contains(says), "{kv:?}: {e}");
+        }
+    }
+
+    fn ipvlan(kv: &[(&str, &str)]) -> Result<NetOpts, String> {
+        NetOpts::parse_for(Driver::Ipvlan, &kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn drivers_are_macvlan_and_ipvlan() {
+        assert_eq!("macvlan".parse(), Ok(Driver::Macvlan));
+        assert_eq!("ipvlan".parse(), Ok(Driver::Ipvlan));
+        assert_eq!(Driver::Ipvlan.to_string(), "ipvlan");
+        let e = "bridge".parse::<Driver>().unwrap_err();
+        assert!(e.contains("driver 'bridge' is not supported"), "{e}");
+    }
+
+    #[test]
+    fn ipvlan_takes_its_mode_and_flag_and_defaults_to_l2_bridge() {
+        use xmacvlan_datapath::ipvlan::{IpvlanFlag, IpvlanMode};
+        assert_eq!(ipvlan(&[]).unwrap().ipvlan, Some(Ipvlan { mode: IpvlanMode::L2, flag: IpvlanFlag::Bridge }));
+        assert_eq!(opts(&[]).unwrap().ipvlan, None, "a macvlan network has no ipvlan settings");
+        let o = ipvlan(&[("parent", "eth1.50"), ("ipvlan_mode", "l3s"), ("ipvlan_flag", "vepa"), ("vlan_pcp", "keep")])
+            .unwrap();
+        assert_eq!(o.ipvlan, Some(Ipvlan { mode: IpvlanMode::L3s, flag: IpvlanFlag::Vepa }));
+        assert_eq!((o.mode, o.keep_pcp), (Mode::Bridge, true), "vlan_pcp is a VLAN's, valid for both drivers");
+        let o = ipvlan(&[("ipvlan_mode", "l3"), ("ipvlan_flag", "private"), ("spoof_check", "off")]).unwrap();
+        assert_eq!(o.ipvlan, Some(Ipvlan { mode: IpvlanMode::L3, flag: IpvlanFlag::Private }));
+        assert!(!o.guard.mac);
+        for (kv, says) in [
+            (vec![("ipvlan_mode", "l4")], "requested ipvlan mode 'l4' is not valid"),
+            (vec![("ipvlan_mode", "bridge")], "requested ipvlan mode 'bridge' is not valid"),
+            (vec![("ipvlan_flag", "passthru")], "requested ipvlan flag 'passthru' is not valid"),
+            (vec![("macvlan_mode", "bridge")], "-o macvlan_mode is a macvlan option, not valid with -d ipvlan"),
+            (vec![("nodst", "true")], "-o nodst is a macvlan option, not valid with -d ipvlan"),
+            (vec![("mode", "l2")], "unknown driver option 'mode' (known: parent, ipvlan_mode"),
+        ] {
+            let e = ipvlan(&kv).unwrap_err();
+            assert!(e.contains(says), "{kv:?}: {e}");
+        }
+        for key in ["ipvlan_mode", "ipvlan_flag"] {
+            let e = opts(&[(key, "l2")]).unwrap_err();
+            assert!(e.contains(&format!("-o {key} is an ipvlan option, not valid with -d macvlan")), "{e}");
         }
     }
 }

@@ -68,7 +68,10 @@ pub fn inspect(i: &NetworkInspect, format: Option<Format>, all: bool) -> Result<
     let kv = |k: &str, val: String| println!("{k:<10} {val}");
     kv("Name", n.name.clone());
     kv("Id", n.id.to_string());
-    kv("Driver", format!("{} ({} mode)", n.driver, n.mode));
+    match &n.ipvlan_flag {
+        Some(flag) => kv("Driver", format!("{} ({} mode, {flag})", n.driver, n.mode)),
+        None => kv("Driver", format!("{} ({} mode)", n.driver, n.mode)),
+    }
     kv("Parent", n.parent.clone().unwrap_or_else(|| "none (internal)".into()));
     kv("IPv6", n.ipv6.to_string());
     kv("XDP", n.xdp_mode.clone());
@@ -158,7 +161,10 @@ pub fn ls(nets: &[NetworkView], format: Format) -> Result<()> {
         vec![
             n.id.to_string(),
             shown_name(n),
-            format!("{}/{}", n.driver, n.mode),
+            match &n.ipvlan_flag {
+                Some(flag) => format!("{}/{}/{flag}", n.driver, n.mode),
+                None => format!("{}/{}", n.driver, n.mode),
+            },
             n.parent.clone().unwrap_or_else(|| "(internal)".into()),
             n.subnets.iter().map(|s| s.subnet.as_str()).collect::<Vec<_>>().join(","),
             n.xdp_mode.clone(),

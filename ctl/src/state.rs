@@ -55,6 +55,10 @@ pub struct NetworkState {
     /// None for an internal network.
     pub parent: Option<String>,
     pub internal: bool,
+    /// `macvlan` or `ipvlan` (`-d`); files from before ipvlan have none: macvlan.
+    #[serde(default = "macvlan", skip_serializing_if = "is_macvlan")]
+    pub driver: String,
+    /// The macvlan mode, or an ipvlan network's ipvlan_mode (shown by `ls`; the options decide).
     pub mode: String,
     /// Every `-o` driver option as given (parent and mode included); parsed again at restore.
     #[serde(default)]
@@ -74,6 +78,14 @@ pub struct NetworkState {
     /// A Docker network's name, once learnt from dockerd (Docker never tells a driver).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_name: Option<String>,
+}
+
+fn macvlan() -> String {
+    "macvlan".into()
+}
+
+fn is_macvlan(d: &str) -> bool {
+    d == "macvlan"
 }
 
 /// The parent as it was before a passthru endpoint took it over.
@@ -121,6 +133,10 @@ pub struct EndpointState {
     pub spoof_check: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_guard: Option<bool>,
+    /// An ipvlan endpoint's dev_id (1..=0xFFFD, unique on its parent link): its IPv6 link-local
+    /// address is made from the parent's MAC and it, as the kernel makes an ipvlan slave's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan_id: Option<u16>,
 }
 
 pub struct Store {
@@ -346,6 +362,7 @@ mod tests {
                 id: 2,
                 parent: Some("eth9".into()),
                 internal: false,
+                driver: "macvlan".into(),
                 mode: "source".into(),
                 options: vec![("parent".into(), "eth9.10".into()), ("macvlan_mode".into(), "source".into())],
                 ipam: IpamSpec { subnets: vec!["198.18.0.0/24".into()], ..Default::default() },
@@ -368,6 +385,7 @@ mod tests {
                     }],
                     spoof_check: Some(false),
                     ip_guard: Some(true),
+                    ipvlan_id: None,
                 }],
             }],
         };
@@ -380,6 +398,7 @@ mod tests {
         assert_eq!(back.networks[0].endpoints[0].cni, st.networks[0].endpoints[0].cni);
         assert_eq!(back.networks[0].endpoints[0].routes, st.networks[0].endpoints[0].routes);
         assert_eq!(back.networks[0].endpoints[0].source_macs, st.networks[0].endpoints[0].source_macs);
+        assert_eq!(back.networks, st.networks, "every field, the new ones included");
         fs::write(store.path(), b"{ not json").unwrap();
         let e = store.load().unwrap_err().to_string();
         assert!(e.contains("corrupt") && e.contains("state.json"), "{e}");
@@ -604,5 +623,42 @@ mod tests {
         fs::write(store.path(), text.replace(&format!("\"version\": {STATE_VERSION}"), "\"version\": 99")).unwrap();
         let e = Store::new(&dir.0).unwrap().load().unwrap_err().to_string();
         assert!(e.contains("version 99"), "{e}");
+    }
+
+    #[test]
+    fn an_ipvlan_network_and_its_dev_ids_round_trip_and_old_files_are_macvlan() {
+        let dir = Dir::new("ipvlan");
+        let mut store = Store::new(&dir.0).unwrap();
+        let mut net = network("iv", &["xmv1", "xmv2"]);
+        net.driver = "ipvlan".into();
+        net.mode = "l3".into();
+        net.options = vec![("parent".into(), "eth1".into()), ("ipvlan_mode".into(), "l3".into())];
+        net.endpoints[0].ipvlan_id = Some(1);
+        net.endpoints[1].ipvlan_id = Some(2);
+        let st = State {
+            version: STATE_VERSION,
+            next_id: 2,
+            networks: vec![net, network("m", &["xmv3"])],
+            ..State::default()
+        };
+        store.save(st.clone()).unwrap();
+        assert_eq!(plain(reread(&dir.0)), plain(st.clone()));
+        let text = fs::read_to_string(store.path()).unwrap();
+        assert_eq!(text.matches("\"driver\"").count(), 1, "only the ipvlan network names its driver: {text}");
+        assert_eq!(text.matches("\"ipvlan_id\"").count(), 2, "{text}");
+        // A later change goes through the journal and reads back the same.
+        let mut changed = st.clone();
+        changed.networks[0].endpoints[1].ipvlan_id = Some(3);
+        store.save(changed.clone()).unwrap();
+        assert_eq!(plain(reread(&dir.0)), plain(changed));
+        // A file from before ipvlan: no driver, no ipvlan_id.
+        let old = r#"{"version":2,"next_id":2,"networks":[{"name":"n","id":1,"parent":"eth1","internal":false,
+            "mode":"bridge","ipam":{"subnets":["198.18.0.0/24"],"gateways":[],"ip_ranges":[],"aux_addresses":[],
+            "ipv6":false},"endpoints":[{"kind":"veth","netns":"a","ns_id":[1,2],"ifname":"eth0","host":"xmv9",
+            "mac":"02:42:c6:12:00:02","addrs":["198.18.0.2/24"],"mtu":1500}]}]}"#;
+        fs::remove_file(store.journal_path()).ok();
+        fs::write(store.path(), old).unwrap();
+        let st = Store::new(&dir.0).unwrap().load().unwrap();
+        assert_eq!((st.networks[0].driver.as_str(), st.networks[0].endpoints[0].ipvlan_id), ("macvlan", None));
     }
 }

@@ -599,7 +599,9 @@ pub fn cni_request(id: &str, netns: &str, ip: &str) -> CniAdd {
         network: CniNetwork {
             name: "cninet".into(),
             master: Some("eth1".into()),
+            driver: "macvlan".into(),
             mode: "bridge".into(),
+            ipvlan_flag: None,
             spoof_check: true,
             ip_guard: false,
         },

@@ -100,8 +100,14 @@ pub struct CniNetwork {
     pub name: String,
     /// None: the interface of the default route.
     pub master: Option<String>,
-    /// A macvlan mode name (`bridge` when the config has none).
+    /// `macvlan` (also when absent: older plugins send none) or `ipvlan`.
+    #[serde(default = "macvlan", skip_serializing_if = "is_macvlan")]
+    pub driver: String,
+    /// A macvlan mode name (`bridge` when the config has none), or an ipvlan mode (`l2` when none).
     pub mode: String,
+    /// An ipvlan network's flag (`bridge` when the config has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan_flag: Option<String>,
     /// The attachment's source guard (`"spoof_check"`, default true; `"ip_guard"`, default false).
     #[serde(default = "yes")]
     pub spoof_check: bool,
@@ -111,6 +117,14 @@ pub struct CniNetwork {
 
 fn yes() -> bool {
     true
+}
+
+fn macvlan() -> String {
+    "macvlan".into()
+}
+
+fn is_macvlan(d: &str) -> bool {
+    d == "macvlan"
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,7 +19,11 @@ pub struct NetworkView {
     /// The 802.1Q VLAN of a dotted parent (`eth0.50` → 50); 0 when untagged.
     pub vlan: u16,
     pub internal: bool,
+    /// The macvlan mode, or an ipvlan network's ipvlan_mode.
     pub mode: String,
+    /// An ipvlan network's ipvlan_flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan_flag: Option<String>,
     /// The other driver options (`nodst`, `vlan_pcp`) as given.
     pub options: Vec<(String, String)>,
     pub ipv6: bool,
@@ -71,6 +75,12 @@ pub struct EndpointView {
     pub spoof_check: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_guard: Option<bool>,
+    /// An ipvlan endpoint's dev_id, and the link-local address it gives it (fe80::/64, from the
+    /// parent's MAC with the dev_id in place of ff:fe, as the kernel's addrconf_ifid_eui48).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan_id: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_local: Option<String>,
 }
 
 /// `network inspect`: the network, and its ports' counters while it is active.

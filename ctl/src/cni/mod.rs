@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 
 use crate::api::{Attachment, CniIp, CniNetwork, CniRoute};
+use crate::netopts::Driver;
 
 mod plugin;
 
@@ -66,13 +67,19 @@ fn ver(s: &str) -> (u32, u32, u32) {
     (it.next().unwrap_or(0), it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
-/// The network configuration: the reference macvlan plugin's keys plus `socket`.
+/// The network configuration: the reference macvlan plugin's keys plus `socket`; with
+/// `"driver": "ipvlan"`, the reference ipvlan plugin's (`mode` l2, l3 or l3s) plus `ipvlan_flag`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetConf {
     pub cni_version: String,
     pub name: String,
     pub master: Option<String>,
+    /// `"driver"`: `macvlan` (the default) or `ipvlan`.
+    pub driver: Driver,
+    /// A macvlan mode, or with `"driver": "ipvlan"` an ipvlan mode.
     pub mode: String,
+    /// `"ipvlan_flag"` (ipvlan only): bridge (the default), private or vepa.
+    pub ipvlan_flag: Option<String>,
     pub mtu: u32,
     pub mac: Option<String>,
     pub runtime_mac: Option<String>,
@@ -111,7 +118,9 @@ impl NetConf {
         CniNetwork {
             name: self.name.clone(),
             master: self.master.clone(),
+            driver: self.driver.name().into(),
             mode: self.mode.clone(),
+            ipvlan_flag: self.ipvlan_flag.clone(),
             spoof_check: self.spoof_check,
             ip_guard: self.ip_guard,
         }
@@ -149,11 +158,39 @@ pub fn parse_conf(stdin: &[u8]) -> Result<NetConf> {
             format!("network name \"{name}\" is invalid: use 1-64 letters, digits, '_', '.' or '-'"),
         ));
     }
+    let driver = match s("driver")?.as_deref() {
+        None | Some("" | "macvlan") => Driver::Macvlan,
+        Some("ipvlan") => Driver::Ipvlan,
+        Some(d) => {
+            return Err(CniError::new(code::INVALID_CONFIG, format!("unknown driver: \"{d}\" (macvlan or ipvlan)")))
+        }
+    };
     let mode = s("mode")?.unwrap_or_default();
-    let mode = match mode.as_str() {
-        "" => "bridge".to_string(),
-        "bridge" | "private" | "vepa" | "passthru" | "source" => mode,
-        _ => return Err(CniError::new(code::INVALID_CONFIG, format!("unknown macvlan mode: \"{mode}\""))),
+    let mode = match (driver, mode.as_str()) {
+        (Driver::Macvlan, "") => "bridge".to_string(),
+        (Driver::Macvlan, "bridge" | "private" | "vepa" | "passthru" | "source") => mode,
+        (Driver::Macvlan, _) => {
+            return Err(CniError::new(code::INVALID_CONFIG, format!("unknown macvlan mode: \"{mode}\"")))
+        }
+        // The reference ipvlan plugin's modes and default, and its words.
+        (Driver::Ipvlan, "") => "l2".to_string(),
+        (Driver::Ipvlan, "l2" | "l3" | "l3s") => mode,
+        (Driver::Ipvlan, _) => {
+            return Err(CniError::new(code::INVALID_CONFIG, format!("unknown ipvlan mode: \"{mode}\"")))
+        }
+    };
+    let ipvlan_flag = match (driver, s("ipvlan_flag")?) {
+        (_, None) => (driver == Driver::Ipvlan).then(|| "bridge".to_string()),
+        (Driver::Macvlan, Some(f)) => {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!("\"ipvlan_flag\": \"{f}\" is for \"driver\": \"ipvlan\" (this configuration is macvlan)"),
+            ))
+        }
+        (Driver::Ipvlan, Some(f)) if ["bridge", "private", "vepa"].contains(&f.as_str()) => Some(f),
+        (Driver::Ipvlan, Some(f)) => {
+            return Err(CniError::new(code::INVALID_CONFIG, format!("unknown ipvlan flag: \"{f}\"")))
+        }
     };
     let mtu = match obj.get("mtu") {
         None | Some(Value::Null) => 0,
@@ -216,7 +253,9 @@ pub fn parse_conf(stdin: &[u8]) -> Result<NetConf> {
         cni_version,
         name,
         master: s("master")?.filter(|m| !m.is_empty()),
+        driver,
         mode,
+        ipvlan_flag,
         mtu,
         mac: s("mac")?.filter(|m| !m.is_empty()),
         runtime_mac,
@@ -446,6 +485,39 @@ mod tests {
             (e.code, e.msg.as_str()),
             (code::INVALID_CONFIG, "\"spoof_check\" must be true or false, not \"off\"")
         );
+    }
+
+    #[test]
+    fn ipvlan_is_the_reference_ipvlan_plugins_keys_with_driver_ipvlan() {
+        let ipvlan = |extra: Value| {
+            let mut c = conf(json!({ "driver": "ipvlan" }));
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            parse(c)
+        };
+        let c = ipvlan(json!({})).unwrap();
+        assert_eq!((c.driver, c.mode.as_str(), c.ipvlan_flag.as_deref()), (Driver::Ipvlan, "l2", Some("bridge")));
+        let n = ipvlan(json!({ "mode": "l3s", "ipvlan_flag": "private", "mtu": 1400 })).unwrap().network();
+        assert_eq!((n.driver.as_str(), n.mode.as_str(), n.ipvlan_flag.as_deref()), ("ipvlan", "l3s", Some("private")));
+        let c = parse(conf(json!({}))).unwrap();
+        assert_eq!((c.driver, c.ipvlan_flag), (Driver::Macvlan, None), "macvlan by default");
+        for (extra, says) in [
+            (json!({ "mode": "bridge" }), "unknown ipvlan mode: \"bridge\""),
+            (json!({ "mode": "l4" }), "unknown ipvlan mode: \"l4\""),
+            (json!({ "ipvlan_flag": "passthru" }), "unknown ipvlan flag: \"passthru\""),
+            (json!({ "linkInContainer": true }), "linkInContainer=true is not supported"),
+        ] {
+            let e = ipvlan(extra.clone()).unwrap_err();
+            assert!(e.msg.contains(says), "{extra}: {}", e.msg);
+            assert!(matches!(e.code, code::INVALID_CONFIG | code::UNSUPPORTED_FIELD), "{extra}: {}", e.code);
+        }
+        let e = parse(conf(json!({ "mode": "l2" }))).unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (code::INVALID_CONFIG, "unknown macvlan mode: \"l2\""));
+        let e = parse(conf(json!({ "ipvlan_flag": "private" }))).unwrap_err();
+        assert!(e.code == code::INVALID_CONFIG && e.msg.contains("is for \"driver\": \"ipvlan\""), "{}", e.msg);
+        let e = parse(conf(json!({ "driver": "bridge" }))).unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (code::INVALID_CONFIG, "unknown driver: \"bridge\" (macvlan or ipvlan)"));
     }
 
     #[test]

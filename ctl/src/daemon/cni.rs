@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use rtnetlink::Handle;
 use xmacvlan_datapath::frame::MacAddr;
 
-use super::{open_netns, resolve_parent, Daemon, EpId, Key, Owner};
+use super::{open_netns, resolve_parent, Daemon, EpId, Key, Network, Owner};
 use crate::api::reply::{CniChecked, CniCollected, CniDeleted, CniReady, Connected};
 use crate::api::{Attachment, CniAdd, CniCheck, CniIp, CniNetwork, CniRoute, CodedError, Connect, CreateNetwork};
 use crate::ipam::{Assigned, IpamSpec};
@@ -220,12 +220,12 @@ impl Daemon {
             Some(m) => m.clone(),
             None => default_route_link(self.h.clone()).await?,
         };
-        if net.parent.as_deref() != Some(want_master.as_str()) || net.mode != c.network.mode {
+        if net.parent.as_deref() != Some(want_master.as_str()) || settings_of(net) != settings(&c.network) {
             bail!(
-                "network '{name}' is on master {} in mode {}; the config says master {want_master}, mode {}",
+                "network '{name}' is on master {} in {}; the config says master {want_master}, {}",
                 net.parent.as_deref().unwrap_or("-"),
-                net.mode,
-                c.network.mode
+                settings_of(net),
+                settings(&c.network)
             );
         }
         let dkey = net.domain.ok_or_else(|| anyhow!("network '{name}' is {}", net.status))?;
@@ -276,15 +276,15 @@ impl Daemon {
                     ),
                 ));
             }
-            if net.parent.as_deref() != Some(master.as_str()) || net.mode != n.mode {
+            if net.parent.as_deref() != Some(master.as_str()) || settings_of(net) != settings(n) {
                 return Err(coded(
                     INVALID_CONFIG,
                     format!(
-                        "CNI network '{}' is on master {} in mode {} (made by an earlier ADD); this config says master {master}, mode {}: the attachments of a network share its master and mode",
+                        "CNI network '{}' is on master {} in {} (made by an earlier ADD); this config says master {master}, {}: the attachments of a network share its master and mode",
                         n.name,
                         net.parent.as_deref().unwrap_or("-"),
-                        net.mode,
-                        n.mode
+                        settings_of(net),
+                        settings(n)
                     ),
                 ));
             }
@@ -292,17 +292,21 @@ impl Daemon {
                 net.domain.ok_or_else(|| coded(TRY_AGAIN_LATER, format!("network '{}' is {}", n.name, net.status)))?;
             return Ok(self.domains[&dkey].link.mtu);
         }
+        let mut options = vec![("parent".into(), master)];
+        if n.driver == "ipvlan" {
+            options.push(("ipvlan_mode".into(), n.mode.clone()));
+            options.extend(n.ipvlan_flag.iter().map(|f| ("ipvlan_flag".to_string(), f.clone())));
+        } else {
+            options.push(("macvlan_mode".into(), n.mode.clone()));
+        }
+        options.push(("spoof_check".into(), if n.spoof_check { "on" } else { "off" }.into()));
+        options.push(("ip_guard".into(), if n.ip_guard { "on" } else { "off" }.into()));
         let c = CreateNetwork {
             name: n.name.clone(),
-            driver: "macvlan".into(),
+            driver: n.driver.clone(),
             ipam: IpamSpec::default(),
             internal: false,
-            options: vec![
-                ("parent".into(), master),
-                ("macvlan_mode".into(), n.mode.clone()),
-                ("spoof_check".into(), if n.spoof_check { "on" } else { "off" }.into()),
-                ("ip_guard".into(), if n.ip_guard { "on" } else { "off" }.into()),
-            ],
+            options,
         };
         self.create_network(c, Owner::Cni).await.map_err(|e| coded(INVALID_CONFIG, format!("{e:#}")))?;
         let net = &self.nets[&n.name];
@@ -324,6 +328,23 @@ impl Daemon {
                 eprintln!("xmacvlan daemon: removing the unused CNI network '{network}': {e:#}");
             }
         }
+    }
+}
+
+/// What a CNI configuration says of its network besides the master: "mode bridge" (macvlan),
+/// "ipvlan mode l3 (private)".
+fn settings(n: &CniNetwork) -> String {
+    match n.driver.as_str() {
+        "ipvlan" => format!("ipvlan mode {} ({})", n.mode, n.ipvlan_flag.as_deref().unwrap_or("bridge")),
+        _ => format!("mode {}", n.mode),
+    }
+}
+
+/// The same of a network of the registry.
+fn settings_of(net: &Network) -> String {
+    match net.opts.ipvlan {
+        Some(i) => format!("ipvlan mode {} ({})", i.mode, i.flag),
+        None => format!("mode {}", net.mode),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Endpoints: `connect` (a veth pair or a tap, addresses, routes, the datapath's port) with its
-//! rollback, and `disconnect`.
+//! rollback, and `disconnect`. An ipvlan endpoint's extras are in `ipvlan`.
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -8,9 +8,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::{Mode, PortId};
+use xmacvlan_datapath::ipvlan::Ipvlan;
 use xmacvlan_datapath::{EndpointSpec, NetId};
 
 use super::cni::{coded, INVALID_CONFIG};
+use super::ipvlan::{self, IpvlanPlan};
 use super::rules;
 use super::view::endpoint_view;
 use super::{host_ifname, open_netns, random_mac, valid_ifname, CniParts, Daemon, Endpoint, EpId, EpOpts, Key, Owner};
@@ -25,7 +27,7 @@ impl Daemon {
     /// plugin gave (the network's own IPAM is not asked).
     pub(super) async fn connect(&mut self, c: Connect, cni: Option<CniParts>) -> Result<Connected> {
         // A request the rules refuse is an invalid value (CNI code 7), whoever sent it.
-        let Checked { dkey, dp, target, mtu, requested_mac, passthru, parent_mac } =
+        let Checked { dkey, dp, target, mtu, requested_mac, passthru, parent_mac, ipvlan } =
             self.check_connect(&c, cni.is_some()).await.map_err(|e| coded(INVALID_CONFIG, format!("{e:#}")))?;
         let o = self.nets[&c.network].ep_opts().with_guard(c.spoof_check, c.ip_guard);
         let net = self.nets.get_mut(&c.network).expect("checked above");
@@ -33,10 +35,18 @@ impl Daemon {
             Some(p) => (p.addrs.clone(), p.routes.clone()),
             None => {
                 let addrs = net.ipam.allocate(c.ip.as_deref(), c.ip6.as_deref()).map_err(|e| anyhow!(e))?;
-                (addrs, default_routes(&net.ipam.default_gateways()))
+                (addrs, ipvlan::routes(o.ipvlan, default_routes(&net.ipam.default_gateways())))
+            }
+        };
+        let ipvlan = match ipvlan.map(|port| self.ipvlan_endpoint(port, dkey, o.vlan, &addrs)).transpose() {
+            Ok(i) => i,
+            Err(e) => {
+                self.nets.get_mut(&c.network).expect("exists").ipam.release(&addrs);
+                return Err(coded(INVALID_CONFIG, format!("{e:#}")));
             }
         };
         let mac = match (passthru, requested_mac) {
+            _ if ipvlan.is_some() => parent_mac.expect("checked with the rules"),
             (_, Some(m)) => m,
             (true, None) => parent_mac.expect("a parent link has a MAC"),
             // CNI: random, as the kernel gives a macvlan child (a MAC derived from an address
@@ -44,7 +54,9 @@ impl Daemon {
             (false, None) if cni.is_some() => random_mac(),
             (false, None) => derive_mac(&addrs).map_or_else(random_mac, MacAddr),
         };
-        if let Err(e) = self.check_mac(mac, dkey, o.vlan, passthru) {
+        // An ipvlan endpoint has its parent's MAC, shared by every endpoint of the port.
+        let mac_free = if ipvlan.is_some() { Ok(()) } else { self.check_mac(mac, dkey, o.vlan, passthru) };
+        if let Err(e) = mac_free {
             self.nets.get_mut(&c.network).expect("exists").ipam.release(&addrs);
             return Err(coded(INVALID_CONFIG, format!("{e:#}")));
         }
@@ -55,7 +67,7 @@ impl Daemon {
             }
         }
         let net_id = self.nets[&c.network].id;
-        let plan = Plan { dp, opts: o, mac, mtu, create: true, addrs: addrs.iter().map(|a| a.ip).collect() };
+        let plan = Plan { dp, opts: o, mac, mtu, create: true, addrs: addrs.iter().map(|a| a.ip).collect(), ipvlan };
         let host = match &target {
             Target::Veth { ns_id, .. } => host_ifname(net_id, *ns_id),
             Target::Tap { name, .. } => name.clone(),
@@ -105,6 +117,7 @@ impl Daemon {
             cni: cni.map(|p| p.attachment),
             spoof_check: c.spoof_check,
             ip_guard: c.ip_guard,
+            ipvlan_id: ipvlan.map(|i| i.dev_id),
         };
         let ep = Endpoint { st, port, host_index, mac, addrs };
         let v = Connected { network: c.network.clone(), endpoint: endpoint_view(&ep.st) };
@@ -127,6 +140,9 @@ impl Daemon {
             _ => {}
         }
         let Some(dkey) = net.domain else { bail!("network '{}' is {}", c.network, net.status) };
+        if net.opts.ipvlan.is_some() {
+            rules::ipvlan_endpoint(&c.network, c.tap.as_deref(), c.mac.as_deref())?;
+        }
         let dom = &self.domains[&dkey];
         let (dp, max_mtu, link_name) = (dom.dp, dom.link.mtu, dom.link.name.clone());
         let target = match (&c.netns, &c.tap) {
@@ -162,7 +178,10 @@ impl Daemon {
         // Validate the MAC before taking addresses, so a bad MAC leaves the pools untouched.
         let requested_mac = rules::requested_mac(c.mac.as_deref())?;
         let passthru = net.opts.mode == Mode::Passthru;
-        let parent_mac = dom.link.mac;
+        let parent_mac = match net.opts.ipvlan {
+            Some(_) => Some(self.ipvlan_mac(dkey)?),
+            None => dom.link.mac,
+        };
         if passthru {
             // Like the kernel, a passthru endpoint with a MAC of its own changes the parent's; that
             // would pull the parent from under the other networks on it.
@@ -177,14 +196,15 @@ impl Daemon {
                 sharing.map(|n| n.name.as_str()),
             )?;
         }
-        Ok(Checked { dkey, dp, target, mtu, requested_mac, passthru, parent_mac })
+        Ok(Checked { dkey, dp, target, mtu, requested_mac, passthru, parent_mac, ipvlan: net.opts.ipvlan })
     }
 
     /// Creates (or, `create` false, adopts) an endpoint's veth pair, attaches the datapath and
     /// configures the container side; undoes what it did on failure.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn build_veth(&mut self, plan: Plan, v: Veth<'_>) -> Result<(PortId, u32)> {
-        let Plan { dp, opts: o, mac, mtu, create, addrs: guard_addrs } = plan;
+        let Plan { dp, opts: o, mac, mtu, create, addrs: mut guard_addrs, ipvlan } = plan;
+        guard_addrs.extend(ipvlan.map(|i| IpAddr::V6(i.link_local(mac))));
         let (addrs, routes) = (v.addrs, v.routes);
         let workers = self.dp().workers() as u32;
         let host = v.host.to_string();
@@ -238,7 +258,7 @@ impl Daemon {
                 nodst: o.nodst,
                 keep_pcp: o.keep_pcp,
                 guard: o.guard,
-                ipvlan: None,
+                ipvlan: ipvlan.map(|i| i.port),
                 addrs: guard_addrs.clone(),
             };
             let id = self.dp().add_endpoint(dp, &spec).with_context(|| format!("attaching the datapath to {host}"))?;
@@ -254,6 +274,9 @@ impl Daemon {
                         .ok_or_else(|| anyhow!("{ifname} is missing in the namespace"))?;
                     if !offloads {
                         netlink::disable_tx_checksum(&ifname)?;
+                    }
+                    if let Some(i) = ipvlan {
+                        ipvlan::configure(&h, l.index, &ifname, i, mac).await?;
                     }
                     for a in &addrs {
                         netlink::add_addr(&h, l.index, a.ip, a.prefix).await?;
@@ -280,7 +303,7 @@ impl Daemon {
     /// is on while a VM has it open; until then frames for it count as `dst_down`.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn build_tap(&mut self, plan: Plan, name: &str, owner: Option<u32>) -> Result<(PortId, u32)> {
-        let Plan { dp, opts: o, mac, mtu, create, addrs: guard_addrs } = plan;
+        let Plan { dp, opts: o, mac, mtu, create, addrs: guard_addrs, ipvlan: _ } = plan;
         if create {
             netlink::create_tap(name, owner)?;
         }
@@ -306,6 +329,7 @@ impl Daemon {
                 nodst: o.nodst,
                 keep_pcp: o.keep_pcp,
                 guard: o.guard,
+                // Refused on an ipvlan network (rules::ipvlan_endpoint): a VM has a MAC of its own.
                 ipvlan: None,
                 addrs: guard_addrs.clone(),
             };
@@ -394,7 +418,9 @@ struct Checked {
     mtu: u32,
     requested_mac: Option<MacAddr>,
     passthru: bool,
+    /// The parent's MAC (an ipvlan network's: its endpoints', checked present).
     parent_mac: Option<MacAddr>,
+    ipvlan: Option<Ipvlan>,
 }
 
 /// Where a new endpoint goes.
@@ -414,6 +440,8 @@ pub(super) struct Plan {
     pub(super) create: bool,
     /// The endpoint's addresses: what its IP guard lets it send from.
     pub(super) addrs: Vec<IpAddr>,
+    /// An ipvlan endpoint: its port and dev_id (its link-local address joins `addrs`).
+    pub(super) ipvlan: Option<IpvlanPlan>,
 }
 
 /// The veth pair of an endpoint: `host` here, `ifname` inside `ns`, with the addresses and routes

@@ -23,6 +23,7 @@ use xmacvlan_datapath::fwd::Mode;
 
 use super::connect::{Plan, Veth};
 use super::endpoints::{Endpoint, Key};
+use super::ipvlan::IpvlanPlan;
 use super::{random_mac, rules, Daemon, Owner, Shared};
 use crate::docker::{self, CreateEndpointRequest, CreateNetworkRequest, EndpointRef, JoinRequest, NetworkRef};
 use crate::http;
@@ -32,8 +33,8 @@ use crate::state::{EndpointKind, EndpointState};
 /// An endpoint Docker created and has not joined yet: what `Join` will make.
 #[derive(Debug, Clone)]
 pub(super) struct Reserved {
-    mac: MacAddr,
-    addrs: Vec<Assigned>,
+    pub(super) mac: MacAddr,
+    pub(super) addrs: Vec<Assigned>,
 }
 
 /// The endpoints of a Docker network between `CreateEndpoint` and `DeleteEndpoint`, by EndpointID
@@ -224,6 +225,16 @@ impl Daemon {
         let addrs = docker::endpoint_addresses(&i).map_err(|e| anyhow!(e))?;
         let given = rules::requested_mac((!i.mac_address.is_empty()).then_some(i.mac_address.as_str()))?;
         let dkey = net.domain.ok_or_else(|| anyhow!("network {} is {}", r.network_id, net.status))?;
+        if net.opts.ipvlan.is_some() {
+            // The parent's MAC, for every endpoint; its addresses are what tells it apart.
+            rules::ipvlan_endpoint(&r.network_id, None, given.map(|m| m.to_string()).as_deref())?;
+            let ips: Vec<_> = addrs.iter().map(|a| a.ip).collect();
+            self.ipvlan_addrs_free(dkey, net.vlan, &ips, Some(&r.endpoint_id))?;
+            let mac = self.ipvlan_mac(dkey)?;
+            let net = self.nets.get_mut(&r.network_id).expect("found above");
+            net.reserved.insert(r.endpoint_id, Reserved { mac, addrs });
+            return Ok(json!({ "Interface": { "MacAddress": mac.to_string() } }));
+        }
         let passthru = net.opts.mode == Mode::Passthru;
         let dom = &self.domains[&dkey];
         if passthru {
@@ -263,6 +274,11 @@ impl Daemon {
         let reply = |net: &super::Network| {
             let gws = net.ipam.default_gateways();
             let gw = |v6: bool| gws.iter().copied().find(|g| g.is_ipv6() == v6);
+            // ipvlan L3: default routes out of the interface, no gateway (Docker's ipvlan L3).
+            if net.opts.ipvlan.is_some_and(|i| i.mode.routed()) {
+                let any = |v6: bool| gw(v6).is_some() && !net.internal;
+                return docker::joined_routed(&src, any(false), any(true));
+            }
             docker::joined(&src, gw(false), gw(true), net.internal)
         };
         if net.endpoints.find(&Key::Name(r.endpoint_id.clone())).is_some() {
@@ -282,6 +298,10 @@ impl Daemon {
         let dom = &self.domains[&dkey];
         let mtu = rules::endpoint_mtu(net.opts.mtu, dom.link.mtu, net.internal, &dom.link.name)?;
         let (o, passthru, dp) = (net.ep_opts(), net.opts.mode == Mode::Passthru, dom.dp);
+        let ipvlan = match o.ipvlan {
+            Some(port) => Some(IpvlanPlan { port, dev_id: self.ipvlan_dev_id(dkey)? }),
+            None => None,
+        };
         for name in [&host, &src] {
             if crate::netlink::link_by_name(&self.h, name).await?.is_some() {
                 bail!("an interface named {name} exists already in the daemon's namespace");
@@ -302,6 +322,7 @@ impl Daemon {
                         mtu,
                         create: true,
                         addrs: res.addrs.iter().map(|a| a.ip).collect(),
+                        ipvlan,
                     },
                     veth,
                 )
@@ -329,6 +350,7 @@ impl Daemon {
             routes: Vec::new(),
             spoof_check: None,
             ip_guard: None,
+            ipvlan_id: ipvlan.map(|i| i.dev_id),
         };
         let net = self.nets.get_mut(&r.network_id).expect("found above");
         net.endpoints.push(Endpoint { st, port, host_index, mac: res.mac, addrs: res.addrs });

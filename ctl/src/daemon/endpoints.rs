@@ -1,7 +1,7 @@
 //! A network's endpoints: kept in the order they were connected (views, the state file and error
 //! messages list them in that order) and found by every key the daemon looks them up by — the
 //! datapath port, the daemon-side link, the namespace, the name `disconnect` takes, the MAC, the
-//! CNI attachment — through one index, so that a command or a link event costs O(log n) in the
+//! CNI attachment, an address (an ipvlan port's endpoints are told apart by it) — through one index, so that a command or a link event costs O(log n) in the
 //! number of endpoints instead of a scan each (or a scan per endpoint, as `stats` did).
 //!
 //! Pure bookkeeping: no netlink, no datapath. The keys of an endpoint never change while it is
@@ -9,6 +9,7 @@
 //! what keeps the index exact.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::PortId;
@@ -43,7 +44,7 @@ impl Endpoint {
     }
 
     /// Every key it is found by.
-    fn keys(&self) -> impl Iterator<Item = Key> {
+    fn keys(&self) -> impl Iterator<Item = Key> + '_ {
         let (ns, name) = match &self.st.kind {
             EndpointKind::Veth { netns, ns_id } => (Some(Key::Netns(*ns_id)), Key::Name(netns.clone())),
             EndpointKind::Tap { .. } => (None, Key::Name(self.st.ifname.clone())),
@@ -59,6 +60,7 @@ impl Endpoint {
         ]
         .into_iter()
         .flatten()
+        .chain(self.addrs.iter().map(|a| Key::Addr(a.ip)))
     }
 }
 
@@ -80,6 +82,8 @@ pub(super) enum Key {
     Mac(MacAddr),
     /// A CNI attachment's (container ID, ifname).
     Attachment(Attachment),
+    /// One of its addresses (not its ipvlan link-local, which its dev_id keeps unique).
+    Addr(IpAddr),
 }
 
 #[derive(Default)]
@@ -181,6 +185,7 @@ mod tests {
                 routes: Vec::new(),
                 spoof_check: None,
                 ip_guard: None,
+                ipvlan_id: None,
             },
             port: n,
             host_index: 100 + u32::from(n),
@@ -212,6 +217,14 @@ mod tests {
         assert_eq!(eps.find(&Key::Mac(MacAddr([2, 0x42, 0, 0, 0, 2]))), Some(t));
         let att = Attachment { container_id: "c0ffee".into(), ifname: "eth0".into() };
         assert_eq!(eps.find(&Key::Attachment(att)), Some(b));
+        let ip: IpAddr = "198.18.0.9".parse().unwrap();
+        assert_eq!(eps.find(&Key::Addr(ip)), None);
+        let mut with_addr = veth(4, "/run/netns/c", 12);
+        with_addr.addrs = vec![Assigned { ip, prefix: 24 }];
+        let c = eps.push(with_addr);
+        assert_eq!(eps.find(&Key::Addr(ip)), Some(c));
+        eps.remove(c);
+        assert_eq!(eps.find(&Key::Addr(ip)), None);
         assert_eq!(eps.find_named("vm0", None), Some(t), "a tap by its name");
         assert_eq!(eps.find_named("/run/netns/a", None), Some(a), "a namespace by the name it was connected with");
         assert_eq!(eps.find_named("/proc/42/ns/net", Some((4, 11))), Some(b), "or by identity");

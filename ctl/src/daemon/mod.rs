@@ -11,7 +11,8 @@
 //! - `network`: create/remove, the forwarding domains networks share, MAC checks, passthru's parent,
 //!   source mode's sender lists;
 //! - `connect`: endpoints (veth or tap, addresses, routes, the datapath's port), their rollback, and
-//!   disconnect; `endpoints`: a network's endpoints behind one index of every key they are found by;
+//!   disconnect; `ipvlan`: what an ipvlan endpoint adds (the parent's MAC, its dev_id and
+//!   link-local address, NOARP and gateway-less routes in L3); `endpoints`: a network's endpoints behind one index of every key they are found by;
 //! - `restore`: the state file brought back at start, and a clean stop;
 //! - `rules`: the registry's rules, pure (names, specs, pools, parent sharing, MTUs, MACs,
 //!   passthru): `network` and `connect` gather the host's facts and apply them before any side
@@ -36,6 +37,7 @@ use tokio::sync::Mutex;
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::Mode;
 use xmacvlan_datapath::guard::Guard;
+use xmacvlan_datapath::ipvlan::Ipvlan;
 use xmacvlan_datapath::{Config, Datapath, FastPath, NetId};
 
 mod board;
@@ -44,6 +46,7 @@ mod connect;
 mod dispatch;
 mod docker;
 mod endpoints;
+mod ipvlan;
 mod metrics;
 mod network;
 mod relay;
@@ -61,7 +64,7 @@ use self::network::{parse_macs, resolve_parent};
 use self::server::{bind_socket, monitor_links, refuse_if_live, sample_rates, serve, SharedReaders};
 use crate::ipam::{Ipam, IpamSpec};
 use crate::netlink::{self, Link};
-use crate::netopts::NetOpts;
+use crate::netopts::{Driver, NetOpts};
 use crate::state::intent::Intents;
 use crate::state::{EndpointState, NetworkState, PassthruSaved, State, Store, STATE_VERSION};
 
@@ -142,6 +145,15 @@ impl Network {
             nodst: self.opts.nodst,
             keep_pcp: self.opts.keep_pcp,
             guard: self.opts.guard,
+            ipvlan: self.opts.ipvlan,
+        }
+    }
+
+    fn driver(&self) -> Driver {
+        if self.opts.ipvlan.is_some() {
+            Driver::Ipvlan
+        } else {
+            Driver::Macvlan
         }
     }
 
@@ -163,6 +175,8 @@ struct EpOpts {
     nodst: bool,
     keep_pcp: bool,
     guard: Guard,
+    /// An ipvlan network's port settings.
+    ipvlan: Option<Ipvlan>,
 }
 
 impl EpOpts {
@@ -414,6 +428,7 @@ impl Daemon {
                     id: n.id,
                     parent: n.parent.clone(),
                     internal: n.internal,
+                    driver: n.driver().name().to_string(),
                     mode: n.mode.clone(),
                     options: n.options.clone(),
                     ipam: n.spec.clone(),

@@ -8,7 +8,7 @@ use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::Mode;
 use xmacvlan_datapath::ParentSpec;
 
-use super::rules::{self, Sharing};
+use super::rules::{self, OnPort, Sharing};
 use super::{anchor_name, Daemon, Domain, Endpoint, Endpoints, EpId, Key, Network, Owner};
 use crate::api::reply::{NetworkRemoved, SourceMacs};
 use crate::api::{CreateNetwork, MacaddrAction, NetworkView};
@@ -121,8 +121,8 @@ impl Daemon {
     /// `owner`: who makes it (a CNI network has no subnets: its IPAM plugin hands out addresses).
     pub(super) async fn create_network(&mut self, c: CreateNetwork, owner: Owner) -> Result<NetworkView> {
         rules::network_name(&c.name, self.nets.contains_key(&c.name))?;
-        rules::driver(&c.driver)?;
-        let opts = NetOpts::parse(&c.options).map_err(|e| anyhow!(e))?;
+        let driver = rules::driver(&c.driver)?;
+        let opts = NetOpts::parse_for(driver, &c.options).map_err(|e| anyhow!(e))?;
         rules::network_spec(&c, &opts, owner == Owner::Cni)?;
         let parent = opts.parent.clone();
         let ipam = Ipam::new(&c.ipam).map_err(|e| anyhow!(e))?;
@@ -138,6 +138,14 @@ impl Daemon {
             let l = netlink::link_by_name(&self.h, link).await?;
             let ln = l.as_ref().map(|l| l.index);
             let same_parent = |n: &&Network| n.vlan == vlan && n.domain.is_some() && n.domain == ln;
+            rules::port_drivers(
+                p,
+                opts.ipvlan,
+                self.nets.values().filter(same_parent).map(|n| OnPort { name: &n.name, ipvlan: n.opts.ipvlan }),
+            )?;
+            if let Some(i) = opts.ipvlan {
+                rules::ipvlan_parent(p, link, vlan, i)?;
+            }
             let other = self.nets.values().find(same_parent).map(|n| Sharing { name: &n.name, mode: n.opts.mode });
             rules::parent_use(p, link, vlan, &opts, other)?;
             if let (Some(m), Some(l)) = (opts.mtu, &l) {
@@ -156,7 +164,7 @@ impl Daemon {
             internal: parent.is_none(),
             parent,
             vlan,
-            mode: opts.mode.name().to_string(),
+            mode: opts.ipvlan.map_or(opts.mode.name(), |i| i.mode.name()).to_string(),
             options: c.options.clone(),
             opts,
             passthru: None,

@@ -9,12 +9,13 @@ use ipnet::IpNet;
 use xmacvlan_datapath::frame::MacAddr;
 
 use super::connect::Plan;
+use super::ipvlan::{self, IpvlanPlan};
 use super::{
     default_routes, open_netns, parse_macs, resolve_parent, Daemon, Endpoint, Endpoints, Network, Owner, Veth,
 };
 use crate::ipam::{Assigned, Ipam};
 use crate::netlink;
-use crate::netopts::NetOpts;
+use crate::netopts::{Driver, NetOpts};
 use crate::state::{EndpointKind, EndpointState, State};
 
 impl Daemon {
@@ -30,8 +31,9 @@ impl Daemon {
         }
         let mut changed = false;
         for (ns, ipam) in st.networks.into_iter().zip(pools) {
+            let driver: Driver = ns.driver.parse().map_err(|e| anyhow!("state file: network '{}': {e}", ns.name))?;
             // Files from before the options were kept name only the parent and the mode.
-            let options = if ns.options.is_empty() {
+            let options = if ns.options.is_empty() && driver == Driver::Macvlan {
                 ns.parent
                     .iter()
                     .map(|p| ("parent".to_string(), p.clone()))
@@ -40,7 +42,8 @@ impl Daemon {
             } else {
                 ns.options.clone()
             };
-            let opts = NetOpts::parse(&options).map_err(|e| anyhow!("state file: network '{}': {e}", ns.name))?;
+            let opts =
+                NetOpts::parse_for(driver, &options).map_err(|e| anyhow!("state file: network '{}': {e}", ns.name))?;
             let mut net = Network {
                 name: ns.name.clone(),
                 id: ns.id,
@@ -187,8 +190,24 @@ impl Daemon {
         let net = &self.nets[network];
         let dp = self.domains[&net.domain.expect("active network")].dp;
         let o = net.ep_opts().with_guard(st.spoof_check, st.ip_guard);
-        let routes =
-            if net.owner == Owner::Cni { st.routes.clone() } else { default_routes(&net.ipam.default_gateways()) };
+        let routes = if net.owner == Owner::Cni {
+            st.routes.clone()
+        } else {
+            ipvlan::routes(o.ipvlan, default_routes(&net.ipam.default_gateways()))
+        };
+        // An ipvlan endpoint keeps its dev_id (and so its link-local address); one saved without
+        // (never, by this daemon) gets a free one.
+        let dkey = net.domain.expect("active network");
+        let ipvlan = match o.ipvlan {
+            Some(port) => {
+                let dev_id = match st.ipvlan_id {
+                    Some(id) => id,
+                    None => self.ipvlan_dev_id(dkey)?,
+                };
+                Some(IpvlanPlan { port, dev_id })
+            }
+            None => None,
+        };
         let mac: MacAddr = st.mac.parse().map_err(|e| anyhow!("MAC {}: {e}", st.mac))?;
         let addrs: Vec<Assigned> = st
             .addrs
@@ -224,7 +243,8 @@ impl Daemon {
                 }
                 let veth =
                     Veth { host: &st.host, ifname: &st.ifname, ns: Some(ns), netns, addrs: &addrs, routes: &routes };
-                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: existing.is_none(), addrs: ips.clone() };
+                let plan =
+                    Plan { dp, opts: o, mac, mtu: st.mtu, create: existing.is_none(), addrs: ips.clone(), ipvlan };
                 self.build_veth(plan, veth).await?
             }
             // Docker moved the other end into a container we are not told of: the pair is adopted
@@ -241,7 +261,7 @@ impl Daemon {
                     bail!("its container is gone (Docker gave {} back while the daemon was down)", st.ifname);
                 }
                 let veth = Veth { host: &st.host, ifname: &st.ifname, ns: None, netns: "", addrs: &[], routes: &[] };
-                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: false, addrs: ips.clone() };
+                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: false, addrs: ips.clone(), ipvlan };
                 self.build_veth(plan, veth).await?
             }
             EndpointKind::Tap { owner } => {
@@ -250,7 +270,8 @@ impl Daemon {
                         bail!("{} exists but is not a tap; leaving it alone", st.host);
                     }
                 }
-                let plan = Plan { dp, opts: o, mac, mtu: st.mtu, create: existing.is_none(), addrs: ips.clone() };
+                let plan =
+                    Plan { dp, opts: o, mac, mtu: st.mtu, create: existing.is_none(), addrs: ips.clone(), ipvlan };
                 self.build_tap(plan, &st.host, *owner).await?
             }
         };
@@ -260,6 +281,7 @@ impl Daemon {
                 eprintln!("xmacvlan daemon: {}: restoring its source MACs: {e}", st.host);
             }
         }
+        let st = EndpointState { ipvlan_id: ipvlan.map(|i| i.dev_id), ..st };
         Ok(Endpoint { st, port, host_index, mac, addrs })
     }
 

@@ -3,13 +3,16 @@
 //! gather those facts and apply these rules before any side effect, so a refused request leaves
 //! nothing behind. Each rule's error names the value it refuses.
 
-use anyhow::{bail, Result};
+use std::net::IpAddr;
+
+use anyhow::{anyhow, bail, Result};
 use xmacvlan_datapath::frame::MacAddr;
 use xmacvlan_datapath::fwd::Mode;
+use xmacvlan_datapath::ipvlan::Ipvlan;
 
 use crate::api::CreateNetwork;
 use crate::ipam::Ipam;
-use crate::netopts::NetOpts;
+use crate::netopts::{Driver, NetOpts};
 
 /// A network's name, as Docker's (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), at most 64 characters, not taken.
 pub fn network_name(name: &str, taken: bool) -> Result<()> {
@@ -25,12 +28,9 @@ pub fn network_name(name: &str, taken: bool) -> Result<()> {
     Ok(())
 }
 
-/// `-d DRIVER`: macvlan.
-pub fn driver(driver: &str) -> Result<()> {
-    if driver != "macvlan" {
-        bail!("driver '{driver}' is not supported: only -d macvlan");
-    }
-    Ok(())
+/// `-d DRIVER`: macvlan or ipvlan.
+pub fn driver(driver: &str) -> Result<Driver> {
+    driver.parse().map_err(|e: String| anyhow!(e))
 }
 
 /// What `network create` asks for, on its own: a parent or `--internal` (not both), a mode an
@@ -94,6 +94,108 @@ pub fn parent_use(parent: &str, link: &str, vlan: u16, opts: &NetOpts, same_pare
         }
     }
     Ok(())
+}
+
+/// A network already on the same parent link and VLAN, by name and driver (its ipvlan settings,
+/// None for macvlan).
+pub struct OnPort<'a> {
+    pub name: &'a str,
+    pub ipvlan: Option<Ipvlan>,
+}
+
+/// A parent (or a VLAN of it) carries macvlan networks or ipvlan networks, never both, as the
+/// kernel refuses one kind of child on a device that has the other; its ipvlan networks share one
+/// mode and flag, as the children of one kernel ipvlan port do. `ipvlan`: the new network's.
+pub fn port_drivers<'a>(
+    parent: &str,
+    ipvlan: Option<Ipvlan>,
+    others: impl IntoIterator<Item = OnPort<'a>>,
+) -> Result<()> {
+    for other in others {
+        match (ipvlan, other.ipvlan) {
+            (None, None) => {}
+            (Some(_), None) | (None, Some(_)) => {
+                let (mine, theirs) = if ipvlan.is_some() { ("ipvlan", "macvlan") } else { ("macvlan", "ipvlan") };
+                bail!(
+                    "parent {parent} already carries {theirs} network '{}': a parent (or a VLAN of it) has macvlan or ipvlan networks, not both; put this {mine} network on another parent or VLAN",
+                    other.name
+                );
+            }
+            (Some(mine), Some(theirs)) if mine != theirs => bail!(
+                "ipvlan network '{}' uses parent {parent} with ipvlan_mode={} ipvlan_flag={}: the ipvlan networks of a parent (or a VLAN of it) share one mode and flag (asked: ipvlan_mode={} ipvlan_flag={})",
+                other.name,
+                theirs.mode,
+                theirs.flag,
+                mine.mode,
+                mine.flag
+            ),
+            (Some(_), Some(_)) => {}
+        }
+    }
+    Ok(())
+}
+
+/// An ipvlan network in a routed mode (l3, l3s) on parent `parent`: not on a VLAN xmacvlan tags
+/// itself (`link`.`vlan`). L3 hands what its endpoints send to the host's routes, out of the
+/// host's interface for that VLAN, and such a VLAN has none (this kernel has no 8021q).
+pub fn ipvlan_parent(parent: &str, link: &str, vlan: u16, ipvlan: Ipvlan) -> Result<()> {
+    if ipvlan.mode.routed() && vlan != 0 {
+        bail!(
+            "ipvlan_mode={} cannot use the VLAN parent {parent}: L3 routes the endpoints' traffic through the host's interface for VLAN {vlan}, and xmacvlan's VLANs have none (it tags frames itself); use ipvlan_mode=l2, or an untagged parent such as {link}",
+            ipvlan.mode
+        );
+    }
+    Ok(())
+}
+
+/// An endpoint of ipvlan network `network`: a veth (a tap, `tap`, would be a VM with a MAC of its
+/// own), with the parent's MAC (`mac`: the one asked for, refused).
+pub fn ipvlan_endpoint(network: &str, tap: Option<&str>, mac: Option<&str>) -> Result<()> {
+    if let Some(t) = tap {
+        bail!(
+            "network '{network}' is an ipvlan network: its endpoints are veths in a namespace, not taps (--tap {t}); a VM needs a MAC of its own, on a macvlan network"
+        );
+    }
+    if let Some(m) = mac {
+        bail!("--mac-address {m}: ipvlan endpoints use the parent's MAC (network '{network}' is an ipvlan network)");
+    }
+    Ok(())
+}
+
+/// An address of a new endpoint of an ipvlan port (`port`: its parent as written), which tells
+/// its endpoints apart by address: not one another endpoint there has (`used_by`: that endpoint
+/// and its network).
+pub fn ipvlan_addr_free(ip: IpAddr, port: &str, used_by: Option<(String, &str)>) -> Result<()> {
+    if let Some((endpoint, network)) = used_by {
+        bail!(
+            "address {ip} is already used by the endpoint {endpoint} on network '{network}': the endpoints of ipvlan parent {port} are told apart by address"
+        );
+    }
+    Ok(())
+}
+
+/// The most ipvlan endpoints on one parent: the kernel's dev_id range, 1..=0xFFFD.
+pub const IPVLAN_DEV_IDS: u16 = 0xFFFD;
+
+/// The `dev_id` of a new ipvlan endpoint on parent link `link` (ipvlan_link_new): the lowest one
+/// from 1 that no endpoint there has (`used`). It makes the endpoint's link-local address its own.
+pub fn ipvlan_dev_id(link: &str, used: impl IntoIterator<Item = u16>) -> Result<u16> {
+    let mut taken: Vec<u16> = used.into_iter().collect();
+    taken.sort_unstable();
+    taken.dedup();
+    let mut id = 1;
+    for t in taken {
+        if t > id {
+            break;
+        }
+        if t == id {
+            id += 1;
+        }
+    }
+    if id > IPVLAN_DEV_IDS {
+        bail!("parent {link} has {IPVLAN_DEV_IDS} ipvlan endpoints, as many as the kernel allows on one parent");
+    }
+    Ok(id)
 }
 
 /// An endpoint's MTU: the parent's (`max`) unless asked, and then within 68..=max.
@@ -165,6 +267,7 @@ mod tests {
     use super::*;
     use crate::ipam::IpamSpec;
     use crate::netopts::Guard;
+    use xmacvlan_datapath::ipvlan::{IpvlanFlag, IpvlanMode};
 
     fn create(name: &str, internal: bool, subnets: &[&str]) -> CreateNetwork {
         CreateNetwork {
@@ -182,6 +285,7 @@ mod tests {
             mode,
             nodst: false,
             keep_pcp: false,
+            ipvlan: None,
             mtu: None,
             guard: Guard::DEFAULT,
         }
@@ -208,8 +312,12 @@ mod tests {
     fn a_network_is_a_parent_or_internal_and_has_subnets() {
         let c = create("n", false, &["198.18.0.0/24"]);
         network_spec(&c, &opts(Some("eth1"), Mode::Vepa), false).unwrap();
-        driver("macvlan").unwrap();
-        assert!(err(driver("ipvlan")).contains("driver 'ipvlan' is not supported"));
+        assert_eq!(driver("macvlan").unwrap(), Driver::Macvlan);
+        assert_eq!(driver("ipvlan").unwrap(), Driver::Ipvlan);
+        assert!(err(driver("bridge")).contains("driver 'bridge' is not supported: -d macvlan or -d ipvlan"));
+        let ipvlan_internal = NetOpts { ipvlan: Some(Ipvlan::default()), ..opts(None, Mode::Bridge) };
+        network_spec(&create("n", true, &["198.18.0.0/24"]), &ipvlan_internal, false)
+            .expect("an internal ipvlan network");
         let internal = create("n", true, &["198.18.0.0/24"]);
         assert!(err(network_spec(&internal, &opts(Some("eth1"), Mode::Bridge), false)).contains("-o parent=eth1"));
         assert!(
@@ -273,5 +381,67 @@ mod tests {
             .contains("already has its endpoint ns1"));
         assert!(err(passthru_endpoint("p", "eth1", None, Some(m), Some(parent), Some("other")))
             .contains("would change the MAC of eth1, which network 'other' also uses"));
+    }
+
+    fn iv(mode: IpvlanMode, flag: IpvlanFlag) -> Option<Ipvlan> {
+        Some(Ipvlan { mode, flag })
+    }
+
+    #[test]
+    fn a_parent_carries_macvlan_or_ipvlan_and_one_ipvlan_setting() {
+        let l2 = iv(IpvlanMode::L2, IpvlanFlag::Bridge);
+        let mac = |name| OnPort { name, ipvlan: None };
+        let ip = |name, ipvlan| OnPort { name, ipvlan };
+        port_drivers("eth1", None, [mac("m1"), mac("m2")]).unwrap();
+        port_drivers("eth1", l2, [ip("i1", l2), ip("i2", l2)]).expect("the same mode and flag");
+        port_drivers("eth1", l2, []).unwrap();
+        let e = err(port_drivers("eth1.50", l2, [mac("m1")]));
+        assert!(e.contains("parent eth1.50 already carries macvlan network 'm1'"), "{e}");
+        assert!(e.contains("put this ipvlan network on another parent or VLAN"), "{e}");
+        let e = err(port_drivers("eth1", None, [ip("i1", l2)]));
+        assert!(e.contains("parent eth1 already carries ipvlan network 'i1'"), "{e}");
+        let e = err(port_drivers("eth1", iv(IpvlanMode::L3, IpvlanFlag::Bridge), [ip("i1", l2)]));
+        assert!(e.contains("ipvlan network 'i1' uses parent eth1 with ipvlan_mode=l2 ipvlan_flag=bridge"), "{e}");
+        assert!(e.contains("(asked: ipvlan_mode=l3 ipvlan_flag=bridge)"), "{e}");
+        let e = err(port_drivers("eth1", iv(IpvlanMode::L2, IpvlanFlag::Private), [ip("i1", l2)]));
+        assert!(e.contains("ipvlan_flag=bridge: the ipvlan networks of a parent"), "{e}");
+    }
+
+    #[test]
+    fn routed_ipvlan_is_refused_on_a_vlan_of_ours() {
+        for mode in [IpvlanMode::L3, IpvlanMode::L3s] {
+            let e = err(ipvlan_parent("eth1.50", "eth1", 50, Ipvlan { mode, flag: IpvlanFlag::Bridge }));
+            assert!(e.contains(&format!("ipvlan_mode={mode} cannot use the VLAN parent eth1.50")), "{e}");
+            assert!(e.contains("use ipvlan_mode=l2, or an untagged parent such as eth1"), "{e}");
+            ipvlan_parent("eth1", "eth1", 0, Ipvlan { mode, flag: IpvlanFlag::Private }).expect("untagged");
+        }
+        ipvlan_parent("eth1.50", "eth1", 50, Ipvlan::default()).expect("l2 on a VLAN");
+    }
+
+    #[test]
+    fn ipvlan_endpoints_are_veths_with_the_parents_mac_and_addresses_of_their_own() {
+        ipvlan_endpoint("iv", None, None).unwrap();
+        let e = err(ipvlan_endpoint("iv", Some("vm0"), None));
+        assert!(e.contains("network 'iv' is an ipvlan network: its endpoints are veths"), "{e}");
+        assert!(e.contains("(--tap vm0)"), "{e}");
+        let e = err(ipvlan_endpoint("iv", None, Some("02:42:c6:12:00:11")));
+        assert!(e.contains("--mac-address 02:42:c6:12:00:11: ipvlan endpoints use the parent's MAC"), "{e}");
+
+        let ip: IpAddr = "198.18.0.5".parse().unwrap();
+        ipvlan_addr_free(ip, "eth1", None).unwrap();
+        let e = err(ipvlan_addr_free(ip, "eth1.50", Some(("ns1 (eth0)".into(), "other"))));
+        assert!(e.contains("address 198.18.0.5 is already used by the endpoint ns1 (eth0) on network 'other'"), "{e}");
+        assert!(e.contains("ipvlan parent eth1.50"), "{e}");
+    }
+
+    #[test]
+    fn dev_ids_are_the_lowest_free_from_one() {
+        assert_eq!(ipvlan_dev_id("eth1", []).unwrap(), 1);
+        assert_eq!(ipvlan_dev_id("eth1", [1, 2, 3]).unwrap(), 4);
+        assert_eq!(ipvlan_dev_id("eth1", [3, 1, 1]).unwrap(), 2, "a hole is reused");
+        assert_eq!(ipvlan_dev_id("eth1", [2, 3]).unwrap(), 1);
+        assert_eq!(ipvlan_dev_id("eth1", 1..=0xFFFC).unwrap(), 0xFFFD);
+        let e = err(ipvlan_dev_id("eth1", 1..=0xFFFD));
+        assert!(e.contains("parent eth1 has 65533 ipvlan endpoints"), "{e}");
     }
 }

@@ -7,6 +7,7 @@ use xmacvlan_datapath::fwd::DropReason;
 use xmacvlan_datapath::PortReport;
 
 use super::board::{Ports, Posted};
+use super::ipvlan;
 use super::{Daemon, Network, Owner};
 use crate::api::reply::{PortEndpoint, PortKernel, PortStats};
 use crate::api::{EndpointView, NetworkView, SubnetView};
@@ -18,12 +19,18 @@ impl Daemon {
         NetworkView {
             name: n.name.clone(),
             id: n.id,
-            driver: "macvlan".into(),
+            driver: n.driver().name().into(),
             parent: n.parent.clone(),
             vlan: n.vlan,
             internal: n.internal,
             mode: n.mode.clone(),
-            options: n.options.iter().filter(|(k, _)| k != "parent" && k != "macvlan_mode").cloned().collect(),
+            ipvlan_flag: n.opts.ipvlan.map(|i| i.flag.name().to_string()),
+            options: n
+                .options
+                .iter()
+                .filter(|(k, _)| !["parent", "macvlan_mode", "ipvlan_mode", "ipvlan_flag"].contains(&k.as_str()))
+                .cloned()
+                .collect(),
             ipv6: n.ipam.ipv6,
             subnets: n
                 .ipam
@@ -100,6 +107,8 @@ pub(super) fn endpoint_view(st: &EndpointState) -> EndpointView {
         endpoint_id,
         spoof_check: st.spoof_check,
         ip_guard: st.ip_guard,
+        ipvlan_id: st.ipvlan_id,
+        link_local: st.ipvlan_id.zip(st.mac.parse().ok()).map(|(id, mac)| ipvlan::link_local(mac, id).to_string()),
     }
 }
 

@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 
 use crate::api::CreateNetwork;
 use crate::ipam::{Assigned, IpamSpec};
+use crate::netopts::Driver;
 
 /// The content type of every request and reply.
 pub const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1+json";
@@ -151,7 +152,10 @@ pub fn network_spec(r: &CreateNetworkRequest) -> Result<CreateNetwork, String> {
             ipam.aux_addresses.push(format!("{name}={}", address(a)?));
         }
     }
-    Ok(CreateNetwork { name: r.network_id.clone(), driver: "macvlan".into(), ipam, internal, options })
+    // Docker calls the driver by its plugin name (`-d xmacvlan`): Docker's ipvlan options select ipvlan.
+    let ipvlan = options.iter().any(|(k, _)| k == "ipvlan_mode" || k == "ipvlan_flag");
+    let driver = if ipvlan { Driver::Ipvlan } else { Driver::Macvlan };
+    Ok(CreateNetwork { name: r.network_id.clone(), driver: driver.name().into(), ipam, internal, options })
 }
 
 /// `ip/len` or `ip` → the address. The error names the value.
@@ -235,6 +239,21 @@ pub fn joined(src: &str, gateway: Option<IpAddr>, gateway6: Option<IpAddr>, inte
     v
 }
 
+/// `Join`'s answer for an ipvlan L3 endpoint: no gateway; a default route out of the interface
+/// (`RouteType` 1, connected) per family it has one in (`v4`, `v6`), as Docker's ipvlan L3 gives.
+pub fn joined_routed(src: &str, v4: bool, v6: bool) -> Value {
+    let mut v = json!({ "InterfaceName": { "SrcName": src, "DstPrefix": "eth" }, "DisableGatewayService": true });
+    let routes: Vec<Value> = [(v4, "0.0.0.0/0"), (v6, "::/0")]
+        .into_iter()
+        .filter(|(has, _)| *has)
+        .map(|(_, dst)| json!({ "Destination": dst, "RouteType": 1 }))
+        .collect();
+    if !routes.is_empty() {
+        v["StaticRoutes"] = json!(routes);
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +286,29 @@ mod tests {
         assert_eq!(c.ipam.subnets, ["198.18.77.0/24"]);
         assert_eq!(c.ipam.gateways, ["198.18.77.1"]);
         assert_eq!(c.ipam.aux_addresses, ["a=198.18.77.5"]);
+        assert_eq!(c.driver, "macvlan");
+    }
+
+    #[test]
+    fn dockers_ipvlan_options_select_ipvlan() {
+        // `docker network create -d xmacvlan -o parent=eth1 -o ipvlan_mode=l3 ...`
+        for generic in [json!({ "parent": "eth1", "ipvlan_mode": "l3" }), json!({ "ipvlan_flag": "private" })] {
+            let r = create(json!({
+                "NetworkID": "iv",
+                "Options": { "com.docker.network.generic": generic },
+                "IPv4Data": [{ "Pool": "198.18.79.0/24", "Gateway": "198.18.79.1/24" }]
+            }));
+            let c = network_spec(&r).unwrap();
+            assert_eq!(c.driver, "ipvlan", "{generic}");
+        }
+        let v = joined_routed("xmc1", true, true);
+        assert_eq!(
+            v["StaticRoutes"],
+            json!([{ "Destination": "0.0.0.0/0", "RouteType": 1 }, { "Destination": "::/0", "RouteType": 1 }])
+        );
+        assert!(v.get("Gateway").is_none() && v.get("GatewayIPv6").is_none());
+        assert_eq!(v["DisableGatewayService"], json!(true));
+        assert!(joined_routed("xmc1", false, false).get("StaticRoutes").is_none(), "internal: no routes");
     }
 
     #[test]

@@ -50,6 +50,7 @@ fn head(n: &NetworkState) -> NetworkState {
         id,
         parent,
         internal,
+        driver,
         mode,
         options,
         ipam,
@@ -64,6 +65,7 @@ fn head(n: &NetworkState) -> NetworkState {
         id: *id,
         parent: parent.clone(),
         internal: *internal,
+        driver: driver.clone(),
         mode: mode.clone(),
         options: options.clone(),
         ipam: ipam.clone(),
@@ -169,6 +171,7 @@ pub(crate) mod tests {
             routes: Vec::new(),
             spoof_check: None,
             ip_guard: None,
+            ipvlan_id: None,
         }
     }
 
@@ -178,6 +181,7 @@ pub(crate) mod tests {
             id: 1,
             parent: Some("eth1".into()),
             internal: false,
+            driver: "macvlan".into(),
             mode: "bridge".into(),
             options: Vec::new(),
             ipam: IpamSpec { subnets: vec!["198.18.0.0/24".into()], ..Default::default() },
