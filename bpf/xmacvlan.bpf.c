@@ -999,9 +999,12 @@ static __always_inline int ipvlan_out(struct __sk_buff *skb, struct ep_port *ep,
 
 /* An L3 endpoint's IP frame for nobody of its port: routed by the host (ipvlan_process_outbound),
  * by its routes with the parent as the output interface, to a next hop from its neighbour table
- * (bpf_redirect_neigh resolves one it lacks). A destination that is the host's own goes to its
- * stack. Where forwarding is off on the parent, bpf_fib_lookup will not say, and the frame takes
- * the kernel's own route lookup in bpf_redirect_neigh (as ipvlan's ip_route_output_flow). */
+ * (bpf_redirect_neigh resolves one it lacks). What the routes do not forward — the host's own
+ * address, a broadcast route, no route at all: bpf_fib_lookup says NOT_FWDED for each — goes into
+ * the host stack as if received on the parent, which delivers the first two and drops the last
+ * (where the kernel's ipvlan drops it itself). Where forwarding is off on the parent,
+ * bpf_fib_lookup will not say, and the frame takes the kernel's own route lookup in
+ * bpf_redirect_neigh (as ipvlan's ip_route_output_flow), which cannot deliver to the host. */
 static __always_inline int ipvlan_route(struct __sk_buff *skb, struct ep_port *ep, struct fast_count *c,
 					void *data, void *data_end)
 {
