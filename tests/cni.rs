@@ -517,3 +517,37 @@ fn check_probes_vlan_masters_and_the_xdp_fast_path() {
     rt.del(lab.c(2));
     assert!(networks(&lab).is_empty());
 }
+
+/// The reference ipvlan plugin's configuration (`"driver": "ipvlan"` picks it; `"mode"` as that
+/// plugin's): both containers get the master's MAC, reach each other and the wire, and the wire
+/// knows both addresses at the master's MAC; an unknown mode is the spec's code 7; DEL leaves
+/// nothing.
+#[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
+fn ipvlan_as_the_reference_ipvlan_plugin() {
+    require_root!();
+    require_host_local();
+    let lab = Lab::new();
+    let _d = Daemon::start(&lab);
+    let rt = Runtime::new(&lab, "1.0.0").with("driver", json!("ipvlan")).with("mode", json!("l2"));
+    let (c1, c2) = (lab.c(1), lab.c(2));
+    let r1 = rt.add(c1);
+    rt.add(c2);
+    let master = lab.dp.mac("eth1");
+    assert_eq!((c1.mac("eth0"), c2.mac("eth0")), (master, master), "ipvlan endpoints have the master's MAC");
+    assert_eq!(r1["interfaces"][0]["mac"], mac_str(master).as_str());
+    assert!(ping(c1, "198.18.0.101"), "container to container");
+    assert!(ping(c1, GATEWAY) && ping(c2, GATEWAY), "containers to a host on the wire");
+    for ip in ["198.18.0.100", "198.18.0.101"] {
+        let neigh = lab.wire.ok(&["ip", "neigh", "show", ip, "dev", "wire0"]);
+        assert!(neigh.contains(&mac_str(master)), "the wire knows {ip} at the master's MAC: {neigh}");
+    }
+    let bad = Runtime::new(&lab, "1.0.0").with("driver", json!("ipvlan")).with("mode", json!("l4"));
+    let r = bad.invoke("ADD", lab.c(3));
+    assert_eq!(r.code(), 7, "{}", r.out);
+    assert!(r.msg().contains("l4"), "the error names the mode: {}", r.msg());
+    rt.del(c1);
+    rt.del(c2);
+    assert!(networks(&lab).is_empty(), "the CNI network goes with its last attachment");
+    assert_eq!(lab.dp.links(), ["lo", "eth1"], "nothing is left on the host side");
+}

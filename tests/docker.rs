@@ -315,3 +315,47 @@ fn restarts_both_ways() {
     l.docker("rm -f c1");
     l.docker("network rm net");
 }
+
+/// Docker's ipvlan guide with our driver (Docker's own `-d ipvlan` needs the kernel's ipvlan module,
+/// absent here): `-o ipvlan_mode` makes the network an ipvlan one. L2: the containers have the
+/// parent's MAC and reach each other and the wire; L3: they reach each other, and the wire through
+/// the host's routes, with default routes through the interface and no gateway.
+#[test]
+#[ignore = "needs root, docker.io (network namespaces, XDP, a private dockerd); `make test` runs it"]
+fn the_ipvlan_guide_with_our_driver() {
+    require_root!();
+    let l = DockerLab::new();
+    let d = l.plugin.as_str();
+    let parent_mac = mac_str(l.lab.dp.mac("eth1"));
+
+    l.docker(&format!(
+        "network create -d {d} --subnet=198.18.0.0/24 --gateway=198.18.0.254 -o parent=eth1 -o ipvlan_mode=l2 ipl2"
+    ));
+    l.run("a1", "ipl2", "--ip 198.18.0.10");
+    l.run("a2", "ipl2", "--ip 198.18.0.11");
+    for name in ["a1", "a2"] {
+        let (mac, addrs) = eth0(&l, name);
+        assert_eq!(mac, parent_mac, "{name}: an ipvlan endpoint has the parent's MAC");
+        assert_eq!(addrs.len(), 1, "{name}: {addrs:?}");
+    }
+    assert!(l.pings("a1", "198.18.0.11"), "l2: container to container");
+    assert!(l.pings("a2", GATEWAY), "l2: container to the wire");
+    let refused = l.docker_fails(&format!("run -d --net ipl2 --mac-address 02:42:c6:12:00:99 {IMAGE} true"));
+    assert!(refused.contains("parent's MAC"), "a MAC on an ipvlan network: {refused}");
+    l.docker("rm -f a1 a2");
+    l.docker("network rm ipl2");
+
+    l.lab.wire.ok(&["ip", "route", "add", "198.19.2.0/24", "via", HOST_IP]);
+    in_netns(&l.lab.dp.path(), || write_sysctl_here("net/ipv4/conf/all/forwarding", "1"));
+    l.docker(&format!("network create -d {d} --subnet=198.19.2.0/24 -o parent=eth1 -o ipvlan_mode=l3 ipl3"));
+    l.run("b1", "ipl3", "--ip 198.19.2.10");
+    l.run("b2", "ipl3", "--ip 198.19.2.11");
+    let route = l.docker("exec b1 ip route show default");
+    assert!(route.contains("dev eth0") && !route.contains("via"), "l3: default route through eth0: {route}");
+    assert!(l.pings("b1", "198.19.2.11"), "l3: container to container");
+    assert!(l.pings("b2", GATEWAY), "l3: container to the wire, routed by the host");
+    l.docker("rm -f b1 b2");
+    l.docker("network rm ipl3");
+    let links = l.lab.dp.links();
+    assert!(!links.iter().any(|x| x.starts_with("xmv") || x.starts_with("xmc")), "{links:?}");
+}
