@@ -87,4 +87,19 @@ ip netns exec "${CONTAINERS[0]}" ping -c 2 -i 0.2 198.18.0.254
 x network disconnect pub_net "${CONTAINERS[2]}"
 x network rm --force pub_net
 x network rm --force backend
+
+say "ipvlan: the containers behind eth1's one MAC, told apart by address (for a switch port that allows one MAC)"
+x network create -d ipvlan -o ipvlan_mode=l2 --subnet 198.18.0.0/24 --gateway 198.18.0.254 -o parent=eth1 ipnet
+x network connect --ip 198.18.0.21 ipnet "${CONTAINERS[0]}"
+x network connect --ip 198.18.0.22 ipnet "${CONTAINERS[1]}"
+echo "eth1: $(ip -n "$DP" -o link show eth1 | grep -o 'link/ether [^ ]*')"
+for c in "${CONTAINERS[0]}" "${CONTAINERS[1]}"; do
+    echo "$c eth0: $(ip -n "$c" -o link show eth0 | grep -o 'link/ether [^ ]*')"
+done
+ip netns exec "${CONTAINERS[0]}" ping -c 2 -i 0.2 198.18.0.22       # endpoint -> endpoint, by address
+ip netns exec "${CONTAINERS[1]}" ping -c 2 -i 0.2 198.18.0.254      # endpoint -> wire
+ip netns exec "$WIRE" ping -c 2 -i 0.2 198.18.0.21                  # wire -> endpoint
+echo "the wire host's neighbours (one MAC for both containers):"
+ip -n "$WIRE" neigh show dev wire0 | grep -E '198\.18\.0\.2[12] ' || true
+x network rm --force ipnet
 say "done: everything the demo created is removed on exit"
