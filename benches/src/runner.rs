@@ -341,14 +341,16 @@ impl Bench<'_> {
     }
 
     fn frame(&self, load: &Load) -> Vec<u8> {
-        let (dst, src) = match load.source {
-            Source::Wire => (lab::endpoint_mac(0), lab::GEN_MAC),
-            Source::ContainerToWire => (lab::GEN_MAC, lab::endpoint_mac(0)),
-            Source::ContainerToContainer => (lab::endpoint_mac(1), lab::endpoint_mac(0)),
+        // With the IP sinks, c0 → c1 frames carry c1's address: c1 delivers them locally, as the
+        // sink says, instead of dropping them as another's.
+        let (dst, src, dst_ip) = match load.source {
+            Source::Wire => (lab::endpoint_mac(0), lab::GEN_MAC, lab::endpoint_ip(0)),
+            Source::ContainerToWire => (lab::GEN_MAC, lab::endpoint_mac(0), lab::endpoint_ip(0)),
+            Source::ContainerToContainer => (lab::endpoint_mac(1), lab::endpoint_mac(0), lab::endpoint_ip(1)),
         };
         match self.cli.sink {
             Sink::L2 => gen::build_l2_frame(load.size, dst, src),
-            Sink::ClosedPort | Sink::Socket => gen::build_frame(load.size, dst, src, lab::GEN_IP, lab::endpoint_ip(0)),
+            Sink::ClosedPort | Sink::Socket => gen::build_frame(load.size, dst, src, lab::GEN_IP, dst_ip),
         }
     }
 
