@@ -46,9 +46,9 @@ lint:
 bench: build
 	$(CURDIR)/target/release/xmacvlan bench $(BENCH_ARGS)
 
-# About a minute: every test once at 64 B, all five backends (CI runs it so the harness cannot rot).
+# About a minute: every test once at 64 B, all six backends (CI runs it so the harness cannot rot).
 bench-smoke: build
-	$(CURDIR)/target/release/xmacvlan bench --smoke --backends kernel,xmacvlan,xmacvlan-xdp,xmacvlan-afxdp,tc-floor
+	$(CURDIR)/target/release/xmacvlan bench --smoke --backends kernel,xmacvlan,xmacvlan-xdp,xmacvlan-afxdp,tc-floor,xmacvlan-ipvlan
 
 # Not in CI (ten minutes and more, as root): 80 % of the default configuration's max rate with unicast,
 # 1 % broadcast, container-sourced frames and an endpoint connect/disconnect every 2.5 s; then 0 frames

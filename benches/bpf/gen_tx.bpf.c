@@ -10,6 +10,12 @@
 // Destinations: the template's destination MAC is rewritten per frame. `bcast_per_mille` of every
 // 1000 frames go to ff:ff:ff:ff:ff:ff; the others cycle through `n_dst` unicast MACs whose last two
 // bytes are dst_lo16 + i (i = 0 .. n_dst-1) after dst_hi32, so traffic is spread evenly across the endpoints.
+// With `spread_ip` (ipvlan: every endpoint has the parent's MAC) the unicast MAC stays the
+// template's and the IPv4 destination address counts instead: its last two bytes are ip_lo16 + i,
+// and the header checksum is the template's updated for that word (RFC 1624, eqn. 3), so a valid
+// checksum stays valid and a deliberately wrong one stays wrong. Nothing is derived from the
+// frame's current bytes: a live-frames run hands the program pages it has written before.
+// The UDP checksum is 0 (none) in the template and stays so: no pseudo-header to update.
 //
 // One generator thread runs the program, so the globals need no atomics; userspace reads the
 // counters through the mmap'd .bss.
@@ -25,6 +31,11 @@ const volatile __u64 interval_ns = 0;
 const volatile __u32 dst_hi32 = 0;
 const volatile __u32 n_dst = 1;
 const volatile __u32 dst_lo16 = 0;
+/* Spread by IPv4 destination instead (1): the template's last two address bytes and its header
+ * checksum (frame offsets 32 and 24, an untagged IPv4 frame with a 20-byte header). */
+const volatile __u32 spread_ip = 0;
+const volatile __u32 ip_lo16 = 0;
+const volatile __u32 ip_csum = 0;
 /* Broadcast frames per 1000. */
 const volatile __u32 bcast_per_mille = 0;
 
@@ -58,7 +69,7 @@ int gen_tx(struct xdp_md *ctx)
 		d[0] = d[1] = d[2] = d[3] = d[4] = d[5] = 0xff;
 		tx_bcast++;
 	} else {
-		__u32 lo = dst_lo16 + uidx;
+		__u32 lo = dst_lo16 + (spread_ip ? 0 : uidx);
 
 		/* Unicast: the template's first four bytes, our last two (restored after a broadcast). */
 		d[0] = (dst_hi32 >> 24) & 0xff;
@@ -67,6 +78,21 @@ int gen_tx(struct xdp_md *ctx)
 		d[3] = dst_hi32 & 0xff;
 		d[4] = (lo >> 8) & 0xff;
 		d[5] = lo & 0xff;
+		if (spread_ip) {
+			__u32 a = (ip_lo16 + uidx) & 0xffff;
+			/* ~HC' = ~HC + ~m + m' in ones' complement, folded twice. */
+			__u32 sum = (~ip_csum & 0xffff) + (~ip_lo16 & 0xffff) + a;
+
+			if (d + 34 > end)
+				return XDP_DROP;
+			sum = (sum & 0xffff) + (sum >> 16);
+			sum = (sum & 0xffff) + (sum >> 16);
+			sum = ~sum & 0xffff;
+			d[24] = sum >> 8;
+			d[25] = sum & 0xff;
+			d[32] = a >> 8;
+			d[33] = a & 0xff;
+		}
 		if (++uidx >= n_dst)
 			uidx = 0;
 	}

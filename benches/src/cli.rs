@@ -16,7 +16,8 @@ use crate::{lab, online_cpus};
 #[serde(rename_all = "kebab-case")]
 pub enum Sink {
     /// Ethertype 0x88b5 (local experimental): dropped right after the interface counts it; isolates the
-    /// forwarding path.
+    /// forwarding path. ipvlan finds a container by address: its frames there are IPv4 with a wrong
+    /// header checksum instead, dropped by the container's IP layer in its header checks.
     L2,
     /// IPv4/UDP to a bound socket whose tiny receive buffer stays full: IP + UDP lookup + drop.
     Socket,
@@ -73,8 +74,10 @@ pub struct Cli {
     pub xmacvlan_bin: Option<PathBuf>,
     /// Backends, in the order they are run: kernel macvlan, xmacvlan (a daemon with no tuning
     /// flags: the tc fast path + AF_XDP workers), xmacvlan-xdp (--fast-path xdp), xmacvlan-afxdp
-    /// (--fast-path off: every frame through AF_XDP and a worker), and tc-floor (not a product: veth
-    /// endpoints with tc programs that only redirect, the floor of any tc datapath; no floods).
+    /// (--fast-path off: every frame through AF_XDP and a worker), tc-floor (not a product: veth
+    /// endpoints with tc programs that only redirect, the floor of any tc datapath; no floods), and
+    /// xmacvlan-ipvlan (xmacvlan's ipvlan, l2 mode, bridge flag, on a daemon with no tuning flags:
+    /// the containers have the parent's MAC and frames reach them by IPv4 address).
     #[arg(long, value_delimiter = ',', default_value = "kernel,xmacvlan,xmacvlan-xdp,xmacvlan-afxdp")]
     pub backends: Vec<Backend>,
     /// Tests to run, in this order.

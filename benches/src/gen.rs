@@ -35,11 +35,24 @@ pub struct GenConfig {
     pub batch_size: u32,
     /// Target rate in frames per second; None = as fast as possible.
     pub rate_pps: Option<f64>,
-    /// Unicast frames cycle through this many destination MACs: the frame's own plus the next
-    /// `n_dst - 1` (counting in the last two bytes).
+    /// Unicast frames cycle through this many destinations, the frame's own plus the next
+    /// `n_dst - 1` (counting in the last two bytes of what `spread` says).
     pub n_dst: u32,
+    /// By MAC or by IPv4 address.
+    pub spread: Spread,
     /// Broadcast frames per 1000 sent.
     pub bcast_per_mille: u32,
+}
+
+/// What the generator counts through to spread unicast frames across endpoints.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Spread {
+    /// The destination MAC (macvlan: every endpoint has a MAC of its own).
+    Mac,
+    /// The IPv4 destination address, with the header checksum updated for it (ipvlan: every
+    /// endpoint has the parent's MAC and is told apart by address). The frame must be untagged
+    /// IPv4 with a 20-byte header; its MAC stays as it is.
+    Ip,
 }
 
 pub struct Generator {
@@ -60,25 +73,8 @@ pub struct GenSummary {
 impl Generator {
     pub fn start(cfg: GenConfig) -> Result<Generator> {
         // Loaded here (loading does not depend on the network namespace) so that this thread can read
-        // the program's tx_count while the generator thread runs it. The OpenObject must outlive the
-        // skeleton: one small leak per trial.
-        let open_object: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = GenTxSkelBuilder::default().open(open_object).context("opening the generator BPF object")?;
-        let interval = match cfg.rate_pps {
-            Some(r) if r > 0.0 => (1e9 / r).round().max(1.0) as u64,
-            _ => 0,
-        };
-        let ro = open.maps.rodata_data.as_deref_mut().ok_or_else(|| anyhow!("generator BPF object has no .rodata"))?;
-        let dst = cfg.frame.get(..6).ok_or_else(|| anyhow!("generator frame shorter than a MAC"))?;
-        ro.interval_ns = interval;
-        ro.dst_hi32 = u32::from_be_bytes([dst[0], dst[1], dst[2], dst[3]]);
-        ro.dst_lo16 = u32::from(u16::from_be_bytes([dst[4], dst[5]]));
-        ro.n_dst = cfg.n_dst.max(1);
-        ro.bcast_per_mille = cfg.bcast_per_mille.min(1000);
-        let skel = open.load().context("loading the generator XDP program")?;
-        if skel.maps.bss_data.is_none() {
-            bail!("generator BPF object has no mmapable .bss");
-        }
+        // the program's tx_count while the generator thread runs it.
+        let skel = load(&cfg)?;
         let prog_fd = skel.progs.gen_tx.as_fd().as_raw_fd();
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -132,6 +128,52 @@ impl Drop for Generator {
     fn drop(&mut self) {
         let _ = self.finish();
     }
+}
+
+/// The generator program, set up for `cfg` (its template's destinations, pace and mix) and loaded.
+/// The OpenObject must outlive the skeleton: one small leak per trial.
+fn load(cfg: &GenConfig) -> Result<GenTxSkel<'static>> {
+    let ip = match cfg.spread {
+        Spread::Mac => None,
+        Spread::Ip => Some(ip_template(&cfg.frame, cfg.n_dst.max(1))?),
+    };
+    let open_object: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = GenTxSkelBuilder::default().open(open_object).context("opening the generator BPF object")?;
+    let interval = match cfg.rate_pps {
+        Some(r) if r > 0.0 => (1e9 / r).round().max(1.0) as u64,
+        _ => 0,
+    };
+    let ro = open.maps.rodata_data.as_deref_mut().ok_or_else(|| anyhow!("generator BPF object has no .rodata"))?;
+    let dst = cfg.frame.get(..6).ok_or_else(|| anyhow!("generator frame shorter than a MAC"))?;
+    ro.interval_ns = interval;
+    ro.dst_hi32 = u32::from_be_bytes([dst[0], dst[1], dst[2], dst[3]]);
+    ro.dst_lo16 = u32::from(u16::from_be_bytes([dst[4], dst[5]]));
+    ro.n_dst = cfg.n_dst.max(1);
+    ro.bcast_per_mille = cfg.bcast_per_mille.min(1000);
+    if let Some((lo16, csum)) = ip {
+        ro.spread_ip = 1;
+        ro.ip_lo16 = lo16.into();
+        ro.ip_csum = csum.into();
+    }
+    let skel = open.load().context("loading the generator XDP program")?;
+    if skel.maps.bss_data.is_none() {
+        bail!("generator BPF object has no mmapable .bss");
+    }
+    Ok(skel)
+}
+
+/// For [`Spread::Ip`]: the last two bytes of the template's IPv4 destination and its header
+/// checksum, which the program counts from; the template must be untagged IPv4 with a 20-byte
+/// header, and its `n_dst` addresses must not leave its /16.
+fn ip_template(f: &[u8], n_dst: u32) -> Result<(u16, u16)> {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] || f[14] != 0x45 {
+        bail!("spreading by IPv4 address needs an untagged IPv4 frame with a 20-byte header");
+    }
+    let lo16 = u16::from_be_bytes([f[32], f[33]]);
+    if u32::from(lo16) + n_dst > 0x1_0000 {
+        bail!("{n_dst} addresses from {}.{}.{}.{} leave its /16", f[30], f[31], f[32], f[33]);
+    }
+    Ok((lo16, u16::from_be_bytes([f[24], f[25]])))
 }
 
 fn run(cfg: GenConfig, prog_fd: i32, stop: Arc<AtomicBool>, ready: mpsc::Sender<Result<()>>) -> Result<GenSummary> {
@@ -203,6 +245,8 @@ pub const UDP_SRC_PORT: u16 = 9999;
 
 /// A frame of `wire_size` bytes on the wire (FCS included; veth carries none, so the frame is 4 bytes
 /// shorter): Ethernet + IPv4 (valid header checksum) + UDP (no checksum) to the container's address.
+/// The generator may rewrite the last two bytes of `dst_ip` ([`Spread::Ip`]) and the header
+/// checksum with them; the UDP checksum is 0 (none), with no pseudo-header sum to update.
 pub fn build_frame(wire_size: usize, dst: [u8; 6], src: [u8; 6], src_ip: [u8; 4], dst_ip: [u8; 4]) -> Vec<u8> {
     let len = wire_size - 4;
     let mut f = vec![0u8; len];
@@ -238,6 +282,13 @@ pub fn build_frame(wire_size: usize, dst: [u8; 6], src: [u8; 6], src_ip: [u8; 4]
     f
 }
 
+/// Makes the IPv4 header checksum of `frame` (a [`build_frame`]) wrong by one: the receiving IP
+/// layer drops the frame in its header checks (ip_rcv_core), counted as InCsumErrors, while ipvlan,
+/// which reads only the addresses, still finds its endpoint. The `l2` sink's frame for ipvlan.
+pub fn spoil_ip_checksum(frame: &mut [u8]) {
+    frame[25] ^= 1;
+}
+
 /// A frame of `wire_size` bytes on the wire with the IEEE "local experimental" ethertype 0x88b5: the
 /// container's interface counts it in rx_packets and its stack drops it at once (no protocol handler).
 pub fn build_l2_frame(wire_size: usize, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
@@ -251,9 +302,27 @@ pub fn build_l2_frame(wire_size: usize, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
     f
 }
 
+/// Whether the IPv4 header of an untagged frame has a valid checksum.
+#[cfg(test)]
+pub(crate) fn ip_checksum_ok(frame: &[u8]) -> bool {
+    let Some(h) = frame.get(14..).filter(|h| h.len() >= 20) else {
+        return false;
+    };
+    let len = usize::from(h[0] & 0x0f) * 4;
+    let Some(h) = h.get(..len) else {
+        return false;
+    };
+    let mut sum: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    len >= 20 && sum == 0xffff
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lab::{endpoint_ip, endpoint_mac, GEN_IP, GEN_MAC, PARENT_MAC};
 
     #[test]
     fn frame_layout() {
@@ -277,5 +346,109 @@ mod tests {
         assert_eq!(sum, 0xffff);
         assert_eq!(u16::from_be_bytes([f[38], f[39]]), 26);
         assert_eq!(build_frame(1518, [0; 6], [0; 6], [0; 4], [0; 4]).len(), 1514);
+    }
+
+    #[test]
+    fn a_spoiled_checksum_fails_and_nothing_else_changes() {
+        let good = build_frame(64, PARENT_MAC, GEN_MAC, GEN_IP, endpoint_ip(0));
+        assert!(ip_checksum_ok(&good));
+        let mut bad = good.clone();
+        spoil_ip_checksum(&mut bad);
+        assert!(!ip_checksum_ok(&bad));
+        assert_eq!(good.iter().zip(&bad).filter(|(a, b)| a != b).count(), 1);
+    }
+
+    /// The generator program itself, run by BPF_PROG_RUN (without live frames: each run hands back
+    /// the frame it would send) `runs` times on `frame`.
+    fn program_frames(frame: &[u8], spread: Spread, n_dst: u32, bcast_per_mille: u32, runs: usize) -> Vec<Vec<u8>> {
+        let cfg = GenConfig {
+            netns: PathBuf::new(),
+            ifname: String::new(),
+            cpu: 0,
+            frame: frame.to_vec(),
+            repeat: 1,
+            batch_size: 1,
+            rate_pps: None,
+            n_dst,
+            spread,
+            bcast_per_mille,
+        };
+        let skel = load(&cfg).expect("loading the generator program (root)");
+        let fd = skel.progs.gen_tx.as_fd().as_raw_fd();
+        (0..runs)
+            .map(|_| {
+                let mut out = vec![0u8; frame.len()];
+                let mut opts = libbpf_sys::bpf_test_run_opts {
+                    sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _,
+                    data_in: frame.as_ptr() as *const _,
+                    data_size_in: frame.len() as u32,
+                    data_out: out.as_mut_ptr() as *mut _,
+                    data_size_out: out.len() as u32,
+                    repeat: 1,
+                    ..Default::default()
+                };
+                // SAFETY: `opts` has `sz` set to its size; `data_in` and `data_out` point at `frame` and `out`, both
+                // alive for the call, with their lengths in `data_size_in`/`data_size_out`; `fd` is the program of
+                // `skel`, alive until the end of this function.
+                let r = unsafe { libbpf_sys::bpf_prog_test_run_opts(fd, &mut opts) };
+                assert_eq!(r, 0, "BPF_PROG_RUN: {}", std::io::Error::from_raw_os_error(-r));
+                assert_eq!(opts.retval, 3, "XDP_TX");
+                out.truncate(opts.data_size_out as usize);
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    #[ignore = "needs root (BPF_PROG_RUN); `make test` runs it"]
+    fn ipvlan_frames_count_through_endpoint_addresses_behind_the_parents_mac_with_valid_checksums() {
+        // 300 endpoints: the count carries from the address's last byte into the one before it.
+        let n = 300;
+        let template = build_frame(64, PARENT_MAC, GEN_MAC, GEN_IP, endpoint_ip(0));
+        for (i, f) in program_frames(&template, Spread::Ip, n as u32, 0, 2 * n).iter().enumerate() {
+            let want = build_frame(64, PARENT_MAC, GEN_MAC, GEN_IP, endpoint_ip(i % n));
+            assert_eq!(f, &want, "frame {i}: to the parent's MAC and endpoint {}'s address", i % n);
+            assert!(ip_checksum_ok(f), "frame {i}");
+        }
+        // The l2 sink's frame: its checksum stays wrong at every address, the rest as above.
+        let mut spoiled = template.clone();
+        spoil_ip_checksum(&mut spoiled);
+        for (i, f) in program_frames(&spoiled, Spread::Ip, n as u32, 0, n).iter().enumerate() {
+            assert!(!ip_checksum_ok(f), "frame {i}");
+            assert_eq!(f[30..34], endpoint_ip(i), "frame {i}");
+            assert_eq!(f[..6], PARENT_MAC);
+        }
+        // Broadcasts in the mix: ff…ff, the address and checksum of a unicast frame, still valid.
+        let mixed = program_frames(&template, Spread::Ip, 4, 500, 1000);
+        let bcast: Vec<&Vec<u8>> = mixed.iter().filter(|f| f[..6] == [0xff; 6]).collect();
+        assert_eq!(bcast.len(), 500);
+        assert!(mixed.iter().all(|f| ip_checksum_ok(f)));
+        let unicast: Vec<[u8; 4]> =
+            mixed.iter().filter(|f| f[..6] == PARENT_MAC).map(|f| f[30..34].try_into().unwrap()).collect();
+        assert_eq!(unicast[..5], [0, 1, 2, 3, 0].map(endpoint_ip));
+    }
+
+    #[test]
+    #[ignore = "needs root (BPF_PROG_RUN); `make test` runs it"]
+    fn macvlan_frames_count_through_endpoint_macs_and_keep_their_address() {
+        let template = build_frame(64, endpoint_mac(0), GEN_MAC, GEN_IP, endpoint_ip(0));
+        for (i, f) in program_frames(&template, Spread::Mac, 300, 0, 600).iter().enumerate() {
+            assert_eq!(f, &build_frame(64, endpoint_mac(i % 300), GEN_MAC, GEN_IP, endpoint_ip(0)), "frame {i}");
+        }
+        let l2 = build_l2_frame(64, endpoint_mac(0), GEN_MAC);
+        let out = program_frames(&l2, Spread::Mac, 2, 0, 2);
+        assert_eq!(out, [l2.clone(), build_l2_frame(64, endpoint_mac(1), GEN_MAC)]);
+    }
+
+    #[test]
+    fn spreading_by_address_needs_an_ipv4_frame() {
+        let e = ip_template(&build_l2_frame(64, PARENT_MAC, GEN_MAC), 1).unwrap_err();
+        assert!(e.to_string().contains("needs an untagged IPv4 frame"), "{e}");
+        let far = build_frame(64, PARENT_MAC, GEN_MAC, GEN_IP, [198, 18, 255, 0]);
+        assert!(ip_template(&far, 256).is_ok());
+        let e = ip_template(&far, 257).unwrap_err();
+        assert!(e.to_string().contains("257 addresses from 198.18.255.0 leave its /16"), "{e}");
+        let f = build_frame(64, PARENT_MAC, GEN_MAC, GEN_IP, endpoint_ip(4000));
+        assert_eq!(ip_template(&f, 1).unwrap(), (0x0fb0, u16::from_be_bytes([f[24], f[25]])));
     }
 }

@@ -4,10 +4,11 @@
 //! Lab (namespaces `xmvb-<pid>-{gen,dp,c0,c1,…}`, always removed): gen/gen0 —veth— dp/eth1, the
 //! parent (GRO on, threaded NAPI pinned to the first --dp-cpus CPU). Container `i` holds eth0 with
 //! MAC 02:42:c6:12:00:i and 198.18.0.16+i/20; it is a kernel macvlan bridge child of eth1 or an
-//! xmacvlan endpoint on it. The wire host (gen0) is 198.18.15.254.
+//! xmacvlan endpoint on it — or an xmacvlan ipvlan endpoint, with the parent's MAC
+//! 02:00:c6:12:00:fd, whose frames find it by address. The wire host (gen0) is 198.18.15.254.
 //!
 //! Traffic: BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES (XDP_TX out of gen0, paced per frame by the
-//! program, destinations spread over endpoints, broadcast mixes), or an AF_PACKET sender inside a
+//! program, destinations spread over endpoints — by MAC, on ipvlan by IPv4 address —, broadcast mixes), or an AF_PACKET sender inside a
 //! container (container → wire, container → container). Delivered = Σ rx_packets of the receiving
 //! interfaces (netlink); for xmacvlan the datapath's own per-endpoint counters are the cross-check.
 //!

@@ -108,14 +108,30 @@ pub fn text(r: &Report) -> String {
         r.version, e.date_utc, e.kernel, e.cpu_model, e.nproc
     );
     let _ = writeln!(o, "placement: {}", r.placement);
-    if let Some(c) = &r.cli {
-        let _ = writeln!(
-            o,
-            "sink {:?}; trial window {} s after {} s warm-up; x/k = xmacvlan ÷ kernel, xdp/k = xmacvlan-xdp ÷ kernel, afxdp/k = xmacvlan-afxdp ÷ kernel, floor/k = tc-floor ÷ kernel\n",
-            c.sink, c.duration, c.warmup
-        );
-    }
     let bs = backends(r);
+    if let Some(c) = &r.cli {
+        let mut head = format!("sink {:?}; trial window {} s after {} s warm-up", c.sink, c.duration, c.warmup);
+        if bs.contains(&Backend::Kernel) {
+            for b in bs.iter().filter(|b| b.vs_kernel()) {
+                let _ = write!(head, ", {}/k = {} ÷ kernel", b.short(), b.name());
+            }
+        }
+        let _ = writeln!(o, "{head}");
+        if let Some(b) = bs.iter().find(|b| b.ipvlan()) {
+            let _ = writeln!(
+                o,
+                "{}: every container has the parent's MAC; frames to one carry its IPv4 address, which ipvlan finds it by{}",
+                b.name(),
+                if c.sink == crate::Sink::L2 {
+                    " (sink l2: IPv4 with a wrong header checksum, dropped by the container's IP header checks; \
+                     the others' 0x88b5 frames are dropped as soon as counted)"
+                } else {
+                    ""
+                }
+            );
+        }
+        o.push('\n');
+    }
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
 
     if trials(r, Test::Max).next().is_some() {
@@ -393,6 +409,7 @@ fn color(b: Backend) -> RGBColor {
         Backend::XmacvlanXdp => RGBColor(0x2c, 0xa0, 0x2c),
         Backend::XmacvlanAfxdp => RGBColor(0xff, 0x7f, 0x0e),
         Backend::TcFloor => RGBColor(0x7f, 0x7f, 0x7f),
+        Backend::XmacvlanIpvlan => RGBColor(0x94, 0x67, 0xbd),
     }
 }
 

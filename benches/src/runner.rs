@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 
-use crate::gen::{GenConfig, Generator};
+use crate::gen::{GenConfig, Generator, Spread};
 use crate::lab::{Backend, Lab};
 use crate::search::Search;
 use crate::stats::ThreadInfo;
@@ -258,14 +258,15 @@ impl Bench<'_> {
         let c0 = lab::ns_path(&self.lab.containers[0].ns.name);
         let ip0 = std::net::Ipv4Addr::from(lab::endpoint_ip(0));
         let _echo = latency::Responder::start(c0, ip0, app)?;
-        let mut traffic = self.start_traffic(&Load {
+        let load = Load {
             test: Test::Latency,
             size,
             rate: Rate(Some(rate)),
             spread: cli.spread,
             bcast_per_mille: 0,
             source: Source::Wire,
-        })?;
+        };
+        let mut traffic = self.start_traffic(backend, &load)?;
         lab::sleep_checked(Duration::from_secs_f64(cli.warmup))?;
         // UDP payload so that the probe frame has `size` bytes on the wire (14 + 20 + 8 + payload + 4 FCS).
         let payload = size.saturating_sub(46).max(18);
@@ -340,20 +341,8 @@ impl Bench<'_> {
         Ok(())
     }
 
-    fn frame(&self, load: &Load) -> Vec<u8> {
-        let (dst, src) = match load.source {
-            Source::Wire => (lab::endpoint_mac(0), lab::GEN_MAC),
-            Source::ContainerToWire => (lab::GEN_MAC, lab::endpoint_mac(0)),
-            Source::ContainerToContainer => (lab::endpoint_mac(1), lab::endpoint_mac(0)),
-        };
-        match self.cli.sink {
-            Sink::L2 => gen::build_l2_frame(load.size, dst, src),
-            Sink::ClosedPort | Sink::Socket => gen::build_frame(load.size, dst, src, lab::GEN_IP, lab::endpoint_ip(0)),
-        }
-    }
-
-    fn start_traffic(&self, load: &Load) -> Result<Traffic> {
-        let frame = self.frame(load);
+    fn start_traffic(&self, backend: Backend, load: &Load) -> Result<Traffic> {
+        let frame = frame(backend, self.cli.sink, load.source, load.size);
         Ok(match load.source {
             Source::Wire => Traffic::Gen(Box::new(Generator::start(GenConfig {
                 netns: lab::ns_path(&self.lab.gen.name),
@@ -364,6 +353,7 @@ impl Bench<'_> {
                 batch_size: self.cli.batch_size,
                 rate_pps: load.rate.0,
                 n_dst: load.spread as u32,
+                spread: if backend.ipvlan() { Spread::Ip } else { Spread::Mac },
                 bcast_per_mille: load.bcast_per_mille,
             })?)),
             Source::ContainerToWire | Source::ContainerToContainer => {
@@ -403,7 +393,7 @@ impl Bench<'_> {
         ));
         let (_, s0) = self.delivered_now(load.source)?;
         let dp0 = self.lab.datapath_counters()?;
-        let mut traffic = self.start_traffic(load)?;
+        let mut traffic = self.start_traffic(backend, load)?;
         lab::sleep_checked(Duration::from_secs_f64(cli.warmup))?;
         if !traffic.alive() {
             traffic.finish()?;
@@ -525,6 +515,91 @@ impl Bench<'_> {
     }
 }
 
+/// The frame a load of `size` bytes from `source` sends on `backend` with `sink`. On ipvlan every
+/// container has the parent's MAC ([`Backend::mac`]) and ipvlan finds the receiving one by its
+/// IPv4 address, so where it demuxes — from the wire, and c0 → c1, whose destination MAC is its
+/// source — the frame is IPv4 to that container's address. With the `l2` sink its header
+/// checksum is wrong: the container's IP layer drops it in its header checks, the nearest IP gets
+/// to the l2 frame's "dropped once counted" (ipvlan reads only the address). c0 → wire is
+/// switched by MAC on ipvlan too and keeps the sink's frame.
+pub(crate) fn frame(backend: Backend, sink: Sink, source: Source, size: usize) -> Vec<u8> {
+    // With the IP sinks, c0 → c1 frames carry c1's address: c1 delivers them locally, as the
+    // sink says, instead of dropping them as another's.
+    let (dst, src, dst_ip) = match source {
+        Source::Wire => (backend.mac(0), lab::GEN_MAC, lab::endpoint_ip(0)),
+        Source::ContainerToWire => (lab::GEN_MAC, backend.mac(0), lab::endpoint_ip(0)),
+        Source::ContainerToContainer => (backend.mac(1), backend.mac(0), lab::endpoint_ip(1)),
+    };
+    let by_address = backend.ipvlan() && source != Source::ContainerToWire;
+    match sink {
+        Sink::L2 if by_address => {
+            let mut f = gen::build_frame(size, dst, src, lab::GEN_IP, dst_ip);
+            gen::spoil_ip_checksum(&mut f);
+            f
+        }
+        Sink::L2 => gen::build_l2_frame(size, dst, src),
+        Sink::ClosedPort | Sink::Socket => gen::build_frame(size, dst, src, lab::GEN_IP, dst_ip),
+    }
+}
+
 pub(crate) fn kthreads(pids: &[i32]) -> Vec<ThreadInfo> {
     pids.iter().filter_map(|&p| stats::thread_info(p, p)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gen::ip_checksum_ok;
+    use crate::lab::{endpoint_ip, endpoint_mac, GEN_IP, GEN_MAC, PARENT_MAC};
+
+    const IPV: Backend = Backend::XmacvlanIpvlan;
+    const SINKS: [Sink; 3] = [Sink::L2, Sink::Socket, Sink::ClosedPort];
+
+    fn is_ipv4(f: &[u8]) -> bool {
+        f[12..14] == [0x08, 0x00]
+    }
+
+    #[test]
+    fn ipvlan_frames_from_the_wire_go_to_the_parents_mac_and_the_endpoints_address() {
+        for sink in SINKS {
+            let f = frame(IPV, sink, Source::Wire, 64);
+            assert_eq!(f.len(), 60);
+            assert_eq!((f[..6].to_vec(), f[6..12].to_vec()), (PARENT_MAC.to_vec(), GEN_MAC.to_vec()), "{sink:?}");
+            assert!(is_ipv4(&f), "{sink:?}: ipvlan demuxes by address");
+            assert_eq!(f[30..34], endpoint_ip(0), "{sink:?}");
+            // The IP sinks' frames reach the container's UDP; l2's stop at its IP header checks.
+            assert_eq!(ip_checksum_ok(&f), sink != Sink::L2, "{sink:?}");
+        }
+    }
+
+    #[test]
+    fn ipvlan_container_frames_carry_the_parents_mac_and_c1s_address() {
+        for sink in SINKS {
+            let f = frame(IPV, sink, Source::ContainerToContainer, 64);
+            // Destination MAC = source MAC = the parent's: ipvlan switches it by address.
+            assert_eq!((f[..6].to_vec(), f[6..12].to_vec()), (PARENT_MAC.to_vec(), PARENT_MAC.to_vec()), "{sink:?}");
+            assert!(is_ipv4(&f) && f[30..34] == endpoint_ip(1), "{sink:?}");
+            assert_eq!(ip_checksum_ok(&f), sink != Sink::L2, "{sink:?}");
+            // To the wire: the parent's MAC as the source (the guard drops any other), by MAC.
+            let w = frame(IPV, sink, Source::ContainerToWire, 64);
+            assert_eq!((w[..6].to_vec(), w[6..12].to_vec()), (GEN_MAC.to_vec(), PARENT_MAC.to_vec()), "{sink:?}");
+            let want = match sink {
+                Sink::L2 => gen::build_l2_frame(64, GEN_MAC, PARENT_MAC),
+                _ => gen::build_frame(64, GEN_MAC, PARENT_MAC, GEN_IP, endpoint_ip(0)),
+            };
+            assert_eq!(w, want, "{sink:?}: as the other backends' but for the source MAC");
+        }
+    }
+
+    #[test]
+    fn macvlan_backends_address_containers_by_their_own_macs() {
+        for b in [Backend::Kernel, Backend::Xmacvlan, Backend::XmacvlanXdp, Backend::XmacvlanAfxdp, Backend::TcFloor] {
+            let l2 = |s| frame(b, Sink::L2, s, 64);
+            assert_eq!(l2(Source::Wire), gen::build_l2_frame(64, endpoint_mac(0), GEN_MAC));
+            assert_eq!(l2(Source::ContainerToWire), gen::build_l2_frame(64, GEN_MAC, endpoint_mac(0)));
+            assert_eq!(l2(Source::ContainerToContainer), gen::build_l2_frame(64, endpoint_mac(1), endpoint_mac(0)));
+            let c = frame(b, Sink::Socket, Source::ContainerToContainer, 64);
+            assert!(c[..6] == endpoint_mac(1) && c[30..34] == endpoint_ip(1) && ip_checksum_ok(&c));
+        }
+    }
 }

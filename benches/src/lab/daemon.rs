@@ -14,7 +14,8 @@ use xmacvlan_lab::daemon::clean_exit;
 use xmacvlan_lab::{sys, DaemonProcess, DaemonSpec};
 
 use super::{
-    endpoint_ip, endpoint_mac, ip_str, mac_str, ns_path, Lab, CONTAINER_IF, GEN_IP, NETWORK_NAME, PARENT_IF, SUBNET,
+    endpoint_ip, endpoint_mac, ip_str, mac_str, ns_path, Backend, Lab, CONTAINER_IF, GEN_IP, NETWORK_NAME, PARENT_IF,
+    SUBNET,
 };
 
 impl Lab {
@@ -66,8 +67,10 @@ impl Lab {
     }
 
     /// Connects container `i` (its namespace must exist) to the lab's network through the daemon:
-    /// its endpoint `eth0` with the container's MAC and address. Does not wait for the link.
+    /// its endpoint `eth0` with the container's MAC and address (on ipvlan no MAC: the daemon gives
+    /// every endpoint the parent's, and refuses another). Does not wait for the link.
     pub fn connect_endpoint(&self, i: usize) -> Result<()> {
+        let ipvlan = self.active.is_some_and(Backend::ipvlan);
         self.call(|c| {
             c.connect(api::Connect {
                 network: NETWORK_NAME.into(),
@@ -76,7 +79,7 @@ impl Lab {
                 owner: None,
                 ip: Some(ip_str(&endpoint_ip(i))),
                 ip6: None,
-                mac: Some(mac_str(&endpoint_mac(i))),
+                mac: (!ipvlan).then(|| mac_str(&endpoint_mac(i))),
                 ifname: CONTAINER_IF.into(),
                 mtu: None,
                 spoof_check: None,
@@ -100,7 +103,9 @@ impl Lab {
         Ok(serde_json::to_value(&stats)?)
     }
 
-    pub(crate) fn start_daemon(&mut self, fast_path: &str) -> Result<()> {
+    /// Starts the daemon `backend` runs on and creates the lab's network on it.
+    pub(crate) fn start_daemon(&mut self, backend: Backend) -> Result<()> {
+        let fast_path = backend.fast_path().ok_or_else(|| anyhow!("{} runs no xmacvlan daemon", backend.name()))?;
         let bin = self.bin.clone().ok_or_else(|| anyhow!("no xmacvlan binary"))?;
         let sock = self.tmp.join("x.sock");
         let state = self.tmp.join("st");
@@ -121,20 +126,7 @@ impl Lab {
             own_process_group: true,
         };
         self.daemon = Some(DaemonProcess::start(&spec, Duration::from_secs(30))?);
-        let ipam = IpamSpec {
-            subnets: vec![SUBNET.into()],
-            aux_addresses: vec![format!("wirehost={}", ip_str(&GEN_IP))],
-            ..IpamSpec::default()
-        };
-        self.call(|c| {
-            c.create(api::CreateNetwork {
-                name: NETWORK_NAME.into(),
-                driver: "macvlan".into(),
-                ipam,
-                internal: false,
-                options: vec![("parent".into(), PARENT_IF.into())],
-            })
-        })?;
+        self.call(|c| c.create(network(backend)))?;
         Ok(())
     }
 
@@ -176,5 +168,44 @@ impl Lab {
                 _ => {}
             }
         }
+    }
+}
+
+/// The lab's network on `backend`'s daemon, as `xmacvlan network create` sends it: on the parent
+/// eth1, the wire host's address kept out of the pool; macvlan (each endpoint its own MAC), or
+/// `-d ipvlan -o ipvlan_mode=l2 -o ipvlan_flag=bridge` (the parent's MAC for all, told apart by
+/// address, switched among themselves by it).
+pub(crate) fn network(backend: Backend) -> api::CreateNetwork {
+    let ipam = IpamSpec {
+        subnets: vec![SUBNET.into()],
+        aux_addresses: vec![format!("wirehost={}", ip_str(&GEN_IP))],
+        ..IpamSpec::default()
+    };
+    let mut options = vec![("parent".to_string(), PARENT_IF.to_string())];
+    let driver = if backend.ipvlan() {
+        options.extend([("ipvlan_mode".into(), "l2".into()), ("ipvlan_flag".into(), "bridge".into())]);
+        "ipvlan"
+    } else {
+        "macvlan"
+    };
+    api::CreateNetwork { name: NETWORK_NAME.into(), driver: driver.into(), ipam, internal: false, options }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ipvlan_backend_creates_an_l2_bridge_ipvlan_network_on_the_same_parent() {
+        let n = network(Backend::XmacvlanIpvlan);
+        assert_eq!(n.driver, "ipvlan");
+        let o = |k: &str| n.options.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!((o("parent"), o("ipvlan_mode"), o("ipvlan_flag")), (Some(PARENT_IF), Some("l2"), Some("bridge")));
+        for b in [Backend::Xmacvlan, Backend::XmacvlanXdp, Backend::XmacvlanAfxdp] {
+            let m = network(b);
+            assert_eq!(m.driver, "macvlan");
+            assert_eq!(m.options, [("parent".to_string(), PARENT_IF.to_string())], "{}", b.name());
+        }
+        assert_eq!(n.ipam.subnets, network(Backend::Xmacvlan).ipam.subnets);
     }
 }

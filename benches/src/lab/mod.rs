@@ -1,7 +1,7 @@
 //! The bench's lab, on the shared one (`xmacvlan-lab`: namespaces, commands, cleanup, daemon
 //! process): gen —veth— dp/eth1 (the parent); containers c0, c1, … whose interfaces are kernel
-//! macvlan children of eth1, xmacvlan endpoints on it, or the tc-floor's veths. Next door: `daemon`
-//! (the xmacvlan daemon of the lab, its network and counters).
+//! macvlan children of eth1, xmacvlan endpoints on it (macvlan or ipvlan), or the tc-floor's
+//! veths. Next door: `daemon` (the xmacvlan daemon of the lab, its network and counters).
 
 use std::fs;
 use std::path::PathBuf;
@@ -28,6 +28,8 @@ pub const NS_PREFIX: &str = "xmvb-";
 
 pub const GEN_IF: &str = "gen0";
 pub const PARENT_IF: &str = "eth1";
+/// The parent's MAC, set when the wire is built: every ipvlan endpoint has it.
+pub const PARENT_MAC: [u8; 6] = [0x02, 0x00, 0xc6, 0x12, 0x00, 0xfd];
 /// The container interface's name in every container namespace.
 pub const CONTAINER_IF: &str = "eth0";
 pub const GEN_MAC: [u8; 6] = [0x02, 0x00, 0xc6, 0x12, 0x00, 0xfe];
@@ -39,12 +41,14 @@ pub const NETWORK_NAME: &str = "benchnet";
 pub const MAX_ENDPOINTS: usize = 4000;
 
 /// Container `i`'s MAC: 02:42:c6:12 followed by `i` in two bytes. The generator counts through
-/// these in the last two bytes to spread frames across endpoints.
+/// these in the last two bytes to spread frames across endpoints (except on ipvlan, where every
+/// endpoint has [`PARENT_MAC`]: see [`Backend::mac`]).
 pub fn endpoint_mac(i: usize) -> [u8; 6] {
     [0x02, 0x42, 0xc6, 0x12, (i >> 8) as u8, (i & 0xff) as u8]
 }
 
-/// Container `i`'s address: 198.18.0.16 + i.
+/// Container `i`'s address: 198.18.0.16 + i. On ipvlan the generator counts through these in the
+/// last two bytes.
 pub fn endpoint_ip(i: usize) -> [u8; 4] {
     (u32::from_be_bytes([198, 18, 0, 16]) + i as u32).to_be_bytes()
 }
@@ -76,6 +80,13 @@ pub enum Backend {
     #[value(name = "tc-floor")]
     #[serde(rename = "tc-floor")]
     TcFloor,
+    /// xmacvlan's ipvlan on a daemon without tuning flags (the tc fast path): the network is
+    /// `-d ipvlan -o ipvlan_mode=l2 -o ipvlan_flag=bridge` on the same parent, every endpoint has
+    /// the parent's MAC and is found by its IP address. Frames to and from an endpoint carry the
+    /// parent's MAC and, where ipvlan demuxes, the endpoint's address.
+    #[value(name = "xmacvlan-ipvlan")]
+    #[serde(rename = "xmacvlan-ipvlan")]
+    XmacvlanIpvlan,
 }
 
 impl Backend {
@@ -86,6 +97,7 @@ impl Backend {
             Backend::XmacvlanXdp => "xmacvlan-xdp",
             Backend::XmacvlanAfxdp => "xmacvlan-afxdp",
             Backend::TcFloor => "tc-floor",
+            Backend::XmacvlanIpvlan => "xmacvlan-ipvlan",
         }
     }
 
@@ -93,7 +105,7 @@ impl Backend {
     pub fn fast_path(self) -> Option<&'static str> {
         match self {
             Backend::Kernel | Backend::TcFloor => None,
-            Backend::Xmacvlan => Some("tc"),
+            Backend::Xmacvlan | Backend::XmacvlanIpvlan => Some("tc"),
             Backend::XmacvlanXdp => Some("xdp"),
             Backend::XmacvlanAfxdp => Some("off"),
         }
@@ -107,12 +119,28 @@ impl Backend {
             Backend::XmacvlanXdp => "xdp",
             Backend::XmacvlanAfxdp => "afxdp",
             Backend::TcFloor => "floor",
+            Backend::XmacvlanIpvlan => "ipv",
         }
     }
 
     /// Run by an xmacvlan daemon.
     pub fn is_xmacvlan(self) -> bool {
         self.fast_path().is_some()
+    }
+
+    /// Endpoints share the parent's MAC and are told apart by IP address (ipvlan).
+    pub fn ipvlan(self) -> bool {
+        self == Backend::XmacvlanIpvlan
+    }
+
+    /// The MAC that frames to and from container `i` carry: its own ([`endpoint_mac`]), or on
+    /// ipvlan the parent's, which every endpoint has (the source guard drops any other source).
+    pub fn mac(self, i: usize) -> [u8; 6] {
+        if self.ipvlan() {
+            PARENT_MAC
+        } else {
+            endpoint_mac(i)
+        }
     }
 
     /// Gets a ratio column against kernel macvlan.
@@ -197,7 +225,7 @@ impl Lab {
         topology::veth_pair(End { netns: &gen, ifname: GEN_IF }, End { netns: &dp, ifname: PARENT_IF }, 1500, 1)?;
         ip(&["-n", &gen, "link", "set", GEN_IF, "address", &mac_str(&GEN_MAC), "up"])?;
         ip(&["-n", &gen, "addr", "add", &format!("{}/{PREFIX_LEN}", ip_str(&GEN_IP)), "dev", GEN_IF])?;
-        ip(&["-n", &dp, "link", "set", PARENT_IF, "up"])?;
+        ip(&["-n", &dp, "link", "set", PARENT_IF, "address", &mac_str(&PARENT_MAC), "up"])?;
         // The wire host sends finished frames, as a host behind a real NIC does: with checksum offload
         // a veth passes TCP/UDP checksums as "to be done" (and 64 KB TSO frames) in skb metadata, which
         // kernel macvlan carries along but an XDP/AF_XDP datapath, seeing only bytes, cannot.
@@ -278,7 +306,7 @@ impl Lab {
     pub fn setup(&mut self, backend: Backend, n: usize) -> Result<()> {
         self.reset()?;
         if backend.is_xmacvlan() {
-            self.start_daemon(backend.fast_path().unwrap_or("tc"))?;
+            self.start_daemon(backend)?;
         }
         self.active = Some(backend);
         self.grow(n)
@@ -310,7 +338,7 @@ impl Lab {
                 }
             }
             Backend::TcFloor => self.grow_floor(from, n)?,
-            Backend::Xmacvlan | Backend::XmacvlanXdp | Backend::XmacvlanAfxdp => {
+            Backend::Xmacvlan | Backend::XmacvlanXdp | Backend::XmacvlanAfxdp | Backend::XmacvlanIpvlan => {
                 for i in from..n {
                     self.connect_endpoint(i)?;
                     check_interrupted()?;
@@ -320,9 +348,9 @@ impl Lab {
         self.present = n;
         self.wait_up(from..n)?;
         // Static neighbours between the wire host and the first two containers (the latency and
-        // TCP peers): no ARP exchange in any measurement.
+        // TCP peers): no ARP exchange in any measurement. On ipvlan a container's MAC is the parent's.
         for i in from..n.min(2) {
-            let (ip_i, mac_i) = (ip_str(&endpoint_ip(i)), mac_str(&endpoint_mac(i)));
+            let (ip_i, mac_i) = (ip_str(&endpoint_ip(i)), mac_str(&backend.mac(i)));
             ip(&[
                 "-n",
                 &self.gen.name,
@@ -351,7 +379,7 @@ impl Lab {
                 "permanent",
             ])?;
             for j in (0..n.min(2)).filter(|&j| j != i) {
-                let (ip_j, mac_j) = (ip_str(&endpoint_ip(j)), mac_str(&endpoint_mac(j)));
+                let (ip_j, mac_j) = (ip_str(&endpoint_ip(j)), mac_str(&backend.mac(j)));
                 ip(&["-n", ns, "neigh", "replace", &ip_j, "lladdr", &mac_j, "dev", CONTAINER_IF, "nud", "permanent"])?;
                 let nsj = &self.containers[j].ns.name;
                 ip(&["-n", nsj, "neigh", "replace", &ip_i, "lladdr", &mac_i, "dev", CONTAINER_IF, "nud", "permanent"])?;
@@ -445,5 +473,30 @@ impl Drop for Lab {
         self.containers.clear();
         let _ = fs::remove_dir_all(&self.tmp);
         unregister_dir(&self.tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    #[test]
+    fn the_ipvlan_backend_is_named_and_addressed_by_the_parents_mac() {
+        let b = Backend::from_str("xmacvlan-ipvlan", false).unwrap();
+        assert_eq!(b, Backend::XmacvlanIpvlan);
+        assert_eq!((b.name(), b.short(), b.fast_path()), ("xmacvlan-ipvlan", "ipv", Some("tc")));
+        assert_eq!(serde_json::to_value(b).unwrap(), "xmacvlan-ipvlan");
+        assert!(b.is_xmacvlan() && b.vs_kernel() && b.ipvlan());
+        assert_eq!([b.mac(0), b.mac(1), b.mac(3999)], [PARENT_MAC; 3]);
+        for b in Backend::value_variants().iter().filter(|b| !b.ipvlan()) {
+            assert_eq!([b.mac(0), b.mac(258)], [endpoint_mac(0), endpoint_mac(258)], "{}", b.name());
+            assert_eq!(Backend::from_str(b.name(), false).as_ref(), Ok(b));
+        }
+        // Every name, short name and MAC in the lab is one thing's only.
+        let names: std::collections::HashSet<_> = Backend::value_variants().iter().map(|b| b.short()).collect();
+        assert_eq!(names.len(), Backend::value_variants().len());
+        assert!(GEN_MAC != PARENT_MAC && (0..MAX_ENDPOINTS).all(|i| endpoint_mac(i) != PARENT_MAC));
     }
 }

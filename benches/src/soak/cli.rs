@@ -133,6 +133,12 @@ pub fn validate(cli: &SoakCli) -> Result<()> {
     if !cli.backend.is_xmacvlan() {
         bad(format!("--backend {}: the soak checks an xmacvlan daemon's books", cli.backend.name()))?;
     }
+    if cli.backend.ipvlan() {
+        bad(format!(
+            "--backend {}: the soak's frames find their containers by MAC, and ipvlan's share the parent's",
+            cli.backend.name()
+        ))?;
+    }
     let ncpu = online_cpus();
     for (what, c) in std::iter::once(("--gen-cpu", cli.gen_cpu)).chain(cli.dp_cpus.iter().map(|&c| ("--dp-cpus", c))) {
         if c >= ncpu {
@@ -175,6 +181,7 @@ mod tests {
             (vec!["--container-pct", "100"], "--container-pct 100"),
             (vec!["--gen-cpu", "4096"], "--gen-cpu 4096"),
             (vec!["--backend", "kernel"], "--backend kernel"),
+            (vec!["--backend", "xmacvlan-ipvlan"], "--backend xmacvlan-ipvlan"),
         ] {
             let cli = SoakCli::try_parse_from(std::iter::once("soak").chain(args.iter().copied())).unwrap();
             let e = validate(&cli).unwrap_err().to_string();

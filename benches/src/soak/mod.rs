@@ -284,6 +284,8 @@ fn soak(cli: &SoakCli, lab: &mut Lab, report: &mut SoakReport) -> Result<()> {
         batch_size: 64,
         rate_pps: Some(o.wire_target_pps),
         n_dst: (n + CHURN_SLOTS) as u32,
+        // A macvlan network (the CLI refuses ipvlan): every container has a MAC of its own.
+        spread: gen::Spread::Mac,
         bcast_per_mille: (cli.bcast_pct * 10.0).round() as u32,
     })?;
     let sender = if o.container_target_pps >= 1.0 {
