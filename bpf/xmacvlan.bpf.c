@@ -649,6 +649,42 @@ static __always_inline int fast_tc(struct __sk_buff *skb, __u32 slot, __u32 ifin
 	return bpf_redirect_peer(ifindex, 0);
 }
 
+/* An ipvlan port's endpoint for an untagged frame that reached tc without the parent program's
+ * verdict (with the tc fast path the parent carries none unless an endpoint needs it): ipvlan_rx's
+ * rules for unicast to the port's MAC, and for an L3 port's group frames. 0 when the parent is no
+ * ipvlan port or the frame is the host's (or the tc flood's). It may pull the headers into the
+ * linear part: the caller reloads its packet pointers. */
+static __always_inline struct mac_val *ipvlan_tc(struct __sk_buff *skb, __u32 parent, int group)
+{
+	struct port_key pk = { .parent_ifindex = parent };
+	struct ip_key ik = { .parent_ifindex = parent };
+	__u32 zero = 0, need = ETH_HLEN + 64;
+	struct ipvlan_port *pv;
+	struct xmv_config *cfg;
+	void *data, *data_end;
+	struct ethhdr *eth;
+	int kind;
+
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (cfg && !cfg->ipvlan_ports)
+		return 0;
+	pv = bpf_map_lookup_elem(&ipvlan_ports, &pk);
+	if (!pv || (group && pv->mode != XMV_IPVLAN_L3))
+		return 0;
+	if (need > skb->len)
+		need = skb->len;
+	bpf_skb_pull_data(skb, need);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end || (!group && !mac_eq(eth->h_dest, pv->mac)))
+		return 0;
+	kind = l3_addr(data, data_end, ETH_HLEN, eth->h_proto, skb->len, 1, ik.addr);
+	if (kind == L3_NONE || kind == L3_NO_ADDR || (pv->mode == XMV_IPVLAN_L3S && kind != L3_IP))
+		return 0;
+	return bpf_map_lookup_elem(&ipvlan_ips, &ik);
+}
+
 /* The tc program on the parent's tcx ingress (the default fast path, `--fast-path tc`):
  * - unicast that xmv_parent passed for an endpoint on the tc fast path goes straight to the
  *   container's end of its veth (bpf_redirect_peer). xmv_parent checked tag, size, sources and
@@ -672,7 +708,11 @@ int xmv_parent_tc(struct __sk_buff *skb)
 	__u32 slot = 0;
 
 	/* The stack has moved an 802.1Q tag out of the frame by now (vlan_present). A group source
-	 * MAC (xmv_parent counted it) is the host's alone. */
+	 * MAC (xmv_parent counted it) is the host's alone, and so is what an ipvlan endpoint gave it. */
+	if (skb->mark == XMV_MARK_HOST) {
+		skb->mark = 0;
+		return TC_ACT_OK;
+	}
 	if ((void *)(eth + 1) > data_end || (eth->h_source[0] & 1))
 		return TC_ACT_OK;
 	key.parent_ifindex = skb->ingress_ifindex;
@@ -680,6 +720,18 @@ int xmv_parent_tc(struct __sk_buff *skb)
 		struct flood_ctx fc = { .skb = skb, .len = skb->len };
 		__u32 n, mark = skb->mark, tc_index = skb->tc_index;
 		struct flood_count *fs;
+
+		if (!skb->vlan_present) {
+			/* An L3 ipvlan port's group frame for one endpoint's address (an ARP request). */
+			v = ipvlan_tc(skb, key.parent_ifindex, 1);
+			if (v && (v->flags & XMV_MAC_FAST_TC))
+				return fast_tc(skb, v->slot, v->fast_ifindex);
+			data = (void *)(long)skb->data;
+			data_end = (void *)(long)skb->data_end;
+			eth = data;
+			if ((void *)(eth + 1) > data_end)
+				return TC_ACT_OK;
+		}
 
 		fc.fl = parent_list(key.parent_ifindex, &slot);
 		if (!fc.fl)
@@ -715,6 +767,24 @@ int xmv_parent_tc(struct __sk_buff *skb)
 			port = bpf_map_lookup_elem(&fast_ports, &slot);
 			if (port && *port && *port == m->ifindex)
 				return fast_tc(skb, slot, *port);
+		}
+		v = ipvlan_tc(skb, key.parent_ifindex, 0);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		eth = data;
+		if ((void *)(eth + 1) > data_end)
+			return TC_ACT_OK;
+		if (v) {
+			if (!(v->flags & XMV_MAC_FAST_TC))
+				return TC_ACT_OK;
+			if (too_long(skb, data, data_end, v->max_len)) {
+				struct fast_count *c = bpf_map_lookup_elem(&fast_stats, &v->slot);
+
+				if (c)
+					c->oversize += skb->gso_segs ? skb->gso_segs : 1;
+				return TC_ACT_SHOT;
+			}
+			goto fast;
 		}
 		__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
 		v = bpf_map_lookup_elem(&macs, &key);
@@ -987,6 +1057,8 @@ static __always_inline int ipvlan_out(struct __sk_buff *skb, struct ep_port *ep,
 	dc = bpf_map_lookup_elem(&fast_stats, &slot);
 	if (!dc || !ep_take(skb, data, data_end, c, dc, 1, ep->wire_max_len))
 		return TC_ACT_SHOT;
+	if (ingress)
+		skb->mark = XMV_MARK_HOST;
 	return bpf_redirect(ep->parent_ifindex, ingress);
 }
 

@@ -181,6 +181,10 @@ struct flood_list {
 #define XMV_MARK_COPY (1u << 24)
 #define XMV_MARK_SLOT_SHIFT 12
 #define XMV_MARK_IDX_MASK 0xfffu
+/* skb->mark of a container's frame an ipvlan endpoint hands the host stack (as if received on the
+ * parent): the parent's tc program lets it through, unmarked, instead of finding an endpoint for it
+ * again (another magic: the relay never takes it). */
+#define XMV_MARK_HOST 0xb8000000u
 
 /* Per-CPU, indexed by the parent's slot: group frames the tc flood fanned out, the outcomes at
  * members (each copy handed over, or counted as not, is one: a flood of n members has n, i.e. n - 1

@@ -363,6 +363,10 @@ fn link_local(ns: &Netns) -> String {
 /// capturing throughout.
 fn check(mode: Mode, flag: Flag) {
     let p = Port::new(mode, flag);
+    if !forced_userspace() {
+        // The parent's tc program finds the endpoints by address itself: no XDP on the parent.
+        assert_eq!(p.lab.dp.xdp_links(), Vec::<String>::new(), "{mode:?} {flag:?}: XDP attached");
+    }
     let sniff = RawSocket::open(&p.lab.wire, "wire0");
     let mut on_wire = who_receives_what(&p, flag);
     let (c1, c2, c3, wire) = (p.lab.c(1), p.lab.c(2), p.lab.c(3), &p.lab.wire);

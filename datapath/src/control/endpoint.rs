@@ -63,10 +63,10 @@ impl EndpointRec {
     /// frames for an endpoint off the tc fast path (a tap, `--fast-path off|xdp`), the group frames
     /// reflected to a private/passthru/source endpoint and what a source endpoint lists; and where
     /// the endpoint's MTU is below the parent's, XDP measures each frame before GRO merges them.
-    /// An ipvlan endpoint always needs it: only the parent program finds one by address.
+    /// An ipvlan endpoint is found by address in both programs (ipvlan_rx, ipvlan_tc), by the same
+    /// rules.
     pub(crate) fn needs_steering(&self, parent_mtu: u32) -> bool {
         self.fast != Some(FastPath::Tc)
-            || self.info.ipvlan.is_some()
             || self.info.vlan != 0
             || matches!(self.info.mode, Mode::Source | Mode::Private | Mode::Passthru)
             || self.info.mtu < parent_mtu
