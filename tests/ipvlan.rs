@@ -477,3 +477,86 @@ fn an_address_is_one_endpoints_and_drivers_do_not_mix() {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success() && err.contains("ipnet"), "macvlan on an ipvlan parent: {err}");
 }
+
+/// A dotted VLAN parent and an internal network, as for macvlan: on `eth1.50` the wire's tagged
+/// frame for an endpoint's address reaches it (untagged) and nobody else, the endpoints' frames leave
+/// tagged, and they reach each other; on an `--internal` network (L2 and L3) the endpoints reach each
+/// other and nothing else.
+#[test]
+#[ignore = "needs root (network namespaces, XDP); `make test` runs it"]
+fn vlan_parent_and_internal_networks() {
+    require_root!();
+    let lab = Lab::new();
+    let _d = Daemon::start(&lab);
+    lab.cli_ok(&["network", "create", "-d", "ipvlan", "--subnet", "198.18.50.0/24", "-o", "parent=eth1.50", "v50"]);
+    for i in 1..=2 {
+        let ip = format!("198.18.50.{}", 10 + i);
+        lab.cli_ok(&["network", "connect", "--ip", &ip, "v50", &lab.c(i).path()]);
+    }
+    assert!(ping(lab.c(1), "198.18.50.12"), "VLAN 50: endpoint to endpoint");
+    let parent_mac = lab.dp.mac("eth1");
+    let wire_mac = lab.wire.mac("wire0");
+    let (c1, c2, wire) =
+        (RawSocket::open(lab.c(1), "eth0"), RawSocket::open(lab.c(2), "eth0"), RawSocket::open(&lab.wire, "wire0"));
+    let mark = marker();
+    let to_c2 = udp(parent_mac, wire_mac, v4("198.18.50.254"), v4("198.18.50.12"), &mark);
+    wire.send(&support::vlan::push_tag(&to_c2, support::vlan::Tag::vid(50)));
+    let got = c2.collect(&mark, SETTLE);
+    assert_eq!(got.len(), 1, "the tagged frame for c2's address");
+    assert_eq!(got[0][12..14], [0x08, 0x00], "c2 gets it untagged");
+    assert!(c1.collect(&mark, Duration::from_millis(50)).is_empty(), "c1 does not");
+    // The kernel moves a received tag into metadata: this socket puts it back (PACKET_AUXDATA).
+    let trunk = support::vlan::VlanSocket::open(&lab.wire, "wire0");
+    let mark = marker();
+    c1.send(&frame(BROADCAST, parent_mac, &mark, 60));
+    let out: Vec<_> = trunk.collect_all(SETTLE).into_iter().filter(|rx| rx.has(&mark)).collect();
+    assert_eq!(out.len(), 1, "c1's broadcast on the wire");
+    assert_eq!(out[0].tags(), [support::vlan::Tag::vid(50)], "tagged 50: {}", out[0].tags_str());
+    assert_eq!(c2.collect(&mark, Duration::from_millis(50)).len(), 1, "and at c2");
+    let routed = lab.cli(&[
+        "network",
+        "create",
+        "-d",
+        "ipvlan",
+        "-o",
+        "ipvlan_mode=l3",
+        "--subnet",
+        "198.18.60.0/24",
+        "-o",
+        "parent=eth1.60",
+        "v60",
+    ]);
+    assert!(!routed.status.success(), "L3 on a VLAN we tag is refused");
+
+    for (mode, subnet) in [("l2", "198.19.70"), ("l3", "198.19.71")] {
+        let name = format!("int{mode}");
+        let m = format!("ipvlan_mode={mode}");
+        lab.cli_ok(&[
+            "network",
+            "create",
+            "-d",
+            "ipvlan",
+            "-o",
+            &m,
+            "--internal",
+            "--subnet",
+            &format!("{subnet}.0/24"),
+            &name,
+        ]);
+        for i in 1..=2 {
+            lab.cli_ok(&[
+                "network",
+                "connect",
+                "--ifname",
+                "eth1",
+                "--ip",
+                &format!("{subnet}.{}", 10 + i),
+                &name,
+                &lab.c(i).path(),
+            ]);
+        }
+        assert!(ping(lab.c(1), &format!("{subnet}.12")), "internal {mode}: endpoint to endpoint");
+        assert!(ping_fails(lab.c(1), GATEWAY), "internal {mode}: not the wire");
+        lab.cli_ok(&["network", "rm", "--force", &name]);
+    }
+}
