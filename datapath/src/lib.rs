@@ -12,7 +12,7 @@
 //! it reports). The worker's side: `worker.rs` (the
 //! loop), `domain.rs` (one forwarding domain's sockets), `plane.rs` (decide, stage, edit tags),
 //! `txbatch.rs` (transmit to endpoints), `flood.rs` (the collector's socket), `pool.rs` and
-//! `budget.rs` (UMEM frames), `xsk/` (AF_XDP itself). Pure rules: `fwd.rs`, `guard.rs`, `frame.rs`. Books:
+//! `budget.rs` (UMEM frames), `xsk/` (AF_XDP itself). Pure rules: `fwd.rs` (and its `table.rs`), `ipvlan.rs`, `guard.rs`, `frame.rs`. Books:
 //! `counters.rs`. `netlink.rs`: raw netlink (the tc block, XDP queries). `probe.rs`: test frames.
 //! `replay.rs`: the worker's plane without sockets, for the fuzzer (`fuzz/`).
 
@@ -31,6 +31,7 @@ mod plane;
 mod pool;
 pub mod probe;
 pub mod replay;
+pub mod table;
 pub mod txbatch;
 mod worker;
 pub mod xsk;
