@@ -288,6 +288,18 @@ static __always_inline int l3_addr(void *data, void *data_end, __u32 off, __u16 
 	return L3_NONE;
 }
 
+/* The endpoint of ik's port (parent, VLAN) that has the frame's destination address (l3_addr with
+ * `dest`), or 0; with `ip_only` (L3S from the wire) only an IPv4/IPv6 destination counts. */
+static __always_inline struct mac_val *ipvlan_dest(void *data, void *data_end, __u16 proto, __u32 len,
+						   struct ip_key *ik, int ip_only)
+{
+	int kind = l3_addr(data, data_end, ETH_HLEN, proto, len, 1, ik->addr);
+
+	if (kind == L3_NONE || kind == L3_NO_ADDR || (ip_only && kind != L3_IP))
+		return 0;
+	return bpf_map_lookup_elem(&ipvlan_ips, ik);
+}
+
 /* A wire frame on an ipvlan port (ipvlan.rs; ipvlan_handle_mode_l2/_l3): to the endpoint that has its
  * destination address, else the host's. L2 group frames are the host's and the tc flood's; L3S hands
  * only IP for the parent's MAC to endpoints. Unicast for another MAC is the host's in every mode. */
@@ -663,7 +675,6 @@ static __always_inline struct mac_val *ipvlan_tc(struct __sk_buff *skb, __u32 pa
 	struct xmv_config *cfg;
 	void *data, *data_end;
 	struct ethhdr *eth;
-	int kind;
 
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (cfg && !cfg->ipvlan_ports)
@@ -679,10 +690,7 @@ static __always_inline struct mac_val *ipvlan_tc(struct __sk_buff *skb, __u32 pa
 	eth = data;
 	if ((void *)(eth + 1) > data_end || (!group && !mac_eq(eth->h_dest, pv->mac)))
 		return 0;
-	kind = l3_addr(data, data_end, ETH_HLEN, eth->h_proto, skb->len, 1, ik.addr);
-	if (kind == L3_NONE || kind == L3_NO_ADDR || (pv->mode == XMV_IPVLAN_L3S && kind != L3_IP))
-		return 0;
-	return bpf_map_lookup_elem(&ipvlan_ips, &ik);
+	return ipvlan_dest(data, data_end, eth->h_proto, skb->len, &ik, pv->mode == XMV_IPVLAN_L3S);
 }
 
 /* The tc program on the parent's tcx ingress (the default fast path, `--fast-path tc`):
@@ -774,23 +782,13 @@ int xmv_parent_tc(struct __sk_buff *skb)
 		eth = data;
 		if ((void *)(eth + 1) > data_end)
 			return TC_ACT_OK;
-		if (v) {
-			if (!(v->flags & XMV_MAC_FAST_TC))
-				return TC_ACT_OK;
-			if (too_long(skb, data, data_end, v->max_len)) {
-				struct fast_count *c = bpf_map_lookup_elem(&fast_stats, &v->slot);
-
-				if (c)
-					c->oversize += skb->gso_segs ? skb->gso_segs : 1;
-				return TC_ACT_SHOT;
-			}
-			goto fast;
-		}
-		__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
-		v = bpf_map_lookup_elem(&macs, &key);
-		if (!v || (v->flags & XMV_MAC_NO_DST)) {
-			__builtin_memset(key.mac, 0, ETH_ALEN);
+		if (!v) {
+			__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
 			v = bpf_map_lookup_elem(&macs, &key);
+			if (!v || (v->flags & XMV_MAC_NO_DST)) {
+				__builtin_memset(key.mac, 0, ETH_ALEN);
+				v = bpf_map_lookup_elem(&macs, &key);
+			}
 		}
 		if (v && (v->flags & XMV_MAC_FAST_TC)) {
 			if (too_long(skb, data, data_end, v->max_len)) {
@@ -908,21 +906,8 @@ static __always_inline int ep_take(struct __sk_buff *skb, void *data, void *data
 	return 1;
 }
 
-/* A container's frame the source guard refused: taken from it and dropped there, one outcome. */
-static __always_inline int ep_spoofed(struct __sk_buff *skb, struct fast_count *c, int ip)
-{
-	__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
-
-	c->rx += segs;
-	c->rx_bytes += skb->len;
-	if (ip)
-		c->spoofed_ip += segs;
-	else
-		c->spoofed_src += segs;
-	return TC_ACT_SHOT;
-}
-
-/* A container's frame an ipvlan port refuses (`private`, or not routable): dropped at the sender. */
+/* A container's frame refused at its sender — by an ipvlan port (`private`, not routable) or by the
+ * source guard: taken from it and dropped there, one outcome counted under `reason`. */
 static __always_inline int ep_refused(struct __sk_buff *skb, struct fast_count *c, __u64 *reason)
 {
 	__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
@@ -931,6 +916,12 @@ static __always_inline int ep_refused(struct __sk_buff *skb, struct fast_count *
 	c->rx_bytes += skb->len;
 	*reason += segs;
 	return TC_ACT_SHOT;
+}
+
+/* A container's frame the source guard refused: taken from it and dropped there, one outcome. */
+static __always_inline int ep_spoofed(struct __sk_buff *skb, struct fast_count *c, int ip)
+{
+	return ep_refused(skb, c, ip ? &c->spoofed_ip : &c->spoofed_src);
 }
 
 enum guard_verdict { GUARD_OK, GUARD_SPOOFED, GUARD_WORKERS };
@@ -1139,7 +1130,7 @@ static __always_inline int ipvlan_tx(struct __sk_buff *skb, struct ep_port *ep, 
 	struct ethhdr *eth;
 	struct mac_val *v;
 	__u32 need = ETH_HLEN + 64;
-	int group, kind;
+	int group, l2 = !(ep->flags & XMV_EP_IPVLAN_ROUTED);
 
 	if (need > skb->len)
 		need = skb->len;
@@ -1150,28 +1141,21 @@ static __always_inline int ipvlan_tx(struct __sk_buff *skb, struct ep_port *ep, 
 	if ((void *)(eth + 1) > data_end)
 		return ep_to_workers(skb, ep, c);
 	group = eth->h_dest[0] & 1;
-	if (!(ep->flags & XMV_EP_IPVLAN_ROUTED)) {
-		/* L2: group frames to the other endpoints and the wire (the workers' flood). */
-		if (group)
-			return ep_to_workers(skb, ep, c);
-		if ((ep->flags & XMV_EP_IPVLAN_VEPA) || !mac_eq(eth->h_dest, eth->h_source))
-			return ipvlan_out(skb, ep, c, 0);
-		kind = l3_addr(data, data_end, ETH_HLEN, eth->h_proto, skb->len, 1, ik.addr);
-		if (kind != L3_NONE && kind != L3_NO_ADDR) {
-			v = bpf_map_lookup_elem(&ipvlan_ips, &ik);
-			if (v)
-				return ipvlan_local(skb, ep, c, v);
-		}
-		return ipvlan_out(skb, ep, c, BPF_F_INGRESS);
-	}
+	/* L2: group frames to the other endpoints and the wire (the workers' flood); unicast to
+	 * another MAC out of the parent. */
+	if (l2 && group)
+		return ep_to_workers(skb, ep, c);
+	if (l2 && !mac_eq(eth->h_dest, eth->h_source))
+		return ipvlan_out(skb, ep, c, 0);
+	/* What the kernel looks the destination address up for (not with vepa): L2 unicast to the
+	 * shared MAC, and all L3 sends. */
 	if (!(ep->flags & XMV_EP_IPVLAN_VEPA)) {
-		kind = l3_addr(data, data_end, ETH_HLEN, eth->h_proto, skb->len, 1, ik.addr);
-		if (kind != L3_NONE && kind != L3_NO_ADDR) {
-			v = bpf_map_lookup_elem(&ipvlan_ips, &ik);
-			if (v)
-				return ipvlan_local(skb, ep, c, v);
-		}
+		v = ipvlan_dest(data, data_end, eth->h_proto, skb->len, &ik, 0);
+		if (v)
+			return ipvlan_local(skb, ep, c, v);
 	}
+	if (l2)
+		return ipvlan_out(skb, ep, c, (ep->flags & XMV_EP_IPVLAN_VEPA) ? 0 : BPF_F_INGRESS);
 	if (group || (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6)))
 		return ep_refused(skb, c, &c->not_routed);
 	return ipvlan_route(skb, ep, c, data, data_end);

@@ -519,25 +519,21 @@ impl Bpf {
         match flags {
             Some(f) => {
                 if !present {
-                    self.count_sources(1)?;
+                    self.count_in(&self.listed_sources, 1)?;
                 }
                 let r = self.sources.update(as_bytes(&key), &f.to_ne_bytes(), MapFlags::ANY);
                 if r.is_err() && !present {
-                    let _ = self.count_sources(-1);
+                    let _ = self.count_in(&self.listed_sources, -1);
                 }
                 r.map_err(bpf_err("update sources"))
             }
             None => {
                 if present && self.sources.delete(as_bytes(&key)).is_ok() {
-                    let _ = self.count_sources(-1);
+                    let _ = self.count_in(&self.listed_sources, -1);
                 }
                 Ok(())
             }
         }
-    }
-
-    fn count_sources(&self, delta: i32) -> Result<(), Error> {
-        self.count_in(&self.listed_sources, delta)
     }
 
     /// Moves one of `config`'s counts (`listed_sources` or `ipvlan_count`) by `delta` and writes
